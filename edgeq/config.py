@@ -1,0 +1,57 @@
+"""Paths, environment variables and defaults: the one place edgeq reads the environment."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# The repository root when edgeq runs from a checkout (the supported install).
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+
+ENV_LLAMA_DIR = "EDGEQ_LLAMA_DIR"  # vendored llama.cpp source tree
+ENV_BUILD_DIR = "EDGEQ_BUILD_DIR"  # CMake build folder holding bin/
+ENV_MODELS_DIR = "EDGEQ_MODELS_DIR"
+ENV_DEBUG = "EDGEQ_DEBUG"  # show tracebacks instead of one-line errors
+ENV_NO_PROGRESS = "EDGEQ_NO_PROGRESS"
+
+DEFAULT_OUTTYPE = "f16"
+DEFAULT_QUANTS = ("Q8_0",)
+MANIFEST_NAME = "edgeq-manifest.json"
+INCOMPLETE_SUFFIX = ".incomplete"
+
+# llama-cpp-python 0.3.36's sdist is the one pinned source of llama.cpp.
+LLAMA_CPP_PYTHON_VERSION = "0.3.36"
+LLAMA_CPP_SOURCE_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+
+# Files conversion needs; pickles only when a repo has no safetensors.
+DOWNLOAD_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "tokenizer.model",
+                     "*.tiktoken", "tokenizer*", "vocab.*", "merges.txt", "*.jinja"]
+PICKLE_PATTERNS = ["*.bin", "*.pth", "*.pt", "*.bin.index.json"]
+
+
+def llama_dir() -> Path:
+    return Path(os.environ.get(ENV_LLAMA_DIR) or REPO_DIR / "vendor" / "llama.cpp")
+
+
+def build_dir() -> Path:
+    return Path(os.environ.get(ENV_BUILD_DIR) or REPO_DIR / "build")
+
+
+def bin_dir() -> Path:
+    return build_dir() / "bin"
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get(ENV_MODELS_DIR) or "models")
+
+
+def debug() -> bool:
+    return bool(os.environ.get(ENV_DEBUG))
+
+
+def progress_enabled() -> bool:
+    return not os.environ.get(ENV_NO_PROGRESS)
+
+
+def hf_token() -> str | None:
+    return os.environ.get("HF_TOKEN") or None

@@ -1,0 +1,85 @@
+"""Typed errors: each carries one line that names the problem and the fix.
+
+The CLI has one handler (``cli.main``) that prints ``Error: <message>`` (or a
+JSON object under ``--json``) and exits with the error's ``exit_code``.
+"""
+from __future__ import annotations
+
+# Exit codes are part of edgeq's interface for scripts: keep them stable.
+EXIT_OK = 0
+EXIT_USER = 1
+EXIT_USAGE = 2
+EXIT_ENVIRONMENT = 3
+EXIT_INTERRUPTED = 130
+
+
+class EdgeqError(Exception):
+    """Base class: a failure a person can act on. ``str(e)`` is the one line."""
+
+    exit_code = EXIT_USER
+    kind = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(f"{message} {hint}".strip() if hint else message)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"error": self.kind, "message": str(self), "exit_code": self.exit_code}
+
+
+class UsageError(EdgeqError):
+    """Bad flags or names (unknown quant type, conflicting options)."""
+
+    exit_code = EXIT_USAGE
+    kind = "usage"
+
+
+class SourceError(EdgeqError):
+    """The model source cannot be used: missing, unreachable, corrupt, unsupported."""
+
+    kind = "source"
+
+
+class HubError(SourceError):
+    """The Hugging Face Hub refused or could not be reached."""
+
+    kind = "hub"
+
+
+class UnsafeSourceError(SourceError):
+    """The source would make edgeq run someone else's code (pickle, remote code)."""
+
+    kind = "unsafe"
+
+
+class GGUFError(EdgeqError):
+    """A file is not a readable GGUF."""
+
+    kind = "gguf"
+
+
+class DiskSpaceError(EdgeqError):
+    """Not enough free disk for the outputs."""
+
+    kind = "disk"
+
+
+class ToolchainError(EdgeqError):
+    """The vendored llama.cpp build is missing, stale or failed."""
+
+    exit_code = EXIT_ENVIRONMENT
+    kind = "toolchain"
+
+
+class ToolFailed(ToolchainError):
+    """A native tool exited non-zero; ``tail`` holds its last output lines."""
+
+    kind = "tool"
+
+    def __init__(self, tool: str, returncode: int, tail: str, *, hint: str | None = None) -> None:
+        self.tool = tool
+        self.returncode = returncode
+        self.tail = tail
+        last = tail.strip().splitlines()[-1] if tail.strip() else "no output"
+        super().__init__(f"{tool} failed (exit {returncode}): {last}", hint=hint)

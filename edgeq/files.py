@@ -1,0 +1,56 @@
+"""Whole-or-nothing file writes and hashing."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from .config import INCOMPLETE_SUFFIX
+
+
+def incomplete_path(final: Path) -> Path:
+    """The temporary name a file is written under until it is whole."""
+    return final.with_name(final.name + INCOMPLETE_SUFFIX)
+
+
+@contextlib.contextmanager
+def atomic_output(final: Path) -> Iterator[Path]:
+    """Yield a temporary path; rename it to ``final`` only if the block succeeds.
+
+    On any exception (Ctrl-C included) the temporary file is removed, so no
+    half-written file ever sits under a final name.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = incomplete_path(final)
+    tmp.unlink(missing_ok=True)  # left by a run that was killed (SIGKILL)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"{tmp} was not written")
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, data: object) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def remove_stale_incomplete(folder: Path) -> list[Path]:
+    """Delete ``*.incomplete`` files a killed run left behind; return them."""
+    stale = sorted(folder.glob("*" + INCOMPLETE_SUFFIX)) if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

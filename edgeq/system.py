@@ -1,0 +1,83 @@
+"""Facts about this machine: CPU features, threads, memory, disk."""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+# CPU flags that decide which llama.cpp kernels run.
+_X86_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_tile")
+
+
+@dataclass
+class SystemInfo:
+    os: str
+    machine: str
+    cpu: str
+    physical_cores: int
+    logical_cores: int
+    cpu_features: list[str] = field(default_factory=list)
+    metal: bool = False
+    ram_total_bytes: int = 0
+    ram_available_bytes: int = 0
+
+
+def cpu_features() -> list[str]:
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        return ["neon"]
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return [f for f in _X86_FLAGS if f in flags]
+    return []
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def has_metal() -> bool:
+    """Apple Silicon Macs run llama.cpp on the GPU through Metal."""
+    return platform.system() == "Darwin" and platform.machine() == "arm64"
+
+
+def default_threads() -> int:
+    """Physical cores: llama.cpp runs slower on hyper-threads."""
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def system_info() -> SystemInfo:
+    vm = psutil.virtual_memory()
+    return SystemInfo(
+        os=f"{platform.system()} {platform.release()}",
+        machine=platform.machine(),
+        cpu=cpu_name(),
+        physical_cores=psutil.cpu_count(logical=False) or 1,
+        logical_cores=psutil.cpu_count(logical=True) or 1,
+        cpu_features=cpu_features(),
+        metal=has_metal(),
+        ram_total_bytes=vm.total,
+        ram_available_bytes=vm.available,
+    )
+
+
+def free_disk_bytes(path: Path) -> int:
+    """Free bytes on the filesystem that holds ``path`` (or its nearest existing parent)."""
+    p = Path(path).resolve()
+    while not p.exists():
+        p = p.parent
+    return shutil.disk_usage(p).free

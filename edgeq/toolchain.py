@@ -1,0 +1,150 @@
+"""The vendored llama.cpp build, and the one door through which edgeq runs its tools."""
+from __future__ import annotations
+
+import collections
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from . import config
+from .errors import ToolchainError, ToolFailed
+
+SETUP_HINT = "Run `bash scripts/setup.sh` (or `make setup`) from the edgeq checkout to fetch and build it."
+
+# Every tool the edgeq commands call; built together by the `edgeq-tools` CMake target.
+TOOLS = ("llama-quantize", "llama-bench", "llama-perplexity", "llama-imatrix", "llama-gguf-split",
+         "llama-fit-params", "llama-completion", "llama-simple", "ggml-rpc-server")
+
+
+def _lib_name(stem: str) -> str:
+    return {"darwin": f"lib{stem}.dylib", "win32": f"{stem}.dll"}.get(sys.platform, f"lib{stem}.so")
+
+
+@dataclass
+class Toolchain:
+    llama_dir: Path
+    bin_dir: Path
+
+    @property
+    def converter(self) -> Path:
+        return self.llama_dir / "convert_hf_to_gguf.py"
+
+    @property
+    def libllama(self) -> Path:
+        return self.bin_dir / _lib_name("llama")
+
+    def tool(self, name: str) -> Path:
+        path = self.bin_dir / name
+        if not path.exists():
+            raise ToolchainError(f"llama.cpp tool {name} is not built (looked in {self.bin_dir}).",
+                                 hint=SETUP_HINT)
+        return path
+
+
+def find_toolchain(*, need_build: bool = True) -> Toolchain:
+    """Locate the vendored tree and (optionally) its build; fail with the fix."""
+    tc = Toolchain(config.llama_dir(), config.bin_dir())
+    if not tc.converter.exists():
+        raise ToolchainError(f"the vendored llama.cpp tree is missing ({tc.llama_dir}).", hint=SETUP_HINT)
+    if need_build and not tc.libllama.exists():
+        raise ToolchainError(f"the llama.cpp build is missing ({tc.libllama}).", hint=SETUP_HINT)
+    return tc
+
+
+def use_our_libllama(tc: Toolchain | None = None) -> Path:
+    """Point llama-cpp-python at our libllama; must run before ``import llama_cpp``."""
+    tc = tc or find_toolchain()
+    os.environ["LLAMA_CPP_LIB_PATH"] = str(tc.bin_dir)
+    if "llama_cpp" in sys.modules:
+        loaded = getattr(sys.modules["llama_cpp"].llama_cpp, "_base_path", None)
+        if loaded and Path(loaded).resolve() != tc.bin_dir.resolve():
+            raise ToolchainError(f"llama_cpp was already imported from {loaded}, not our build.")
+    return tc.bin_dir
+
+
+def source_stamp(tc: Toolchain) -> str | None:
+    """sha256 of the archive the vendored tree came from (written by the vendor script)."""
+    stamp = tc.llama_dir / ".edgeq-source.sha256"
+    return stamp.read_text().strip() if stamp.exists() else None
+
+
+def llama_cpp_commit(tc: Toolchain) -> str:
+    """The llama.cpp commit the vendored tree is (recorded by the vendor script)."""
+    stamp = tc.llama_dir / ".edgeq-commit"
+    return stamp.read_text().strip() if stamp.exists() else "unknown"
+
+
+def llama_cpp_version(tc: Toolchain) -> str:
+    """One string naming exactly which llama.cpp converted and quantized a file."""
+    return f"llama.cpp {llama_cpp_commit(tc)[:12]} (llama-cpp-python {config.LLAMA_CPP_PYTHON_VERSION} sdist)"
+
+
+@lru_cache(maxsize=4)
+def supported_architectures(llama_dir: Path) -> frozenset[str]:
+    """HF ``architectures`` names the vendored converter registers (read, not imported)."""
+    names: set[str] = set()
+    pattern = re.compile(r"register\(([^)]*)\)")
+    for py in sorted((llama_dir / "conversion").glob("*.py")) + [llama_dir / "convert_hf_to_gguf.py"]:
+        if py.exists():
+            for args in pattern.findall(py.read_text(encoding="utf-8", errors="replace")):
+                names.update(re.findall(r"[\"']([A-Za-z0-9_]+)[\"']", args))
+    return frozenset(names)
+
+
+ProgressFn = Callable[[str], None]
+
+
+def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
+             on_line: ProgressFn | None = None, env: dict[str, str] | None = None,
+             timeout: float | None = None, tail_lines: int = 40) -> list[str]:
+    """Run a native tool (or the converter), streaming its output line by line.
+
+    Output goes to ``on_line`` as it arrives; the last ``tail_lines`` lines are
+    kept and returned.  A non-zero exit raises ``ToolFailed`` naming the tool and
+    its last line.  On Ctrl-C the child is stopped before re-raising, so no tool
+    keeps writing after edgeq has cleaned up.
+    """
+    args = [str(a) for a in argv]
+    name = name or Path(args[0]).name
+    tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+    try:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace", bufsize=1, env={**os.environ, **(env or {})},
+                                start_new_session=True)
+    except OSError as e:
+        raise ToolchainError(f"cannot start {name}: {e}.", hint=SETUP_HINT) from e
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            tail.append(line)
+            if on_line:
+                on_line(line)
+        rc = proc.wait(timeout=timeout)
+    except BaseException:
+        _stop(proc)
+        raise
+    if rc != 0:
+        raise ToolFailed(name, rc, "\n".join(tail))
+    return list(tail)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """Stop a child and its own children (it runs in a session of its own)."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
