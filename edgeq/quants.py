@@ -74,6 +74,9 @@ FALLBACK = {
     "TQ1_0": "Q4_0", "TQ2_0": "Q4_0",
 }
 
+# 32-weight block types: where a 256-block type was asked for, these are fallbacks.
+LEGACY_TYPES = frozenset({"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL"})
+
 FLOAT_OUTTYPES = {"f16": "F16", "bf16": "BF16", "f32": "F32"}
 
 

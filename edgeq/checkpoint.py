@@ -1,0 +1,131 @@
+"""Check a Hugging Face checkpoint folder before anything runs on it.
+
+Every problem found here is cheap to find and costly to discover half-way
+through a conversion, and some (pickles, remote code) are unsafe to meet at all.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import SourceError, UnsafeSourceError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer.tiktoken", "vocab.json", "tekken.json")
+PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl")
+# A safetensors header is JSON; anything past this is not a real checkpoint.
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    architecture: str
+    config: dict[str, object]
+    weight_files: list[Path] = field(default_factory=list)
+    pickled: bool = False
+    parameters: int = 0
+    tensors: int = 0
+
+
+def read_safetensors_header(path: Path) -> dict[str, dict[str, object]]:
+    """Parse the JSON header of a .safetensors file without reading the weights."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) != 8:
+                raise ValueError("file is shorter than its 8-byte header length")
+            (n,) = struct.unpack("<Q", raw)
+            if n == 0 or n > MAX_HEADER_BYTES:
+                raise ValueError(f"header length {n} is impossible")
+            header = f.read(n)
+            if len(header) != n:
+                raise ValueError("file ends inside its header")
+        data = json.loads(header)
+        if not isinstance(data, dict):
+            raise ValueError("header is not a JSON object")
+        size = path.stat().st_size - 8 - n
+        for name, t in data.items():
+            if name == "__metadata__":
+                continue
+            start, end = t["data_offsets"]
+            if not 0 <= start <= end <= size:
+                raise ValueError(f"tensor {name} lies outside the file (truncated download?)")
+        return data
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, OSError) as e:
+        raise SourceError(f"{path.name} is not a valid safetensors file: {e}.",
+                          hint="Re-download it (delete the file first, or use `edgeq download --force`).") from e
+
+
+def _load_json(path: Path) -> dict[str, object]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SourceError(f"{path.name} in {path.parent} is not valid JSON ({e}).",
+                          hint="Re-download the checkpoint.") from e
+    if not isinstance(data, dict):
+        raise SourceError(f"{path.name} in {path.parent} is not a JSON object.", hint="Re-download the checkpoint.")
+    return data
+
+
+def check(folder: Path, *, supported: frozenset[str], allow_pickle: bool = False) -> Checkpoint:
+    """Validate a checkpoint folder; raise a one-line error for the first problem found."""
+    if not folder.is_dir():
+        raise SourceError(f"{folder} is not a folder.", hint="Pass a Hugging Face repo id or a checkpoint folder.")
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise SourceError(f"{folder} has no config.json, so it is not a Hugging Face checkpoint.",
+                          hint="Pass the folder that holds config.json and the weights.")
+    cfg = _load_json(cfg_path)
+    _refuse_remote_code(folder, cfg)
+    archs = cfg.get("architectures") or []
+    arch = str(archs[0]) if isinstance(archs, list) and archs else ""
+    if arch not in supported:
+        listed = ", ".join(sorted(a for a in supported if a.endswith("ForCausalLM"))[:60])
+        raise SourceError(f"architecture {arch or '(none in config.json)'!r} is not supported by the vendored "
+                          f"llama.cpp converter.", hint=f"Supported causal LMs include: {listed}.")
+    if not any((folder / f).is_file() for f in TOKENIZER_FILES):
+        raise SourceError(f"{folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}).",
+                          hint="Download the tokenizer files too, or copy them from the base model.")
+    ck = Checkpoint(folder, arch, cfg)
+    safetensors = sorted(folder.glob("*.safetensors"))
+    if safetensors:
+        for p in safetensors:
+            for name, t in read_safetensors_header(p).items():
+                if name != "__metadata__":
+                    ck.tensors += 1
+                    n = 1
+                    for d in t["shape"]:  # type: ignore[union-attr]
+                        n *= int(d)
+                    ck.parameters += n
+        ck.weight_files = safetensors
+        return ck
+    pickles = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if not pickles:
+        raise SourceError(f"{folder} has no weights (*.safetensors).", hint="Download the weight files too.")
+    if not allow_pickle:
+        raise UnsafeSourceError(
+            f"{folder} has only pickled weights ({pickles[0].name}); unpickling can run arbitrary code.",
+            hint="Use a safetensors version of the model, or pass --allow-pickle if you trust its author "
+                 "(loaded with torch.load(weights_only=True)).")
+    ck.weight_files, ck.pickled = pickles, True
+    ck.parameters = sum(p.stat().st_size for p in pickles) // 2  # rough: assume 16-bit weights
+    return ck
+
+
+def _refuse_remote_code(folder: Path, cfg: dict[str, object]) -> None:
+    """A config with ``auto_map`` asks transformers to import Python from the repo."""
+    sources = [("config.json", cfg)]
+    tok_cfg = folder / "tokenizer_config.json"
+    if tok_cfg.is_file():
+        sources.append(("tokenizer_config.json", _load_json(tok_cfg)))
+    for name, data in sources:
+        if data.get("auto_map"):
+            raise UnsafeSourceError(
+                f"{name} in {folder} asks for custom Python code (auto_map), and edgeq never runs remote code.",
+                hint="Use a checkpoint of an architecture transformers ships natively.")
+
+
+def estimated_f16_bytes(ck: Checkpoint) -> int:
+    return ck.parameters * 2

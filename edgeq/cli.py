@@ -1,0 +1,212 @@
+"""The `edgeq` command: parse, call one library function, render. Nothing else lives here."""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from . import __version__, config
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, EdgeqError
+from .output import human_bytes, note, print_json, print_table
+
+
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (no progress).")(f)
+
+
+def _progress(as_json: bool, quiet: bool = False) -> bool:
+    return config.progress_enabled() and not as_json and not quiet and sys.stderr.isatty()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeq")
+def cli() -> None:
+    """Download, convert and quantize Hugging Face LLMs to GGUF with a pinned llama.cpp."""
+
+
+@cli.command()
+@json_option
+def doctor(as_json: bool) -> None:
+    """Check the toolchain: versions, tools, CPU features, RAM and disk."""
+    from .doctor import doctor as run_doctor
+
+    rep = run_doctor()
+    if as_json:
+        print_json(rep)
+    else:
+        print_table("versions", ["component", "version"], [[k, v] for k, v in rep.versions.items()])
+        print_table("checks", ["check", "ok", "detail"],
+                    [[c.name, "yes" if c.ok else "NO", c.detail + (f" — {c.fix}" if c.fix else "")] for c in rep.checks])
+        s = rep.system
+        print_table("machine", ["fact", "value"], [
+            ["cpu", f"{s.cpu} ({s.physical_cores} cores / {s.logical_cores} threads)"],
+            ["cpu features", " ".join(s.cpu_features) or "-"], ["metal", "yes" if s.metal else "no"],
+            ["threads edgeq uses", rep.threads], ["rpc", "yes" if rep.rpc else "no"],
+            ["RAM free / total", f"{human_bytes(s.ram_available_bytes)} / {human_bytes(s.ram_total_bytes)}"],
+            ["disk free (models dir)", human_bytes(rep.disk_free_bytes)],
+            ["llama.cpp sees", rep.llama_system_info or "-"]])
+    if not rep.ok:
+        bad = next(c for c in rep.checks if not c.ok)
+        raise click.exceptions.Exit(3) if as_json else _fail_toolchain(bad.name, bad.detail, bad.fix)
+
+
+def _fail_toolchain(name: str, detail: str, fix: str | None) -> None:
+    from .errors import ToolchainError
+
+    raise ToolchainError(f"{name}: {detail}.", hint=fix)
+
+
+@cli.command()
+@click.argument("repo_id")
+@click.option("--revision", help="Branch, tag or commit (default: main).")
+@click.option("--token", envvar="HF_TOKEN", help="Hugging Face token (default: $HF_TOKEN or `hf auth login`).")
+@click.option("--local-dir", type=click.Path(file_okay=False), help="Put the files here instead of the HF cache.")
+@json_option
+def download(repo_id: str, revision: str | None, token: str | None, local_dir: str | None, as_json: bool) -> None:
+    """Download the files conversion needs (safetensors, config, tokenizer)."""
+    from .download import download as run_download
+
+    res = run_download(repo_id, revision=revision, token=token, local_dir=local_dir, progress=_progress(as_json))
+    if as_json:
+        print_json(res)
+    else:
+        click.echo(res.path)
+
+
+@cli.command()
+@click.argument("source", required=False)
+@click.option("--q8", is_flag=True, help="Make Q8_0.")
+@click.option("--q4", is_flag=True, help="Make Q4_K_M.")
+@click.option("--quant", "quant", multiple=True, metavar="TYPE",
+              help="Any llama.cpp type (Q4_K_S, Q5_K_M, Q6_K, Q4_0, IQ4_NL, F16...); repeatable or comma-separated.")
+@click.option("--outtype", type=click.Choice(["f16", "bf16", "f32"]), default=config.DEFAULT_OUTTYPE, show_default=True,
+              help="Float type of the intermediate GGUF the quants are made from.")
+@click.option("-o", "--outdir", type=click.Path(file_okay=False), help="Output folder (default: models/<name>/).")
+@click.option("--name", help="File-name stem (default: the repo or folder name).")
+@click.option("--force", is_flag=True, help="Redo outputs even if up to date.")
+@click.option("--keep-f16/--no-keep-f16", default=True, show_default=True, help="Keep the intermediate float GGUF.")
+@click.option("--threads", type=click.IntRange(1, 1024), help="Threads for llama-quantize.")
+@click.option("--revision", help="Hub branch, tag or commit.")
+@click.option("--token", envvar="HF_TOKEN", help="Hugging Face token (default: $HF_TOKEN).")
+@click.option("--allow-pickle", is_flag=True, help="Accept .bin/.pth weights (loaded with weights_only=True).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@json_option
+def convert(source: str | None, q8: bool, q4: bool, quant: tuple[str, ...], outtype: str, outdir: str | None,
+            name: str | None, force: bool, keep_f16: bool, threads: int | None, revision: str | None,
+            token: str | None, allow_pickle: bool, quiet: bool, as_json: bool) -> None:
+    """Convert SOURCE (repo id or HF folder; default: the embedded SmolLM2-135M) to GGUF and quantize it."""
+    from .convert import convert as run_convert
+
+    quants = (["Q8_0"] if q8 else []) + (["Q4_K_M"] if q4 else []) + list(quant)
+    res = run_convert(source, quants=quants or list(config.DEFAULT_QUANTS), outtype=outtype, outdir=outdir,
+                      name=name, keep_f16=keep_f16, force=force, threads=threads, revision=revision,
+                      token=token, allow_pickle=allow_pickle, progress=_progress(as_json, quiet))
+    if as_json:
+        print_json(res)
+        return
+    rows = [[o.type, o.path, human_bytes(o.size_bytes), f"{o.bits_per_weight:.2f}",
+             "reused" if o.reused else f"{o.seconds:.1f}",
+             ", ".join(f"{t} {s:.0%}" for t, s in o.tensor_types.items() if s >= 0.005)] for o in res.outputs]
+    print_table(f"edgeq convert → {res.outdir}  ({res.llama_cpp})",
+                ["type", "file", "size", "bits/weight", "seconds", "tensor types"], rows)
+    for n in res.notes:
+        note("note: " + n)
+
+
+@cli.command()
+@click.argument("path", type=click.Path())
+@json_option
+def inspect(path: str, as_json: bool) -> None:
+    """Show a GGUF's architecture, size, bits per weight and tensor types."""
+    from .gguf_info import read
+
+    info = read(path)
+    if as_json:
+        print_json(info)
+        return
+    print_table(None, ["field", "value"], [
+        ["file", info.path], ["architecture", info.architecture], ["name", info.name or "-"], ["file type", info.file_type or "-"],
+        ["parameters", f"{info.parameters:,}"], ["file size", human_bytes(info.file_size_bytes)],
+        ["bits per weight", f"{info.bits_per_weight:.3f}"], ["context length", info.context_length or "-"],
+        ["embedding length", info.embedding_length or "-"], ["layers", info.block_count or "-"],
+        ["tokenizer", info.tokenizer_model or "-"], ["add BOS", info.add_bos_token],
+        ["tensors", info.tensor_count]])
+    print_table("tensor types", ["type", "tensors", "share of parameters", "size"],
+                [[t, s.tensors, f"{s.parameters / info.parameters:.1%}", human_bytes(s.bytes)]
+                 for t, s in info.tensor_types.items()])
+
+
+@cli.command()
+@click.argument("folder", type=click.Path())
+@json_option
+def verify(folder: str, as_json: bool) -> None:
+    """Re-hash every file in a convert folder against its manifest (exit 1 on mismatch)."""
+    from .manifest import VerifyFailed, verify as run_verify
+
+    res = run_verify(folder)
+    if as_json:
+        print_json({**res.__dict__, "passed": res.passed})
+    else:
+        for n in res.ok:
+            click.echo(f"ok        {n}")
+        for n in res.mismatched:
+            click.echo(f"MISMATCH  {n}")
+        for n in res.missing:
+            click.echo(f"MISSING   {n}")
+    if not res.passed:
+        bad = res.mismatched + res.missing
+        err = VerifyFailed(f"{len(bad)} file(s) in {folder} do not match the manifest: {', '.join(bad)}.",
+                           hint="Re-run `edgeq convert --force` or re-copy the folder.")
+        if as_json:
+            raise click.exceptions.Exit(err.exit_code)
+        raise err
+
+
+def _report(err: EdgeqError, as_json: bool) -> int:
+    if as_json:
+        click.echo(json.dumps(err.to_dict()))
+    else:
+        click.echo(f"Error: {err}", err=True)
+    return err.exit_code
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    # Treat SIGTERM like Ctrl-C so the same cleanup (temporary files, child tools) runs.
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one line per error, stable exit codes (see README)."""
+    args = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in args
+    signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        cli.main(args=args, prog_name="edgeq", standalone_mode=False)
+    except EdgeqError as e:
+        if config.debug():
+            raise
+        sys.exit(_report(e, as_json))
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(_report(_interrupted(), as_json))
+    except KeyboardInterrupt:
+        sys.exit(_report(_interrupted(), as_json))
+    except click.ClickException as e:
+        if as_json:
+            click.echo(json.dumps({"error": "usage", "message": e.format_message(), "exit_code": EXIT_USAGE}))
+        else:
+            e.show()
+        sys.exit(EXIT_USAGE if isinstance(e, click.UsageError) else e.exit_code)
+
+
+def _interrupted() -> EdgeqError:
+    err = EdgeqError("interrupted; finished files were kept and partial ones removed.",
+                     hint="Run the same command again to continue.")
+    err.exit_code = EXIT_INTERRUPTED
+    err.kind = "interrupted"
+    return err

@@ -1,0 +1,215 @@
+"""HF checkpoint → GGUF (F16/BF16/F32) → quantized GGUFs, with a manifest.
+
+The vendored ``convert_hf_to_gguf.py`` writes the float GGUF and the vendored
+``llama-quantize`` makes each quant from it, so both come from one llama.cpp.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import checkpoint, config, gguf_info, manifest, system
+from .download import download
+from .errors import DiskSpaceError, UsageError
+from .files import atomic_output, remove_stale_incomplete
+from .output import Progress, note
+from .quantize import quantize
+from .quants import FLOAT_OUTTYPES, LEGACY_TYPES, QuantType, parse_quant, parse_quants
+from .toolchain import Toolchain, find_toolchain, llama_cpp_version, run_tool, supported_architectures
+
+# Room left free beyond the estimate: file systems misbehave when completely full.
+DISK_MARGIN_BYTES = 256 * 1024 * 1024
+
+
+@dataclass
+class OutputFile:
+    type: str
+    path: str
+    size_bytes: int
+    bits_per_weight: float
+    seconds: float
+    reused: bool
+    tensor_types: dict[str, float] = field(default_factory=dict)  # type -> share of parameters
+    fallback: dict[str, float] = field(default_factory=dict)  # legacy types used where K-blocks don't fit
+
+
+@dataclass
+class ConvertResult:
+    source: dict[str, object]
+    outdir: str
+    manifest: str
+    llama_cpp: str
+    outputs: list[OutputFile] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def safe_name(text: str) -> str:
+    """A file-name stem from a repo id or folder: no separators, no leading dots."""
+    stem = text.rstrip("/").split("/")[-1]
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip(".-")
+    if not stem:
+        raise UsageError(f"cannot make a file name from {text!r}.", hint="Pass --name NAME.")
+    return stem
+
+
+def output_name(name: str, qtype: str) -> str:
+    """llama.cpp-style file names: ``<Name>-Q8_0.gguf``."""
+    return f"{safe_name(name)}-{qtype}.gguf"
+
+
+def convert(source: str | Path | None = None, *, quants: list[str] | tuple[str, ...] = config.DEFAULT_QUANTS,
+            outtype: str = config.DEFAULT_OUTTYPE, outdir: str | Path | None = None, name: str | None = None,
+            keep_f16: bool = True, force: bool = False, threads: int | None = None,
+            revision: str | None = None, token: str | None = None, allow_pickle: bool = False,
+            endpoint: str | None = None, progress: bool = True) -> ConvertResult:
+    """Convert ``source`` (repo id or HF folder; default: the embedded model) to GGUF quants.
+
+    Outputs already made from the same source and options are reused unless
+    ``force``.  Each file is written under a temporary name and renamed when
+    whole; the manifest records sha256, size and recipe of each.
+    """
+    started = time.perf_counter()
+    if outtype.lower() not in FLOAT_OUTTYPES:
+        raise UsageError(f"unknown --outtype {outtype!r}.", hint="Use one of: f16, bf16, f32.")
+    base = parse_quant(FLOAT_OUTTYPES[outtype.lower()])
+    targets = parse_quants(list(quants))
+    if not targets:
+        raise UsageError("no quantization type requested.", hint="Pass --q8, --q4 or --quant TYPE.")
+    for q in targets:
+        if q.needs_imatrix:
+            raise UsageError(f"{q.name} needs an importance matrix, which convert does not compute yet.",
+                             hint="Pick a type such as Q4_K_M, Q5_K_M, Q6_K or Q8_0.")
+    tc = find_toolchain()
+    src, src_info = _resolve_source(source, revision, token, endpoint, progress)
+    ck = checkpoint.check(src, supported=supported_architectures(tc.llama_dir), allow_pickle=allow_pickle)
+    stem = safe_name(name or str(src_info.get("repo_id") or src.name))
+    out = Path(outdir) if outdir else config.models_dir() / stem
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in remove_stale_incomplete(out):
+        note(f"removed {stale.name}, left by an interrupted run")
+
+    old = None if force else manifest.load(out)
+    mf = manifest.Manifest(source=src_info, llama_cpp=llama_cpp_version(tc),
+                           options={"outtype": base.name, "quants": [q.name for q in targets]})
+    if old:
+        mf.files = dict(old.files)
+    base_recipe = _recipe(src_info, tc, base.name)
+    plan = _plan(out, stem, base, targets, base_recipe, old)
+    _check_disk(out, ck, plan)
+
+    result = ConvertResult(src_info, str(out), str(manifest.manifest_path(out)), mf.llama_cpp)
+    for q, path, recipe, current in plan:
+        if current:
+            result.outputs.append(_describe(path, q, 0.0, reused=True))
+            continue
+        t0 = time.perf_counter()
+        if q.float_type:
+            _convert_float(tc, ck, path, q, progress)
+        else:
+            base_path = out / output_name(stem, base.name)
+            with Progress(f"{q.name:>7}", None, progress) as bar:
+                quantize(tc, base_path, path, q, threads=threads, on_step=bar.update_to)
+        mf.files[path.name] = manifest.record(path, q.name, gguf_info.read(path).bits_per_weight, recipe)
+        manifest.save(out, mf)  # after each file, so finished work survives a later failure
+        result.outputs.append(_describe(path, q, time.perf_counter() - t0, reused=False))
+
+    if not keep_f16 and base.name not in [q.name for q in targets]:
+        (out / output_name(stem, base.name)).unlink(missing_ok=True)
+        mf.files.pop(output_name(stem, base.name), None)
+    manifest.save(out, mf)
+    result.outputs = [o for o in result.outputs if Path(o.path).exists()]
+    result.notes = [n for o in result.outputs if (n := fallback_note(o, ck))]
+    result.seconds = round(time.perf_counter() - started, 2)
+    return result
+
+
+def _resolve_source(source: str | Path | None, revision: str | None, token: str | None,
+                    endpoint: str | None, progress: bool) -> tuple[Path, dict[str, object]]:
+    if source is None:
+        from .embedded import ensure_embedded_model
+
+        path = ensure_embedded_model()
+        return path, {"kind": "embedded", "path": str(path), "fingerprint": _fingerprint(path)}
+    dl = download(str(source), revision=revision, token=token, endpoint=endpoint, progress=progress)
+    path = Path(dl.path)
+    if dl.local:
+        return path, {"kind": "local", "path": str(path), "fingerprint": _fingerprint(path)}
+    return path, {"kind": "hub", "repo_id": dl.repo_id, "revision": dl.revision, "path": str(path),
+                  "fingerprint": f"{dl.repo_id}@{dl.revision}"}
+
+
+def _fingerprint(folder: Path) -> str:
+    """Cheap identity of a local checkpoint: names, sizes and mtimes of its files."""
+    items = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+
+
+def _recipe(src_info: dict[str, object], tc: Toolchain, *parts: str) -> str:
+    raw = json.dumps([src_info["fingerprint"], llama_cpp_version(tc), *parts])
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def _plan(out: Path, stem: str, base: QuantType, targets: list[QuantType], base_recipe: str,
+          old: manifest.Manifest | None) -> list[tuple[QuantType, Path, str, bool]]:
+    """Every file to have, in the order to make it: floats first (quants read the base)."""
+    wanted = [base] + [q for q in targets if q.name != base.name]
+    wanted.sort(key=lambda q: (not q.float_type, q is not base))
+    steps = []
+    for q in wanted:
+        recipe = base_recipe if q is base else hashlib.sha256(f"{base_recipe}:{q.name}".encode()).hexdigest()[:16]
+        path = out / output_name(stem, q.name)
+        steps.append((q, path, recipe, manifest.is_current(out, old, path.name, recipe)))
+    return steps
+
+
+def _check_disk(out: Path, ck: checkpoint.Checkpoint, plan: list[tuple[QuantType, Path, str, bool]]) -> None:
+    need = sum(int(ck.parameters * q.bits_per_weight / 8 * 1.05) for q, _, _, current in plan if not current)
+    if not need:
+        return
+    free = system.free_disk_bytes(out)
+    if need + DISK_MARGIN_BYTES > free:
+        gib = 1024**3
+        raise DiskSpaceError(f"not enough disk in {out}: the outputs need about {need / gib:.2f} GiB "
+                             f"(+{DISK_MARGIN_BYTES / gib:.2f} GiB margin) and {free / gib:.2f} GiB are free.",
+                             hint="Free some space, pick fewer types, or pass -o on a larger disk.")
+
+
+def _convert_float(tc: Toolchain, ck: checkpoint.Checkpoint, dst: Path, q: QuantType, progress: bool) -> None:
+    with atomic_output(dst) as tmp, Progress(f"{q.name:>7}", ck.tensors or None, progress) as bar:
+        done = 0
+
+        def on_line(line: str) -> None:
+            nonlocal done
+            if "-->" in line:  # one line per tensor written
+                done += 1
+                bar.update_to(done)
+
+        run_tool([sys.executable, tc.converter, ck.path, "--outfile", tmp, "--outtype", q.name.lower()],
+                 name="convert_hf_to_gguf.py", on_line=on_line)
+
+
+def _describe(path: Path, q: QuantType, seconds: float, *, reused: bool) -> OutputFile:
+    info = gguf_info.read(path)
+    shares = {t: round(s.parameters / info.parameters, 4) for t, s in info.tensor_types.items()}
+    fallback = {t: s for t, s in shares.items() if t in LEGACY_TYPES} if q.block_size == 256 else {}
+    return OutputFile(type=q.name, path=str(path), size_bytes=info.file_size_bytes,
+                      bits_per_weight=info.bits_per_weight, seconds=round(seconds, 2), reused=reused,
+                      tensor_types=shares, fallback=fallback)
+
+
+def fallback_note(o: OutputFile, ck: checkpoint.Checkpoint) -> str | None:
+    """Say plainly when most of a K-quant is really a legacy type."""
+    share = sum(o.fallback.values())
+    if share < 0.01:
+        return None
+    hidden = ck.config.get("hidden_size")
+    types = "/".join(o.fallback)
+    return (f"{o.type}: {share:.0%} of the weights are {types}, not {parse_quant(o.type).base}-family: "
+            f"llama.cpp falls back where a row's length (hidden size {hidden}) is not a multiple of 256, "
+            f"so the file has {o.bits_per_weight:.2f} bits/weight.")

@@ -1,0 +1,108 @@
+"""`edgeq doctor`: is the toolchain whole, and do its parts agree?"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__, config, system
+from .toolchain import SETUP_HINT, TOOLS, find_toolchain, llama_cpp_version, source_stamp, use_our_libllama
+from .errors import ToolchainError
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+
+
+@dataclass
+class DoctorReport:
+    ok: bool
+    versions: dict[str, str]
+    tools: dict[str, str | None]
+    system: system.SystemInfo
+    threads: int
+    disk_free_bytes: int
+    llama_system_info: str | None
+    rpc: bool
+    checks: list[Check] = field(default_factory=list)
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def doctor() -> DoctorReport:
+    """Collect versions, paths and machine facts; ``ok`` is False when anything needed is wrong."""
+    checks: list[Check] = []
+    tc = None
+    try:
+        tc = find_toolchain(need_build=False)
+        stamp = source_stamp(tc)
+        checks.append(Check("llama.cpp source", stamp == config.LLAMA_CPP_SOURCE_SHA256,
+                            f"{tc.llama_dir} (sha256 {str(stamp)[:12]}…)",
+                            None if stamp == config.LLAMA_CPP_SOURCE_SHA256 else SETUP_HINT))
+    except ToolchainError as e:
+        checks.append(Check("llama.cpp source", False, e.message, SETUP_HINT))
+    bin_dir = config.bin_dir()
+    tools = {t: (str(bin_dir / t) if (bin_dir / t).exists() else None) for t in TOOLS}
+    missing = [t for t, p in tools.items() if p is None]
+    checks.append(Check("llama.cpp tools", not missing, f"{bin_dir}" + (f"; missing {', '.join(missing)}" if missing else ""),
+                        SETUP_HINT if missing else None))
+    versions = {
+        "edgeq": __version__,
+        "llama.cpp": llama_cpp_version(tc) if tc else "missing",
+        "llama-cpp-python": _version("llama_cpp_python"),
+        "gguf": _version("gguf"),
+        "torch": _version("torch"),
+        "transformers": _version("transformers"),
+        "huggingface-hub": _version("huggingface_hub"),
+    }
+    lcp_ok = versions["llama-cpp-python"] == config.LLAMA_CPP_PYTHON_VERSION
+    checks.append(Check("llama-cpp-python", lcp_ok, versions["llama-cpp-python"],
+                        None if lcp_ok else f"Install llama-cpp-python=={config.LLAMA_CPP_PYTHON_VERSION} ({SETUP_HINT})"))
+    checks.append(_gguf_check())
+    sysinfo, rpc = None, False
+    if tc and not missing:
+        sysinfo, rpc = _runtime_check(checks)
+    sys_facts = system.system_info()
+    return DoctorReport(
+        ok=all(c.ok for c in checks), versions=versions, tools=tools, system=sys_facts,
+        threads=system.default_threads(), disk_free_bytes=system.free_disk_bytes(config.models_dir()),
+        llama_system_info=sysinfo, rpc=rpc, checks=checks)
+
+
+def _gguf_check() -> Check:
+    """The converter needs the gguf-py of the vendored tree, not PyPI's older release."""
+    spec = importlib.util.find_spec("gguf")
+    if spec is None or not spec.origin:
+        return Check("gguf (vendored gguf-py)", False, "not installed", SETUP_HINT)
+    lazy = Path(spec.origin).parent / "lazy.py"
+    ok = lazy.exists() and "LazyChunkedTensor" in lazy.read_text(encoding="utf-8", errors="replace")
+    return Check("gguf (vendored gguf-py)", ok, str(Path(spec.origin).parent),
+                 None if ok else "Install vendor/llama.cpp/gguf-py as the gguf package (" + SETUP_HINT + ")")
+
+
+def _runtime_check(checks: list[Check]) -> tuple[str | None, bool]:
+    """Load our libllama through llama-cpp-python, as `bench` and `run` will."""
+    try:
+        use_our_libllama()
+        import llama_cpp
+
+        info = llama_cpp.llama_print_system_info().decode(errors="replace").strip()
+        rpc = bool(getattr(llama_cpp, "llama_supports_rpc", lambda: False)())
+        checks.append(Check("libllama via llama-cpp-python", True, str(llama_cpp.llama_cpp._base_path)))
+        checks.append(Check("RPC backend", rpc and shutil.which("ggml-rpc-server", path=str(config.bin_dir())) is not None,
+                            "ggml-rpc-server + libggml-rpc" if rpc else "built without GGML_RPC", None if rpc else SETUP_HINT))
+        return info, rpc
+    except Exception as e:  # noqa: BLE001 - any load failure is the finding
+        checks.append(Check("libllama via llama-cpp-python", False, f"{type(e).__name__}: {e}", SETUP_HINT))
+        return None, False

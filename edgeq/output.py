@@ -1,0 +1,87 @@
+"""Rendering for people (tables, progress on stderr) and for scripts (JSON on stdout)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from typing import Any
+
+import click
+
+
+def to_jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {k: to_jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "__fspath__"):
+        return str(obj)
+    return obj
+
+
+def print_json(obj: Any) -> None:
+    click.echo(json.dumps(to_jsonable(obj), indent=2, default=str))
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
+    """A plain table on stdout (rich when installed, aligned text otherwise)."""
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:  # pragma: no cover
+        widths = [max(len(str(c)), *(len(str(r[i])) for r in rows)) for i, c in enumerate(columns)]
+        if title:
+            click.echo(title)
+        for r in [columns, *rows]:
+            click.echo("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
+        return
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(*(str(v) for v in r))
+    Console(file=sys.stdout, soft_wrap=False, width=max(100, Console().width)).print(table)
+
+
+def note(message: str) -> None:
+    """A line for people: stderr, so stdout stays clean for pipes and --json."""
+    click.echo(message, err=True)
+
+
+class Progress:
+    """A tqdm bar on stderr, or nothing when progress is off (``--json``, ``--quiet``, no TTY)."""
+
+    def __init__(self, desc: str, total: int | None, enabled: bool) -> None:
+        self._bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=desc, unit="tensor", file=sys.stderr, leave=False,
+                             dynamic_ncols=True)
+
+    def update_to(self, done: int, total: int | None = None) -> None:
+        if self._bar is not None:
+            if total and self._bar.total != total:
+                self._bar.total = total
+            self._bar.n = done
+            self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
