@@ -105,8 +105,6 @@ class _hub_errors:
 
 
 def _is_network(e: BaseException) -> bool:
-    try:
-        import httpx
-    except ImportError:  # pragma: no cover - huggingface_hub depends on httpx
-        return False
-    return isinstance(e, (httpx.TransportError,))
+    # huggingface_hub 2.x uses its own httpx fork, so match the transport errors by name.
+    return any(c.__name__ in ("TransportError", "NetworkError", "ConnectError", "TimeoutException")
+               for c in type(e).__mro__)

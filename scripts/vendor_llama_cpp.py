@@ -91,6 +91,9 @@ def extract(archive: Path) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--archive"]:  # for setup.sh: the checked sdist, to install the bindings from
+        print(fetch())
+        return
     if STAMP.exists() and STAMP.read_text().strip() == SHA256:
         print(f"vendor/llama.cpp is up to date ({PACKAGE} {VERSION})")
         return

