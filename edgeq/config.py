@@ -53,5 +53,10 @@ def progress_enabled() -> bool:
     return not os.environ.get(ENV_NO_PROGRESS)
 
 
+def hf_endpoint() -> str | None:
+    """Read at call time (huggingface_hub reads it once at import): tests and mirrors set it."""
+    return os.environ.get("HF_ENDPOINT") or None
+
+
 def hf_token() -> str | None:
     return os.environ.get("HF_TOKEN") or None

@@ -58,6 +58,7 @@ def download(repo_id: str, *, revision: str | None = None, token: str | None = N
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
     token = token or config.hf_token()
+    endpoint = endpoint or config.hf_endpoint()
     (enable_progress_bars if progress else disable_progress_bars)()
     with _hub_errors(repo_id, revision, token):
         info = HfApi(endpoint=endpoint).model_info(repo_id, revision=revision, token=token)

@@ -1,0 +1,1 @@
+"""Inference backends: the only modules that import llama_cpp, torch or bitsandbytes."""

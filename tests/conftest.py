@@ -1,0 +1,97 @@
+"""Shared fixtures: an isolated environment, tiny checkpoints made on the fly, the fake hub."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hubserver import FakeHub
+
+REPO = Path(__file__).resolve().parent.parent
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the user's HF cache/token or writes outside its tmp dir."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("EDGEQ_NO_PROGRESS", "1")
+    monkeypatch.setenv("EDGEQ_MODELS_DIR", str(tmp_path / "models"))
+
+
+@pytest.fixture(scope="session")
+def embedded_checkpoint() -> Path:
+    """The real SmolLM2-135M-Instruct checkpoint (made once by setup under models/hf/)."""
+    from edgeq.embedded import ensure_embedded_model
+
+    return ensure_embedded_model(REPO / "models")
+
+
+def make_tiny_checkpoint(dest: Path, tokenizer_from: Path, *, arch: str = "llama", hidden: int = 256,
+                         layers: int = 2, heads: int = 4, kv_heads: int = 2, ffn: int = 512) -> Path:
+    """A randomly initialised model with a real tokenizer, saved as safetensors."""
+    import torch
+    import transformers
+
+    vocab = len(transformers.AutoTokenizer.from_pretrained(tokenizer_from))
+    common = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
+                  num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=512,
+                  bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+    if arch == "llama":
+        cfg, cls = transformers.LlamaConfig(**common), transformers.LlamaForCausalLM
+    elif arch == "qwen2":
+        cfg, cls = transformers.Qwen2Config(**common), transformers.Qwen2ForCausalLM
+    else:
+        raise ValueError(arch)
+    torch.manual_seed(0)
+    model = cls(cfg).to(torch.float32)
+    model.save_pretrained(dest)
+    for f in TOKENIZER_FILES:
+        if (tokenizer_from / f).exists():
+            shutil.copy(tokenizer_from / f, dest / f)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory, embedded_checkpoint: Path) -> Path:
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ck") / "tiny-llama", embedded_checkpoint)
+
+
+@pytest.fixture(scope="session")
+def qwen2_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Qwen2's real tokenizer, from the vocab-only GGUF llama.cpp ships for its own tests.
+
+    (transformers 5 rebuilds a Qwen2 model's pre-tokenizer from the class, so a
+    tiny Qwen2 needs Qwen2's own tokenizer for the converter to recognise it.)
+    """
+    from transformers import AutoTokenizer
+
+    from edgeq import config
+
+    dest = tmp_path_factory.mktemp("qwen2-tokenizer")
+    AutoTokenizer.from_pretrained(config.llama_dir() / "models", gguf_file="ggml-vocab-qwen2.gguf").save_pretrained(dest)
+    return dest
+
+
+@pytest.fixture
+def fake_hub() -> FakeHub:
+    hub = FakeHub().start()
+    yield hub
+    hub.stop()
+
+
+def write_minimal_checkpoint(dest: Path, **overrides: object) -> Path:
+    """A folder that passes checkpoint checks up to the weights; tests then break one thing."""
+    dest.mkdir(parents=True, exist_ok=True)
+    cfg = {"architectures": ["LlamaForCausalLM"], "hidden_size": 256, **overrides}
+    (dest / "config.json").write_text(json.dumps(cfg))
+    (dest / "tokenizer.json").write_text("{}")
+    return dest
+
+
+def final_ggufs(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.gguf")) if folder.exists() else []
