@@ -1,2 +1,18 @@
-"""edgeq: Hugging Face LLMs → GGUF → quantized, benchmarked, on CPUs and Apple laptops."""
+"""edgeq: Hugging Face LLMs → GGUF → quantized, on CPUs and Apple laptops, with one pinned llama.cpp.
+
+    import edgeq
+    res = edgeq.convert("meta-llama/Llama-3.2-1B", quants=["Q8_0", "Q4_K_M"])
+    info = edgeq.inspect(res.outputs[-1].path)
+"""
 __version__ = "0.1.0"
+
+from .convert import ConvertResult, OutputFile, convert  # noqa: E402
+from .doctor import DoctorReport, doctor  # noqa: E402
+from .download import DownloadResult, download  # noqa: E402
+from .errors import EdgeqError  # noqa: E402
+from .gguf_info import GGUFInfo  # noqa: E402
+from .gguf_info import read as inspect  # noqa: E402
+from .manifest import VerifyResult, verify  # noqa: E402
+
+__all__ = ["ConvertResult", "DoctorReport", "DownloadResult", "EdgeqError", "GGUFInfo", "OutputFile",
+           "VerifyResult", "convert", "doctor", "download", "inspect", "verify"]
