@@ -106,7 +106,7 @@ def convert(source: str | Path | None = None, *, quants: list[str] | tuple[str, 
     result = ConvertResult(src_info, str(out), str(manifest.manifest_path(out)), mf.llama_cpp)
     for q, path, recipe, current in plan:
         if current:
-            result.outputs.append(_describe(path, q, 0.0, reused=True))
+            result.outputs.append(_describe(path, q, 0.0, gguf_info.read(path), reused=True))
             continue
         t0 = time.perf_counter()
         if q.float_type:
@@ -115,9 +115,10 @@ def convert(source: str | Path | None = None, *, quants: list[str] | tuple[str, 
             base_path = out / output_name(stem, base.name)
             with Progress(f"{q.name:>7}", None, progress) as bar:
                 quantize(tc, base_path, path, q, threads=threads, on_step=bar.update_to)
-        mf.files[path.name] = manifest.record(path, q.name, gguf_info.read(path).bits_per_weight, recipe)
+        info = gguf_info.read(path)
+        mf.files[path.name] = manifest.record(path, q.name, info.bits_per_weight, recipe)
         manifest.save(out, mf)  # after each file, so finished work survives a later failure
-        result.outputs.append(_describe(path, q, time.perf_counter() - t0, reused=False))
+        result.outputs.append(_describe(path, q, time.perf_counter() - t0, info, reused=False))
 
     if not keep_f16 and base.name not in [q.name for q in targets]:
         (out / output_name(stem, base.name)).unlink(missing_ok=True)
@@ -194,8 +195,7 @@ def _convert_float(tc: Toolchain, ck: checkpoint.Checkpoint, dst: Path, q: Quant
                  name="convert_hf_to_gguf.py", on_line=on_line)
 
 
-def _describe(path: Path, q: QuantType, seconds: float, *, reused: bool) -> OutputFile:
-    info = gguf_info.read(path)
+def _describe(path: Path, q: QuantType, seconds: float, info: gguf_info.GGUFInfo, *, reused: bool) -> OutputFile:
     shares = {t: round(s.parameters / info.parameters, 4) for t, s in info.tensor_types.items()}
     fallback = {t: s for t, s in shares.items() if t in LEGACY_TYPES} if q.block_size == 256 else {}
     return OutputFile(type=q.name, path=str(path), size_bytes=info.file_size_bytes,
