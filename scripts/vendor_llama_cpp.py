@@ -66,6 +66,7 @@ def fetch() -> Path:
 
 def extract(archive: Path) -> None:
     """Unpack the llama.cpp tree to a temporary folder, then move it into place."""
+    DEST.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=DEST.parent, prefix=".llama.cpp."))
     try:
         with tarfile.open(archive) as tar:
