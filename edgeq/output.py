@@ -66,7 +66,7 @@ class Progress:
         if enabled:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=desc, unit="tensor", file=sys.stderr, leave=False,
+            self._bar = tqdm(total=total, desc=desc, unit="tensor", file=sys.stderr, leave=True,
                              dynamic_ncols=True)
 
     def update_to(self, done: int, total: int | None = None) -> None:

@@ -17,6 +17,9 @@ if ! command -v ccache >/dev/null && command -v apt-get >/dev/null && [ "$(id -u
     || echo "ccache unavailable; building without it" >&2
 fi
 
+# Hash paths relative to the checkout, so every clone on this machine shares
+# one ccache (CI builds in a fresh clone each time).
+export CCACHE_BASEDIR="$PWD"
 step "llama.cpp tools and libraries (CMake; the first build takes 7-16 minutes on 2 cores)"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >build-configure.log 2>&1 || { cat build-configure.log; exit 1; }
 cmake --build build -j"$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)" --target edgeq-tools
