@@ -50,7 +50,9 @@ def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) ->
         table.add_column(c, overflow="fold")
     for r in rows:
         table.add_row(*(str(v) for v in r))
-    Console(file=sys.stdout, soft_wrap=False, width=max(100, Console().width)).print(table)
+    # A terminal's own width; when piped, wide enough that file names don't wrap.
+    width = Console().width if sys.stdout.isatty() else 200
+    Console(file=sys.stdout, soft_wrap=False, width=width).print(table)
 
 
 def note(message: str) -> None:

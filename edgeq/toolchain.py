@@ -18,7 +18,7 @@ from .errors import ToolchainError, ToolFailed
 SETUP_HINT = "Run `bash scripts/setup.sh` (or `make setup`) from the edgeq checkout to fetch and build it."
 
 # Every tool the edgeq commands call; built together by the `edgeq-tools` CMake target.
-TOOLS = ("llama-quantize", "llama-bench", "llama-perplexity", "llama-imatrix", "llama-gguf-split",
+TOOLS = ("llama-quantize", "llama-bench", "llama-perplexity", "llama-imatrix", "llama-gguf-split", "edgeq-bandwidth",
          "llama-fit-params", "llama-completion", "llama-simple", "ggml-rpc-server")
 
 
@@ -148,3 +148,15 @@ def _stop(proc: subprocess.Popen[str]) -> None:
         except ProcessLookupError:
             pass
         proc.wait()
+
+
+def measure_bandwidth(tc: Toolchain | None = None, *, mib: int = 512, reps: int = 5) -> dict[str, float] | None:
+    """Memory read/copy bandwidth from our C kernel (``edgeq-bandwidth``); None if it is not built."""
+    import json
+
+    tc = tc or find_toolchain()
+    exe = tc.bin_dir / "edgeq-bandwidth"
+    if not exe.exists():
+        return None
+    out = run_tool([exe, str(mib), str(reps)], name="edgeq-bandwidth")
+    return json.loads(out[-1])

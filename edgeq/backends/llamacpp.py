@@ -32,3 +32,119 @@ def greedy(model_path: str | Path, prompt: str, max_tokens: int = 16, **kwargs: 
     with load(model_path, **kwargs) as llm:
         out = llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, top_k=1)
     return str(out["choices"][0]["text"])
+
+
+_QUIET: list[Any] = []  # keeps the ctypes log callback alive
+
+
+def _lib() -> Any:
+    use_our_libllama()
+    import llama_cpp
+
+    if not _QUIET:
+        # llama.cpp logs every tensor it loads; keep errors only (ggml level 4).
+        @llama_cpp.llama_log_callback
+        def quiet(level: int, text: bytes, user_data: Any) -> None:
+            if level == 4:
+                import sys
+
+                sys.stderr.write(text.decode(errors="replace"))
+
+        llama_cpp.llama_log_set(quiet, None)
+        _QUIET.append(quiet)
+    llama_cpp.llama_backend_init()
+    return llama_cpp
+
+
+class BatchRunner:
+    """Prompt processing and greedy generation for B independent sequences (B = 1 is plain chat).
+
+    Uses llama.cpp's own batch API (one sequence id per stream) rather than the
+    high-level ``Llama`` object, which runs one sequence only.
+    """
+
+    def __init__(self, model_path: str | Path, *, threads: int, n_ctx: int, n_batch: int, n_seq: int,
+                 n_gpu_layers: int = 0) -> None:
+        read_gguf(model_path)
+        self.ll = ll = _lib()
+        mparams = ll.llama_model_default_params()
+        mparams.n_gpu_layers = n_gpu_layers
+        self.model = ll.llama_model_load_from_file(str(model_path).encode(), mparams)
+        if not self.model:
+            raise RuntimeError(f"llama.cpp could not load {model_path}")
+        self.vocab = ll.llama_model_get_vocab(self.model)
+        cparams = ll.llama_context_default_params()
+        cparams.n_ctx, cparams.n_batch, cparams.n_ubatch = n_ctx, n_batch, min(n_batch, 512)
+        cparams.n_seq_max, cparams.kv_unified = n_seq, True
+        cparams.n_threads = cparams.n_threads_batch = threads
+        self.ctx = ll.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            raise RuntimeError(f"llama.cpp could not create a context of {n_ctx} tokens")
+        self.n_batch, self.n_vocab = n_batch, ll.llama_vocab_n_tokens(self.vocab)
+        self.adds_bos = bool(ll.llama_vocab_get_add_bos(self.vocab))
+        self.batch = ll.llama_batch_init(n_batch, 0, n_seq)
+
+    def tokenize(self, text: str) -> list[int]:
+        """Tokens as llama-perplexity makes them: BOS only if the GGUF says to add one."""
+        import ctypes
+
+        raw = text.encode()
+        buf = (self.ll.llama_token * (len(raw) + 8))()
+        n = self.ll.llama_tokenize(self.vocab, raw, len(raw), buf, len(buf), self.adds_bos, False)
+        if n < 0:
+            raise RuntimeError("tokenization failed")
+        return list(ctypes.cast(buf, ctypes.POINTER(self.ll.llama_token))[:n])
+
+    def _decode(self, items: list[tuple[int, int, int, bool]]) -> None:
+        b = self.batch
+        b.n_tokens = len(items)
+        for i, (tok, pos, seq, logits) in enumerate(items):
+            b.token[i], b.pos[i], b.n_seq_id[i] = tok, pos, 1
+            b.seq_id[i][0], b.logits[i] = seq, logits
+        if self.ll.llama_decode(self.ctx, b) != 0:
+            raise RuntimeError("llama_decode failed (context full?)")
+
+    def _argmax(self, i: int) -> int:
+        import numpy as np
+
+        ptr = self.ll.llama_get_logits_ith(self.ctx, i)
+        return int(np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).argmax())
+
+    def run(self, prompts: list[list[int]], n_gen: int) -> tuple[float, float, list[list[int]]]:
+        """Return (prompt seconds, generation seconds, generated tokens per sequence)."""
+        import time
+
+        self.ll.llama_memory_clear(self.ll.llama_get_memory(self.ctx), True)
+        items = [(t, p, s, p == len(toks) - 1) for s, toks in enumerate(prompts) for p, t in enumerate(toks)]
+        last_index: dict[int, int] = {}
+        t0 = time.perf_counter()
+        for start in range(0, len(items), self.n_batch):
+            chunk = items[start:start + self.n_batch]
+            self._decode(chunk)
+            last_index.update({seq: i for i, (_, _, seq, want) in enumerate(chunk) if want})
+        nxt = [self._argmax(last_index[s]) for s in range(len(prompts))]
+        self.ll.llama_synchronize(self.ctx)
+        t1 = time.perf_counter()
+        out: list[list[int]] = [[t] for t in nxt]
+        for step in range(n_gen):  # n_gen decode steps, as llama-bench's tg counts them
+            self._decode([(tok, len(prompts[s]) + step, s, True) for s, tok in enumerate(nxt)])
+            nxt = [self._argmax(i) for i in range(len(prompts))]
+            for s, tok in enumerate(nxt):
+                out[s].append(tok)
+        self.ll.llama_synchronize(self.ctx)
+        return t1 - t0, time.perf_counter() - t1, out
+
+    def decode(self, tokens: list[int]) -> str:
+        import ctypes
+
+        pieces = []
+        buf = ctypes.create_string_buffer(256)
+        for t in tokens:
+            n = self.ll.llama_token_to_piece(self.vocab, t, buf, len(buf), 0, False)
+            pieces.append(buf.raw[:max(n, 0)])
+        return b"".join(pieces).decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        self.ll.llama_batch_free(self.batch)
+        self.ll.llama_free(self.ctx)
+        self.ll.llama_model_free(self.model)

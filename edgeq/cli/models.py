@@ -1,38 +1,20 @@
-"""The `edgeq` command: parse, call one library function, render. Nothing else lives here."""
+"""Commands that get and make model files: doctor, download, convert, inspect, verify."""
 from __future__ import annotations
 
-import json
-import signal
-import sys
-from collections.abc import Callable
-from typing import Any
+from pathlib import Path
 
 import click
 
-from . import __version__, config
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, EdgeqError
-from .output import human_bytes, note, print_json, print_table
-
-
-def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (no progress).")(f)
-
-
-def _progress(as_json: bool, quiet: bool = False) -> bool:
-    return config.progress_enabled() and not as_json and not quiet and sys.stderr.isatty()
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="edgeq")
-def cli() -> None:
-    """Download, convert and quantize Hugging Face LLMs to GGUF with a pinned llama.cpp."""
+from .. import config
+from ..output import human_bytes, note, print_json, print_table
+from . import _fail_toolchain, _progress, cli, json_option
 
 
 @cli.command()
 @json_option
 def doctor(as_json: bool) -> None:
     """Check the toolchain: versions, tools, CPU features, RAM and disk."""
-    from .doctor import doctor as run_doctor
+    from ..doctor import doctor as run_doctor
 
     rep = run_doctor()
     if as_json:
@@ -54,12 +36,6 @@ def doctor(as_json: bool) -> None:
         raise click.exceptions.Exit(3) if as_json else _fail_toolchain(bad.name, bad.detail, bad.fix)
 
 
-def _fail_toolchain(name: str, detail: str, fix: str | None) -> None:
-    from .errors import ToolchainError
-
-    raise ToolchainError(f"{name}: {detail}.", hint=fix)
-
-
 @cli.command()
 @click.argument("repo_id")
 @click.option("--revision", help="Branch, tag or commit (default: main).")
@@ -68,7 +44,7 @@ def _fail_toolchain(name: str, detail: str, fix: str | None) -> None:
 @json_option
 def download(repo_id: str, revision: str | None, token: str | None, local_dir: str | None, as_json: bool) -> None:
     """Download the files conversion needs (safetensors, config, tokenizer)."""
-    from .download import download as run_download
+    from ..download import download as run_download
 
     res = run_download(repo_id, revision=revision, token=token, local_dir=local_dir, progress=_progress(as_json))
     if as_json:
@@ -99,7 +75,7 @@ def convert(source: str | None, q8: bool, q4: bool, quant: tuple[str, ...], outt
             name: str | None, force: bool, keep_f16: bool, threads: int | None, revision: str | None,
             token: str | None, allow_pickle: bool, quiet: bool, as_json: bool) -> None:
     """Convert SOURCE (repo id or HF folder; default: the embedded SmolLM2-135M) to GGUF and quantize it."""
-    from .convert import convert as run_convert
+    from ..convert import convert as run_convert
 
     quants = (["Q8_0"] if q8 else []) + (["Q4_K_M"] if q4 else []) + list(quant)
     res = run_convert(source, quants=quants or list(config.DEFAULT_QUANTS), outtype=outtype, outdir=outdir,
@@ -108,11 +84,12 @@ def convert(source: str | None, q8: bool, q4: bool, quant: tuple[str, ...], outt
     if as_json:
         print_json(res)
         return
-    rows = [[o.type, o.path, human_bytes(o.size_bytes), f"{o.bits_per_weight:.2f}",
+    rows = [[o.type, Path(o.path).name, human_bytes(o.size_bytes), f"{o.bits_per_weight:.2f}",
              "reused" if o.reused else f"{o.seconds:.1f}",
              ", ".join(f"{t} {s:.0%}" for t, s in o.tensor_types.items() if s >= 0.005)] for o in res.outputs]
-    print_table(f"edgeq convert → {res.outdir}  ({res.llama_cpp})",
+    print_table(f"edgeq convert → {res.outdir}/",
                 ["type", "file", "size", "bits/weight", "seconds", "tensor types"], rows)
+    note(f"{res.llama_cpp}; manifest: {res.manifest}")
     for n in res.notes:
         note("note: " + n)
 
@@ -122,7 +99,7 @@ def convert(source: str | None, q8: bool, q4: bool, quant: tuple[str, ...], outt
 @json_option
 def inspect(path: str, as_json: bool) -> None:
     """Show a GGUF's architecture, size, bits per weight and tensor types."""
-    from .gguf_info import read
+    from ..gguf_info import read
 
     info = read(path)
     if as_json:
@@ -145,7 +122,7 @@ def inspect(path: str, as_json: bool) -> None:
 @json_option
 def verify(folder: str, as_json: bool) -> None:
     """Re-hash every file in a convert folder against its manifest (exit 1 on mismatch)."""
-    from .manifest import VerifyFailed, verify as run_verify
+    from ..manifest import VerifyFailed, verify as run_verify
 
     res = run_verify(folder)
     if as_json:
@@ -166,47 +143,3 @@ def verify(folder: str, as_json: bool) -> None:
         raise err
 
 
-def _report(err: EdgeqError, as_json: bool) -> int:
-    if as_json:
-        click.echo(json.dumps(err.to_dict()))
-    else:
-        click.echo(f"Error: {err}", err=True)
-    return err.exit_code
-
-
-def _sigterm(signum: int, frame: object) -> None:
-    # Treat SIGTERM like Ctrl-C so the same cleanup (temporary files, child tools) runs.
-    raise KeyboardInterrupt
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: one line per error, stable exit codes (see README)."""
-    args = sys.argv[1:] if argv is None else argv
-    as_json = "--json" in args
-    signal.signal(signal.SIGTERM, _sigterm)
-    try:
-        cli.main(args=args, prog_name="edgeq", standalone_mode=False)
-    except EdgeqError as e:
-        if config.debug():
-            raise
-        sys.exit(_report(e, as_json))
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        sys.exit(_report(_interrupted(), as_json))
-    except KeyboardInterrupt:
-        sys.exit(_report(_interrupted(), as_json))
-    except click.ClickException as e:
-        if as_json:
-            click.echo(json.dumps({"error": "usage", "message": e.format_message(), "exit_code": EXIT_USAGE}))
-        else:
-            e.show()
-        sys.exit(EXIT_USAGE if isinstance(e, click.UsageError) else e.exit_code)
-
-
-def _interrupted() -> EdgeqError:
-    err = EdgeqError("interrupted; finished files were kept and partial ones removed.",
-                     hint="Run the same command again to continue.")
-    err.exit_code = EXIT_INTERRUPTED
-    err.kind = "interrupted"
-    return err

@@ -1,0 +1,208 @@
+"""`edgeq bench`: build the run matrix, run each cell in its own process, keep every result."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from .. import __version__, system
+from ..toolchain import measure_bandwidth
+from ..download import download, is_repo_id
+from ..errors import GGUFError, UsageError
+from ..files import write_json_atomic
+from ..output import Progress
+from .prompts import load_prompts
+from .results import SCHEMA, BenchResults, RunResult, RunSpec, Stat
+
+GGUF_BACKEND = "llama.cpp"
+HF_VARIANTS = ("fp32", "bf16", "bnb-int8", "bnb-nf4")
+WORKER_TIMEOUT_S = 3600
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "metal" if system.has_metal() else "cpu"
+    if device == "metal" and not system.has_metal():
+        raise UsageError(f"--device metal needs an Apple Silicon Mac; this is {platform.system()} {platform.machine()}.",
+                         hint="Use --device cpu (or leave --device auto).")
+    if device not in ("cpu", "metal", "cuda"):
+        raise UsageError(f"unknown --device {device!r}.", hint="Use auto, cpu, metal or cuda.")
+    return device
+
+
+def _is_checkpoint(p: Path) -> bool:
+    return (p / "config.json").is_file()
+
+
+def gguf_variant(path: Path) -> str:
+    from ..gguf_info import read
+
+    info = read(path)
+    return info.file_type or path.stem.rsplit("-", 1)[-1]
+
+
+def plan_models(models: list[str], quants: list[str] | None, convert_progress: bool) -> tuple[list[tuple[str, Path, str]], list[tuple[str, Path]]]:
+    """Split the arguments into GGUF files (name, path, variant) and HF checkpoints (name, path).
+
+    With ``quants``, an HF source is also converted (or its finished outputs reused).
+    """
+    ggufs: list[tuple[str, Path, str]] = []
+    checkpoints: list[tuple[str, Path]] = []
+    for m in models:
+        p = Path(m).expanduser()
+        if p.is_file():
+            if p.suffix != ".gguf" and p.read_bytes()[:4] != b"GGUF":
+                raise GGUFError(f"{p} is not a GGUF file.", hint="Pass .gguf files, a folder of them, or an HF checkpoint.")
+            ggufs.append((p.stem.rsplit("-", 1)[0], p, gguf_variant(p)))
+        elif p.is_dir() and not _is_checkpoint(p):
+            found = sorted(p.glob("*.gguf"))
+            if not found:
+                raise UsageError(f"{p} holds no .gguf files and no config.json.", hint="Run `edgeq convert` first.")
+            ggufs += [(f.stem.rsplit("-", 1)[0], f, gguf_variant(f)) for f in found]
+        elif p.is_dir() or (not p.exists() and is_repo_id(m) and p.suffix != ".gguf"):
+            from ..convert import convert, safe_name
+
+            src = Path(download(m, progress=convert_progress).path)
+            checkpoints.append((safe_name(m), src))
+            if quants:
+                res = convert(str(src), quants=quants, progress=convert_progress)
+                ggufs += [(safe_name(m), Path(o.path), o.type) for o in res.outputs
+                          if o.type in [q.upper() for q in quants]]
+        else:
+            raise UsageError(f"{m} does not exist.", hint="Pass a .gguf file, a folder, or an HF repo id / checkpoint.")
+    return ggufs, checkpoints
+
+
+def build_specs(ggufs: list[tuple[str, Path, str]], checkpoints: list[tuple[str, Path]], *, hf_variants: list[str],
+                device: str, threads: int, batches: list[int], n_prompt: int, n_gen: int, reps: int,
+                prompts: dict[str, str]) -> list[RunSpec]:
+    common = dict(threads=threads, n_prompt=n_prompt, n_gen=n_gen, reps=reps, prompts=prompts)
+    specs = [RunSpec(model=name, path=str(path), backend=GGUF_BACKEND, variant=variant, device=device, batch=b, **common)
+             for name, path, variant in ggufs for b in batches]
+    hf_devices = ["cpu"] + (["cuda"] if _cuda_available() and checkpoints else [])
+    specs += [RunSpec(model=name, path=str(path), backend="transformers", variant=v, device=d, batch=b, **common)
+              for name, path in checkpoints for d in hf_devices for v in hf_variants for b in batches]
+    return specs
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def run_worker(spec: RunSpec) -> list[RunResult]:
+    """Run one spec in a fresh interpreter; a crash becomes a failed row, never an exception."""
+    if spec.backend == "transformers":
+        from ..backends.transformers import unavailable_reason
+
+        why = unavailable_reason(spec.variant, spec.device)
+        if why:
+            return [_row(spec, p, "skipped", why) for p in spec.prompts]
+    env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(spec.threads)}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "edgeq.bench.worker"], input=json.dumps(asdict(spec)),
+                              capture_output=True, text=True, errors="replace", timeout=WORKER_TIMEOUT_S, env=env)
+    except subprocess.TimeoutExpired:
+        return [_row(spec, p, "failed", f"timed out after {WORKER_TIMEOUT_S} s") for p in spec.prompts]
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return [_row(spec, p, "failed", f"worker exited {proc.returncode}: {tail}") for p in spec.prompts]
+    rows = []
+    for d in json.loads(lines[-1]):
+        for k in ("pp_tps", "tg_tps"):
+            d[k] = Stat(**d[k]) if d[k] else None
+        rows.append(RunResult(**d))
+    return rows
+
+
+def _row(spec: RunSpec, prompt: str, status: str, reason: str) -> RunResult:
+    return RunResult(model=spec.model, path=spec.path, backend=spec.backend, variant=spec.variant, device=spec.device,
+                     threads=spec.threads, batch=spec.batch, prompt=prompt, n_prompt=spec.n_prompt, n_gen=spec.n_gen,
+                     reps=spec.reps, status=status, reason=reason)
+
+
+def environment(threads: int) -> dict[str, object]:
+    import importlib.metadata as md
+
+    def v(d: str) -> str:
+        try:
+            return md.version(d)
+        except md.PackageNotFoundError:
+            return "not installed"
+
+    from ..toolchain import find_toolchain, llama_cpp_version
+
+    s = system.system_info()
+    return {"cpu": s.cpu, "physical_cores": s.physical_cores, "logical_cores": s.logical_cores,
+            "cpu_features": s.cpu_features, "ram_total_bytes": s.ram_total_bytes, "os": s.os, "machine": s.machine,
+            "metal": s.metal, "threads": threads, "python": platform.python_version(),
+            "versions": {"edgeq": __version__, "llama.cpp": llama_cpp_version(find_toolchain()),
+                         "llama-cpp-python": v("llama_cpp_python"), "torch": v("torch"),
+                         "transformers": v("transformers"), "bitsandbytes": v("bitsandbytes")},
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: list[str] | None = None,
+          device: str = "auto", threads: int | None = None, n_prompt: int = 512, n_gen: int = 128,
+          batches: list[int] | tuple[int, ...] = (1, 16), reps: int = 3, prompt_file: str | None = None,
+          check_llama_bench: bool = False, output: str | Path | None = None, progress: bool = True) -> BenchResults:
+    """Benchmark GGUF quants (llama.cpp) against full precision (transformers) on this machine.
+
+    Each model × backend × batch runs in its own process.  When ``output`` is
+    given, results are saved after every run, so Ctrl-C keeps what was measured.
+    """
+    from ..quants import parse_quants
+    from .llama_bench import cross_check
+
+    if not models:
+        raise UsageError("no model given.", hint="Pass a .gguf file, a folder of them, or an HF checkpoint.")
+    if min(n_prompt, n_gen, reps, *batches) < 1:
+        raise UsageError("-p, -n, -r and --batch must all be at least 1.")
+    qnames = [q.name for q in parse_quants(quants)] if quants else None
+    dev = resolve_device(device)
+    threads = threads or system.default_threads()
+    prompts = load_prompts(prompt_file)
+    ggufs, checkpoints = plan_models(models, qnames, progress)
+    specs = build_specs(ggufs, checkpoints, hf_variants=list(hf_variants or HF_VARIANTS), device=dev, threads=threads,
+                        batches=list(batches), n_prompt=n_prompt, n_gen=n_gen, reps=reps, prompts=prompts)
+    res = BenchResults(SCHEMA, environment(threads), {"n_prompt": n_prompt, "n_gen": n_gen, "batches": list(batches),
+                                                      "reps": reps, "device": dev, "prompts": list(prompts)})
+    res.roofline = {"bandwidth": measure_bandwidth()}
+    try:
+        with Progress("bench", len(specs), progress) as bar:
+            for i, spec in enumerate(specs):
+                res.runs += run_worker(spec)
+                _save(res, output)
+                bar.update_to(i + 1)
+        if check_llama_bench:
+            res.llama_bench = cross_check(res.runs, threads=threads, n_prompt=n_prompt, n_gen=n_gen, reps=reps)
+    except KeyboardInterrupt:
+        res.interrupted = True
+        _finish(res)
+        _save(res, output)
+        raise
+    _finish(res)
+    _save(res, output)
+    return res
+
+
+def _finish(res: BenchResults) -> None:
+    from .verdict import roofline, verdicts
+
+    res.verdicts = verdicts(res.runs)
+    res.roofline.update(roofline(res.runs, res.roofline.get("bandwidth")))
+
+
+def _save(res: BenchResults, output: str | Path | None) -> None:
+    if output:
+        write_json_atomic(Path(output), asdict(res))

@@ -1,0 +1,88 @@
+"""One benchmark run in a process of its own (``python -m edgeq.bench.worker < spec.json``).
+
+A fresh process per model × backend × batch keeps peak RSS honest: nothing
+another model allocated, and no torch in a llama.cpp run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+from .prompts import fit, sequences
+from .results import RunResult, RunSpec, Stat
+
+
+def peak_rss_bytes() -> int:
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(kb if sys.platform == "darwin" else kb * 1024)  # macOS reports bytes, Linux KiB
+
+
+def _runner(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
+    if spec.backend == "llama.cpp":
+        from ..backends.llamacpp import BatchRunner
+        from ..gguf_info import read
+
+        info = read(spec.path)
+        n_ctx = spec.batch * (spec.n_prompt + spec.n_gen + 8) + 64
+        r = BatchRunner(spec.path, threads=spec.threads, n_ctx=n_ctx, n_batch=min(2048, max(512, spec.batch)),
+                        n_seq=spec.batch, n_gpu_layers=-1 if spec.device == "metal" else 0)
+        tensor_bytes = sum(s.bytes for s in info.tensor_types.values())
+        return r, {"file_size_bytes": info.file_size_bytes, "bits_per_weight": info.bits_per_weight,
+                   "n_params": info.parameters, "weight_bytes": tensor_bytes}
+    from ..backends.transformers import HFRunner
+
+    r = HFRunner(spec.path, spec.variant, threads=spec.threads, device=spec.device)
+    return r, {"n_params": r.n_params, "weight_bytes": r.weight_bytes,
+               "bits_per_weight": round(8 * r.weight_bytes / r.n_params, 3)}
+
+
+def measure(spec: RunSpec) -> list[RunResult]:
+    """Load once, then per prompt: a warm-up and ``reps`` timed repetitions."""
+    base = {k: getattr(spec, k) for k in ("model", "path", "backend", "variant", "device", "threads", "batch",
+                                          "n_prompt", "n_gen", "reps")}
+    t0 = time.perf_counter()
+    runner, facts = _runner(spec)
+    load_s = time.perf_counter() - t0
+    rows = []
+    for name, text in spec.prompts.items():
+        toks = runner.tokenize(text)
+        keep = 1 if getattr(runner, "adds_bos", False) else 0
+        seqs = sequences(fit(toks, spec.n_prompt, keep_first=keep), spec.batch, keep_first=keep)
+        runner.run(seqs, min(4, spec.n_gen))  # warm-up: page in weights, build graphs
+        pp, tg, out = [], [], []
+        for _ in range(spec.reps):
+            pp_s, tg_s, out = runner.run(seqs, spec.n_gen)
+            pp.append(spec.batch * spec.n_prompt / pp_s)
+            tg.append(spec.batch * spec.n_gen / tg_s)
+        tg_stat = Stat.of(tg)
+        rows.append(RunResult(**base, prompt=name, status="ok", load_s=round(load_s, 3), pp_tps=Stat.of(pp),
+                              tg_tps=tg_stat, ms_per_token=round(1000 * spec.batch / tg_stat.median, 3),
+                              sample=runner.decode(out[0][:32]), **facts))
+    peak = peak_rss_bytes()
+    gpu = runner.peak_gpu_bytes() if hasattr(runner, "peak_gpu_bytes") else None
+    for r in rows:
+        r.peak_rss_bytes, r.peak_gpu_bytes, r.pid = peak, gpu, os.getpid()
+    return rows
+
+
+def main() -> None:
+    spec = RunSpec(**json.loads(sys.stdin.read()))
+    try:
+        rows = measure(spec)
+    except Exception as e:  # noqa: BLE001 - reported as a failed run, never a crash of the matrix
+        base = {k: getattr(spec, k) for k in ("model", "path", "backend", "variant", "device", "threads", "batch",
+                                              "n_prompt", "n_gen", "reps")}
+        rows = [RunResult(**base, prompt=p, status="failed", reason=f"{type(e).__name__}: {e}".splitlines()[0])
+                for p in spec.prompts]
+    sys.stdout.write(json.dumps([asdict(r) for r in rows]) + "\n")
+    sys.stdout.flush()
+    os._exit(0)  # skip slow interpreter teardown of torch / llama.cpp
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""The `edgeq` command: parse, call one library function, render. Nothing else lives here.
+
+One file per command group (as in huggingface_hub/cli/); this one holds the group,
+the shared options and the single error handler.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from .. import __version__, config
+from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, EdgeqError
+
+
+
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (no progress).")(f)
+
+
+def _progress(as_json: bool, quiet: bool = False) -> bool:
+    return config.progress_enabled() and not as_json and not quiet and sys.stderr.isatty()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeq")
+def cli() -> None:
+    """Download, convert and quantize Hugging Face LLMs to GGUF with a pinned llama.cpp."""
+
+
+def _fail_toolchain(name: str, detail: str, fix: str | None) -> None:
+    from ..errors import ToolchainError
+
+    raise ToolchainError(f"{name}: {detail}.", hint=fix)
+
+
+def _report(err: EdgeqError, as_json: bool) -> int:
+    if as_json:
+        click.echo(json.dumps(err.to_dict()))
+    else:
+        click.echo(f"Error: {err}", err=True)
+    return err.exit_code
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    # Treat SIGTERM like Ctrl-C so the same cleanup (temporary files, child tools) runs.
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: one line per error, stable exit codes (see README)."""
+    args = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in args
+    signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        cli.main(args=args, prog_name="edgeq", standalone_mode=False)
+    except EdgeqError as e:
+        if config.debug():
+            raise
+        sys.exit(_report(e, as_json))
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        sys.exit(_report(_interrupted(), as_json))
+    except KeyboardInterrupt:
+        sys.exit(_report(_interrupted(), as_json))
+    except click.ClickException as e:
+        code = EXIT_USAGE if isinstance(e, click.UsageError) else e.exit_code
+        message = " ".join(e.format_message().split())  # one line, always
+        ctx = getattr(e, "ctx", None)
+        if ctx is not None:
+            message += f" (see `{ctx.command_path} --help`)"
+        if as_json:
+            click.echo(json.dumps({"error": "usage", "message": message, "exit_code": code}))
+        else:
+            click.echo(f"Error: {message}", err=True)
+        sys.exit(code)
+
+
+def _interrupted() -> EdgeqError:
+    err = EdgeqError("interrupted; finished files were kept and partial ones removed.",
+                     hint="Run the same command again to continue.")
+    err.exit_code = EXIT_INTERRUPTED
+    err.kind = "interrupted"
+    return err
+
+
+# Command modules register themselves on `cli` when imported.
+from . import bench as _bench  # noqa: E402,F401
+from . import models as _models  # noqa: E402,F401

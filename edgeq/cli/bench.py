@@ -1,0 +1,115 @@
+"""Commands that measure: bench, report."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import click
+
+from ..output import human_bytes, note, print_json, print_table
+from . import _progress, cli, json_option
+
+DEFAULT_BENCH_QUANTS = "F32,F16,Q8_0,Q4_K_M"
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers") from e
+
+
+@cli.command()
+@click.argument("models", nargs=-1)
+@click.option("--quants", default=DEFAULT_BENCH_QUANTS, show_default=True,
+              help="Types to convert an HF source to (and bench); '' to bench the checkpoint only.")
+@click.option("--hf", "hf_variants", default="fp32,bf16,bnb-int8,bnb-nf4", show_default=True,
+              help="transformers variants for an HF source; '' for none.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, metal (Apple) or cuda.")
+@click.option("-t", "--threads", type=click.IntRange(1, 1024), help="Threads (default: physical cores).")
+@click.option("-p", "n_prompt", type=click.IntRange(1), default=512, show_default=True, help="Prompt tokens.")
+@click.option("-n", "n_gen", type=click.IntRange(1), default=128, show_default=True, help="Generated tokens.")
+@click.option("--batch", default="1,16", show_default=True, help="Independent sequences per run, comma-separated.")
+@click.option("-r", "reps", type=click.IntRange(1), default=3, show_default=True, help="Timed repetitions after a warm-up.")
+@click.option("--prompt-file", type=click.Path(), help="Your own prompt text (default: English and Hindi).")
+@click.option("--check-llama-bench", is_flag=True, help="Cross-check with llama-bench on the same files (±10%).")
+@click.option("-o", "--output", default="edgeq-bench.json", show_default=True, type=click.Path(dir_okay=False),
+              help="Results JSON, saved after every run.")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write a CSV (llama-bench field names).")
+@json_option
+def bench(models: tuple[str, ...], quants: str, hf_variants: str, device: str, threads: int | None, n_prompt: int,
+          n_gen: int, batch: str, reps: int, prompt_file: str | None, check_llama_bench: bool, output: str,
+          csv_path: str | None, as_json: bool) -> None:
+    """Benchmark MODELS (GGUF files, folders of them, HF checkpoints; default: the embedded model)."""
+    from ..bench import bench as run_bench
+    from ..embedded import ensure_embedded_model
+
+    srcs = list(models) or [str(ensure_embedded_model())]
+    res = run_bench(srcs, quants=[q for q in quants.split(",") if q.strip()],
+                    hf_variants=[v.strip() for v in hf_variants.split(",") if v.strip()], device=device,
+                    threads=threads, n_prompt=n_prompt, n_gen=n_gen, batches=_ints(batch), reps=reps,
+                    prompt_file=prompt_file, check_llama_bench=check_llama_bench, output=output,
+                    progress=_progress(as_json))
+    if csv_path:
+        write_csv(res, Path(csv_path))
+    if as_json:
+        print_json(res)
+        return
+    print_results(res)
+    note(f"results: {output}" + (f", {csv_path}" if csv_path else ""))
+
+
+def write_csv(res: object, path: Path) -> None:
+    from ..bench.results import CSV_FIELDS, csv_rows
+    from ..files import atomic_output
+
+    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        w.writerows(csv_rows(res.runs))  # type: ignore[attr-defined]
+
+
+def _stat(s: object) -> str:
+    return f"{s.median:.1f} ({s.min:.0f}–{s.max:.0f})" if s else "-"  # type: ignore[attr-defined]
+
+
+def print_results(res: object) -> None:
+    roof = {(r["backend"], r["variant"], r["batch"], r["prompt"]): r["fraction"]
+            for r in res.roofline.get("rows", [])}  # type: ignore[attr-defined]
+    rows = []
+    for r in res.runs:  # type: ignore[attr-defined]
+        if r.status != "ok":
+            rows.append([r.backend, r.variant, r.batch, r.prompt, r.status, r.reason or "", "", "", "", "", ""])
+            continue
+        frac = roof.get((r.backend, r.variant, r.batch, r.prompt))
+        rows.append([r.backend, r.variant, r.batch, r.prompt, f"{r.load_s:.1f}", _stat(r.pp_tps), _stat(r.tg_tps),
+                     f"{r.ms_per_token:.1f}", human_bytes(r.peak_rss_bytes or 0),
+                     f"{r.bits_per_weight:.2f}" if r.bits_per_weight else "-", f"{frac:.0%}" if frac else "-"])
+    env = res.environment  # type: ignore[attr-defined]
+    bw = (res.roofline.get("bandwidth") or {}).get("read_gbps")  # type: ignore[attr-defined]
+    print_table(f"edgeq bench · {env['cpu']} · {env['threads']} threads · read bandwidth {bw} GB/s",
+                ["backend", "variant", "batch", "prompt", "load s", "pp tok/s (min–max)", "tg tok/s (min–max)",
+                 "ms/token", "peak RSS", "bits/w", "roofline"], rows)
+    for v in res.verdicts:  # type: ignore[attr-defined]
+        click.echo("• " + v.sentence)
+    for c in res.llama_bench:  # type: ignore[attr-defined]
+        flag = "agrees" if c.agrees else "DISAGREES (>10%)"
+        click.echo(f"llama-bench {c.variant}: pp {c.llama_bench_pp_tps:.1f} vs ours {c.ours_pp_tps:.1f} "
+                   f"({c.pp_diff:+.0%}), tg {c.llama_bench_tg_tps:.1f} vs ours {c.ours_tg_tps:.1f} ({c.tg_diff:+.0%}): {flag}")
+    if res.interrupted:  # type: ignore[attr-defined]
+        note("interrupted: the table shows the runs finished before Ctrl-C")
+
+
+@cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--outdir", default="report", show_default=True, type=click.Path(file_okay=False))
+@json_option
+def report(results: tuple[str, ...], outdir: str, as_json: bool) -> None:
+    """Write a Markdown report with PNG charts from bench RESULTS JSON files."""
+    from ..report import write_report
+
+    out = write_report([Path(r) for r in results], Path(outdir))
+    if as_json:
+        print_json(out)
+    else:
+        click.echo(out.markdown)

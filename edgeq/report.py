@@ -1,0 +1,164 @@
+"""`edgeq report`: Markdown + PNG charts from bench result JSON (reads JSON only: no torch needed)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+from .files import atomic_output
+
+PUBLISHED = "published-results.json"
+
+
+@dataclass
+class ReportResult:
+    markdown: str
+    charts: list[str] = field(default_factory=list)
+
+
+def load_results(paths: list[Path]) -> list[dict[str, Any]]:
+    out = []
+    for p in paths:
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise UsageError(f"cannot read bench results {p}: {e}.", hint="Pass a JSON file written by `edgeq bench`.") from e
+        if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("edgeq-bench/"):
+            raise UsageError(f"{p} is not an edgeq bench result (no 'schema': 'edgeq-bench/…').",
+                             hint="Pass a JSON file written by `edgeq bench -o`.")
+        out.append(data)
+    return out
+
+
+def published() -> dict[str, Any]:
+    """The earlier studies' figures, copied into the package with their sources."""
+    return json.loads(resources.files("edgeq.data").joinpath(PUBLISHED).read_text(encoding="utf-8"))
+
+
+def _label(r: dict[str, Any]) -> str:
+    return f"{r['variant']}" if r["backend"] == "llama.cpp" else f"HF {r['variant']}"
+
+
+def _first_prompt_batch1(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    ok = [r for r in runs if r["status"] == "ok"]
+    if not ok:
+        return []
+    prompt = ok[0]["prompt"]
+    batch = min(r["batch"] for r in ok)
+    return [r for r in ok if r["prompt"] == prompt and r["batch"] == batch]
+
+
+def charts(runs: list[dict[str, Any]], verdicts: list[dict[str, Any]], outdir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = _first_prompt_batch1(runs)
+    if not rows:
+        return []
+    labels = [_label(r) for r in rows]
+    made = []
+
+    def save(fig: Any, name: str) -> None:
+        path = outdir / name
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        made.append(name)
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, title in ((axes[0], "pp_tps", "prompt processing"), (axes[1], "tg_tps", "generation")):
+        vals = [r[key]["median"] for r in rows]
+        err = [[v - r[key]["min"] for v, r in zip(vals, rows)], [r[key]["max"] - v for v, r in zip(vals, rows)]]
+        ax.bar(labels, vals, yerr=err, color=["#4c72b0" if r["backend"] == "llama.cpp" else "#dd8452" for r in rows])
+        ax.set_title(f"{title} (tokens/s, batch {rows[0]['batch']}, {rows[0]['prompt']})")
+        ax.tick_params(axis="x", rotation=45)
+    save(fig, "tokens_per_s.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(labels, [(r["peak_rss_bytes"] or 0) / 2**20 for r in rows], color="#55a868")
+    ax.set_title("peak RSS (MiB)")
+    ax.tick_params(axis="x", rotation=45)
+    save(fig, "memory.png")
+
+    vs = [v for v in verdicts if v["batch"] == rows[0]["batch"] and v["prompt"] == rows[0]["prompt"]]
+    if vs:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        names = [v["variant"] for v in vs]
+        ref = [next(iter(v["vs"].values()), {"pp": 0, "tg": 0}) for v in vs]
+        x = range(len(vs))
+        ax.bar([i - 0.2 for i in x], [r["pp"] for r in ref], width=0.4, label="prompt processing")
+        ax.bar([i + 0.2 for i in x], [r["tg"] for r in ref], width=0.4, label="generation")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(list(x), names)
+        ax.set_title("speed-up over full precision (first baseline: F32 GGUF or HF fp32)")
+        ax.legend()
+        save(fig, "speedup.png")
+    return made
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join("" if v is None else str(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _published_section() -> str:
+    pub = published()
+    parts = ["## Beside the published GPU figures (other hardware, other studies)",
+             "These rows are copied from earlier studies (sources in `edgeq/data/published-results.json`). "
+             "They were measured on GPUs, not on this machine: compare the *ratios*, not the absolute numbers."]
+    for s in pub["studies"]:
+        rows = s["rows"]
+        cols = [k for k in rows[0] if k != "model"]
+        parts.append(f"### {s['summary']}\nHardware: {s.get('hardware', '?')}; backend: {s.get('backend', '?')}.")
+        parts.append(_table(["model", *cols], [[r["model"], *[r.get(c) for c in cols]] for r in rows]))
+        for claim in s.get("claims", []):
+            parts.append(f"- Claim: {claim}")
+    return "\n\n".join(parts)
+
+
+def write_report(paths: list[Path], outdir: Path) -> ReportResult:
+    """Write ``outdir/report.md`` and its charts; return their paths."""
+    results = load_results(paths)
+    outdir.mkdir(parents=True, exist_ok=True)
+    md = ["# edgeq bench report"]
+    made: list[str] = []
+    for i, res in enumerate(results):
+        env, runs = res["environment"], res["runs"]
+        sub = outdir if len(results) == 1 else outdir / f"run{i + 1}"
+        sub.mkdir(parents=True, exist_ok=True)
+        made += [str((sub / c).relative_to(outdir)) for c in charts(runs, res["verdicts"], sub)]
+        md.append(f"## Run {i + 1}: {env['cpu']}, {env['threads']} threads" + (" (interrupted)" if res.get("interrupted") else ""))
+        md.append(_table(["fact", "value"], [
+            ["CPU", f"{env['cpu']} ({env['physical_cores']} cores / {env['logical_cores']} threads)"],
+            ["features", " ".join(env["cpu_features"])], ["RAM", f"{env['ram_total_bytes'] / 2**30:.1f} GiB"],
+            ["OS", env["os"]], ["threads", env["threads"]], ["date", env["date"]],
+            *[[k, v] for k, v in env["versions"].items()],
+            ["settings", json.dumps(res["settings"])],
+            ["read bandwidth", f"{(res['roofline'].get('bandwidth') or {}).get('read_gbps', '?')} GB/s"]]))
+        roof = {(r["backend"], r["variant"], r["batch"], r["prompt"]): r["fraction"] for r in res["roofline"].get("rows", [])}
+        md.append(_table(["backend", "variant", "batch", "prompt", "status", "load s", "pp tok/s", "tg tok/s",
+                          "ms/token", "peak RSS MiB", "bits/weight", "roofline"],
+                         [[r["backend"], r["variant"], r["batch"], r["prompt"], r["status"] if r["status"] == "ok"
+                           else f"{r['status']}: {r['reason']}", r["load_s"],
+                           r["pp_tps"] and r["pp_tps"]["median"], r["tg_tps"] and r["tg_tps"]["median"],
+                           r["ms_per_token"], r["peak_rss_bytes"] and round(r["peak_rss_bytes"] / 2**20),
+                           r["bits_per_weight"], roof.get((r["backend"], r["variant"], r["batch"], r["prompt"]))]
+                          for r in runs]))
+        md.append("### Verdict\n" + "\n".join(f"- {v['sentence']}" for v in res["verdicts"]))
+        if res.get("llama_bench"):
+            md.append("### Cross-check with llama-bench\n" + _table(
+                ["variant", "ours pp", "llama-bench pp", "ours tg", "llama-bench tg", "agrees (±10%)"],
+                [[c["variant"], c["ours_pp_tps"], c["llama_bench_pp_tps"], c["ours_tg_tps"], c["llama_bench_tg_tps"],
+                  "yes" if c["agrees"] else "NO"] for c in res["llama_bench"]]))
+        md += [f"![{c}]({c})" for c in made if c.startswith(sub.name if sub != outdir else "")]
+    md.append(_published_section())
+    path = outdir / "report.md"
+    with atomic_output(path) as tmp:
+        tmp.write_text("\n\n".join(md) + "\n", encoding="utf-8")
+    return ReportResult(str(path), [str(outdir / c) for c in made])
