@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 from ..toolchain import find_toolchain, run_tool
 from .results import LlamaBenchCheck, RunResult
@@ -9,32 +10,61 @@ from .results import LlamaBenchCheck, RunResult
 TOLERANCE = 0.10
 
 
-def llama_bench(path: str, *, threads: int, n_prompt: int, n_gen: int, reps: int) -> tuple[float, float]:
-    """(pp tok/s from empty context, tg tok/s after n_prompt tokens), as llama-bench measures them."""
+def llama_bench(path: str, *, threads: int, n_prompt: int, n_gen: int, reps: int) -> tuple[list[float], list[float]]:
+    """Samples of (pp tok/s from an empty context, tg tok/s at depth n_prompt), as llama-bench measures them."""
     exe = find_toolchain().tool("llama-bench")
-    pp = run_tool([exe, "-m", path, "-p", str(n_prompt), "-n", "0", "-t", str(threads), "-r", str(reps),
-                   "-o", "json"], name="llama-bench", tail_lines=100000)
-    tg = run_tool([exe, "-m", path, "-p", "0", "-n", str(n_gen), "-d", str(n_prompt), "-t", str(threads),
-                   "-r", str(reps), "-o", "json"], name="llama-bench", tail_lines=100000)
-    return _avg_ts(pp), _avg_ts(tg)
+    common = ["-m", path, "-t", str(threads), "-r", str(reps), "-o", "json"]
+    pp = run_tool([exe, *common, "-p", str(n_prompt), "-n", "0"], name="llama-bench", tail_lines=100000)
+    tg = run_tool([exe, *common, "-p", "0", "-n", str(n_gen), "-d", str(n_prompt)], name="llama-bench",
+                  tail_lines=100000)
+    return _samples(pp), _samples(tg)
 
 
-def _avg_ts(lines: list[str]) -> float:
+def _samples(lines: list[str]) -> list[float]:
     text = "\n".join(lines)
     start = text.index("[")  # llama-bench may print log lines before the JSON array
-    return float(json.loads(text[start:text.rindex("]") + 1])[0]["avg_ts"])
+    return [float(x) for x in json.loads(text[start:text.rindex("]") + 1])[0]["samples_ts"]]
 
 
 def cross_check(runs: list[RunResult], *, threads: int, n_prompt: int, n_gen: int, reps: int) -> list[LlamaBenchCheck]:
-    """Batch-1 llama.cpp runs (first prompt of each file) against llama-bench."""
+    """Each batch-1 llama.cpp file: our worker and llama-bench, alternated ``reps`` times.
+
+    Alternating puts both under the same machine speed; this VM drifts ±20% in
+    minutes, so comparing against figures taken earlier would measure the drift.
+    """
+    from dataclasses import replace
+
+    from .matrix import run_worker
+    from .results import RunSpec
+
     seen, out = set(), []
     for r in runs:
         if r.backend != "llama.cpp" or r.batch != 1 or r.status != "ok" or r.path in seen or r.device != "cpu":
             continue
         seen.add(r.path)
-        pp, tg = llama_bench(r.path, threads=threads, n_prompt=n_prompt, n_gen=n_gen, reps=reps)
-        assert r.pp_tps and r.tg_tps
-        pd, td = r.pp_tps.median / pp - 1, r.tg_tps.median / tg - 1
-        out.append(LlamaBenchCheck(r.variant, r.pp_tps.median, r.tg_tps.median, round(pp, 2), round(tg, 2),
-                                   round(pd, 3), round(td, 3), abs(pd) <= TOLERANCE and abs(td) <= TOLERANCE))
+        spec = RunSpec(r.model, r.path, r.backend, r.variant, r.device, threads, 1, n_prompt, n_gen, 1,
+                       {r.prompt: _prompt_text(r.prompt)})
+        ours_pp, ours_tg, lb_pp, lb_tg = [], [], [], []
+        for _ in range(reps):
+            (mine,) = run_worker(replace(spec))
+            if mine.status != "ok" or not mine.pp_tps or not mine.tg_tps:
+                break
+            ours_pp += mine.pp_tps.samples
+            ours_tg += mine.tg_tps.samples
+            pp, tg = llama_bench(r.path, threads=threads, n_prompt=n_prompt, n_gen=n_gen, reps=1)
+            lb_pp += pp
+            lb_tg += tg
+        if not ours_pp:
+            continue
+        m = statistics.median
+        pd, td = m(ours_pp) / m(lb_pp) - 1, m(ours_tg) / m(lb_tg) - 1
+        out.append(LlamaBenchCheck(r.variant, round(m(ours_pp), 2), round(m(ours_tg), 2), round(m(lb_pp), 2),
+                                   round(m(lb_tg), 2), round(pd, 3), round(td, 3),
+                                   abs(pd) <= TOLERANCE and abs(td) <= TOLERANCE))
     return out
+
+
+def _prompt_text(name: str) -> str:
+    from .prompts import DEFAULT_PROMPTS
+
+    return DEFAULT_PROMPTS.get(name, DEFAULT_PROMPTS["en"])

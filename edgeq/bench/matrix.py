@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from .. import __version__, system
@@ -126,9 +127,9 @@ def run_worker(spec: RunSpec) -> list[RunResult]:
 
 
 def _row(spec: RunSpec, prompt: str, status: str, reason: str) -> RunResult:
-    return RunResult(model=spec.model, path=spec.path, backend=spec.backend, variant=spec.variant, device=spec.device,
-                     threads=spec.threads, batch=spec.batch, prompt=prompt, n_prompt=spec.n_prompt, n_gen=spec.n_gen,
-                     reps=spec.reps, status=status, reason=reason)
+    from .worker import _base
+
+    return RunResult(**_base(spec), prompt=prompt, status=status, reason=reason)
 
 
 def environment(threads: int) -> dict[str, object]:
@@ -158,7 +159,8 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
           check_llama_bench: bool = False, output: str | Path | None = None, progress: bool = True) -> BenchResults:
     """Benchmark GGUF quants (llama.cpp) against full precision (transformers) on this machine.
 
-    Each model × backend × batch runs in its own process.  When ``output`` is
+    Each model × backend × batch runs in its own process, once per repetition
+    (rounds over the whole matrix), after a warm-up inside that process.  When ``output`` is
     given, results are saved after every run, so Ctrl-C keeps what was measured.
     """
     from ..quants import parse_quants
@@ -179,11 +181,16 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
                                                       "reps": reps, "device": dev, "prompts": list(prompts)})
     res.roofline = {"bandwidth": measure_bandwidth()}
     try:
-        with Progress("bench", len(specs), progress) as bar:
-            for i, spec in enumerate(specs):
-                res.runs += run_worker(spec)
-                _save(res, output)
-                bar.update_to(i + 1)
+        # Repetitions go in rounds over the whole matrix, so slow drift of the
+        # machine's speed hits every variant alike instead of whichever ran last.
+        measured: dict[int, list[list[RunResult]]] = {}
+        with Progress("bench", len(specs) * reps, progress) as bar:
+            for rnd in range(reps):
+                for i, spec in enumerate(specs):
+                    measured.setdefault(i, []).append(run_worker(replace(spec, reps=1)))
+                    res.runs = [r for rows in measured.values() for r in merge_rounds(rows)]
+                    _save(res, output)
+                    bar.update_to(rnd * len(specs) + i + 1)
         if check_llama_bench:
             res.llama_bench = cross_check(res.runs, threads=threads, n_prompt=n_prompt, n_gen=n_gen, reps=reps)
     except KeyboardInterrupt:
@@ -194,6 +201,28 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
     _finish(res)
     _save(res, output)
     return res
+
+
+def merge_rounds(rounds: list[list[RunResult]]) -> list[RunResult]:
+    """One row per prompt from the rows of each round: samples pooled, peak memory the highest."""
+    merged = []
+    for rows in zip(*rounds):
+        ok = [r for r in rows if r.status == "ok"]
+        if not ok:
+            merged.append(rows[-1])
+            continue
+        first = replace(ok[0], reps=len(ok))
+        first.pp_tps = Stat.of([x for r in ok for x in r.pp_tps.samples])  # type: ignore[union-attr]
+        first.tg_tps = Stat.of([x for r in ok for x in r.tg_tps.samples])  # type: ignore[union-attr]
+        first.ms_per_token = round(1000 * first.batch / first.tg_tps.median, 3)
+        first.load_s = round(statistics.median(r.load_s or 0 for r in ok), 3)
+        first.peak_rss_bytes = max(r.peak_rss_bytes or 0 for r in ok)
+        gpu = [r.peak_gpu_bytes for r in ok if r.peak_gpu_bytes]
+        first.peak_gpu_bytes = max(gpu) if gpu else None
+        if len(ok) < len(rows):
+            first.reason = f"{len(rows) - len(ok)} of {len(rows)} rounds failed: {rows[-1].reason}"
+        merged.append(first)
+    return merged
 
 
 def _finish(res: BenchResults) -> None:

@@ -41,10 +41,15 @@ def _runner(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
                "bits_per_weight": round(8 * r.weight_bytes / r.n_params, 3)}
 
 
+def _base(spec: RunSpec) -> dict[str, Any]:
+    """The fields a result copies from its spec."""
+    return {k: getattr(spec, k) for k in ("model", "path", "backend", "variant", "device", "threads", "batch",
+                                          "n_prompt", "n_gen", "reps")}
+
+
 def measure(spec: RunSpec) -> list[RunResult]:
     """Load once, then per prompt: a warm-up and ``reps`` timed repetitions."""
-    base = {k: getattr(spec, k) for k in ("model", "path", "backend", "variant", "device", "threads", "batch",
-                                          "n_prompt", "n_gen", "reps")}
+    base = _base(spec)
     t0 = time.perf_counter()
     runner, facts = _runner(spec)
     load_s = time.perf_counter() - t0
@@ -75,9 +80,7 @@ def main() -> None:
     try:
         rows = measure(spec)
     except Exception as e:  # noqa: BLE001 - reported as a failed run, never a crash of the matrix
-        base = {k: getattr(spec, k) for k in ("model", "path", "backend", "variant", "device", "threads", "batch",
-                                              "n_prompt", "n_gen", "reps")}
-        rows = [RunResult(**base, prompt=p, status="failed", reason=f"{type(e).__name__}: {e}".splitlines()[0])
+        rows = [RunResult(**_base(spec), prompt=p, status="failed", reason=f"{type(e).__name__}: {e}".splitlines()[0])
                 for p in spec.prompts]
     sys.stdout.write(json.dumps([asdict(r) for r in rows]) + "\n")
     sys.stdout.flush()
