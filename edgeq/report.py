@@ -85,17 +85,18 @@ def charts(runs: list[dict[str, Any]], verdicts: list[dict[str, Any]], outdir: P
     ax.tick_params(axis="x", rotation=45)
     save(fig, "memory.png")
 
-    vs = [v for v in verdicts if v["batch"] == rows[0]["batch"] and v["prompt"] == rows[0]["prompt"]]
+    vs = [v for v in verdicts if v["batch"] == rows[0]["batch"] and v["prompt"] == rows[0]["prompt"]
+          and v.get("reference")]
     if vs:
         fig, ax = plt.subplots(figsize=(8, 4))
         names = [v["variant"] for v in vs]
-        ref = [next(iter(v["vs"].values()), {"pp": 0, "tg": 0}) for v in vs]
+        ref = [v["vs"][v["reference"]] for v in vs]
         x = range(len(vs))
         ax.bar([i - 0.2 for i in x], [r["pp"] for r in ref], width=0.4, label="prompt processing")
         ax.bar([i + 0.2 for i in x], [r["tg"] for r in ref], width=0.4, label="generation")
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks(list(x), names)
-        ax.set_title("speed-up over full precision (first baseline: F32 GGUF or HF fp32)")
+        ax.set_title("speed-up over full precision (GGUF quants ÷ F32 GGUF, bitsandbytes ÷ HF fp32)")
         ax.legend()
         save(fig, "speedup.png")
     return made
@@ -107,7 +108,57 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _published_section() -> str:
+# Which published field measures speed, and whether higher is better.
+_SPEED_FIELDS = (("latency_s", False), ("inference_s_en", False), ("speed_it_s", True))
+_MEMORY_FIELDS = ("memory_mb", "peak_ram_gb", "size_mb")
+
+
+def _full_precision_of(row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    cfg = row["config"]
+    if "full-precision" in cfg or "quant=False" in cfg:
+        return None
+    want = cfg.replace("quant=True", "quant=False") if "quant=True" in cfg else "full-precision"
+    for r in rows:
+        if r["model"] == row["model"] and r["config"] == want:
+            return r
+    return None
+
+
+def published_ratios() -> list[list[Any]]:
+    """Quantized ÷ full precision within each published study: speed-up and memory ratio."""
+    out = []
+    for s in published()["studies"]:
+        for r in s["rows"]:
+            full = _full_precision_of(r, s["rows"])
+            if full is None:
+                continue
+            speed = mem = None
+            for f, higher in _SPEED_FIELDS:
+                if r.get(f) and full.get(f):
+                    speed = r[f] / full[f] if higher else full[f] / r[f]
+                    break
+            for f in _MEMORY_FIELDS:
+                if r.get(f) and full.get(f):
+                    mem = r[f] / full[f]
+                    break
+            out.append([s["hardware"], r["model"], r["config"], f"{speed:.2f}×" if speed else "-",
+                        f"{mem:.2f}×" if mem else "-", s["id"]])
+    return out
+
+
+def _ours_ratios(results: list[dict[str, Any]]) -> list[list[Any]]:
+    rows = []
+    for res in results:
+        for v in res["verdicts"]:
+            ref = v.get("reference")
+            if ref and v["batch"] == 1:
+                x = v["vs"][ref]
+                rows.append([f"this machine ({res['environment']['cpu']}, CPU)", v["variant"], f"vs {ref}, {v['prompt']}",
+                             f"{x['tg']:.2f}× (generation)", f"{x['memory']:.2f}×" if "memory" in x else "-", "edgeq bench"])
+    return rows
+
+
+def _published_section(results: list[dict[str, Any]]) -> str:
     pub = published()
     parts = ["## Beside the published GPU figures (other hardware, other studies)",
              "These rows are copied from earlier studies (sources in `edgeq/data/published-results.json`). "
@@ -119,6 +170,11 @@ def _published_section() -> str:
         parts.append(_table(["model", *cols], [[r["model"], *[r.get(c) for c in cols]] for r in rows]))
         for claim in s.get("claims", []):
             parts.append(f"- Claim: {claim}")
+    parts.append("### Quantized ÷ full precision: the published GPU ratios beside this machine's CPU ratios\n"
+                 "Speed-up > 1 means the quantized model is faster; memory < 1 means it needs less. "
+                 "(gemma-7b's full-precision rows were sharded partly to the CPU, which explains their huge ratio.)")
+    parts.append(_table(["hardware", "model", "configuration", "speed-up", "memory", "source"],
+                        published_ratios() + _ours_ratios(results)))
     return "\n\n".join(parts)
 
 
@@ -157,7 +213,7 @@ def write_report(paths: list[Path], outdir: Path) -> ReportResult:
                 [[c["variant"], c["ours_pp_tps"], c["llama_bench_pp_tps"], c["ours_tg_tps"], c["llama_bench_tg_tps"],
                   "yes" if c["agrees"] else "NO"] for c in res["llama_bench"]]))
         md += [f"![{c}]({c})" for c in made if c.startswith(sub.name if sub != outdir else "")]
-    md.append(_published_section())
+    md.append(_published_section(results))
     path = outdir / "report.md"
     with atomic_output(path) as tmp:
         tmp.write_text("\n\n".join(md) + "\n", encoding="utf-8")

@@ -176,3 +176,13 @@ def test_bench_end_to_end_on_the_embedded_model(embedded_checkpoint, tmp_path):
     assert csv_path.read_text().splitlines()[0].startswith("model_filename,model_type")
     main(["report", str(out), "-o", str(tmp_path / "rep")])
     assert (tmp_path / "rep" / "tokens_per_s.png").stat().st_size > 1000
+
+
+def test_published_ratios_pair_each_quantized_row_with_its_full_precision_row():
+    from edgeq.report import published_ratios
+
+    rows = {(r[1], r[2]): r for r in published_ratios()}
+    assert rows[("meta-llama/Llama-3.2-1B", "bnb-int8")][3] == "0.33×"  # 0.05 s ÷ 0.15 s: slower on the GPU
+    assert rows[("meta-llama/Llama-3.2-1B", "bnb-int8")][4] == "0.69×"  # 7000 ÷ 10200 MB
+    assert rows[("facebook/opt-350m", "bnb-int8")][3] == "1.60×"
+    assert all("full-precision" not in cfg for _, cfg in rows)

@@ -57,7 +57,9 @@ def plan_models(models: list[str], quants: list[str] | None, convert_progress: b
     for m in models:
         p = Path(m).expanduser()
         if p.is_file():
-            if p.suffix != ".gguf" and p.read_bytes()[:4] != b"GGUF":
+            with open(p, "rb") as f:
+                magic = f.read(4)
+            if p.suffix != ".gguf" and magic != b"GGUF":
                 raise GGUFError(f"{p} is not a GGUF file.", hint="Pass .gguf files, a folder of them, or an HF checkpoint.")
             ggufs.append((p.stem.rsplit("-", 1)[0], p, gguf_variant(p)))
         elif p.is_dir() and not _is_checkpoint(p):
@@ -118,12 +120,7 @@ def run_worker(spec: RunSpec) -> list[RunResult]:
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return [_row(spec, p, "failed", f"worker exited {proc.returncode}: {tail}") for p in spec.prompts]
-    rows = []
-    for d in json.loads(lines[-1]):
-        for k in ("pp_tps", "tg_tps"):
-            d[k] = Stat(**d[k]) if d[k] else None
-        rows.append(RunResult(**d))
-    return rows
+    return [RunResult.from_dict(d) for d in json.loads(lines[-1])]
 
 
 def _row(spec: RunSpec, prompt: str, status: str, reason: str) -> RunResult:

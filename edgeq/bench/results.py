@@ -64,6 +64,11 @@ class RunResult:
     sample: str | None = None  # start of the first sequence's continuation
     pid: int | None = None  # the worker process that measured it (one per model × backend × batch)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> RunResult:
+        stats = {k: Stat(**d[k]) if d.get(k) else None for k in ("pp_tps", "tg_tps")}  # type: ignore[arg-type]
+        return cls(**{**d, **stats})  # type: ignore[arg-type]
+
 
 @dataclass
 class Verdict:
@@ -71,6 +76,7 @@ class Verdict:
     batch: int
     prompt: str
     vs: dict[str, dict[str, float]] = field(default_factory=dict)  # baseline -> {pp, tg, memory}
+    reference: str | None = None  # the full-precision baseline the verdict is judged against
     holds: bool | None = None
     sentence: str = ""
 

@@ -40,8 +40,10 @@ def verdicts(runs: list[RunResult]) -> list[Verdict]:
             b = base.get((name, _key(r)))
             if b is not None:
                 v.vs[name] = _ratios(r, b)
+        # GGUF quants are judged against the F32 GGUF, bitsandbytes against transformers fp32.
         ref = "F32 GGUF" if r.backend == "llama.cpp" and "F32 GGUF" in v.vs else "transformers fp32"
         if ref in v.vs:
+            v.reference = ref
             v.holds = v.vs[ref]["tg"] >= HOLDS_AT
             v.sentence = _sentence(r, v, ref, base)
         else:

@@ -28,7 +28,10 @@ def _runner(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
         from ..gguf_info import read
 
         info = read(spec.path)
-        n_ctx = spec.batch * (spec.n_prompt + spec.n_gen + 8) + 64
+        # Rounded up to a multiple of 256: some odd sizes (133, 264 cells) made F32 prompt
+        # processing a third slower here than llama-bench, which sizes its context exactly.
+        need = spec.batch * (spec.n_prompt + spec.n_gen + 1)
+        n_ctx = -(-need // 256) * 256
         r = BatchRunner(spec.path, threads=spec.threads, n_ctx=n_ctx, n_batch=min(2048, max(512, spec.batch)),
                         n_seq=spec.batch, n_gpu_layers=-1 if spec.device == "metal" else 0)
         tensor_bytes = sum(s.bytes for s in info.tensor_types.values())
