@@ -85,8 +85,10 @@ def build_specs(ggufs: list[tuple[str, Path, str]], checkpoints: list[tuple[str,
                 device: str, threads: int, batches: list[int], n_prompt: int, n_gen: int, reps: int,
                 prompts: dict[str, str]) -> list[RunSpec]:
     common = dict(threads=threads, n_prompt=n_prompt, n_gen=n_gen, reps=reps, prompts=prompts)
-    specs = [RunSpec(model=name, path=str(path), backend=GGUF_BACKEND, variant=variant, device=device, batch=b, **common)
-             for name, path, variant in ggufs for b in batches]
+    # Our llama.cpp build has CPU (and Metal on Apple) backends only; CUDA is for the transformers runs.
+    gguf_device = device if device in ("cpu", "metal") else "cpu"
+    specs = [RunSpec(model=name, path=str(path), backend=GGUF_BACKEND, variant=variant, device=gguf_device, batch=b,
+                     **common) for name, path, variant in ggufs for b in batches]
     hf_devices = ["cpu"] + (["cuda"] if _cuda_available() and checkpoints else [])
     specs += [RunSpec(model=name, path=str(path), backend="transformers", variant=v, device=d, batch=b, **common)
               for name, path in checkpoints for d in hf_devices for v in hf_variants for b in batches]
