@@ -125,7 +125,3 @@ def _refuse_remote_code(folder: Path, cfg: dict[str, object]) -> None:
             raise UnsafeSourceError(
                 f"{name} in {folder} asks for custom Python code (auto_map), and edgeq never runs remote code.",
                 hint="Use a checkpoint of an architecture transformers ships natively.")
-
-
-def estimated_f16_bytes(ck: Checkpoint) -> int:
-    return ck.parameters * 2

@@ -65,6 +65,12 @@ class DiskSpaceError(EdgeqError):
     kind = "disk"
 
 
+class VerifyFailed(EdgeqError):
+    """Files in a convert folder do not match their manifest."""
+
+    kind = "verify"
+
+
 class ToolchainError(EdgeqError):
     """The vendored llama.cpp build is missing, stale or failed."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import MANIFEST_NAME
-from .errors import EdgeqError, SourceError
+from .errors import SourceError
 from .files import sha256_file, write_json_atomic
 
 SCHEMA = 1
@@ -92,10 +92,6 @@ class VerifyResult:
     @property
     def passed(self) -> bool:
         return not self.mismatched and not self.missing
-
-
-class VerifyFailed(EdgeqError):
-    kind = "verify"
 
 
 def verify(outdir: str | Path) -> VerifyResult:

@@ -99,8 +99,3 @@ def parse_quants(names: list[str] | tuple[str, ...]) -> list[QuantType]:
                 q = parse_quant(part)
                 seen.setdefault(q.name, q)
     return list(seen.values())
-
-
-def fallback_type(base: str) -> str | None:
-    """The type llama.cpp uses for rows that don't fit ``base``'s block size."""
-    return FALLBACK.get(base)

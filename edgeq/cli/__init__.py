@@ -22,6 +22,15 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (no progress).")(f)
 
 
+def revision_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--revision", help="Hub branch, tag or commit (default: main).")(f)
+
+
+def token_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--token", envvar="HF_TOKEN",
+                        help="Hugging Face token (default: $HF_TOKEN or `hf auth login`).")(f)
+
+
 def _progress(as_json: bool, quiet: bool = False) -> bool:
     return config.progress_enabled() and not as_json and not quiet and sys.stderr.isatty()
 
@@ -30,12 +39,6 @@ def _progress(as_json: bool, quiet: bool = False) -> bool:
 @click.version_option(__version__, prog_name="edgeq")
 def cli() -> None:
     """Download, convert and quantize Hugging Face LLMs to GGUF with a pinned llama.cpp."""
-
-
-def _fail_toolchain(name: str, detail: str, fix: str | None) -> None:
-    from ..errors import ToolchainError
-
-    raise ToolchainError(f"{name}: {detail}.", hint=fix)
 
 
 def _report(err: EdgeqError, as_json: bool) -> int:

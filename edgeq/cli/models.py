@@ -7,7 +7,8 @@ import click
 
 from .. import config
 from ..output import human_bytes, note, print_json, print_table
-from . import _fail_toolchain, _progress, cli, json_option
+from ..errors import ToolchainError
+from . import _progress, cli, json_option, revision_option, token_option
 
 
 @cli.command()
@@ -33,13 +34,15 @@ def doctor(as_json: bool) -> None:
             ["llama.cpp sees", rep.llama_system_info or "-"]])
     if not rep.ok:
         bad = next(c for c in rep.checks if not c.ok)
-        raise click.exceptions.Exit(3) if as_json else _fail_toolchain(bad.name, bad.detail, bad.fix)
+        if as_json:
+            raise click.exceptions.Exit(3)
+        raise ToolchainError(f"{bad.name}: {bad.detail}.", hint=bad.fix)
 
 
 @cli.command()
 @click.argument("repo_id")
-@click.option("--revision", help="Branch, tag or commit (default: main).")
-@click.option("--token", envvar="HF_TOKEN", help="Hugging Face token (default: $HF_TOKEN or `hf auth login`).")
+@revision_option
+@token_option
 @click.option("--local-dir", type=click.Path(file_okay=False), help="Put the files here instead of the HF cache.")
 @json_option
 def download(repo_id: str, revision: str | None, token: str | None, local_dir: str | None, as_json: bool) -> None:
@@ -66,8 +69,8 @@ def download(repo_id: str, revision: str | None, token: str | None, local_dir: s
 @click.option("--force", is_flag=True, help="Redo outputs even if up to date.")
 @click.option("--keep-f16/--no-keep-f16", default=True, show_default=True, help="Keep the intermediate float GGUF.")
 @click.option("--threads", type=click.IntRange(1, 1024), help="Threads for llama-quantize.")
-@click.option("--revision", help="Hub branch, tag or commit.")
-@click.option("--token", envvar="HF_TOKEN", help="Hugging Face token (default: $HF_TOKEN).")
+@revision_option
+@token_option
 @click.option("--allow-pickle", is_flag=True, help="Accept .bin/.pth weights (loaded with weights_only=True).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @json_option
@@ -122,7 +125,8 @@ def inspect(path: str, as_json: bool) -> None:
 @json_option
 def verify(folder: str, as_json: bool) -> None:
     """Re-hash every file in a convert folder against its manifest (exit 1 on mismatch)."""
-    from ..manifest import VerifyFailed, verify as run_verify
+    from ..errors import VerifyFailed
+    from ..manifest import verify as run_verify
 
     res = run_verify(folder)
     if as_json:
