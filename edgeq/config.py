@@ -16,6 +16,8 @@ ENV_NO_PROGRESS = "EDGEQ_NO_PROGRESS"
 
 DEFAULT_OUTTYPE = "f16"
 DEFAULT_QUANTS = ("Q8_0",)
+DEFAULT_IMATRIX_CHUNKS = 64  # × 512 tokens of calibration text: llama.cpp's usual order of magnitude
+DEFAULT_EVAL_CTX = 512  # llama-perplexity's default window
 MANIFEST_NAME = "edgeq-manifest.json"
 INCOMPLETE_SUFFIX = ".incomplete"
 

@@ -18,17 +18,35 @@ from .download import download
 from .errors import DiskSpaceError, UsageError
 from .files import atomic_output, remove_stale_incomplete
 from .output import Progress, note
-from .quantize import quantize
-from .quants import FLOAT_OUTTYPES, LEGACY_TYPES, QuantType, parse_quant, parse_quants
+from .quantize import Overrides, compute_imatrix, quantize
+from .quants import FALLBACK, FLOAT_OUTTYPES, LEGACY_TYPES, QuantType, parse_quant, parse_quants
 from .toolchain import Toolchain, find_toolchain, llama_cpp_version, run_tool, supported_architectures
 
 # Room left free beyond the estimate: file systems misbehave when completely full.
 DISK_MARGIN_BYTES = 256 * 1024 * 1024
+# Beyond the weights: header, tokenizer vocab and merges (a 150k vocab is ~10 MiB), alignment.
+GGUF_OVERHEAD_BYTES = 32 * 1024 * 1024
+
+# Runs the vendored converter with transformers' remote-code loaders disabled.  The converter
+# itself passes trust_remote_code=True for some tokenizers; checkpoint.check already refuses
+# any auto_map, and this makes sure no path through transformers can import a repo's Python.
+_NO_REMOTE_CODE = """
+import os, runpy, sys
+import transformers.dynamic_module_utils as d
+def refuse(*args, **kwargs):
+    raise RuntimeError("edgeq: this checkpoint asks transformers to run its own Python code; refused")
+d.get_class_from_dynamic_module = d.get_cached_module_file = refuse
+d.resolve_trust_remote_code = lambda *args, **kwargs: False
+sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 @dataclass
 class OutputFile:
-    type: str
+    type: str  # the llama-quantize type
+    variant: str  # file-name label: the type, plus any overrides (Q4_K_M-L0-3_F16, Q4_K_M-imat)
     path: str
     size_bytes: int
     bits_per_weight: float
@@ -47,6 +65,7 @@ class ConvertResult:
     outputs: list[OutputFile] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    convert_peak_rss_bytes: int | None = None  # the HF → GGUF converter's peak RSS; None if nothing was converted
 
 
 def safe_name(text: str) -> str:
@@ -67,12 +86,17 @@ def convert(source: str | Path | None = None, *, quants: list[str] | tuple[str, 
             outtype: str = config.DEFAULT_OUTTYPE, outdir: str | Path | None = None, name: str | None = None,
             keep_f16: bool = True, force: bool = False, threads: int | None = None,
             revision: str | None = None, token: str | None = None, allow_pickle: bool = False,
-            endpoint: str | None = None, progress: bool = True) -> ConvertResult:
+            endpoint: str | None = None, overrides: Overrides = Overrides(),
+            calibration: str | Path | None = None, imatrix_chunks: int = config.DEFAULT_IMATRIX_CHUNKS,
+            progress: bool = True) -> ConvertResult:
     """Convert ``source`` (repo id or HF folder; default: the embedded model) to GGUF quants.
 
     Outputs already made from the same source and options are reused unless
     ``force``.  Each file is written under a temporary name and renamed when
-    whole; the manifest records sha256, size and recipe of each.
+    whole; the manifest records sha256, size and recipe of each.  ``overrides``
+    keeps some tensors at another type and/or quantizes with an importance
+    matrix computed over ``calibration`` text (default: a Shakespeare play
+    the eval text does not use); such files get a label in their name.
     """
     started = time.perf_counter()
     if outtype.lower() not in FLOAT_OUTTYPES:
@@ -82,12 +106,14 @@ def convert(source: str | Path | None = None, *, quants: list[str] | tuple[str, 
     if not targets:
         raise UsageError("no quantization type requested.", hint="Pass --q8, --q4 or --quant TYPE.")
     for q in targets:
-        if q.needs_imatrix:
-            raise UsageError(f"{q.name} needs an importance matrix, which convert does not compute yet.",
-                             hint="Pick a type such as Q4_K_M, Q5_K_M, Q6_K or Q8_0.")
+        if q.needs_imatrix and not overrides.imatrix:
+            raise UsageError(f"{q.name} needs an importance matrix.",
+                             hint="Add --imatrix, or pick a type such as Q4_K_M, Q5_K_M, Q6_K or Q8_0.")
     tc = find_toolchain()
     src, src_info = _resolve_source(source, revision, token, endpoint, progress)
     ck = checkpoint.check(src, supported=supported_architectures(tc.llama_dir), allow_pickle=allow_pickle)
+    overrides.check_layers(ck.config.get("num_hidden_layers"))
+    calib = _calibration_text(calibration) if overrides.imatrix else None
     stem = safe_name(name or str(src_info.get("repo_id") or src.name))
     out = Path(outdir) if outdir else config.models_dir() / stem
     out.mkdir(parents=True, exist_ok=True)
@@ -100,25 +126,31 @@ def convert(source: str | Path | None = None, *, quants: list[str] | tuple[str, 
     if old:
         mf.files = dict(old.files)
     base_recipe = _recipe(src_info, tc, base.name)
-    plan = _plan(out, stem, base, targets, base_recipe, old)
+    imatrix_recipe = _imatrix_recipe(base_recipe, calib, imatrix_chunks) if calib else None
+    plan = _plan(out, stem, base, targets, base_recipe, old, overrides, imatrix_recipe)
     _check_disk(out, ck, plan)
 
     result = ConvertResult(src_info, str(out), str(manifest.manifest_path(out)), mf.llama_cpp)
-    for q, path, recipe, current in plan:
+    base_path = out / output_name(stem, base.name)
+    for q, label, path, recipe, current in plan:
         if current:
-            result.outputs.append(_describe(path, q, 0.0, gguf_info.read(path), reused=True))
+            result.outputs.append(_describe(path, q, label, 0.0, gguf_info.read(path), reused=True))
             continue
         t0 = time.perf_counter()
         if q.float_type:
-            _convert_float(tc, ck, path, q, progress)
+            result.convert_peak_rss_bytes = _convert_float(tc, ck, path, q, progress)
         else:
-            base_path = out / output_name(stem, base.name)
-            with Progress(f"{q.name:>7}", None, progress) as bar:
-                quantize(tc, base_path, path, q, threads=threads, on_step=bar.update_to)
+            imatrix = None
+            if overrides.imatrix and calib and imatrix_recipe:
+                imatrix = _ensure_imatrix(tc, base_path, calib, out, stem, imatrix_recipe, imatrix_chunks,
+                                          threads, progress)
+            with Progress(f"{label:>7}", None, progress) as bar:
+                quantize(tc, base_path, path, q, threads=threads, extra_args=overrides.args(imatrix),
+                         on_step=bar.update_to)
         info = gguf_info.read(path)
-        mf.files[path.name] = manifest.record(path, q.name, info.bits_per_weight, recipe)
+        mf.files[path.name] = manifest.record(path, label, info.bits_per_weight, recipe)
         manifest.save(out, mf)  # after each file, so finished work survives a later failure
-        result.outputs.append(_describe(path, q, time.perf_counter() - t0, info, reused=False))
+        result.outputs.append(_describe(path, q, label, time.perf_counter() - t0, info, reused=False))
 
     if not keep_f16 and base.name not in [q.name for q in targets]:
         (out / output_name(stem, base.name)).unlink(missing_ok=True)
@@ -156,32 +188,92 @@ def _recipe(src_info: dict[str, object], tc: Toolchain, *parts: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
+Step = tuple[QuantType, str, Path, str, bool]  # type, label, path, recipe, up to date
+
+
 def _plan(out: Path, stem: str, base: QuantType, targets: list[QuantType], base_recipe: str,
-          old: manifest.Manifest | None) -> list[tuple[QuantType, Path, str, bool]]:
+          old: manifest.Manifest | None, overrides: Overrides, imatrix_recipe: str | None) -> list[Step]:
     """Every file to have, in the order to make it: floats first (quants read the base)."""
     wanted = [base] + [q for q in targets if q.name != base.name]
     wanted.sort(key=lambda q: (not q.float_type, q is not base))
     steps = []
     for q in wanted:
-        recipe = base_recipe if q is base else hashlib.sha256(f"{base_recipe}:{q.name}".encode()).hexdigest()[:16]
-        path = out / output_name(stem, q.name)
-        steps.append((q, path, recipe, manifest.is_current(out, old, path.name, recipe)))
+        label = q.name if q.float_type else overrides.label(q.name)
+        recipe = base_recipe if q is base else _hash(f"{base_recipe}:{label}:{imatrix_recipe if overrides.imatrix else ''}")
+        path = out / output_name(stem, label)
+        steps.append((q, label, path, recipe, manifest.is_current(out, old, path.name, recipe)))
     return steps
 
 
-def _check_disk(out: Path, ck: checkpoint.Checkpoint, plan: list[tuple[QuantType, Path, str, bool]]) -> None:
-    need = sum(int(ck.parameters * q.bits_per_weight / 8 * 1.05) for q, _, _, current in plan if not current)
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _calibration_text(calibration: str | Path | None) -> Path:
+    if calibration is None:
+        from .quality.data import calibration_text_file
+
+        return calibration_text_file()
+    path = Path(calibration).expanduser()
+    if not path.is_file() or path.stat().st_size == 0:
+        raise UsageError(f"calibration text {path} does not exist or is empty.",
+                         hint="Pass --calibration FILE with plain text (a few hundred KB is plenty).")
+    return path
+
+
+def _imatrix_recipe(base_recipe: str, text: Path, chunks: int) -> str:
+    from .files import sha256_file
+
+    return _hash(f"{base_recipe}:{sha256_file(text)}:{chunks}")
+
+
+def _ensure_imatrix(tc: Toolchain, base_path: Path, text: Path, out: Path, stem: str, recipe: str, chunks: int,
+                    threads: int | None, progress: bool) -> Path:
+    """The importance matrix for this base file and text, computed once (its recipe is in its name)."""
+    # Kept in a subfolder so that globbing the folder for models never picks it up.
+    path = out / "imatrix" / f"{stem}-{recipe}.gguf"
+    if not path.exists():
+        with Progress(" imatrix", chunks, progress) as bar:
+            compute_imatrix(tc, base_path, text, path, chunks=chunks, threads=threads, on_step=bar.update_to)
+    return path
+
+
+def estimate_output_bytes(parameters: int, q: QuantType, hidden_size: object = None) -> int:
+    """A GGUF's expected size, on the high side: weights at the type's bits (its fallback's where
+    rows don't fit 256-blocks, +10% for the _M mixes' larger tensors) plus header and vocab."""
+    bits = q.bits_per_weight
+    if q.base in FALLBACK and isinstance(hidden_size, int) and hidden_size % 256:
+        bits = max(bits, parse_quant(FALLBACK[q.base]).bits_per_weight)
+    return int(parameters * bits / 8 * (1.0 if q.float_type else 1.1)) + GGUF_OVERHEAD_BYTES
+
+
+def check_free_disk(out: Path, needs: dict[str, int]) -> None:
+    """Refuse, before anything is written, when ``out`` cannot hold ``needs`` (name -> bytes) plus the margin."""
+    need = sum(needs.values())
     if not need:
         return
     free = system.free_disk_bytes(out)
     if need + DISK_MARGIN_BYTES > free:
         gib = 1024**3
-        raise DiskSpaceError(f"not enough disk in {out}: the outputs need about {need / gib:.2f} GiB "
-                             f"(+{DISK_MARGIN_BYTES / gib:.2f} GiB margin) and {free / gib:.2f} GiB are free.",
+        each = ", ".join(f"{name} {n / gib:.2f}" for name, n in needs.items())
+        raise DiskSpaceError(f"not enough disk in {out}: the outputs need about {need / gib:.2f} GiB ({each}) "
+                             f"+{DISK_MARGIN_BYTES / gib:.2f} GiB margin, and {free / gib:.2f} GiB are free.",
                              hint="Free some space, pick fewer types, or pass -o on a larger disk.")
 
 
-def _convert_float(tc: Toolchain, ck: checkpoint.Checkpoint, dst: Path, q: QuantType, progress: bool) -> None:
+def _check_disk(out: Path, ck: checkpoint.Checkpoint, plan: list[Step]) -> None:
+    hidden = ck.config.get("hidden_size")
+    check_free_disk(out, {label: estimate_output_bytes(ck.parameters, q, hidden)
+                          for q, label, _, _, current in plan if not current})
+
+
+def _convert_float(tc: Toolchain, ck: checkpoint.Checkpoint, dst: Path, q: QuantType, progress: bool) -> int | None:
+    """Write the float GGUF; return the converter's peak RSS.
+
+    The converter's default lazy mode (never pass --no-lazy) reads one tensor at a
+    time from the memory-mapped checkpoint, so its peak RSS stays well under the
+    checkpoint's size (figures in the README).
+    """
     with atomic_output(dst) as tmp, Progress(f"{q.name:>7}", ck.tensors or None, progress) as bar:
         done = 0
 
@@ -191,14 +283,16 @@ def _convert_float(tc: Toolchain, ck: checkpoint.Checkpoint, dst: Path, q: Quant
                 done += 1
                 bar.update_to(done)
 
-        run_tool([sys.executable, tc.converter, ck.path, "--outfile", tmp, "--outtype", q.name.lower()],
-                 name="convert_hf_to_gguf.py", on_line=on_line)
+        out = run_tool([sys.executable, "-c", _NO_REMOTE_CODE, tc.converter, ck.path, "--outfile", tmp,
+                        "--outtype", q.name.lower()], name="convert_hf_to_gguf.py", on_line=on_line)
+    return out.peak_rss_bytes
 
 
-def _describe(path: Path, q: QuantType, seconds: float, info: gguf_info.GGUFInfo, *, reused: bool) -> OutputFile:
+def _describe(path: Path, q: QuantType, label: str, seconds: float, info: gguf_info.GGUFInfo, *,
+              reused: bool) -> OutputFile:
     shares = {t: round(s.parameters / info.parameters, 4) for t, s in info.tensor_types.items()}
     fallback = {t: s for t, s in shares.items() if t in LEGACY_TYPES} if q.block_size == 256 else {}
-    return OutputFile(type=q.name, path=str(path), size_bytes=info.file_size_bytes,
+    return OutputFile(type=q.name, variant=label, path=str(path), size_bytes=info.file_size_bytes,
                       bits_per_weight=info.bits_per_weight, seconds=round(seconds, 2), reused=reused,
                       tensor_types=shares, fallback=fallback)
 

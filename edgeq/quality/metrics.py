@@ -1,0 +1,68 @@
+"""The arithmetic of quality: log-softmax, perplexity with its standard error, KL-divergence.
+
+Plain numpy on arrays, so it is tested without any model. Formulas follow
+llama.cpp's ``tools/perplexity``: the error of ln(PPL) is the standard error of
+the mean NLL, and PPL's is PPL times that.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-probabilities, computed in float64 so tiny KL-divergences are not rounding noise."""
+    x = logits.astype(np.float64, copy=False)
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def token_nll(logprobs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Negative log-likelihood of ``targets[i]`` under row i."""
+    return -logprobs[np.arange(len(targets)), targets]
+
+
+def kld_rows(ref_logprobs: np.ndarray, logprobs: np.ndarray) -> np.ndarray:
+    """KL(reference ‖ model) per row, in nats."""
+    return np.maximum((np.exp(ref_logprobs) * (ref_logprobs - logprobs)).sum(axis=-1), 0.0)
+
+
+def mean_stderr(x: np.ndarray) -> tuple[float, float]:
+    n = len(x)
+    if n == 0:
+        return math.nan, math.nan
+    m = float(np.mean(x))
+    return m, float(np.std(x, ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+
+
+@dataclass
+class Perplexity:
+    ppl: float
+    ppl_stderr: float
+    nll_mean: float
+    tokens: int
+
+    @classmethod
+    def of(cls, nll: np.ndarray) -> Perplexity:
+        m, se = mean_stderr(nll)
+        ppl = math.exp(m)
+        return cls(ppl=ppl, ppl_stderr=ppl * se, nll_mean=m, tokens=len(nll))
+
+
+@dataclass
+class Divergence:
+    kld_mean: float
+    kld_stderr: float
+    kld_median: float
+    kld_p99: float
+    kld_max: float
+    top1_pct: float  # % of positions where the model's most likely token is the reference's
+
+    @classmethod
+    def of(cls, kld: np.ndarray, same_top: np.ndarray) -> Divergence:
+        m, se = mean_stderr(kld)
+        return cls(kld_mean=m, kld_stderr=se, kld_median=float(np.median(kld)),
+                   kld_p99=float(np.percentile(kld, 99)), kld_max=float(kld.max()),
+                   top1_pct=100.0 * float(np.mean(same_top)))

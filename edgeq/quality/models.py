@@ -1,0 +1,79 @@
+"""Turn MODEL arguments into ``ModelRef`` rows and open a scorer for each (GGUF or transformers)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from .results import ModelRef
+
+
+def gguf_ref(path: Path) -> ModelRef:
+    """Name and variant of a GGUF: the manifest's label (e.g. Q4_K_M-imat) where edgeq made it."""
+    from .. import manifest
+    from ..gguf_info import read
+
+    info = read(path)
+    mf = manifest.load(path.parent)
+    variant = mf.files[path.name].type if mf and path.name in mf.files else (info.file_type or path.stem)
+    name = path.stem[: -len(variant) - 1] if path.stem.endswith("-" + variant) else path.stem
+    return ModelRef(name=name, variant=variant, backend="llama.cpp", path=str(path), size_bytes=info.file_size_bytes,
+                    bits_per_weight=info.bits_per_weight)
+
+
+def hf_ref(name: str, path: Path) -> ModelRef:
+    size = sum(p.stat().st_size for p in path.glob("*.safetensors"))
+    return ModelRef(name=name, variant="fp32", backend="transformers", path=str(path), size_bytes=size or None,
+                    bits_per_weight=None)
+
+
+def resolve(models: list[str], quants: list[str] | None, progress: bool) -> list[ModelRef]:
+    """GGUF files, folders of them, HF checkpoints or repo ids (converted to ``quants`` first, as bench does).
+
+    No argument means the embedded model.
+    """
+    from ..bench.matrix import plan_models
+
+    if not models:
+        from ..embedded import ensure_embedded_model
+
+        models = [str(ensure_embedded_model())]
+    ggufs, checkpoints = plan_models(models, quants, progress)
+    refs = [hf_ref(name, path) for name, path in checkpoints] + [gguf_ref(path) for _, path, _ in ggufs]
+    seen: dict[tuple[str, str], ModelRef] = {}
+    for r in refs:
+        seen.setdefault((r.backend, str(Path(r.path).resolve())), r)
+    return list(seen.values())
+
+
+def default_reference(refs: list[ModelRef]) -> ModelRef | None:
+    """The most precise model given: an HF checkpoint, else the widest float GGUF."""
+    for r in refs:
+        if r.backend == "transformers":
+            return r
+    for variant in ("F32", "BF16", "F16"):
+        for r in refs:
+            if r.variant == variant:
+                return r
+    return None
+
+
+def pick_reference(arg: str | None, refs: list[ModelRef], progress: bool) -> ModelRef | None:
+    if arg is None:
+        return default_reference(refs)
+    found = resolve([arg], None, progress)
+    if len(found) != 1:
+        raise UsageError(f"--reference {arg} names {len(found)} models; it must name one.",
+                         hint="Pass one .gguf file or one HF checkpoint.")
+    return found[0]
+
+
+def open_scorer(ref: ModelRef, *, n_ctx: int, threads: int) -> Any:
+    """A backend object with ``tokenize``, ``logits``, ``n_vocab``, ``adds_bos``, ``bos_id`` and ``close``."""
+    if ref.backend == "transformers":
+        from ..backends.transformers import HFScorer
+
+        return HFScorer(ref.path, threads=threads)
+    from ..backends.llamacpp import LogitScorer
+
+    return LogitScorer(ref.path, n_ctx=n_ctx, threads=threads)

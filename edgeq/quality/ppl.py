@@ -1,0 +1,139 @@
+"""Perplexity and KL-divergence over fixed windows, scored the way llama-perplexity scores them.
+
+The text is tokenized once (by the first GGUF given, else the HF tokenizer) and
+every model sees exactly those token ids. Windows of ``ctx`` tokens do not
+overlap; the first token of each becomes BOS when the GGUF asks for BOS; only
+the second half of each window is scored, so every scored token has at least
+ctx/2 tokens of context.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UsageError
+from ..output import Progress
+from .metrics import Divergence, Perplexity, kld_rows, log_softmax, token_nll
+from .models import open_scorer
+from .results import Check, EvalResults, ModelRef, Row
+
+CONVERSION_TOLERANCE_PCT = 1.0  # F16 GGUF vs HF fp32: beyond this, conversion is suspect
+
+
+def tokenize_text(owner: ModelRef, text: str, threads: int) -> tuple[list[int], bool, int, int]:
+    """(tokens, add_bos, bos id, vocabulary size) as the owner's tokenizer makes them."""
+    scorer = open_scorer(owner, n_ctx=512, threads=threads)
+    try:
+        tokens = scorer.tokenize(text)
+        return tokens, bool(scorer.adds_bos), int(scorer.bos_id), int(scorer.n_vocab)
+    finally:
+        scorer.close()
+
+
+def windows(tokens: list[int], ctx: int, max_tokens: int | None, add_bos: bool, bos: int) -> list[list[int]]:
+    """Non-overlapping windows of ``ctx`` tokens; the first of each is BOS when the model wants one."""
+    if ctx < 16 or ctx % 2:
+        raise UsageError(f"--ctx {ctx} is too small or odd.", hint="Use an even number ≥ 16, e.g. 512.")
+    n = len(tokens) // ctx
+    if max_tokens is not None:
+        n = min(n, max_tokens // ctx)
+    if n == 0:
+        raise UsageError(f"the text has {len(tokens)} tokens and --max-tokens {max_tokens}; "
+                         f"one window needs {ctx} (--ctx).", hint="Use a longer text, a larger --max-tokens or a smaller --ctx.")
+    out = [list(tokens[i * ctx:(i + 1) * ctx]) for i in range(n)]
+    if add_bos:
+        for w in out:
+            w[0] = bos
+    return out
+
+
+def _scored(logits: np.ndarray, window: list[int], n_vocab: int) -> tuple[np.ndarray, np.ndarray]:
+    first = len(window) // 2
+    lp = log_softmax(logits[first:len(window) - 1, :n_vocab])
+    return lp, token_nll(lp, np.asarray(window[first + 1:]))
+
+
+def score_model(ref: ModelRef, wins: list[list[int]], n_vocab: int, *, threads: int, progress: bool,
+                store: np.ndarray | None = None, reference: np.ndarray | None = None) -> Row:
+    """Score one model on every window; fill ``store`` with its log-probs, or compare with ``reference``'s."""
+    t0 = time.perf_counter()
+    ctx = len(wins[0])
+    scorer = open_scorer(ref, n_ctx=ctx, threads=threads)
+    if scorer.n_vocab < n_vocab:
+        scorer.close()
+        raise UsageError(f"{ref.path} has a vocabulary of {scorer.n_vocab} tokens, the text was tokenized for {n_vocab}.",
+                         hint="Compare variants of one model only.")
+    nll, kld, same = [], [], []
+    try:
+        with Progress(f"{ref.variant:>10}", len(wins), progress) as bar:
+            for i, w in enumerate(wins):
+                lp, n = _scored(scorer.logits(w), w, n_vocab)
+                nll.append(n)
+                if store is not None:
+                    store[i] = lp
+                if reference is not None:
+                    kld.append(kld_rows(reference[i], lp))
+                    same.append(reference[i].argmax(-1) == lp.argmax(-1))
+                bar.update_to(i + 1)
+    finally:
+        scorer.close()
+    p = Perplexity.of(np.concatenate(nll))
+    row = Row(model=ref, seconds=round(time.perf_counter() - t0, 2), ppl=p.ppl, ppl_stderr=p.ppl_stderr,
+              tokens_scored=p.tokens)
+    if kld:
+        d = Divergence.of(np.concatenate(kld), np.concatenate(same))
+        row.kld_mean, row.kld_stderr, row.kld_median = d.kld_mean, d.kld_stderr, d.kld_median
+        row.kld_p99, row.kld_max, row.top1_pct = d.kld_p99, d.kld_max, d.top1_pct
+    return row
+
+
+def perplexity(models: list[ModelRef], text: str, source: str, *, reference: ModelRef | None = None,
+               ctx: int = 512, max_tokens: int | None = None, threads: int = 1,
+               progress: bool = False) -> EvalResults:
+    """Perplexity of each model on ``text``; with ``reference``, KL-divergence and top-1 agreement too."""
+    if not models:
+        raise UsageError("no model to evaluate.", hint="Pass .gguf files, a folder or an HF checkpoint.")
+    owner = next((m for m in [reference, *models] if m and m.backend == "llama.cpp"), reference or models[0])
+    tokens, add_bos, bos, n_vocab = tokenize_text(owner, text, threads)
+    wins = windows(tokens, ctx, max_tokens, add_bos, bos)
+    used = len(wins) * ctx
+    data = {"source": source, "ctx": ctx, "windows": len(wins), "tokens_total": len(tokens), "tokens_used": used,
+            "tokens_unused": len(tokens) - used, "tokens_scored_per_window": ctx - 1 - ctx // 2,
+            "add_bos": add_bos, "tokenizer": f"{owner.variant} {Path(owner.path).name}", "max_tokens": max_tokens}
+    res = EvalResults(task="ppl", data=data, reference=reference.label if reference else None)
+    others = [m for m in models if not reference or (m.backend, m.path) != (reference.backend, reference.path)]
+    if reference is None:
+        res.rows = [score_model(m, wins, n_vocab, threads=threads, progress=progress) for m in models]
+    else:
+        # The reference's log-probs for every scored position, on disk: they outgrow RAM on long texts.
+        shape = (len(wins), ctx - 1 - ctx // 2, n_vocab)
+        with tempfile.TemporaryDirectory(prefix="edgeq-kld-") as tmp:
+            store = np.lib.format.open_memmap(Path(tmp) / "reference.npy", mode="w+", dtype=np.float32, shape=shape)
+            ref_row = score_model(reference, wins, n_vocab, threads=threads, progress=progress, store=store)
+            rows = [score_model(m, wins, n_vocab, threads=threads, progress=progress, reference=store)
+                    for m in others]
+            del store
+        for r in rows:
+            r.delta_ppl_pct = 100.0 * (r.ppl / ref_row.ppl - 1.0)  # type: ignore[operator]
+        res.rows = [ref_row, *rows]
+    res.checks = conversion_checks(res.rows)
+    return res
+
+
+def conversion_checks(rows: list[Row]) -> list[Check]:
+    """F16/BF16/F32 GGUF vs the HF fp32 model it came from: perplexities must agree within 1%."""
+    checks = []
+    hf = {r.model.name: r for r in rows if r.model.backend == "transformers"}
+    for r in rows:
+        base = hf.get(r.model.name)
+        if base is None or r.model.variant not in ("F16", "BF16", "F32") or not base.ppl or not r.ppl:
+            continue
+        diff = 100.0 * (r.ppl / base.ppl - 1.0)
+        ok = abs(diff) <= CONVERSION_TOLERANCE_PCT
+        checks.append(Check(name=f"conversion {r.model.name} {r.model.variant}", ok=ok,
+                            detail=f"{r.model.variant} GGUF ppl {r.ppl:.4f} vs HF fp32 {base.ppl:.4f}: "
+                                   f"{diff:+.2f}% ({'within' if ok else 'OUTSIDE'} ±{CONVERSION_TOLERANCE_PCT:g}%)"))
+    return checks
