@@ -94,4 +94,7 @@ def _interrupted() -> EdgeqError:
 
 # Command modules register themselves on `cli` when imported.
 from . import bench as _bench  # noqa: E402,F401
+from . import eval as _eval  # noqa: E402,F401
 from . import models as _models  # noqa: E402,F401
+from . import plan as _plan  # noqa: E402,F401
+from . import run as _run  # noqa: E402,F401

@@ -1,0 +1,196 @@
+"""How close `edgeq plan` gets: predicted vs measured file size, peak RSS and generation speed.
+
+For every quant of the embedded SmolLM2-135M (llama) and of a random-weight model with
+Qwen2.5-0.5B's shape (qwen2, 152k vocabulary) this script predicts from the HF checkpoint's
+headers, converts with edgeq, then loads each GGUF with llama-cpp-python in a fresh process
+(flash attention on, as llama.cpp's tools default to), processes a prompt, generates, and
+records peak RSS at ctx 512 and 4096 and generation tok/s.
+
+Calibration happens inside the run: the roofline efficiency and the runtime overhead are
+fitted on one reference file (the embedded model's Q8_0 at ctx 512), then every file is
+predicted with them.  This VM has 2 cores shared with other work, so timings drift: all
+runs are interleaved in rounds and the median is kept.
+
+    .venv/bin/python benchmarks/plan_accuracy.py [--workdir models/plan-accuracy] [--rounds 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+QUANTS = ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0"]
+CTXS = [512, 4096]
+N_PROMPT, N_GEN = 256, 64
+# Qwen2.5-0.5B's config.json (numbers only); weights are random.
+QWEN_CONFIG = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                   num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+                   tie_word_embeddings=True, rope_theta=1000000.0, rms_norm_eps=1e-6)
+
+
+def worker(path: str, ctx: int, threads: int) -> None:
+    """In a fresh process: load, prompt, generate; print RSS figures and tok/s as JSON."""
+    from edgeq.toolchain import use_our_libllama
+
+    use_our_libllama()
+    from llama_cpp import Llama
+
+    def rss_now() -> int:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    base = rss_now()
+    llm = Llama(model_path=path, n_ctx=ctx, n_batch=512, n_threads=threads, flash_attn=True, verbose=False)
+    loaded = rss_now()
+    llm.eval(list(range(1000, 1000 + min(N_PROMPT, ctx - N_GEN - 1))))
+    t0 = time.perf_counter()
+    for i in range(N_GEN):
+        llm.eval([2000 + i])
+    tg = N_GEN / (time.perf_counter() - t0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"base_rss": base, "loaded_rss": loaded, "peak_rss": peak, "tg_tps": tg}), flush=True)
+    os._exit(0)
+
+
+def measure(path: Path, ctx: int, threads: int) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--worker", str(path), str(ctx), str(threads)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def make_qwen(dest: Path) -> Path:
+    """A random-weight Qwen2 with Qwen2.5-0.5B's shape and Qwen2's real tokenizer."""
+    if (dest / "config.json").exists():
+        return dest
+    import torch
+    import transformers
+
+    from edgeq import config
+
+    tok = transformers.AutoTokenizer.from_pretrained(config.llama_dir() / "models", gguf_file="ggml-vocab-qwen2.gguf")
+    cfg = transformers.Qwen2Config(**QWEN_CONFIG, bos_token_id=tok.bos_token_id or 151643, eos_token_id=151643)
+    torch.manual_seed(0)
+    with torch.device("cpu"):
+        model = transformers.Qwen2ForCausalLM(cfg).to(torch.bfloat16)
+    model.save_pretrained(dest)
+    tok.save_pretrained(dest)
+    return dest
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", default=str(REPO / "models" / "plan-accuracy"))
+    ap.add_argument("--rounds", type=int, default=3, help="repetitions of every speed run, interleaved")
+    ap.add_argument("--json", dest="json_out", help="write the rows here too")
+    args = ap.parse_args()
+
+    from edgeq.convert import convert
+    from edgeq.plan import memory, source
+    from edgeq.plan.devices import this_machine
+    from edgeq.plan.size import predict_size, tensor_bytes, tensor_types
+    from edgeq.plan.speed import bytes_per_token
+    from edgeq.system import default_threads
+    from edgeq.toolchain import measure_bandwidth
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    threads = default_threads()
+    models = {"SmolLM2-135M (llama)": REPO / "models" / "hf" / "SmolLM2-135M-Instruct",
+              "Qwen2.5-0.5B shape (qwen2)": make_qwen(work / "qwen2.5-0.5b-random")}
+    files: dict[tuple[str, str], Path] = {}
+    specs = {}
+    for label, hf in models.items():
+        specs[label] = source.load(str(hf))
+        res = convert(hf, quants=QUANTS, outdir=work / f"{hf.name}-gguf", progress=False)
+        for o in res.outputs:
+            files[(label, o.type)] = Path(o.path)
+
+    bw_before = measure_bandwidth()["read_gbps"]  # type: ignore[index]
+    device = this_machine(bandwidth_gbps=bw_before)
+    runs: dict[tuple[str, str, int], list[dict[str, float]]] = {}
+    for r in range(args.rounds):  # rounds across the matrix, so drift hits every file alike
+        for (label, q), path in files.items():
+            for ctx in CTXS:
+                if r > 0 and ctx != CTXS[0]:
+                    continue  # memory does not drift: one run at the large context is enough
+                runs.setdefault((label, q, ctx), []).append(measure(path, ctx, threads))
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+    bw_after = measure_bandwidth()["read_gbps"]  # type: ignore[index]
+    bandwidth = (bw_before + bw_after) / 2
+
+    def predicted(label: str, q: str, ctx: int, overhead: int) -> tuple[int, int, int]:
+        spec = specs[label]
+        types = tensor_types(spec, q)
+        sizes = [tensor_bytes(t.shape, ty) for t, ty in zip(spec.tensors, types)]
+        repacked = sum(b for b, ty in zip(sizes, types) if ty in device.repack_types)
+        size = predict_size(spec, q).file_size_bytes
+        mem = memory.estimate(spec, size, ctx=ctx, repacked_bytes=repacked, overhead_bytes=overhead)
+        return size, mem.total_bytes, bytes_per_token(spec, sizes)
+
+    # Calibration on one reference: overhead and roofline efficiency.
+    ref = ("SmolLM2-135M (llama)", "Q8_0")
+    ref_run = runs[(*ref, CTXS[0])]
+    _, no_overhead, ref_bpt = predicted(*ref, CTXS[0], 0)
+    overhead = int(statistics.median(x["peak_rss"] for x in ref_run)) - no_overhead
+    efficiency = statistics.median(x["tg_tps"] for x in ref_run) * ref_bpt / (bandwidth * 1e9)
+
+    rows = []
+    for (label, q), path in files.items():
+        real_size = path.stat().st_size
+        for ctx in CTXS:
+            size, rss, bpt = predicted(label, q, ctx, overhead)
+            got = runs[(label, q, ctx)]
+            peak = statistics.median(x["peak_rss"] for x in got)
+            row = {"model": label, "quant": q, "ctx": ctx, "size_pred": size, "size_real": real_size,
+                   "rss_pred": rss, "rss_real": peak}
+            if ctx == CTXS[0]:
+                row.update(tg_pred=efficiency * bandwidth * 1e9 / bpt,
+                           tg_real=statistics.median(x["tg_tps"] for x in got),
+                           tg_samples=[round(x["tg_tps"], 1) for x in got])
+            rows.append(row)
+    print_table(rows, ref, overhead, efficiency, bandwidth, bw_before, bw_after)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"rows": rows, "overhead_bytes": overhead, "tg_efficiency": efficiency,
+                                                   "bandwidth_gbps": bandwidth}, indent=1))
+
+
+def _err(pred: float, real: float) -> str:
+    return f"{(pred - real) / real:+.1%}"
+
+
+def print_table(rows: list[dict], ref: tuple[str, str], overhead: int, eff: float, bw: float, bw0: float,
+                bw1: float) -> None:
+    mib = 2**20
+    print(f"calibrated on {ref[0]} {ref[1]} at ctx {CTXS[0]}: overhead {overhead / mib:.0f} MiB, "
+          f"roofline efficiency {eff:.2f} of {bw:.1f} GB/s (read bandwidth {bw0:.1f} before, {bw1:.1f} after)\n")
+    print("| model | quant | file size pred / real MiB (err) | ctx | peak RSS pred / real MiB (err) | tg tok/s pred / real (err) |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        tg = (f"{r['tg_pred']:.0f} / {r['tg_real']:.0f} ({_err(r['tg_pred'], r['tg_real'])})" if "tg_pred" in r else "")
+        size = (f"{r['size_pred'] / mib:.1f} / {r['size_real'] / mib:.1f} ({_err(r['size_pred'], r['size_real'])})"
+                if r["ctx"] == CTXS[0] else "")
+        print(f"| {r['model'] if r['ctx'] == CTXS[0] else ''} | {r['quant'] if r['ctx'] == CTXS[0] else ''} | {size} "
+              f"| {r['ctx']} | {r['rss_pred'] / mib:.0f} / {r['rss_real'] / mib:.0f} ({_err(r['rss_pred'], r['rss_real'])}) "
+              f"| {tg} |")
+    worst = {k: max(abs(r[f"{k}_pred"] - r[f"{k}_real"]) / r[f"{k}_real"] for r in rows if f"{k}_pred" in r)
+             for k in ("size", "rss", "tg")}
+    print(f"\nworst error: size {worst['size']:.1%} (goal 2%), peak RSS {worst['rss']:.1%} (goal 10%), "
+          f"tg {worst['tg']:.1%} (goal 25%)")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        worker(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    else:
+        main()

@@ -1,0 +1,122 @@
+"""`edgeq plan`: which quant fits this machine (or a named device), its RAM, speed and quality."""
+from __future__ import annotations
+
+import click
+
+from ..output import human_bytes, note, print_json, print_table
+from . import cli, json_option, revision_option, token_option
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    if value is None:
+        return None
+    from ..errors import UsageError
+    from ..plan.devices import parse_size
+
+    try:
+        return parse_size(value)
+    except UsageError as e:
+        if param.name == "headroom" and value.strip() == "0":
+            return 0
+        raise click.BadParameter(e.message) from e
+
+
+@cli.command()
+@click.argument("source", required=False)
+@click.option("--quants", default="F16,Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0", show_default=True, help="Types to plan.")
+@click.option("--ctx", type=int, default=4096, show_default=True, help="Context length (tokens) to hold.")
+@click.option("--cache-type", type=click.Choice(["f16", "q8_0"]), default="f16", show_default=True,
+              help="KV cache type (llama.cpp -ctk/-ctv).")
+@click.option("--device", help="A named device (m1-8gb, pi5-8gb, …; `--device list` shows them). Default: this machine.")
+@click.option("--ram", callback=_size, help="RAM to plan for, e.g. 8G (replaces the device's usable RAM).")
+@click.option("--bandwidth", type=float, help="Memory bandwidth in GB/s (replaces the device's or the measured one).")
+@click.option("--headroom", callback=_size, help="RAM kept free (default: 1 GiB, or 10% when that is less).")
+@click.option("--calibrate", type=click.Path(dir_okay=False), help="`edgeq bench` results to fit speed and overhead.")
+@click.option("--eval", "eval_results", multiple=True, type=click.Path(dir_okay=False),
+              help="`edgeq eval` results with this model's KLD / ΔPPL (repeatable).")
+@click.option("--min-tps", type=float, help="Slowest acceptable generation speed (tok/s).")
+@click.option("--max-kld", type=float, help="Largest acceptable KL divergence vs full precision.")
+@click.option("--largest", is_flag=True, help="Across shipped model configs: the largest model and quant that qualifies.")
+@click.option("--family", help="With --largest: one family (llama-3, qwen2.5, gemma-2, mistral).")
+@click.option("--rpc", help="Cross-check llama-fit-params with these RPC servers (host:port,…).")
+@click.option("--no-fit-params", is_flag=True, help="Skip the llama-fit-params cross-check.")
+@revision_option
+@token_option
+@json_option
+def plan(source: str | None, quants: str, ctx: int, cache_type: str, device: str | None, ram: int | None,
+         bandwidth: float | None, headroom: int | None, calibrate: str | None, eval_results: tuple[str, ...],
+         min_tps: float | None, max_kld: float | None, largest: bool, family: str | None, rpc: str | None,
+         no_fit_params: bool, revision: str | None, token: str | None, as_json: bool) -> None:
+    """Predict size, peak RAM, speed and quality of each quant of SOURCE, and recommend one.
+
+    SOURCE is a GGUF file, a folder of GGUFs, an HF checkpoint folder or repo id (only
+    config.json, the tokenizer and the safetensors headers are read); default: the embedded model.
+    Exits 1 when nothing meets --ram / --min-tps / --max-kld, naming the closest option.
+    """
+    from .. import plan as planlib
+    from ..plan import devices
+
+    if device == "list":
+        print_table("devices (edgeq/data/devices.json)", ["name", "description", "usable RAM", "GB/s"],
+                    [[d.name, d.description, human_bytes(d.usable_ram_bytes), d.bandwidth_gbps]
+                     for d in devices.table().values()])
+        return
+    if ram == 0:
+        raise click.BadParameter("must be more than zero", param_hint="--ram")
+    common = dict(quants=[quants], ctx=ctx, cache_type=cache_type, device=device, ram_bytes=ram,
+                  bandwidth_gbps=bandwidth, headroom_bytes=headroom, calibrate=calibrate, min_tps=min_tps,
+                  max_kld=max_kld)
+    if largest:
+        if source:
+            raise click.UsageError("--largest plans the shipped model configs; leave out SOURCE.")
+        res = planlib.largest(family=family, **common)  # type: ignore[arg-type]
+    else:
+        if family:
+            raise click.UsageError("--family only goes with --largest.")
+        if source is None:
+            from ..embedded import ensure_embedded_model
+
+            source = str(ensure_embedded_model())
+        res = planlib.plan(source, eval_results=list(eval_results),
+                           rpc=[x for x in (rpc or "").split(",") if x.strip()] or None,
+                           fit_params=not no_fit_params, revision=revision, token=token, **common)  # type: ignore[arg-type]
+    if as_json:
+        print_json(res)
+    else:
+        print_plan(res, largest=largest)
+    rec = res.recommendation
+    if rec is not None and not rec.ok:
+        if not as_json:
+            click.echo(f"Error: {rec.sentence}", err=True)
+        click.get_current_context().exit(1)
+
+
+def print_plan(res: object, *, largest: bool = False) -> None:
+    d = res.device  # type: ignore[attr-defined]
+    title = (f"edgeq plan · {res.source.get('name') or res.source['source']} · {d.name}"  # type: ignore[attr-defined]
+             f" ({human_bytes(res.budget_bytes)} usable after {human_bytes(res.headroom_bytes)} headroom, "  # type: ignore[attr-defined]
+             f"{d.bandwidth_gbps:g} GB/s) · ctx {res.ctx} ({res.cache_type} cache)")  # type: ignore[attr-defined]
+    rows = []
+    for r in res.rows:  # type: ignore[attr-defined]
+        q = r.quality
+        size = human_bytes(r.file_size_bytes) + (f" (file {human_bytes(r.file_size_measured_bytes)})"
+                                                 if r.file_size_measured_bytes else "")
+        rows.append(([r.model] if largest else []) + [
+            r.quant, size, f"{r.bits_per_weight:.2f}", human_bytes(r.memory.total_bytes),
+            "yes" if r.fits else "NO", f"{r.tg_tps:.1f}", f"{r.pp_tps:.0f}" if r.pp_tps else "-",
+            f"{q.kld:.4f}" if q.kld is not None else "-",
+            (f"{q.delta_ppl:+.3f}" + ("%" if q.delta_ppl_unit == "%" else "")) if q.delta_ppl is not None else "-",
+            "eval" if q.measured else "published"])
+    print_table(title, (["model"] if largest else []) + [
+        "quant", "size", "bits/w", f"peak RAM @{res.ctx}", "fits", "tg tok/s*", "pp tok/s*",  # type: ignore[attr-defined]
+        "KLD", "ΔPPL", "quality from"], rows)
+    for f in res.fit_params:  # type: ignore[attr-defined]
+        click.echo(f"llama-fit-params {f.quant} on {f.device}: {f.explanation}.")
+    for n in res.notes:  # type: ignore[attr-defined]
+        click.echo(f"• {n}")
+    click.echo("* predictions (memory-bandwidth roofline for tg, compute estimate for pp), not measurements.")
+    rec = res.recommendation  # type: ignore[attr-defined]
+    if rec is not None and rec.ok:
+        click.echo(f"Recommendation: {rec.sentence}")
+    elif rec is None:
+        note("no recommendation")
