@@ -6,6 +6,7 @@ through a conversion, and some (pickles, remote code) are unsafe to meet at all.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer.tiktoken", "v
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl")
 # A safetensors header is JSON; anything past this is not a real checkpoint.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
+# Bytes per element of the safetensors dtypes; a tensor of another dtype is only range-checked.
+DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+               "U16": 2, "U32": 4, "U64": 8, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 
 
 @dataclass
@@ -47,15 +51,30 @@ def read_safetensors_header(path: Path) -> dict[str, dict[str, object]]:
             raise ValueError("header is not a JSON object")
         size = path.stat().st_size - 8 - n
         for name, t in data.items():
-            if name == "__metadata__":
-                continue
-            start, end = t["data_offsets"]
-            if not 0 <= start <= end <= size:
-                raise ValueError(f"tensor {name} lies outside the file (truncated download?)")
+            if name != "__metadata__":
+                _check_tensor_entry(name, t, size)
         return data
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, OSError) as e:
         raise SourceError(f"{path.name} is not a valid safetensors file: {e}.",
                           hint="Re-download it (delete the file first, or use `edgeq download --force`).") from e
+
+
+def _check_tensor_entry(name: str, t: object, data_size: int) -> None:
+    """One header entry: a dtype, a shape of non-negative ints, and offsets inside the data."""
+    if not isinstance(t, dict):
+        raise ValueError(f"entry {name!r} is not an object")
+    shape, offsets, dtype = t.get("shape"), t.get("data_offsets"), t.get("dtype")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise ValueError(f"tensor {name!r} has no valid shape")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
+        raise ValueError(f"tensor {name!r} has no valid data_offsets")
+    start, end = offsets
+    if not 0 <= start <= end <= data_size:
+        raise ValueError(f"tensor {name} lies outside the file (truncated download?)")
+    if not isinstance(dtype, str):
+        raise ValueError(f"tensor {name!r} has no dtype")
+    if dtype in DTYPE_BYTES and end - start != math.prod(shape) * DTYPE_BYTES[dtype]:
+        raise ValueError(f"tensor {name!r} holds {end - start} bytes, not the {math.prod(shape)} {dtype} values of its shape")
 
 
 def _load_json(path: Path) -> dict[str, object]:
@@ -95,10 +114,7 @@ def check(folder: Path, *, supported: frozenset[str], allow_pickle: bool = False
             for name, t in read_safetensors_header(p).items():
                 if name != "__metadata__":
                     ck.tensors += 1
-                    n = 1
-                    for d in t["shape"]:  # type: ignore[union-attr]
-                        n *= int(d)
-                    ck.parameters += n
+                    ck.parameters += math.prod(t["shape"])  # type: ignore[arg-type]  (validated above)
         ck.weight_files = safetensors
         return ck
     pickles = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
@@ -115,11 +131,14 @@ def check(folder: Path, *, supported: frozenset[str], allow_pickle: bool = False
 
 
 def _refuse_remote_code(folder: Path, cfg: dict[str, object]) -> None:
-    """A config with ``auto_map`` asks transformers to import Python from the repo."""
+    """A config with ``auto_map`` asks transformers to import Python from the repo.
+
+    Every ``*config.json`` is read (tokenizer, processor, generation...): each is
+    a door transformers' Auto classes may open.
+    """
     sources = [("config.json", cfg)]
-    tok_cfg = folder / "tokenizer_config.json"
-    if tok_cfg.is_file():
-        sources.append(("tokenizer_config.json", _load_json(tok_cfg)))
+    sources += [(p.name, _load_json(p)) for p in sorted(folder.glob("*config.json"))
+                if p.name != "config.json" and p.is_file()]
     for name, data in sources:
         if data.get("auto_map"):
             raise UnsafeSourceError(

@@ -51,12 +51,22 @@ def load(outdir: Path) -> Manifest | None:
         return None
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict) or not isinstance(raw.get("files", {}), dict):
+            raise ValueError("not a manifest object")
         files = {k: FileRecord(**v) for k, v in raw.get("files", {}).items()}
+        for name in files:
+            if not _plain_name(name):
+                raise ValueError(f"file name {name!r} is not a plain name inside the folder")
         return Manifest(source=raw["source"], llama_cpp=raw["llama_cpp"], options=raw.get("options", {}),
                         files=files, edgeq_version=raw.get("edgeq_version", "?"), schema=raw.get("schema", 0))
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError) as e:  # UnicodeDecodeError is a ValueError
         raise SourceError(f"{path} is damaged ({type(e).__name__}: {e}).",
                           hint="Delete it and rerun with --force to rebuild the folder.") from e
+
+
+def _plain_name(name: str) -> bool:
+    """A manifest may only name files directly in its folder: verify and reuse never look elsewhere."""
+    return name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
 
 
 def save(outdir: Path, manifest: Manifest) -> Path:

@@ -100,15 +100,57 @@ def supported_architectures(llama_dir: Path) -> frozenset[str]:
 ProgressFn = Callable[[str], None]
 
 
+class ToolOutput(list):  # list[str]: callers index the tail lines as before
+    """The last lines a tool printed, plus what it cost."""
+
+    peak_rss_bytes: int | None = None  # the tool's own peak resident memory (children not counted)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGKILL if edgeq dies, even by SIGKILL (Linux only).
+
+    The tools run in a session of their own (so a terminal's Ctrl-C reaches edgeq
+    first and edgeq stops them), which would otherwise leave them running, and
+    writing, after edgeq is killed.
+    """
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _load_prctl() -> Callable[[int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the forked child must not load libraries
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+def _wait(proc: subprocess.Popen[str]) -> tuple[int, int | None]:
+    """Reap the child and return (exit code, peak RSS in bytes) from wait4's rusage."""
+    if not hasattr(os, "wait4"):
+        return proc.wait(), None
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return proc.returncode, usage.ru_maxrss * scale
+
+
 def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
              on_line: ProgressFn | None = None, env: dict[str, str] | None = None,
-             timeout: float | None = None, tail_lines: int = 40) -> list[str]:
+             timeout: float | None = None, tail_lines: int = 40) -> ToolOutput:
     """Run a native tool (or the converter), streaming its output line by line.
 
     Output goes to ``on_line`` as it arrives; the last ``tail_lines`` lines are
-    kept and returned.  A non-zero exit raises ``ToolFailed`` naming the tool and
-    its last line.  On Ctrl-C the child is stopped before re-raising, so no tool
-    keeps writing after edgeq has cleaned up.
+    kept and returned, with the tool's peak RSS.  A non-zero exit raises
+    ``ToolFailed`` naming the tool and its last line.  On Ctrl-C the child is
+    stopped before re-raising, and if edgeq is killed outright the child is
+    killed too, so no tool keeps writing after edgeq has gone.
     """
     args = [str(a) for a in argv]
     name = name or Path(args[0]).name
@@ -116,7 +158,7 @@ def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
     try:
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 errors="replace", bufsize=1, env={**os.environ, **(env or {})},
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_die_with_parent if _PRCTL else None)
     except OSError as e:
         raise ToolchainError(f"cannot start {name}: {e}.", hint=SETUP_HINT) from e
     try:
@@ -126,13 +168,18 @@ def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
             tail.append(line)
             if on_line:
                 on_line(line)
-        rc = proc.wait(timeout=timeout)
+        if timeout is None:
+            rc, peak = _wait(proc)
+        else:
+            rc, peak = proc.wait(timeout=timeout), None
     except BaseException:
         _stop(proc)
         raise
     if rc != 0:
         raise ToolFailed(name, rc, "\n".join(tail))
-    return list(tail)
+    out = ToolOutput(tail)
+    out.peak_rss_bytes = peak
+    return out
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:

@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> None:
     as_json = "--json" in args
     signal.signal(signal.SIGTERM, _sigterm)
     try:
-        cli.main(args=args, prog_name="edgeq", standalone_mode=False)
+        # Without standalone mode click *returns* the code of a raised Exit (verify/doctor --json use it).
+        code = cli.main(args=args, prog_name="edgeq", standalone_mode=False)
+        if type(code) is int and code:  # noqa: E721 - a command returning True is not an exit code
+            sys.exit(code)
     except EdgeqError as e:
         if config.debug():
             raise
