@@ -178,8 +178,41 @@ def _published_section(results: list[dict[str, Any]]) -> str:
     return "\n\n".join(parts)
 
 
+def _split_plans(paths: list[Path]) -> tuple[list[Path], list[dict[str, Any]]]:
+    """`edgeq plan --json` outputs get their own section; everything else must be bench results."""
+    rest, plans = [], []
+    for p in paths:
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = None
+        if isinstance(data, dict) and str(data.get("schema", "")).startswith("edgeq-plan/"):
+            plans.append(data)
+        else:
+            rest.append(p)
+    return rest, plans
+
+
+def _plan_section(plan: dict[str, Any]) -> str:
+    d, src = plan["device"], plan["source"]
+    rows = [[r["model"], r["quant"], round(r["file_size_bytes"] / 2**20, 1), r["bits_per_weight"],
+             round(r["memory"]["total_bytes"] / 2**20), "yes" if r["fits"] else f"no: {r['reason']}", r["tg_tps"],
+             r["pp_tps"], r["quality"]["kld"], "eval" if r["quality"]["measured"] else "published"] for r in plan["rows"]]
+    rec = plan.get("recommendation") or {}
+    return "\n\n".join([
+        f"## Plan: {src.get('name') or src['source']} on {d['name']} ({d['description']})",
+        f"Context {plan['ctx']} tokens, {plan['cache_type']} KV cache; {plan['budget_bytes'] / 2**30:.2f} GiB usable "
+        f"after {plan['headroom_bytes'] / 2**30:.2f} GiB headroom; {d['bandwidth_gbps']} GB/s. "
+        "Speeds are predictions (roofline), not measurements.",
+        _table(["model", "quant", "size MiB", "bits/weight", f"peak RAM MiB @{plan['ctx']}", "fits", "tg tok/s (pred.)",
+                "pp tok/s (pred.)", "KLD", "quality from"], rows),
+        *[f"- {n}" for n in plan.get("notes", [])],
+        f"**Recommendation:** {rec.get('sentence', 'none')}"])
+
+
 def write_report(paths: list[Path], outdir: Path) -> ReportResult:
     """Write ``outdir/report.md`` and its charts; return their paths."""
+    paths, plans = _split_plans(paths)
     results = load_results(paths)
     outdir.mkdir(parents=True, exist_ok=True)
     md = ["# edgeq bench report"]
@@ -213,6 +246,7 @@ def write_report(paths: list[Path], outdir: Path) -> ReportResult:
                 [[c["variant"], c["ours_pp_tps"], c["llama_bench_pp_tps"], c["ours_tg_tps"], c["llama_bench_tg_tps"],
                   "yes" if c["agrees"] else "NO"] for c in res["llama_bench"]]))
         md += [f"![{c}]({c})" for c in made if c.startswith(sub.name if sub != outdir else "")]
+    md += [_plan_section(p) for p in plans]
     md.append(_published_section(results))
     path = outdir / "report.md"
     with atomic_output(path) as tmp:

@@ -6,7 +6,8 @@ what a process actually touches, since RSS counts touched pages only:
 * weights: the whole file is mmap'd and every page is read once per token (a tied
   embedding is read as the output matrix); on CPUs where ggml repacks a type into
   its own buffer (``CPU_REPACK``: Q4_0/Q4_K/IQ4_NL with AVX2, more with ARM dotprod)
-  those tensors are resident twice, once as file pages, once repacked;
+  those tensors are resident twice, once as file pages, once repacked (RSS counts
+  both; only the repacked copy must fit, the clean file pages are reclaimable);
 * KV cache: cleared (so touched) at creation: layers × cells × (K + V head dims ×
   KV heads) × bytes per element; cells = ctx rounded up to 256, SWA layers keep
   only window + ubatch;
@@ -43,7 +44,8 @@ class MemoryEstimate:
     kv_cache_bytes: int
     compute_bytes: int
     overhead_bytes: int
-    total_bytes: int
+    total_bytes: int  # peak RSS
+    required_bytes: int  # what must fit: the file pages of repacked tensors are clean, the kernel drops them
 
 
 def kv_cells(ctx: int) -> int:
@@ -74,4 +76,4 @@ def estimate(spec: ModelSpec, weights_bytes: int, *, ctx: int, cache_type: str =
     comp = compute_bytes(spec, ctx)
     over = overhead_bytes + int(VOCAB_FACTOR * spec.metadata_bytes)
     total = weights_bytes + repacked_bytes + kv + comp + over
-    return MemoryEstimate(ctx, cache_type, weights_bytes, repacked_bytes, kv, comp, over, total)
+    return MemoryEstimate(ctx, cache_type, weights_bytes, repacked_bytes, kv, comp, over, total, total - repacked_bytes)

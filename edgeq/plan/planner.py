@@ -95,10 +95,10 @@ def _row(spec: source.ModelSpec, quant: str, *, ctx: int, cache_type: str, devic
                             gflops=device.gflops, pp_efficiency=device.pp_efficiency, cache_type=cache_type)
     names = {spec.name.lower(), Path(spec.source).name.lower(), Path(spec.source).stem.lower()}
     q = quality.expected(quant, names, eval_rows)
-    fits = mem.total_bytes <= budget
+    fits = mem.required_bytes <= budget
     gib = 1024**3
-    reason = (f"{(budget - mem.total_bytes) / gib:.2f} GiB to spare" if fits else
-              f"needs {mem.total_bytes / gib:.2f} GiB, {budget / gib:.2f} GiB usable after headroom")
+    reason = (f"{(budget - mem.required_bytes) / gib:.2f} GiB to spare" if fits else
+              f"needs {mem.required_bytes / gib:.2f} GiB, {budget / gib:.2f} GiB usable after headroom")
     return QuantPlan(spec.name, quant, size.parameters, size.file_size_bytes, measured, size.bits_per_weight,
                      size.fallback_share, size.type_shares, mem, sp.tg_tps, sp.tg_bound, sp.pp_tps, q, fits, reason)
 
@@ -148,7 +148,7 @@ def plan(src: str, *, quants: list[str] | tuple[str, ...] = DEFAULT_QUANTS, ctx:
 
 
 def _candidate(r: QuantPlan, budget: int) -> Candidate:
-    return Candidate(r.model, r.quant, r.parameters, r.memory.total_bytes, budget, r.tg_tps, r.quality.kld)
+    return Candidate(r.model, r.quant, r.parameters, r.memory.required_bytes, budget, r.tg_tps, r.quality.kld)
 
 
 def _fit_params(spec: source.ModelSpec, rows: list[QuantPlan], *, ctx: int, cache_type: str,

@@ -106,14 +106,15 @@ def _file_type(meta: dict[str, object]) -> str:
 
 
 def from_gguf_folder(folder: Path, source: str) -> ModelSpec:
-    """One file's header describes them all; every file is kept for measured sizes."""
-    files = sorted(folder.glob("*.gguf"))
-    spec = from_gguf(files[0], source)
-    spec.kind = "gguf-folder"
-    for f in files[1:]:
-        from ..gguf_info import read_header
+    """One file's header describes them all; files named ``<stem>-<QUANT>.gguf`` give measured sizes."""
+    from ..quants import QUANT_TYPES
 
-        spec.files.setdefault(_file_type(read_header(f).metadata), str(f))
+    files = sorted(folder.glob("*.gguf"))
+    named = {f.stem.rsplit("-", 1)[-1].upper(): f for f in files}
+    named = {q: f for q, f in named.items() if q in QUANT_TYPES}
+    spec = from_gguf(next(iter(named.values()), files[0]), source)
+    spec.kind = "gguf-folder"
+    spec.files = {q: str(f) for q, f in named.items()}
     return spec
 
 
