@@ -205,9 +205,12 @@ def read_header(path: str | Path) -> GGUFHeader:
                 ttype = GGMLQuantizationType(int(take("<I"))).name  # type: ignore[arg-type]
                 take("<Q")  # offset within the data section
                 tensors.append(TensorEntry(name, dims, ttype))
-        except (struct.error, ValueError, UnicodeDecodeError, KeyError) as e:
+            align = meta.get("general.alignment", 32)
+            if type(align) is not int or align <= 0:
+                raise ValueError(f"general.alignment is {align!r}")
+        # OverflowError: a length field too large to slice with (fuzzing found it).
+        except (struct.error, ValueError, UnicodeDecodeError, KeyError, OverflowError) as e:
             raise GGUFError(f"{p} has a damaged GGUF header ({type(e).__name__}: {e}).",
                             hint="Re-download or re-convert it.") from e
-        align = int(meta.get("general.alignment", 32))  # type: ignore[arg-type]
         data_offset = -(-pos // align) * align
         return GGUFHeader(str(p), m.size(), data_offset, align, meta, tensors)

@@ -116,6 +116,8 @@ def convert(source: str | None, q8: bool, q4: bool, quant: tuple[str, ...], outt
     print_table(f"edgeq convert → {res.outdir}/",
                 ["type", "file", "size", "bits/weight", "seconds", "tensor types"], rows)
     note(f"{res.llama_cpp}; manifest: {res.manifest}")
+    if res.convert_peak_rss_bytes:
+        note(f"converter peak RSS: {human_bytes(res.convert_peak_rss_bytes)} (lazy: one tensor at a time)")
     for n in res.notes:
         note("note: " + n)
 
