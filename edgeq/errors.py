@@ -71,6 +71,16 @@ class VerifyFailed(EdgeqError):
     kind = "verify"
 
 
+class RpcError(EdgeqError):
+    """An RPC server cannot be used: unreachable, wrong protocol, or gone mid-run."""
+
+    kind = "rpc"
+
+    def __init__(self, endpoint: str, message: str, *, hint: str | None = None) -> None:
+        self.endpoint = endpoint
+        super().__init__(message, hint=hint)
+
+
 class ToolchainError(EdgeqError):
     """The vendored llama.cpp build is missing, stale or failed."""
 

@@ -83,12 +83,14 @@ def plan_models(models: list[str], quants: list[str] | None, convert_progress: b
 
 def build_specs(ggufs: list[tuple[str, Path, str]], checkpoints: list[tuple[str, Path]], *, hf_variants: list[str],
                 device: str, threads: int, batches: list[int], n_prompt: int, n_gen: int, reps: int,
-                prompts: dict[str, str]) -> list[RunSpec]:
+                prompts: dict[str, str], rpc: list[str] | None = None, no_local: bool = False,
+                tensor_split: list[float] | None = None) -> list[RunSpec]:
     common = dict(threads=threads, n_prompt=n_prompt, n_gen=n_gen, reps=reps, prompts=prompts)
     # Our llama.cpp build has CPU (and Metal on Apple) backends only; CUDA is for the transformers runs.
     gguf_device = device if device in ("cpu", "metal") else "cpu"
     specs = [RunSpec(model=name, path=str(path), backend=GGUF_BACKEND, variant=variant, device=gguf_device, batch=b,
-                     **common) for name, path, variant in ggufs for b in batches]
+                     rpc=list(rpc or []), no_local=no_local, tensor_split=tensor_split, **common)
+             for name, path, variant in ggufs for b in batches]
     hf_devices = ["cpu"] + (["cuda"] if _cuda_available() and checkpoints else [])
     specs += [RunSpec(model=name, path=str(path), backend="transformers", variant=v, device=d, batch=b, **common)
               for name, path in checkpoints for d in hf_devices for v in hf_variants for b in batches]
@@ -121,8 +123,19 @@ def run_worker(spec: RunSpec) -> list[RunResult]:
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return [_row(spec, p, "failed", f"worker exited {proc.returncode}: {tail}") for p in spec.prompts]
-    return [RunResult.from_dict(d) for d in json.loads(lines[-1])]
+        return [_row(spec, p, "failed", _rpc_reason(spec) or f"worker exited {proc.returncode}: {tail}")
+                for p in spec.prompts]
+    rows = [RunResult.from_dict(d) for d in json.loads(lines[-1])]
+    gone = _rpc_reason(spec) if any(r.status == "failed" for r in rows) else None
+    return [replace(r, reason=gone) if gone and r.status == "failed" else r for r in rows]
+
+
+def _rpc_reason(spec: RunSpec) -> str | None:
+    """llama.cpp aborts when an RPC server vanishes; name the server instead of quoting the abort."""
+    from ..rpc import first_unreachable
+
+    gone = first_unreachable(spec.rpc) if spec.rpc else None
+    return f"RPC server {gone[0]} went away: {gone[1]}" if gone else None
 
 
 def _row(spec: RunSpec, prompt: str, status: str, reason: str) -> RunResult:
@@ -155,14 +168,18 @@ def environment(threads: int) -> dict[str, object]:
 def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: list[str] | None = None,
           device: str = "auto", threads: int | None = None, n_prompt: int = 512, n_gen: int = 128,
           batches: list[int] | tuple[int, ...] = (1, 16), reps: int = 3, prompt_file: str | None = None,
-          check_llama_bench: bool = False, output: str | Path | None = None, progress: bool = True) -> BenchResults:
+          check_llama_bench: bool = False, output: str | Path | None = None, progress: bool = True,
+          rpc: str | list[str] | None = None, no_local: bool = False,
+          tensor_split: list[float] | None = None) -> BenchResults:
     """Benchmark GGUF quants (llama.cpp) against full precision (transformers) on this machine.
 
     Each model × backend × batch runs in its own process, once per repetition
     (rounds over the whole matrix), after a warm-up inside that process.  When ``output`` is
-    given, results are saved after every run, so Ctrl-C keeps what was measured.
+    given, results are saved after every run, so Ctrl-C keeps what was measured.  With ``rpc``
+    (``"host:port,..."``) the GGUF runs put their layers on those llama.cpp RPC servers.
     """
     from ..quants import parse_quants
+    from ..rpc import parse_endpoints, probe_all
     from .llama_bench import cross_check
 
     if not models:
@@ -171,13 +188,19 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
         raise UsageError("-p, -n, -r and --batch must all be at least 1.")
     qnames = [q.name for q in parse_quants(quants)] if quants else None
     dev = resolve_device(device)
+    endpoints = parse_endpoints(rpc)
+    if (no_local or tensor_split) and not endpoints:
+        raise UsageError("--no-local and --tensor-split need --rpc.")
+    probe_all(endpoints)  # a bad server is one clear error before anything runs or is written
     threads = threads or system.default_threads()
     prompts = load_prompts(prompt_file)
     ggufs, checkpoints = plan_models(models, qnames, progress)
     specs = build_specs(ggufs, checkpoints, hf_variants=list(hf_variants or HF_VARIANTS), device=dev, threads=threads,
-                        batches=list(batches), n_prompt=n_prompt, n_gen=n_gen, reps=reps, prompts=prompts)
+                        batches=list(batches), n_prompt=n_prompt, n_gen=n_gen, reps=reps, prompts=prompts,
+                        rpc=endpoints, no_local=no_local, tensor_split=tensor_split)
     res = BenchResults(SCHEMA, environment(threads), {"n_prompt": n_prompt, "n_gen": n_gen, "batches": list(batches),
-                                                      "reps": reps, "device": dev, "prompts": list(prompts)})
+                                                      "reps": reps, "device": dev, "prompts": list(prompts),
+                                                      "rpc": endpoints})
     res.roofline = {"bandwidth": measure_bandwidth()}
     try:
         # Repetitions go in rounds over the whole matrix, so slow drift of the

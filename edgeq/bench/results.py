@@ -34,6 +34,9 @@ class RunSpec:
     n_gen: int
     reps: int
     prompts: dict[str, str]
+    rpc: list[str] = field(default_factory=list)  # llama.cpp RPC servers holding layers (host:port)
+    no_local: bool = False  # every layer on the servers
+    tensor_split: list[float] | None = None  # layer shares: [this machine,] server 1..n
 
 
 @dataclass
@@ -63,6 +66,8 @@ class RunResult:
     n_params: int | None = None
     sample: str | None = None  # start of the first sequence's continuation
     pid: int | None = None  # the worker process that measured it (one per model × backend × batch)
+    rpc: list[str] | None = None  # RPC servers that held layers
+    placement: list[dict[str, object]] | None = None  # per device: layers, model/KV/compute MiB (rpc.DevicePlacement)
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> RunResult:

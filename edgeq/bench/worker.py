@@ -32,11 +32,25 @@ def _runner(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
         # processing a third slower here than llama-bench, which sizes its context exactly.
         need = spec.batch * (spec.n_prompt + spec.n_gen + 1)
         n_ctx = -(-need // 256) * 256
+        ngl, split, devices = -1 if spec.device == "metal" else 0, None, {}
+        if spec.rpc:
+            from ..backends.llamacpp import LOAD_LOG, add_rpc_servers, rpc_tensor_split
+            from ..rpc import layer_split
+
+            devices = add_rpc_servers(spec.rpc)
+            ngl, weights = layer_split(info.block_count or 0, len(spec.rpc), spec.tensor_split, local=not spec.no_local)
+            split = rpc_tensor_split(devices, spec.rpc, weights)
+            LOAD_LOG.clear()
         r = BatchRunner(spec.path, threads=spec.threads, n_ctx=n_ctx, n_batch=min(2048, max(512, spec.batch)),
-                        n_seq=spec.batch, n_gpu_layers=-1 if spec.device == "metal" else 0)
+                        n_seq=spec.batch, n_gpu_layers=ngl, tensor_split=split)
         tensor_bytes = sum(s.bytes for s in info.tensor_types.values())
-        return r, {"file_size_bytes": info.file_size_bytes, "bits_per_weight": info.bits_per_weight,
-                   "n_params": info.parameters, "weight_bytes": tensor_bytes}
+        facts: dict[str, Any] = {"file_size_bytes": info.file_size_bytes, "bits_per_weight": info.bits_per_weight,
+                                 "n_params": info.parameters, "weight_bytes": tensor_bytes}
+        if spec.rpc:
+            from ..rpc import parse_placement
+
+            facts["placement"] = [asdict(p) for p in parse_placement(LOAD_LOG, devices)]
+        return r, facts
     from ..backends.transformers import HFRunner
 
     r = HFRunner(spec.path, spec.variant, threads=spec.threads, device=spec.device)
@@ -46,8 +60,9 @@ def _runner(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
 
 def _base(spec: RunSpec) -> dict[str, Any]:
     """The fields a result copies from its spec."""
-    return {k: getattr(spec, k) for k in ("model", "path", "backend", "variant", "device", "threads", "batch",
+    base = {k: getattr(spec, k) for k in ("model", "path", "backend", "variant", "device", "threads", "batch",
                                           "n_prompt", "n_gen", "reps")}
+    return {**base, "rpc": spec.rpc or None}
 
 
 def measure(spec: RunSpec) -> list[RunResult]:

@@ -8,6 +8,7 @@ import click
 
 from ..output import human_bytes, note, print_json, print_table
 from . import _progress, cli, json_option
+from .run import rpc_options
 
 DEFAULT_BENCH_QUANTS = "F32,F16,Q8_0,Q4_K_M"
 
@@ -36,10 +37,12 @@ def _ints(text: str) -> list[int]:
 @click.option("-o", "--output", default="edgeq-bench.json", show_default=True, type=click.Path(dir_okay=False),
               help="Results JSON, saved after every run.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write a CSV (llama-bench field names).")
+@rpc_options
 @json_option
 def bench(models: tuple[str, ...], quants: str, hf_variants: str, device: str, threads: int | None, n_prompt: int,
           n_gen: int, batch: str, reps: int, prompt_file: str | None, check_llama_bench: bool, output: str,
-          csv_path: str | None, as_json: bool) -> None:
+          csv_path: str | None, rpc: str | None, no_local: bool, tensor_split: list[float] | None,
+          as_json: bool) -> None:
     """Benchmark MODELS (GGUF files, folders of them, HF checkpoints; default: the embedded model)."""
     from ..bench import bench as run_bench
     from ..embedded import ensure_embedded_model
@@ -49,7 +52,7 @@ def bench(models: tuple[str, ...], quants: str, hf_variants: str, device: str, t
                     hf_variants=[v.strip() for v in hf_variants.split(",") if v.strip()], device=device,
                     threads=threads, n_prompt=n_prompt, n_gen=n_gen, batches=_ints(batch), reps=reps,
                     prompt_file=prompt_file, check_llama_bench=check_llama_bench, output=output,
-                    progress=_progress(as_json))
+                    progress=_progress(as_json), rpc=rpc, no_local=no_local, tensor_split=tensor_split)
     if csv_path:
         write_csv(res, Path(csv_path))
     if as_json:
@@ -87,9 +90,12 @@ def print_results(res: object) -> None:
                      f"{r.bits_per_weight:.2f}" if r.bits_per_weight else "-", f"{frac:.0%}" if frac else "-"])
     env = res.environment  # type: ignore[attr-defined]
     bw = (res.roofline.get("bandwidth") or {}).get("read_gbps")  # type: ignore[attr-defined]
-    print_table(f"edgeq bench · {env['cpu']} · {env['threads']} threads · read bandwidth {bw} GB/s",
+    rpc = res.settings.get("rpc")  # type: ignore[attr-defined]
+    print_table(f"edgeq bench · {env['cpu']} · {env['threads']} threads · read bandwidth {bw} GB/s"
+                + (f" · RPC {', '.join(rpc)}" if rpc else ""),
                 ["backend", "variant", "batch", "prompt", "load s", "pp tok/s (min–max)", "tg tok/s (min–max)",
                  "ms/token", "peak RSS", "bits/w", "roofline"], rows)
+    _print_placement(res.runs)  # type: ignore[attr-defined]
     for v in res.verdicts:  # type: ignore[attr-defined]
         click.echo("• " + v.sentence)
     for c in res.llama_bench:  # type: ignore[attr-defined]
@@ -98,6 +104,22 @@ def print_results(res: object) -> None:
                    f"({c.pp_diff:+.0%}), tg {c.llama_bench_tg_tps:.1f} vs ours {c.ours_tg_tps:.1f} ({c.tg_diff:+.0%}): {flag}")
     if res.interrupted:  # type: ignore[attr-defined]
         note("interrupted: the table shows the runs finished before Ctrl-C")
+
+
+def _print_placement(runs: list) -> None:  # type: ignore[type-arg]
+    """Where each RPC run put its layers (one line per device, first prompt only)."""
+    from ..rpc import layer_ranges
+
+    seen = set()
+    for r in runs:
+        if not r.placement or (r.path, r.batch) in seen:
+            continue
+        seen.add((r.path, r.batch))
+        n_layer = max(x for p in r.placement for x in p["layers"] or [0])
+        for p in r.placement:
+            where = f"RPC {p['endpoint']}" if p["endpoint"] else "this machine"
+            click.echo(f"{r.variant} batch {r.batch} · {where}: layers {layer_ranges(p['layers'], n_layer)}, "
+                       f"model {p['model_mib']:.1f} MiB, KV {p['kv_mib']:.1f} MiB")
 
 
 @cli.command()

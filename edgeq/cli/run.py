@@ -1,0 +1,94 @@
+"""Commands that run a model: run, rpc-server."""
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from ..output import note, print_json
+from . import cli, json_option
+
+
+def _floats(ctx: click.Context, param: click.Parameter, text: str | None) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers") from e
+
+
+def rpc_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--rpc, --no-local, --tensor-split: layers over llama.cpp RPC servers (run, bench)."""
+    f = click.option("--tensor-split", callback=_floats, metavar="W,W,...",
+                     help="Share of layers per device: this machine first (unless --no-local), then each server. "
+                          "Default: equal.")(f)
+    f = click.option("--no-local", is_flag=True, help="Put every layer on the RPC servers, none on this machine.")(f)
+    return click.option("--rpc", metavar="HOST:PORT,...",
+                        help="Split the model's layers over these `edgeq rpc-server` workers (trusted network only).")(f)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("prompt")
+@click.option("-n", "n_predict", type=click.IntRange(1), default=128, show_default=True, help="Tokens to generate at most.")
+@click.option("--temp", type=click.FloatRange(0), default=0.0, show_default=True, help="Sampling temperature; 0 = greedy.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
+@click.option("--ctx", "n_ctx", type=click.IntRange(16), default=2048, show_default=True, help="Context size in tokens.")
+@click.option("-t", "--threads", type=click.IntRange(1, 1024), help="Threads (default: physical cores).")
+@click.option("--chat", is_flag=True, help="Wrap PROMPT in the GGUF's chat template as a user message.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(1), default=600, show_default=True,
+              help="Give up after this many seconds without progress.")
+@rpc_options
+@json_option
+def run(model: str, prompt: str, n_predict: int, temp: float, seed: int, n_ctx: int, threads: int | None, chat: bool,
+        timeout_s: float, rpc: str | None, no_local: bool, tensor_split: list[float] | None, as_json: bool) -> None:
+    """Generate text with MODEL (a GGUF) after PROMPT, streamed to stdout; tok/s on stderr."""
+    from ..generate import generate
+    from ..rpc import layer_ranges
+
+    def show(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    res = generate(model, prompt, n_predict=n_predict, temp=temp, seed=seed, n_ctx=n_ctx, threads=threads, chat=chat,
+                   rpc=rpc, no_local=no_local, tensor_split=tensor_split, on_text=None if as_json else show,
+                   timeout_s=timeout_s)
+    if as_json:
+        print_json(res)
+        return
+    click.echo()
+    for p in res.placement if res.rpc else []:
+        where = f"RPC {p.endpoint}" if p.endpoint else "this machine"
+        note(f"{where}: layers {layer_ranges(p.layers, res.n_layer)} · model {p.model_mib:.1f} MiB, "
+             f"KV {p.kv_mib:.1f} MiB, compute {p.compute_mib:.1f} MiB")
+    note(f"prompt {res.prompt_tokens} tokens, {res.prompt_tps:.1f} tok/s · generation {res.generated_tokens} tokens, "
+         f"{res.gen_tps:.1f} tok/s · load {res.load_s:.2f} s")
+
+
+@cli.command("rpc-server")
+@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1; anything else needs --allow-remote).")
+@click.option("--port", type=click.IntRange(1, 65535), default=50052, show_default=True)
+@click.option("-t", "--threads", type=click.IntRange(1, 1024), help="CPU threads (default: physical cores).")
+@click.option("--cache", is_flag=True, help="Keep large tensors in a local cache, so reloading a model is fast.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Where --cache keeps them (default ~/.cache/llama.cpp/rpc).")
+@click.option("--allow-remote", is_flag=True, help="Listen on a non-loopback --host although ggml-rpc has no authentication.")
+def rpc_server(host: str | None, port: int, threads: int | None, cache: bool, cache_dir: str | None,
+               allow_remote: bool) -> None:
+    """Serve this machine's CPU to `--rpc` runs elsewhere (llama.cpp's ggml-rpc-server) until Ctrl-C."""
+    from ..errors import EXIT_INTERRUPTED
+    from ..rpc import DEFAULT_HOST, NO_AUTH_WARNING, check_bind, is_loopback, serve
+
+    host = host or DEFAULT_HOST
+    check_bind(host, allow_remote)
+    if not is_loopback(host):
+        note(f"WARNING: {NO_AUTH_WARNING}")
+    note(f"rpc-server: listening on {host}:{port}; stop with Ctrl-C")
+    stopped = serve(host, port, threads=threads, cache=cache, cache_dir=cache_dir, allow_remote=allow_remote,
+                    on_line=lambda line: note(line))
+    note("rpc-server: stopped")
+    if stopped == signal.SIGINT:
+        raise click.exceptions.Exit(EXIT_INTERRUPTED)

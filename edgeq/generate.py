@@ -1,0 +1,183 @@
+"""`edgeq run`: generate text with a GGUF, on this machine or with layers on RPC servers.
+
+The engine runs in a child process (``edgeq.generate_worker``): llama.cpp aborts
+the whole process when an RPC server vanishes, and a child that aborts can be
+reported as one line naming the server.  The parent watches it: a server that
+stops accepting connections, or a child silent for ``timeout_s``, ends the run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import system
+from .errors import EdgeqError, RpcError, UsageError
+from .rpc import RESTART_HINT, DevicePlacement, ServerInfo, first_unreachable, parse_endpoints, probe_all
+
+DEFAULT_N_PREDICT = 128
+DEFAULT_CTX = 2048
+DEFAULT_TIMEOUT_S = 600.0  # no output from the engine for this long ends the run
+CHECK_EVERY_S = 5.0  # while the engine is quiet, check the RPC servers this often
+EVENT_PREFIX = "\x1eedgeq "  # marks the worker's event lines (llama.cpp may print to stdout too)
+
+
+@dataclass
+class GenerateSpec:
+    model: str
+    prompt: str
+    n_predict: int = DEFAULT_N_PREDICT
+    temp: float = 0.0
+    seed: int = 0
+    n_ctx: int = DEFAULT_CTX
+    threads: int = 0
+    chat: bool = False
+    rpc: list[str] = field(default_factory=list)
+    no_local: bool = False
+    tensor_split: list[float] | None = None
+
+
+@dataclass
+class GenerateResult:
+    model: str
+    text: str
+    finish_reason: str | None  # "length" (hit -n) or "stop" (end of text)
+    prompt_tokens: int
+    generated_tokens: int
+    prompt_tps: float
+    gen_tps: float
+    load_s: float
+    prompt_s: float
+    gen_s: float
+    n_layer: int
+    offloaded_layers: int  # of n_layer + 1 (the output layer counts), placed on RPC servers
+    rpc: list[str] = field(default_factory=list)
+    servers: list[ServerInfo] = field(default_factory=list)
+    placement: list[DevicePlacement] = field(default_factory=list)
+
+
+def generate(model: str | Path, prompt: str, *, n_predict: int = DEFAULT_N_PREDICT, temp: float = 0.0, seed: int = 0,
+             n_ctx: int = DEFAULT_CTX, threads: int | None = None, chat: bool = False,
+             rpc: str | list[str] | None = None, no_local: bool = False, tensor_split: list[float] | None = None,
+             on_text: Callable[[str], None] | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> GenerateResult:
+    """Generate up to ``n_predict`` tokens after ``prompt`` (``temp`` 0 = greedy); ``on_text`` gets each piece.
+
+    With ``rpc`` (``"host:port,..."``), every server is probed first, then layers
+    are split over this machine and the servers (``tensor_split`` weights, this
+    machine first unless ``no_local``).
+    """
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise UsageError(f"{path} does not exist.", hint="Pass a .gguf file (see `edgeq convert`).")
+    if n_predict < 1 or n_ctx < 16:
+        raise UsageError("-n must be at least 1 and --ctx at least 16.")
+    endpoints = parse_endpoints(rpc)
+    if (no_local or tensor_split) and not endpoints:
+        raise UsageError("--no-local and --tensor-split need --rpc.")
+    servers = probe_all(endpoints)
+    spec = GenerateSpec(str(path.resolve()), prompt, n_predict, temp, seed, n_ctx, threads or system.default_threads(),
+                        chat, endpoints, no_local, tensor_split)
+    out = _run_worker(spec, on_text or (lambda s: None), timeout_s)
+    return GenerateResult(model=str(path), rpc=endpoints, servers=servers,
+                          placement=[DevicePlacement(**p) for p in out["placement"]],
+                          prompt_tps=_rate(out["prompt_tokens"], out["prompt_s"]),
+                          gen_tps=_rate(out["decoded_tokens"], out["gen_s"]), **_fields(out))
+
+
+def _rate(n: int, s: float) -> float:
+    return round(n / s, 2) if s > 0 else 0.0
+
+
+def _fields(out: dict[str, Any]) -> dict[str, Any]:
+    keys = ("text", "finish_reason", "prompt_tokens", "generated_tokens", "load_s", "prompt_s", "gen_s", "n_layer",
+            "offloaded_layers")
+    return {k: round(out[k], 3) if isinstance(out[k], float) else out[k] for k in keys}
+
+
+def _run_worker(spec: GenerateSpec, on_text: Callable[[str], None], timeout_s: float) -> dict[str, Any]:
+    """Start the worker, relay its text, watch it and the servers; return its result or raise one clear error."""
+    stderr = tempfile.TemporaryFile()
+    proc = subprocess.Popen([sys.executable, "-m", "edgeq.generate_worker"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=stderr, start_new_session=True)
+    phase, result, error = "loading the model", None, None
+    try:
+        assert proc.stdin and proc.stdout
+        proc.stdin.write(json.dumps(asdict(spec)).encode())
+        proc.stdin.close()
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        buf, last = b"", time.monotonic()
+        while True:
+            if not sel.select(timeout=CHECK_EVERY_S):
+                _check_alive(spec, phase, last, timeout_s)
+                continue
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            last = time.monotonic()
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for raw in lines:
+                line = raw.decode(errors="replace")
+                if not line.startswith(EVENT_PREFIX):
+                    continue
+                ev = json.loads(line[len(EVENT_PREFIX):])
+                if ev["event"] == "text":
+                    on_text(ev["text"])
+                elif ev["event"] == "loaded":
+                    phase = "generation"
+                elif ev["event"] == "result":
+                    result = ev["result"]
+                elif ev["event"] == "error":
+                    error = ev
+        rc = proc.wait(timeout=30)
+    finally:
+        _stop(proc)
+    if error:
+        err = (UsageError if error.get("kind") == "usage" else EdgeqError)(error["message"])
+        err.exit_code, err.kind = error.get("exit_code", err.exit_code), error.get("kind", err.kind)
+        raise err
+    if result is None or rc != 0:
+        raise _diagnose(spec, phase, rc, stderr)
+    return result
+
+
+def _check_alive(spec: GenerateSpec, phase: str, last: float, timeout_s: float) -> None:
+    gone = first_unreachable(spec.rpc)
+    if gone:
+        raise RpcError(gone[0], f"RPC server {gone[0]} went away during {phase}: {gone[1]}.", hint=RESTART_HINT)
+    quiet = time.monotonic() - last
+    if quiet > timeout_s:
+        who = f" (RPC servers: {', '.join(spec.rpc)})" if spec.rpc else ""
+        raise EdgeqError(f"no progress for {quiet:.0f} s during {phase}{who}; stopped.",
+                         hint="Raise --timeout for a very large model or a slow network.")
+
+
+def _diagnose(spec: GenerateSpec, phase: str, rc: int | None, stderr: Any) -> EdgeqError:
+    """The worker died: name the server that is gone if one is, else quote llama.cpp's last line."""
+    stderr.seek(0)
+    lines = [ln for ln in stderr.read().decode(errors="replace").splitlines() if ln.strip()]
+    tail = next((ln.strip() for ln in reversed(lines) if "error" in ln.lower() or "abort" in ln.lower()),
+                lines[-1].strip() if lines else f"exit {rc}")
+    if spec.rpc:
+        gone = first_unreachable(spec.rpc)
+        if gone:
+            return RpcError(gone[0], f"RPC server {gone[0]} went away during {phase}: {gone[1]}.", hint=RESTART_HINT)
+        if "RPC" in tail or rc == -6:
+            return RpcError(spec.rpc[0], f"an RPC server failed during {phase} ({', '.join(spec.rpc)}): {tail}",
+                            hint=RESTART_HINT)
+    return EdgeqError(f"llama.cpp stopped during {phase} (exit {rc}): {tail}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()

@@ -1,0 +1,40 @@
+"""The engine side of `edgeq run`, in a process of its own (``python -m edgeq.generate_worker < spec.json``).
+
+Writes one event per line on stdout, each prefixed with ``generate.EVENT_PREFIX``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from .errors import EdgeqError
+from .generate import EVENT_PREFIX, GenerateSpec
+
+
+def _emit(event: dict[str, Any]) -> None:
+    sys.stdout.write(EVENT_PREFIX + json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    spec = GenerateSpec(**json.loads(sys.stdin.read()))
+    from .backends.llamacpp import stream_generate
+
+    try:
+        out = stream_generate(spec.model, spec.prompt, n_predict=spec.n_predict, temp=spec.temp, seed=spec.seed,
+                              n_ctx=spec.n_ctx, threads=spec.threads, chat=spec.chat, rpc=spec.rpc,
+                              no_local=spec.no_local, tensor_split=spec.tensor_split, on_event=_emit)
+        _emit({"event": "result", "result": out})
+    except EdgeqError as e:
+        _emit({"event": "error", "kind": e.kind, "message": str(e), "exit_code": e.exit_code})
+    except ValueError as e:  # llama-cpp-python's own checks, e.g. a prompt longer than the context
+        _emit({"event": "error", "kind": "usage", "message": f"{e} (raise --ctx or shorten the prompt).",
+               "exit_code": 2})
+    sys.stdout.flush()
+    os._exit(0)  # skip the interpreter's teardown of llama.cpp (and its RPC connections)
+
+
+if __name__ == "__main__":
+    main()
