@@ -98,6 +98,9 @@ def supported_architectures(llama_dir: Path) -> frozenset[str]:
 
 
 ProgressFn = Callable[[str], None]
+_PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm
+_DISK_FULL = re.compile(r"No space left|Not enough free space|ENOSPC", re.IGNORECASE)
+DISK_FULL_HINT = "The disk filled up: free some space, or pass -o on a larger disk; partial files were removed."
 
 
 class ToolOutput(list):  # list[str]: callers index the tail lines as before
@@ -176,7 +179,9 @@ def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
         _stop(proc)
         raise
     if rc != 0:
-        raise ToolFailed(name, rc, "\n".join(tail))
+        lines = [line for line in tail if not _PROGRESS_BAR.search(line)]  # the error, not the bar after it
+        disk_full = any(_DISK_FULL.search(line) for line in lines)
+        raise ToolFailed(name, rc, "\n".join(lines), hint=DISK_FULL_HINT if disk_full else None)
     out = ToolOutput(tail)
     out.peak_rss_bytes = peak
     return out

@@ -359,6 +359,17 @@ def test_tool_peak_rss_is_measured():
     assert out == ["ok"] and 200 * 2**20 < out.peak_rss_bytes < 400 * 2**20
 
 
+def test_a_full_disk_mid_write_is_named_not_hidden_behind_a_progress_bar():
+    from edgeq.errors import ToolFailed
+    from edgeq.toolchain import run_tool
+
+    script = ("import sys; print('Writing: 10%|#  | 5M/52M'); print('OSError: [Errno 28] No space left on device'); "
+              "print('Writing: 10%|#  | 5M/52M'); sys.exit(1)")
+    with pytest.raises(ToolFailed, match=r"failed \(exit 1\): OSError: \[Errno 28\] No space left on device "
+                                         r"The disk filled up"):
+        run_tool([sys.executable, "-c", script], name="convert_hf_to_gguf.py")
+
+
 def test_convert_summary_reports_the_converter_peak_rss(monkeypatch, capsys):
     res = convert_mod.ConvertResult({}, "out", "out/edgeq-manifest.json", "llama.cpp x", convert_peak_rss_bytes=300 * 2**20)
     monkeypatch.setattr(convert_mod, "convert", lambda source, **kw: res)
