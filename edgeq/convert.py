@@ -304,6 +304,6 @@ def fallback_note(o: OutputFile, ck: checkpoint.Checkpoint) -> str | None:
         return None
     hidden = ck.config.get("hidden_size")
     types = "/".join(o.fallback)
-    return (f"{o.type}: {share:.0%} of the weights are {types}, not {parse_quant(o.type).base}-family: "
+    return (f"{o.variant}: {share:.0%} of the weights are {types}, not {parse_quant(o.type).base}-family: "
             f"llama.cpp falls back where a row's length (hidden size {hidden}) is not a multiple of 256, "
             f"so the file has {o.bits_per_weight:.2f} bits/weight.")

@@ -16,7 +16,7 @@ from ..output import Progress
 from .data import ChoiceItem
 from .metrics import log_softmax
 from .models import open_scorer
-from .results import EvalResults, ModelRef, Row
+from .results import EvalResults, ModelRef, Row, stamp
 
 Encoded = tuple[list[int], list[list[int]], int]  # context tokens, ending tokens, label
 
@@ -98,4 +98,4 @@ def choice(models: list[ModelRef], items: list[ChoiceItem], source: str, *, refe
             elif ref_picks is not None:
                 row.agree_with_reference_pct = 100.0 * float(np.mean(np.array(picks) == np.array(ref_picks)))
         res.rows.append(row)
-    return res
+    return stamp(res, threads)

@@ -18,7 +18,7 @@ from ..errors import UsageError
 from ..output import Progress
 from .metrics import Divergence, Perplexity, kld_rows, log_softmax, token_nll
 from .models import open_scorer
-from .results import Check, EvalResults, ModelRef, Row
+from .results import Check, EvalResults, ModelRef, Row, stamp
 
 CONVERSION_TOLERANCE_PCT = 1.0  # F16 GGUF vs HF fp32: beyond this, conversion is suspect
 
@@ -120,7 +120,7 @@ def perplexity(models: list[ModelRef], text: str, source: str, *, reference: Mod
             r.delta_ppl_pct = 100.0 * (r.ppl / ref_row.ppl - 1.0)  # type: ignore[operator]
         res.rows = [ref_row, *rows]
     res.checks = conversion_checks(res.rows)
-    return res
+    return stamp(res, threads)
 
 
 def conversion_checks(rows: list[Row]) -> list[Check]:

@@ -71,3 +71,26 @@ class EvalResults:
         rows = [Row(**{**r, "model": ModelRef(**r["model"])}) for r in d.get("rows", [])]
         checks = [Check(**c) for c in d.get("checks", [])]
         return cls(**{**d, "rows": rows, "checks": checks})
+
+
+def stamp(res: EvalResults, threads: int) -> EvalResults:
+    """Record when, with what and on how many threads the results were measured."""
+    import time
+
+    from .. import __version__
+    from ..toolchain import find_toolchain, llama_cpp_version
+
+    res.created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    res.edgeq_version, res.threads = __version__, threads
+    res.llama_cpp = llama_cpp_version(find_toolchain())
+    return res
+
+
+def save(res: EvalResults, path: str) -> None:
+    """Write the results JSON whole (temporary name, then rename)."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from ..files import write_json_atomic
+
+    write_json_atomic(Path(path), asdict(res))

