@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--workdir", default=str(REPO / "models" / "plan-accuracy"))
     ap.add_argument("--rounds", type=int, default=3, help="repetitions of every speed run, interleaved")
     ap.add_argument("--json", dest="json_out", help="write the rows here too")
+    ap.add_argument("--fresh", action="store_true", help="measure again instead of resuming from measurements.json")
     args = ap.parse_args()
 
     from edgeq.convert import convert
@@ -119,12 +120,18 @@ def main() -> None:
     bw_before = measure_bandwidth()["read_gbps"]  # type: ignore[index]
     device = this_machine(bandwidth_gbps=bw_before)
     runs: dict[tuple[str, str, int], list[dict[str, float]]] = {}
+    cache = work / "measurements.json"  # every measurement as it is taken: an interrupted run resumes
+    done = json.loads(cache.read_text()) if cache.exists() and not args.fresh else {}
     for r in range(args.rounds):  # rounds across the matrix, so drift hits every file alike
         for (label, q), path in files.items():
             for ctx in CTXS:
                 if r > 0 and ctx != CTXS[0]:
                     continue  # memory does not drift: one run at the large context is enough
-                runs.setdefault((label, q, ctx), []).append(measure(path, ctx, threads))
+                key = f"{label}|{q}|{ctx}|{r}"
+                if key not in done:
+                    done[key] = measure(path, ctx, threads)
+                    cache.write_text(json.dumps(done))
+                runs.setdefault((label, q, ctx), []).append(done[key])
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     bw_after = measure_bandwidth()["read_gbps"]  # type: ignore[index]
     bandwidth = (bw_before + bw_after) / 2

@@ -102,13 +102,13 @@ def print_plan(res: object, *, largest: bool = False) -> None:
         size = human_bytes(r.file_size_bytes) + (f" (file {human_bytes(r.file_size_measured_bytes)})"
                                                  if r.file_size_measured_bytes else "")
         rows.append(([r.model] if largest else []) + [
-            r.quant, size, f"{r.bits_per_weight:.2f}", human_bytes(r.memory.total_bytes),
+            r.quant, size, f"{r.bits_per_weight:.2f}", human_bytes(r.memory.required_bytes),
             "yes" if r.fits else "NO", f"{r.tg_tps:.1f}", f"{r.pp_tps:.0f}" if r.pp_tps else "-",
             f"{q.kld:.4f}" if q.kld is not None else "-",
             (f"{q.delta_ppl:+.3f}" + ("%" if q.delta_ppl_unit == "%" else "")) if q.delta_ppl is not None else "-",
             "eval" if q.measured else "published"])
     print_table(title, (["model"] if largest else []) + [
-        "quant", "size", "bits/w", f"peak RAM @{res.ctx}", "fits", "tg tok/s*", "pp tok/s*",  # type: ignore[attr-defined]
+        "quant", "size", "bits/w", f"RAM @{res.ctx}", "fits", "tg tok/s*", "pp tok/s*",  # type: ignore[attr-defined]
         "KLD", "ΔPPL", "quality from"], rows)
     for f in res.fit_params:  # type: ignore[attr-defined]
         click.echo(f"llama-fit-params {f.quant} on {f.device}: {f.explanation}.")

@@ -173,6 +173,11 @@ def _notes(spec: source.ModelSpec, ctx: int, rows: list[QuantPlan], calib: Calib
     if fb:
         notes.append(f"{', '.join(r.quant for r in fb)}: rows of {spec.n_embd} weights are not a multiple of 256, "
                      f"so llama.cpp falls back to legacy types for part of the model (bits/weight shows it).")
+    rep = [r for r in rows if r.memory.repacked_bytes]
+    if rep:
+        notes.append(f"RAM is what must fit; peak RSS reads up to {max(r.memory.repacked_bytes for r in rep) / 2**20:.0f} "
+                     f"MiB higher ({', '.join(sorted({r.quant for r in rep}))}): ggml repacks those tensors for the "
+                     f"device's CPU and their file pages stay mapped, clean and reclaimable.")
     if calib:
         notes.append(f"speed and overhead calibrated from {calib.source} ({calib.runs} runs on {calib.machine}, "
                      f"{calib.date or 'undated'}).")
@@ -199,6 +204,6 @@ def largest(*, family: str | None = None, quants: list[str] | tuple[str, ...] = 
     res.recommendation = recommend([_candidate(r, budget) for r in rows], min_tps=min_tps, max_kld=max_kld,
                                    largest=True)
     res.notes = ["model shapes from edgeq/data/model-configs.json (config numbers only); file sizes estimate the "
-                 "vocabulary's metadata from its size."] + _notes(families.spec(families.members(family)[0]), 0, [],
-                                                                   calib)[-1:]
+                 "vocabulary's metadata from its size."] + _notes(families.spec(families.members(family)[0]), 0, rows,
+                                                                   calib)[-3:-1]
     return res

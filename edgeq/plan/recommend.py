@@ -12,7 +12,7 @@ class Candidate:
     model: str
     quant: str
     parameters: int
-    total_bytes: int  # predicted peak RAM
+    total_bytes: int  # predicted RAM that must fit
     budget_bytes: int  # usable RAM minus headroom
     tg_tps: float
     kld: float | None
@@ -71,7 +71,7 @@ def recommend(cands: list[Candidate], *, min_tps: float | None = None, max_kld: 
             top = max(c.parameters for c in good)
             pool = [c for c in good if c.parameters == top]
         best = min(pool, key=_quality_key)
-        asks = [f"fits in {best.budget_bytes / GIB:.2f} GiB ({best.total_bytes / GIB:.2f} GiB at peak)"]
+        asks = [f"fits in {best.budget_bytes / GIB:.2f} GiB (needs {best.total_bytes / GIB:.2f} GiB)"]
         if min_tps is not None:
             asks.append(f"runs at ~{best.tg_tps:.0f} tok/s (≥ {min_tps:g} asked)")
         kld = f"KLD {best.kld:.4f}" if best.kld is not None else "quality unknown"
