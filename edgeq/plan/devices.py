@@ -69,6 +69,16 @@ def _flops_per_cycle(features: list[str]) -> int:
     return 16 if "neon" in features else 8
 
 
+def local_repack_types() -> list[str]:
+    """The types ggml's CPU backend repacks on this CPU (none when llama.cpp runs on Metal)."""
+    from ..system import cpu_features, has_metal
+
+    feats = cpu_features()
+    if has_metal():
+        return []
+    return REPACK_AVX2 if "avx2" in feats else REPACK_NEON_DOTPROD if "neon" in feats else []
+
+
 def this_machine(*, bandwidth_gbps: float | None = None) -> Device:
     """RAM available now (psutil), bandwidth from edgeq-bandwidth (the stream test bench uses), cores."""
     import psutil
@@ -90,7 +100,7 @@ def this_machine(*, bandwidth_gbps: float | None = None) -> Device:
     ghz = (freq.max or freq.current) / 1000 if freq and (freq.max or freq.current) else 3.0
     feats = cpu_features()
     metal = has_metal()
-    repack = [] if metal else (REPACK_AVX2 if "avx2" in feats else REPACK_NEON_DOTPROD if "neon" in feats else [])
+    repack = local_repack_types()
     return Device(
         name="this machine", description=f"{info.cpu}, {info.physical_cores} cores", backend="metal" if metal else "cpu",
         ram_bytes=info.ram_total_bytes, usable_ram_bytes=info.ram_available_bytes, bandwidth_gbps=bandwidth_gbps,

@@ -116,7 +116,7 @@ def _setup(device: str | None, ram_bytes: int | None, bandwidth_gbps: float | No
            headroom_bytes: int | None) -> tuple[Device, Calibration | None, int, int]:
     here = device is None and not (ram_bytes is not None and bandwidth_gbps is not None)
     probe = devices.named(device) if device else None
-    repack = probe.repack_types if probe else (devices.REPACK_AVX2 if here else [])
+    repack = probe.repack_types if probe else (devices.local_repack_types() if here else [])
     calib = _calibration(calibrate, here, repack)
     dev = _device(device, ram_bytes, bandwidth_gbps, calib)
     head = devices.headroom_bytes(dev, headroom_bytes)
