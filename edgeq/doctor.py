@@ -100,9 +100,26 @@ def _runtime_check(checks: list[Check]) -> tuple[str | None, bool]:
         info = llama_cpp.llama_print_system_info().decode(errors="replace").strip()
         rpc = bool(getattr(llama_cpp, "llama_supports_rpc", lambda: False)())
         checks.append(Check("libllama via llama-cpp-python", True, str(llama_cpp.llama_cpp._base_path)))
-        checks.append(Check("RPC backend", rpc and shutil.which("ggml-rpc-server", path=str(config.bin_dir())) is not None,
-                            "ggml-rpc-server + libggml-rpc" if rpc else "built without GGML_RPC", None if rpc else SETUP_HINT))
+        checks.append(_rpc_check(rpc))
         return info, rpc
     except Exception as e:  # noqa: BLE001 - any load failure is the finding
         checks.append(Check("libllama via llama-cpp-python", False, f"{type(e).__name__}: {e}", SETUP_HINT))
         return None, False
+
+
+def _rpc_check(supported: bool) -> Check:
+    """`run/bench --rpc` need libllama built with GGML_RPC; `rpc-server` needs ggml-rpc-server."""
+    bin_dir = config.bin_dir()
+    server = shutil.which("ggml-rpc-server", path=str(bin_dir))
+    lib = next(iter(sorted(bin_dir.glob("libggml-rpc.*")) + sorted(bin_dir.glob("ggml-rpc.dll"))), None)
+    missing = [what for what, ok in (("GGML_RPC in libllama", supported), ("ggml-rpc-server", server),
+                                     ("libggml-rpc", lib)) if not ok]
+    detail = (f"{server} + {lib.name} (protocol {_rpc_protocol()})" if not missing  # type: ignore[union-attr]
+              else f"missing {', '.join(missing)}")
+    return Check("RPC backend", not missing, detail, SETUP_HINT if missing else None)
+
+
+def _rpc_protocol() -> str:
+    from .rpc import PROTO_MAJOR, PROTO_MINOR
+
+    return f"{PROTO_MAJOR}.{PROTO_MINOR}"

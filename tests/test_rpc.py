@@ -176,6 +176,19 @@ def test_run_streams_text_and_reports_speed(gguf):
     assert out.returncode == 0, out.stderr
     assert "Paris" in out.stdout
     assert "prompt 5 tokens" in out.stderr and "generation 8 tokens" in out.stderr and "tok/s" in out.stderr
+    chat = edgeq("run", str(gguf), "What is the capital of France?", "--chat", "-n", "16", "-t", "1", "--json")
+    res = json.loads(chat.stdout)
+    assert "Paris" in res["text"] and res["prompt_tokens"] > 20  # the template's system and role tokens
+    assert res["placement"][0]["device"] == "CPU" and res["placement"][0]["model_mib"] > 100
+
+
+def test_doctor_reports_rpc_support():
+    from edgeq.doctor import _rpc_check
+
+    ok = _rpc_check(True)
+    assert ok.ok and "ggml-rpc-server" in ok.detail and "libggml-rpc" in ok.detail
+    bad = _rpc_check(False)
+    assert not bad.ok and "GGML_RPC" in bad.detail and bad.fix
 
 
 @pytest.mark.slow
