@@ -6,10 +6,12 @@ headers, converts with edgeq, then loads each GGUF with llama-cpp-python in a fr
 (flash attention on, as llama.cpp's tools default to), processes a prompt, generates, and
 records peak RSS at ctx 512 and 4096 and generation tok/s.
 
-Calibration happens inside the run: the roofline efficiency and the runtime overhead are
-fitted on one reference file (the embedded model's Q8_0 at ctx 512), then every file is
-predicted with them.  This VM has 2 cores shared with other work, so timings drift: all
-runs are interleaved in rounds and the median is kept.
+Calibration happens inside the run, as `edgeq plan --calibrate` does it from bench results:
+the runtime overhead is fitted on one file (the embedded model's Q8_0 at ctx 512), the
+generation roofline (bandwidth efficiency + matrix-vector ceiling, ``calibrate.fit_generation``)
+on the embedded model's runs; the Qwen2-shaped model is then predicted out of sample.
+This VM has 2 cores shared with other work, so timings drift: runs use one thread, are
+interleaved in rounds, and the median is kept.
 
     .venv/bin/python benchmarks/plan_accuracy.py [--workdir models/plan-accuracy] [--rounds 3]
 """
@@ -18,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -44,21 +45,22 @@ def worker(path: str, ctx: int, threads: int) -> None:
     use_our_libllama()
     from llama_cpp import Llama
 
-    def rss_now() -> int:
+    def status(key: str) -> int:
         for line in open("/proc/self/status"):
-            if line.startswith("VmRSS"):
+            if line.startswith(key):
                 return int(line.split()[1]) * 1024
         return 0
 
-    base = rss_now()
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child of a big parent reads the parent's peak.
+    base = status("VmRSS")
     llm = Llama(model_path=path, n_ctx=ctx, n_batch=512, n_threads=threads, flash_attn=True, verbose=False)
-    loaded = rss_now()
+    loaded = status("VmRSS")
     llm.eval(list(range(1000, 1000 + min(N_PROMPT, ctx - N_GEN - 1))))
     t0 = time.perf_counter()
     for i in range(N_GEN):
         llm.eval([2000 + i])
     tg = N_GEN / (time.perf_counter() - t0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = status("VmHWM")
     print(json.dumps({"base_rss": base, "loaded_rss": loaded, "peak_rss": peak, "tg_tps": tg}), flush=True)
     os._exit(0)
 
@@ -93,20 +95,23 @@ def main() -> None:
     ap.add_argument("--workdir", default=str(REPO / "models" / "plan-accuracy"))
     ap.add_argument("--rounds", type=int, default=3, help="repetitions of every speed run, interleaved")
     ap.add_argument("--json", dest="json_out", help="write the rows here too")
+    ap.add_argument("--threads", type=int, default=1, help="llama.cpp threads per run")
     ap.add_argument("--fresh", action="store_true", help="measure again instead of resuming from measurements.json")
     args = ap.parse_args()
 
     from edgeq.convert import convert
     from edgeq.plan import memory, source
+    from edgeq.plan.calibrate import fit_generation
     from edgeq.plan.devices import this_machine
     from edgeq.plan.size import predict_size, tensor_bytes, tensor_types
-    from edgeq.plan.speed import bytes_per_token
-    from edgeq.system import default_threads
+    from edgeq.plan.speed import bytes_per_token, matmul_weights, tg_tps
     from edgeq.toolchain import measure_bandwidth
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    threads = default_threads()
+    # One thread: on this shared 2-core VM a second thread waits at every barrier for a core another job holds,
+    # which made 2-thread tg swing 5× between identical runs; one thread is slower but steady.
+    threads = args.threads
     models = {"SmolLM2-135M (llama)": REPO / "models" / "hf" / "SmolLM2-135M-Instruct",
               "Qwen2.5-0.5B shape (qwen2)": make_qwen(work / "qwen2.5-0.5b-random")}
     files: dict[tuple[str, str], Path] = {}
@@ -134,53 +139,62 @@ def main() -> None:
                 runs.setdefault((label, q, ctx), []).append(done[key])
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     bw_after = measure_bandwidth()["read_gbps"]  # type: ignore[index]
+    # The bandwidth that goes with the timings: the one measured when they were taken.
+    bw_before, bw_after = done.setdefault("_bandwidth_gbps", [bw_before, bw_after])
+    cache.write_text(json.dumps(done))
     bandwidth = (bw_before + bw_after) / 2
 
-    def predicted(label: str, q: str, ctx: int, overhead: int) -> tuple[int, int, int]:
+    def predicted(label: str, q: str, ctx: int, overhead: int) -> tuple[int, int, int, int]:
         spec = specs[label]
         types = tensor_types(spec, q)
         sizes = [tensor_bytes(t.shape, ty) for t, ty in zip(spec.tensors, types)]
         repacked = sum(b for b, ty in zip(sizes, types) if ty in device.repack_types)
         size = predict_size(spec, q).file_size_bytes
         mem = memory.estimate(spec, size, ctx=ctx, repacked_bytes=repacked, overhead_bytes=overhead)
-        return size, mem.total_bytes, bytes_per_token(spec, sizes)
+        return size, mem.total_bytes, bytes_per_token(spec, sizes, fill_tokens=N_PROMPT), matmul_weights(spec)
 
-    # Calibration on one reference: overhead and roofline efficiency.
+    # Calibration: overhead on one reference file, the generation roofline on the embedded model's runs.
     ref = ("SmolLM2-135M (llama)", "Q8_0")
-    ref_run = runs[(*ref, CTXS[0])]
-    _, no_overhead, ref_bpt = predicted(*ref, CTXS[0], 0)
-    overhead = int(statistics.median(x["peak_rss"] for x in ref_run)) - no_overhead
-    efficiency = statistics.median(x["tg_tps"] for x in ref_run) * ref_bpt / (bandwidth * 1e9)
+    _, no_overhead, _, _ = predicted(*ref, CTXS[0], 0)
+    overhead = int(statistics.median(x["peak_rss"] for x in runs[(*ref, CTXS[0])])) - no_overhead
+    points = [(predicted(label, q, CTXS[0], 0)[2], predicted(label, q, CTXS[0], 0)[3],
+               statistics.median(x["tg_tps"] for x in runs[(label, q, CTXS[0])]))
+              for (label, q) in files if label == ref[0]]
+    efficiency, matvec = fit_generation(points, bandwidth)
 
     rows = []
     for (label, q), path in files.items():
         real_size = path.stat().st_size
         for ctx in CTXS:
-            size, rss, bpt = predicted(label, q, ctx, overhead)
+            size, rss, bpt, weights = predicted(label, q, ctx, overhead)
             got = runs[(label, q, ctx)]
             peak = statistics.median(x["peak_rss"] for x in got)
             row = {"model": label, "quant": q, "ctx": ctx, "size_pred": size, "size_real": real_size,
                    "rss_pred": rss, "rss_real": peak}
             if ctx == CTXS[0]:
-                row.update(tg_pred=efficiency * bandwidth * 1e9 / bpt,
+                row.update(tg_pred=tg_tps(bpt, weights, bandwidth_gbps=bandwidth, tg_efficiency=efficiency,
+                                          matvec_gweights=matvec)[0],
                            tg_real=statistics.median(x["tg_tps"] for x in got),
                            tg_samples=[round(x["tg_tps"], 1) for x in got])
             rows.append(row)
-    print_table(rows, ref, overhead, efficiency, bandwidth, bw_before, bw_after)
+    print_table(rows, ref, overhead, efficiency, matvec, bandwidth, bw_before, bw_after, threads)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"rows": rows, "overhead_bytes": overhead, "tg_efficiency": efficiency,
-                                                   "bandwidth_gbps": bandwidth}, indent=1))
+                                                   "matvec_gweights": matvec, "bandwidth_gbps": bandwidth,
+                                                   "threads": threads}, indent=1))
 
 
 def _err(pred: float, real: float) -> str:
     return f"{(pred - real) / real:+.1%}"
 
 
-def print_table(rows: list[dict], ref: tuple[str, str], overhead: int, eff: float, bw: float, bw0: float,
-                bw1: float) -> None:
+def print_table(rows: list[dict], ref: tuple[str, str], overhead: int, eff: float, matvec: float | None, bw: float,
+                bw0: float, bw1: float, threads: int) -> None:
     mib = 2**20
-    print(f"calibrated on {ref[0]} {ref[1]} at ctx {CTXS[0]}: overhead {overhead / mib:.0f} MiB, "
-          f"roofline efficiency {eff:.2f} of {bw:.1f} GB/s (read bandwidth {bw0:.1f} before, {bw1:.1f} after)\n")
+    ceiling = f", matrix-vector ceiling {matvec:.1f} G weights/s" if matvec else ""
+    print(f"{threads} thread(s). Overhead fitted on {ref[0]} {ref[1]} at ctx {CTXS[0]}: {overhead / mib:.0f} MiB. "
+          f"Generation fitted on {ref[0]}'s runs: efficiency {eff:.2f} of {bw:.1f} GB/s{ceiling} "
+          f"(read bandwidth {bw0:.1f} before, {bw1:.1f} after)\n")
     print("| model | quant | file size pred / real MiB (err) | ctx | peak RSS pred / real MiB (err) | tg tok/s pred / real (err) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
