@@ -97,11 +97,13 @@ def measure(model: Path, n_servers: int, threads: int, n_prompt: int, n_gen: int
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--servers", default="0,1,2,3")
-    ap.add_argument("-t", "--threads", type=int, default=2, help="threads for the client and for every server")
+    # One thread per process: with several processes on a few cores, the spinning worker threads of idle
+    # pipeline stages steal the CPU from the busy one (2 threads each made RPC look 10× slower here).
+    ap.add_argument("-t", "--threads", type=int, default=1, help="threads for the client and for every server")
     ap.add_argument("-p", "--n-prompt", type=int, default=64)
-    ap.add_argument("-n", "--n-gen", type=int, default=32)
+    ap.add_argument("-n", "--n-gen", type=int, default=64)
     ap.add_argument("--json", help="write the raw figures here")
     args = ap.parse_args()
     models = {"SmolLM2-135M Q8_0": EMBEDDED, "Qwen2.5-0.5B-shape Q8_0": larger_model()}

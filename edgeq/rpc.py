@@ -6,6 +6,7 @@ The engine side (registering servers with ggml before a model loads) lives in
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 import re
 import signal
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from . import system
-from .errors import RpcError, UsageError
+from .errors import EdgeqError, RpcError, UsageError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50052
@@ -265,6 +266,7 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, threads: int | 
     check_bind(host, allow_remote)
     if not 0 < port < 65536:
         raise UsageError(f"--port {port} is not a TCP port.")
+    check_port(host, port)
     argv = server_argv(host, port, threads or system.default_threads(), cache)
     stopped: list[int] = []
 
@@ -274,10 +276,28 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, threads: int | 
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        run_tool(argv, name="ggml-rpc-server", on_line=on_line, env={"LLAMA_CACHE": cache_dir} if cache_dir else None)
+        tail = run_tool(argv, name="ggml-rpc-server", on_line=on_line,
+                        env={"LLAMA_CACHE": cache_dir} if cache_dir else None)
     except KeyboardInterrupt:  # run_tool has already stopped the server
         return stopped[0] if stopped else signal.SIGINT
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-    return 0
+    # It only ends on our signal; it exits 0 even when it could not listen.
+    why = next((ln for ln in tail if "fail" in ln.lower() or "error" in ln.lower()), tail[-1] if tail else "no output")
+    raise EdgeqError(f"ggml-rpc-server stopped by itself: {why.strip()}")
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail before starting the server if the address is not ours or the port is taken."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ggml-rpc-server does
+            s.bind((host.strip("[]"), port))
+    except socket.gaierror as e:
+        raise UsageError(f"cannot listen on {host}: {e.strerror}.", hint="Pass an address of this machine.") from e
+    except OSError as e:
+        hint = "Pick another --port, or stop the other server." if e.errno == errno.EADDRINUSE else \
+            "Pass an address of this machine (see `ip addr`)."
+        raise UsageError(f"cannot listen on {host}:{port}: {(e.strerror or str(e)).lower()}.", hint=hint) from e

@@ -321,6 +321,17 @@ def test_rpc_server_refuses_a_public_host_without_confirmation(capsys):
     assert err.count("\n") == 1 and "no authentication" in err and "trusted network" in err and "--allow-remote" in err
 
 
+def test_rpc_server_refuses_a_taken_port_and_a_foreign_address(capsys):
+    port = _free_port()
+    with socket.create_server(("127.0.0.1", port)):
+        with pytest.raises(SystemExit) as e:
+            main(["rpc-server", "--port", str(port)])
+    assert e.value.code == 2 and "address already in use" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["rpc-server", "--host", "192.0.2.1", "--allow-remote"])  # TEST-NET: not an address of this machine
+    assert e.value.code == 2 and "cannot listen on 192.0.2.1:50052" in capsys.readouterr().err
+
+
 def test_rpc_server_with_confirmation_warns_serves_and_stops_cleanly(hosts):
     host = hosts[0].host_addr or "0.0.0.0"  # this machine's side of a veth pair: not loopback
     port = _free_port()

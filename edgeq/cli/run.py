@@ -80,10 +80,11 @@ def rpc_server(host: str | None, port: int, threads: int | None, cache: bool, ca
                allow_remote: bool) -> None:
     """Serve this machine's CPU to `--rpc` runs elsewhere (llama.cpp's ggml-rpc-server) until Ctrl-C."""
     from ..errors import EXIT_INTERRUPTED
-    from ..rpc import DEFAULT_HOST, NO_AUTH_WARNING, check_bind, is_loopback, serve
+    from ..rpc import DEFAULT_HOST, NO_AUTH_WARNING, check_bind, check_port, is_loopback, serve
 
     host = host or DEFAULT_HOST
     check_bind(host, allow_remote)
+    check_port(host, port)
     if not is_loopback(host):
         note(f"WARNING: {NO_AUTH_WARNING}")
     note(f"rpc-server: listening on {host}:{port}; stop with Ctrl-C")
