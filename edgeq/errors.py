@@ -20,6 +20,8 @@ class EdgeqError(Exception):
     kind = "error"
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        # One line, always: messages quote names and text from damaged files (fuzzing found newlines).
+        message = message.replace("\r", " ").replace("\n", " ")
         self.message = message
         self.hint = hint
         super().__init__(f"{message} {hint}".strip() if hint else message)

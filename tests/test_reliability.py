@@ -465,9 +465,12 @@ def test_fuzz_safetensors_bit_flips(tiny_source, supported, flips):
     _check_ok_or_one_error(tiny_source, _flip(data[:header_len], flips) + data[header_len:], supported)
 
 
+def _containers(children: st.SearchStrategy) -> st.SearchStrategy:
+    return st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
+
+
 JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
-                       lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
-                       max_leaves=8)
+                       _containers, max_leaves=8)
 
 
 @FUZZ
