@@ -119,23 +119,29 @@ def test_remote_code_in_any_config_is_refused(config_file, tiny_source, tmp_path
 @pytest.mark.slow
 def test_converter_runs_with_remote_code_disabled(tmp_path):
     """The vendored converter asks for trust_remote_code=True in places; edgeq's runner makes it inert."""
-    repo = tmp_path / "evil"
-    repo.mkdir()
-    marker = tmp_path / "pwned"
-    (repo / "tokenization_evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
-                                               "from transformers import PreTrainedTokenizer as EvilTokenizer\n")
-    (repo / "tokenizer_config.json").write_text(json.dumps({"auto_map": {"AutoTokenizer": ["tokenization_evil.EvilTokenizer", None]}}))
-    (repo / "config.json").write_text(json.dumps({"model_type": "llama"}))
     script = tmp_path / "fake_converter.py"
     script.write_text("import sys\nfrom transformers import AutoTokenizer\n"
                       "AutoTokenizer.from_pretrained(sys.argv[1], trust_remote_code=True)\n")
+
+    def evil_repo(name: str) -> tuple[Path, Path]:
+        repo, marker = tmp_path / name, tmp_path / f"{name}-ran"
+        repo.mkdir()
+        (repo / "tokenization_evil.py").write_text(f"open({str(marker)!r}, 'w').close()\n"
+                                                   "from transformers import PreTrainedTokenizer as EvilTokenizer\n")
+        (repo / "tokenizer_config.json").write_text(
+            json.dumps({"auto_map": {"AutoTokenizer": ["tokenization_evil.EvilTokenizer", None]}}))
+        (repo / "config.json").write_text(json.dumps({"model_type": "llama"}))
+        return repo, marker
+
+    (guarded_repo, guarded_marker), (plain_repo, plain_marker) = evil_repo("guarded"), evil_repo("plain")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    guarded = subprocess.run([sys.executable, "-c", convert_mod._NO_REMOTE_CODE, script, repo],
-                             capture_output=True, text=True, env=env, timeout=120)
-    assert not marker.exists(), guarded.stderr[-2000:]
+    run = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    guarded = subprocess.Popen([sys.executable, "-c", convert_mod._NO_REMOTE_CODE, script, guarded_repo], **run)
     # The same script without edgeq's runner does run the repo's code: the guard is what stops it.
-    plain = subprocess.run([sys.executable, script, repo], capture_output=True, text=True, env=env, timeout=120)
-    assert marker.exists(), plain.stderr[-2000:]
+    plain = subprocess.Popen([sys.executable, script, plain_repo], **run)
+    guarded_out, plain_out = guarded.communicate(timeout=120)[0], plain.communicate(timeout=120)[0]
+    assert not guarded_marker.exists(), guarded_out[-2000:]
+    assert plain_marker.exists(), plain_out[-2000:]
 
 
 @pytest.mark.slow
