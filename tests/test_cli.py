@@ -22,7 +22,8 @@ def calls(monkeypatch):
 
     def fake_convert(source, **kwargs):
         seen.update(kwargs, source=source)
-        out = OutputFile("Q8_0", "models/x/x-Q8_0.gguf", 1000, 8.5, 1.0, False, {"Q8_0": 1.0})
+        out = OutputFile(type="Q8_0", variant="Q8_0", path="models/x/x-Q8_0.gguf", size_bytes=1000, bits_per_weight=8.5,
+                         seconds=1.0, reused=False, tensor_types={"Q8_0": 1.0})
         return ConvertResult({"kind": "local"}, "models/x", "models/x/edgeq-manifest.json", "llama.cpp t", [out],
                              ["a note"])
 

@@ -155,8 +155,8 @@ def test_perplexity_two_ways_agrees_and_self_kld_is_zero(tiny_llama: Path, tiny_
     hf, gguf = hf_ref("tiny-llama", tiny_llama), gguf_ref(tiny_f32)
     res = perplexity([gguf_ref(copy), hf], text, src, reference=gguf, ctx=128, max_tokens=512, threads=2)
     ref_row, self_row, hf_row = res.rows
-    assert self_row.kld_mean == pytest.approx(0.0, abs=1e-9) and self_row.top1_pct == 100.0
-    assert self_row.ppl == pytest.approx(ref_row.ppl, rel=1e-9)
+    assert self_row.kld_mean == pytest.approx(0.0, abs=1e-6) and self_row.top1_pct == 100.0
+    assert self_row.ppl == pytest.approx(ref_row.ppl, rel=1e-6)
     # The same model through transformers (fp32) and through llama.cpp (F32 GGUF).
     assert hf_row.ppl == pytest.approx(ref_row.ppl, rel=1e-3) and hf_row.kld_mean < 1e-4
     # ... and through llama.cpp's own llama-perplexity.
@@ -189,7 +189,6 @@ def test_choice_accuracy_on_forced_items(embedded_checkpoint: Path, tmp_path: Pa
 @pytest.mark.slow
 def test_partial_and_imatrix_variants(tiny_llama: Path, tmp_path: Path) -> None:
     from edgeq import convert
-    from edgeq.gguf_info import read
     from edgeq.quantize import Overrides
 
     calib = tmp_path / "calib.txt"
@@ -200,7 +199,9 @@ def test_partial_and_imatrix_variants(tiny_llama: Path, tmp_path: Path) -> None:
     p = next(o for o in part.outputs if o.variant == "Q4_K_M-L0_F16")
     i = next(o for o in imat.outputs if o.variant == "Q4_K_M-imat")
     assert Path(p.path).name == "tiny-llama-Q4_K_M-L0_F16.gguf" and Path(i.path).name == "tiny-llama-Q4_K_M-imat.gguf"
-    types = {t.name: t.type for t in read(p.path).tensors}
+    from gguf import GGUFReader
+
+    types = {t.name: t.tensor_type.name for t in GGUFReader(p.path).tensors}
     assert types["blk.0.attn_q.weight"] == "F16" and types["blk.1.attn_q.weight"] != "F16"
     assert p.size_bytes > i.size_bytes  # F16 layer 0 costs space
     assert len(list((tmp_path / "out" / "imatrix").glob("*.gguf"))) == 1
@@ -215,7 +216,7 @@ def test_eval_cli_on_the_embedded_model(tmp_path: Path) -> None:
     r = CliRunner().invoke(cli, ["eval", "ppl", "--quants", "F16,Q8_0", "--max-tokens", "1024", "--json",
                                  "-o", str(out)], catch_exceptions=False)
     assert r.exit_code == 0, r.output
-    res = json.loads(r.output)
+    res = json.loads(r.stdout)
     assert res == json.loads(out.read_text()) and res["schema"] == "edgeq-eval/1"
     rows = {row["model"]["variant"]: row for row in res["rows"]}
     assert set(rows) == {"fp32", "F16", "Q8_0"} and res["reference"] == "fp32 (HF)"
@@ -234,5 +235,5 @@ def test_kld_agrees_with_llama_perplexity(tmp_path: Path) -> None:
     r = CliRunner().invoke(cli, ["eval", "ppl", str(q4), "--reference", str(f16), "--max-tokens", "1024",
                                  "--check-llama-perplexity", "--json", "-o", str(tmp_path / "x.json")])
     assert r.exit_code == 0, r.output
-    check = json.loads(r.output)["checks"][-1]
+    check = json.loads(r.stdout)["checks"][-1]
     assert check["name"] == "llama-perplexity Q4_K_M" and check["ok"], check
