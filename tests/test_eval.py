@@ -237,3 +237,34 @@ def test_kld_agrees_with_llama_perplexity(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     check = json.loads(r.stdout)["checks"][-1]
     assert check["name"] == "llama-perplexity Q4_K_M" and check["ok"], check
+
+
+def test_report_joins_eval_and_bench_rows_by_file(tmp_path: Path) -> None:
+    from edgeq.report import joined_rows, write_report
+
+    def model(variant: str, backend: str, path: str) -> dict:
+        return {"name": "M", "variant": variant, "backend": backend, "path": path, "size_bytes": 2**20 * (20 if
+                variant == "F16" else 10), "bits_per_weight": 16.0 if variant == "F16" else 8.5}
+
+    ppl = {"schema": "edgeq-eval/1", "task": "ppl", "reference": "fp32 (HF)", "checks": [],
+           "data": {"source": "t", "windows": 2, "ctx": 512},
+           "rows": [{"model": model("F16", "llama.cpp", "/a/M-F16.gguf"), "ppl": 10.0, "kld_mean": 1e-4},
+                    {"model": model("Q8_0", "llama.cpp", "/a/M-Q8_0.gguf"), "ppl": 10.1, "kld_mean": 1e-3}]}
+    choice = {"schema": "edgeq-eval/1", "task": "choice", "reference": None, "checks": [],
+              "data": {"source": "s", "items": 3},
+              "rows": [{"model": model("Q8_0", "llama.cpp", "rel/M-Q8_0.gguf"), "acc": 66.7, "acc_norm": 33.3}]}
+    stat = {"median": 50.0, "min": 49.0, "max": 51.0, "samples": []}
+    bench = {"runs": [{"model": "M", "backend": "llama.cpp", "variant": "Q8_0", "path": "models/M-Q8_0.gguf",
+                       "status": "ok", "prompt": "en", "batch": 1, "tg_tps": stat, "pp_tps": stat,
+                       "peak_rss_bytes": 2**21, "file_size_bytes": 1, "bits_per_weight": 8.5}]}
+    rows = {r["variant"]: r for r in joined_rows([bench], [ppl, choice])["M"]}
+    assert rows["Q8_0"]["ppl"] == 10.1 and rows["Q8_0"]["acc"] == 66.7 and rows["Q8_0"]["tg_tps"] == 50.0
+    assert rows["Q8_0"]["size_bytes"] == 10 * 2**20 and "tg_tps" not in rows["F16"]
+    files = []
+    for i, d in enumerate([ppl, choice]):
+        files.append(tmp_path / f"{i}.json")
+        files[-1].write_text(json.dumps(d))
+    out = write_report(files, tmp_path / "rep")
+    md = Path(out.markdown).read_text()
+    assert "| Q8_0 | 10.0 | 8.50 |" in md and "quality-vs-size-M.png" in md
+    assert (tmp_path / "rep" / "quality-vs-size-M.png").stat().st_size > 1000

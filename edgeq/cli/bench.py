@@ -127,7 +127,7 @@ def _print_placement(runs: list) -> None:  # type: ignore[type-arg]
 @click.option("-o", "--outdir", default="report", show_default=True, type=click.Path(file_okay=False))
 @json_option
 def report(results: tuple[str, ...], outdir: str, as_json: bool) -> None:
-    """Write a Markdown report with PNG charts from bench RESULTS JSON files."""
+    """Write a Markdown report with PNG charts from RESULTS JSON files of `edgeq bench`, `eval` and `plan --json`."""
     from ..report import write_report
 
     out = write_report([Path(r) for r in results], Path(outdir))
