@@ -1,4 +1,4 @@
-"""Whole-or-nothing file writes and hashing."""
+"""Whole-or-nothing file writes, hashing, and reading results JSON back."""
 from __future__ import annotations
 
 import contextlib
@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from .config import INCOMPLETE_SUFFIX
 
@@ -54,3 +55,27 @@ def remove_stale_incomplete(folder: Path) -> list[Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+def read_results(path: Path, kind: str) -> dict[str, Any]:
+    """A results JSON written by ``edgeq <kind>`` (schema ``edgeq-<kind>/N``), or one clear error."""
+    from .errors import UsageError
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read {kind} results {path}: {e}.",
+                         hint=f"Pass a JSON file written by `edgeq {kind}`.") from e
+    if not isinstance(data, dict) or not str(data.get("schema", "")).startswith(f"edgeq-{kind}/"):
+        raise UsageError(f"{path} is not an edgeq {kind} result (no 'schema': 'edgeq-{kind}/…').",
+                         hint=f"Pass a JSON file written by `edgeq {kind}`.")
+    return data
+
+
+def schema_of(path: Path) -> str:
+    """The ``schema`` field of a JSON file, or '' when it has none or cannot be read."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    return str(data.get("schema", "")) if isinstance(data, dict) else ""

@@ -8,8 +8,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
-from .files import atomic_output
+from .files import atomic_output, read_results, schema_of
 
 PUBLISHED = "published-results.json"
 
@@ -21,17 +20,7 @@ class ReportResult:
 
 
 def load_results(paths: list[Path]) -> list[dict[str, Any]]:
-    out = []
-    for p in paths:
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise UsageError(f"cannot read bench results {p}: {e}.", hint="Pass a JSON file written by `edgeq bench`.") from e
-        if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("edgeq-bench/"):
-            raise UsageError(f"{p} is not an edgeq bench result (no 'schema': 'edgeq-bench/…').",
-                             hint="Pass a JSON file written by `edgeq bench -o`.")
-        out.append(data)
-    return out
+    return [read_results(p, "bench") for p in paths]
 
 
 def published() -> dict[str, Any]:
@@ -179,19 +168,10 @@ def _published_section(results: list[dict[str, Any]]) -> str:
     return "\n\n".join(parts)
 
 
-def _split_plans(paths: list[Path]) -> tuple[list[Path], list[dict[str, Any]]]:
-    """`edgeq plan --json` outputs get their own section; everything else must be bench results."""
-    rest, plans = [], []
-    for p in paths:
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            data = None
-        if isinstance(data, dict) and str(data.get("schema", "")).startswith("edgeq-plan/"):
-            plans.append(data)
-        else:
-            rest.append(p)
-    return rest, plans
+def _split(paths: list[Path], kind: str) -> tuple[list[Path], list[dict[str, Any]]]:
+    """Pull out the results of ``edgeq <kind>`` (they get their own sections); the rest must be bench results."""
+    mine = [p for p in paths if schema_of(p).startswith(f"edgeq-{kind}/")]
+    return [p for p in paths if p not in mine], [read_results(p, kind) for p in mine]
 
 
 def _plan_section(plan: dict[str, Any]) -> str:
@@ -209,21 +189,6 @@ def _plan_section(plan: dict[str, Any]) -> str:
                 "pp tok/s (pred.)", "KLD", "quality from"], rows),
         *[f"- {n}" for n in plan.get("notes", [])],
         f"**Recommendation:** {rec.get('sentence', 'none')}"])
-
-
-def _split_evals(paths: list[Path]) -> tuple[list[Path], list[dict[str, Any]]]:
-    """`edgeq eval` results (schema edgeq-eval/…) join the bench rows in one quality table."""
-    rest, evals = [], []
-    for p in paths:
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            data = None
-        if isinstance(data, dict) and str(data.get("schema", "")).startswith("edgeq-eval/"):
-            evals.append(data)
-        else:
-            rest.append(p)
-    return rest, evals
 
 
 def _key(backend: str, path: str) -> tuple[str, str]:
@@ -318,8 +283,8 @@ def _quality_chart(model: str, rows: list[dict[str, Any]], outdir: Path) -> str 
 
 def write_report(paths: list[Path], outdir: Path) -> ReportResult:
     """Write ``outdir/report.md`` and its charts; return their paths."""
-    paths, plans = _split_plans(paths)
-    paths, evals = _split_evals(paths)
+    paths, plans = _split(paths, "plan")
+    paths, evals = _split(paths, "eval")
     results = load_results(paths)
     outdir.mkdir(parents=True, exist_ok=True)
     md = ["# edgeq bench report"]

@@ -97,6 +97,9 @@ class HFScorer:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # edgeq draws its own progress, per window
         torch.set_num_threads(threads)
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)

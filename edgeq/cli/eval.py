@@ -43,24 +43,16 @@ def eval_group() -> None:
 def ppl(models: tuple[str, ...], quants: str, reference: str | None, threads: int | None, as_json: bool,
         text_file: str | None, ctx: int, max_tokens: int | None, check_llama_perplexity: bool, output: str) -> None:
     """Perplexity of MODELS (GGUF, folders, HF checkpoints; default: the embedded model) and their KLD to full precision."""
-    from ..quality import load_text, default_text, perplexity, resolve
-    from ..quality.models import pick_reference
-    from ..quality.results import save
+    from ..quality import default_text, load_text, perplexity
 
     progress = _progress(as_json)
-    refs = resolve(list(models), _list(quants), progress)
-    ref = pick_reference(reference, refs, progress)
+    refs, ref = _models(models, quants, reference, progress)
     text, source = load_text(text_file) if text_file else default_text()
     n = threads or os.cpu_count() or 1
     res = perplexity(refs, text, source, reference=ref, ctx=ctx, max_tokens=max_tokens, threads=n, progress=progress)
     if check_llama_perplexity:
         _cross_check(res, text, ctx, n)
-    save(res, output)
-    if as_json:
-        print_json(res)
-    else:
-        print_ppl(res)
-        note(f"results: {output}")
+    _show(res, output, as_json, print_ppl)
     _fail_on_checks(res)
 
 
@@ -75,23 +67,35 @@ def choice(models: tuple[str, ...], quants: str, reference: str | None, threads:
            data_file: str | None, limit: int | None, output: str) -> None:
     """Multiple-choice accuracy of MODELS by log-likelihood of each ending (summed and per byte)."""
     from ..quality import choice as run_choice
-    from ..quality import default_choices, load_choices, resolve
+    from ..quality import default_choices, load_choices
     from ..quality.data import SOURCE
-    from ..quality.models import pick_reference
-    from ..quality.results import save
 
     progress = _progress(as_json)
     items = load_choices(data_file) if data_file else default_choices()
     source = data_file or f"which line comes next — {SOURCE}"
     items = items[:limit] if limit else items
-    refs = resolve(list(models), _list(quants), progress)
-    ref = pick_reference(reference, refs, progress)
+    refs, ref = _models(models, quants, reference, progress)
     res = run_choice(refs, items, source, reference=ref, threads=threads or os.cpu_count() or 1, progress=progress)
-    save(res, output)
+    _show(res, output, as_json, print_choice)
+
+
+def _models(models: tuple[str, ...], quants: str, reference: str | None, progress: bool) -> tuple[list, object]:
+    from ..quality import resolve
+    from ..quality.models import pick_reference
+
+    refs = resolve(list(models), _list(quants), progress)
+    return refs, pick_reference(reference, refs, progress)
+
+
+def _show(res: object, output: str, as_json: bool, printer) -> None:  # type: ignore[no-untyped-def]
+    """Save first (a failed check still leaves the results), then print JSON or the table."""
+    from ..quality.results import save
+
+    save(res, output)  # type: ignore[arg-type]
     if as_json:
         print_json(res)
     else:
-        print_choice(res)
+        printer(res)
         note(f"results: {output}")
 
 

@@ -10,7 +10,6 @@ Prompts: the median achieved FLOP/s.  Overhead: the median of measured peak RSS 
 """
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..files import read_results
 from . import memory
 from .size import tensor_bytes
 from .source import from_gguf
@@ -39,14 +39,7 @@ class Calibration:
 
 
 def _load(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UsageError(f"cannot read bench results {path}: {e}.", hint="Pass a JSON file written by `edgeq bench`.") from e
-    if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("edgeq-bench/"):
-        raise UsageError(f"{path} is not an edgeq bench result (no 'schema': 'edgeq-bench/…').",
-                         hint="Pass a JSON file written by `edgeq bench -o`.")
-    return data
+    return read_results(path, "bench")
 
 
 def _bench_ctx(run: dict[str, Any]) -> int:

@@ -2,12 +2,11 @@
 otherwise llama.cpp's published figures for that quant type (labelled, with their source)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..files import read_results
 
 PUBLISHED_SOURCE = ("vendor/llama.cpp/tools/perplexity/README.md, 'LLaMA 3 8b Scoreboard' "
                     "(no imatrix; KLD and ΔPPL vs FP16 on Wikitext)")
@@ -41,13 +40,7 @@ def load_eval(paths: list[Path]) -> list[dict[str, Any]]:
     """Rows of edgeq eval results (schema edgeq-eval/…); tolerant of fields it does not know."""
     rows = []
     for p in paths:
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise UsageError(f"cannot read eval results {p}: {e}.", hint="Pass a JSON file written by `edgeq eval`.") from e
-        if not isinstance(data, dict) or not str(data.get("schema", "")).startswith("edgeq-eval/"):
-            raise UsageError(f"{p} is not an edgeq eval result (no 'schema': 'edgeq-eval/…').",
-                             hint="Pass a JSON file written by `edgeq eval`.")
+        data = read_results(p, "eval")
         for r in data.get("rows") or []:
             if isinstance(r, dict):
                 rows.append({**r, "_file": str(p)})
