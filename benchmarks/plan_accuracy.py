@@ -7,11 +7,13 @@ headers, converts with edgeq, then loads each GGUF with llama-cpp-python in a fr
 records peak RSS at ctx 512 and 4096 and generation tok/s.
 
 Calibration happens inside the run, as `edgeq plan --calibrate` does it from bench results:
-the runtime overhead is fitted on one file (the embedded model's Q8_0 at ctx 512), the
-generation roofline (bandwidth efficiency + matrix-vector ceiling, ``calibrate.fit_generation``)
-on the embedded model's runs; the Qwen2-shaped model is then predicted out of sample.
-This VM has 2 cores shared with other work, so timings drift: runs use one thread, are
-interleaved in rounds, and the median is kept.
+the runtime overhead is fitted on one file (the embedded model's Q8_0 at ctx 512).  The
+generation model (an efficiency per kernel family + a per-token overhead,
+``calibrate.fit_families``) is fitted three ways: on each model's own six runs (in sample),
+on the other model's runs (out of sample: the question a user asks of a model not yet
+converted) and on all twelve runs (the only fit that can see the per-token overhead, which
+needs two model sizes).  Timings use one thread, are interleaved in rounds (every file once
+per round, so drift hits all alike), and the median is kept.
 
     .venv/bin/python benchmarks/plan_accuracy.py [--workdir models/plan-accuracy] [--rounds 3]
 """
@@ -31,7 +33,8 @@ sys.path.insert(0, str(REPO))
 
 QUANTS = ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0"]
 CTXS = [512, 4096]
-N_PROMPT, N_GEN = 256, 64
+N_PROMPT, N_GEN = 256, 128
+FILL = N_PROMPT + N_GEN // 2  # the mean context attended while generating
 # Qwen2.5-0.5B's config.json (numbers only); weights are random.
 QWEN_CONFIG = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                    num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
@@ -93,7 +96,7 @@ def make_qwen(dest: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", default=str(REPO / "models" / "plan-accuracy"))
-    ap.add_argument("--rounds", type=int, default=3, help="repetitions of every speed run, interleaved")
+    ap.add_argument("--rounds", type=int, default=5, help="repetitions of every speed run, interleaved")
     ap.add_argument("--json", dest="json_out", help="write the rows here too")
     ap.add_argument("--threads", type=int, default=1, help="llama.cpp threads per run")
     ap.add_argument("--fresh", action="store_true", help="measure again instead of resuming from measurements.json")
@@ -101,10 +104,10 @@ def main() -> None:
 
     from edgeq.convert import convert
     from edgeq.plan import memory, source
-    from edgeq.plan.calibrate import fit_generation
+    from edgeq.plan.calibrate import fit_families
     from edgeq.plan.devices import this_machine
     from edgeq.plan.size import predict_size, tensor_bytes, tensor_types
-    from edgeq.plan.speed import bytes_per_token, matmul_weights, tg_tps
+    from edgeq.plan.speed import family_bytes, matmul_weights, tg_tps
     from edgeq.toolchain import measure_bandwidth
 
     work = Path(args.workdir)
@@ -141,26 +144,36 @@ def main() -> None:
     bw_after = measure_bandwidth()["read_gbps"]  # type: ignore[index]
     # The bandwidth that goes with the timings: the one measured when they were taken.
     bw_before, bw_after = done.setdefault("_bandwidth_gbps", [bw_before, bw_after])
+    done.setdefault("_measured", time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     cache.write_text(json.dumps(done))
     bandwidth = (bw_before + bw_after) / 2
 
-    def predicted(label: str, q: str, ctx: int, overhead: int) -> tuple[int, int, int, int]:
+    def predicted(label: str, q: str, ctx: int, overhead: int) -> tuple[int, int, dict[str, int], int]:
         spec = specs[label]
         types = tensor_types(spec, q)
         sizes = [tensor_bytes(t.shape, ty) for t, ty in zip(spec.tensors, types)]
         repacked = sum(b for b, ty in zip(sizes, types) if ty in device.repack_types)
         size = predict_size(spec, q).file_size_bytes
         mem = memory.estimate(spec, size, ctx=ctx, repacked_bytes=repacked, overhead_bytes=overhead)
-        return size, mem.total_bytes, bytes_per_token(spec, sizes, fill_tokens=N_PROMPT), matmul_weights(spec)
+        return size, mem.total_bytes, family_bytes(spec, types, sizes, fill_tokens=FILL), matmul_weights(spec)
 
-    # Calibration: overhead on one reference file, the generation roofline on the embedded model's runs.
+    # Calibration: overhead on one reference file, the generation model per model and on both.
     ref = ("SmolLM2-135M (llama)", "Q8_0")
     _, no_overhead, _, _ = predicted(*ref, CTXS[0], 0)
     overhead = int(statistics.median(x["peak_rss"] for x in runs[(*ref, CTXS[0])])) - no_overhead
-    points = [(predicted(label, q, CTXS[0], 0)[2], predicted(label, q, CTXS[0], 0)[3],
-               statistics.median(x["tg_tps"] for x in runs[(label, q, CTXS[0])]))
-              for (label, q) in files if label == ref[0]]
-    efficiency, matvec = fit_generation(points, bandwidth)
+
+    def fit(labels: list[str]):
+        return fit_families([(predicted(label, q, CTXS[0], 0)[2], predicted(label, q, CTXS[0], 0)[3],
+                              statistics.median(x["tg_tps"] for x in runs[(label, q, CTXS[0])]))
+                             for (label, q) in files if label in labels], bandwidth)
+
+    labels = list(models)
+    fits = {"self": {m: fit([m]) for m in labels}, "cross": {m: fit([o for o in labels if o != m]) for m in labels},
+            "both": fit(labels)}
+
+    def tg_pred(f, fam: dict[str, int]) -> float:
+        return tg_tps(fam, bandwidth_gbps=bandwidth, efficiency=f.efficiency, family_efficiency=f.family_efficiency,
+                      overhead_s=f.overhead_s)[0]
 
     rows = []
     for (label, q), path in files.items():
@@ -172,42 +185,58 @@ def main() -> None:
             row = {"model": label, "quant": q, "ctx": ctx, "size_pred": size, "size_real": real_size,
                    "rss_pred": rss, "rss_real": peak}
             if ctx == CTXS[0]:
-                row.update(tg_pred=tg_tps(bpt, weights, bandwidth_gbps=bandwidth, tg_efficiency=efficiency,
-                                          matvec_gweights=matvec)[0],
-                           tg_real=statistics.median(x["tg_tps"] for x in got),
-                           tg_samples=[round(x["tg_tps"], 1) for x in got])
+                row.update(tg_real=statistics.median(x["tg_tps"] for x in got),
+                           tg_samples=[round(x["tg_tps"], 1) for x in got],
+                           tg_pred_self=tg_pred(fits["self"][label], bpt),
+                           tg_pred_cross=tg_pred(fits["cross"][label], bpt), tg_pred_both=tg_pred(fits["both"], bpt))
             rows.append(row)
-    print_table(rows, ref, overhead, efficiency, matvec, bandwidth, bw_before, bw_after, threads)
+    calib = {"self": {m: _fit_json(f) for m, f in fits["self"].items()}, "both": _fit_json(fits["both"])}
+    print_table(rows, ref, overhead, calib, bandwidth, bw_before, bw_after, threads)
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"rows": rows, "overhead_bytes": overhead, "tg_efficiency": efficiency,
-                                                   "matvec_gweights": matvec, "bandwidth_gbps": bandwidth,
-                                                   "threads": threads}, indent=1))
+        Path(args.json_out).write_text(json.dumps({"rows": rows, "overhead_bytes": overhead, "tg_fits": calib,
+                                                   "bandwidth_gbps": bandwidth, "threads": threads,
+                                                   "rounds": args.rounds, "n_prompt": N_PROMPT, "n_gen": N_GEN,
+                                                   "measured": done.get("_measured")}, indent=1))
+
+
+def _fit_json(f) -> dict[str, object]:
+    return {"efficiency": round(f.efficiency, 4), "overhead_ms": round(f.overhead_s * 1e3, 3),
+            "family_efficiency": {k: round(v, 4) for k, v in f.family_efficiency.items()}}
 
 
 def _err(pred: float, real: float) -> str:
     return f"{(pred - real) / real:+.1%}"
 
 
-def print_table(rows: list[dict], ref: tuple[str, str], overhead: int, eff: float, matvec: float | None, bw: float,
+def print_table(rows: list[dict], ref: tuple[str, str], overhead: int, calib: dict, bw: float,
                 bw0: float, bw1: float, threads: int) -> None:
     mib = 2**20
-    ceiling = f", matrix-vector ceiling {matvec:.1f} G weights/s" if matvec else ""
     print(f"{threads} thread(s). Overhead fitted on {ref[0]} {ref[1]} at ctx {CTXS[0]}: {overhead / mib:.0f} MiB. "
-          f"Generation fitted on {ref[0]}'s runs: efficiency {eff:.2f} of {bw:.1f} GB/s{ceiling} "
-          f"(read bandwidth {bw0:.1f} before, {bw1:.1f} after)\n")
-    print("| model | quant | file size pred / real MiB (err) | ctx | peak RSS pred / real MiB (err) | tg tok/s pred / real (err) |")
+          f"Bandwidth {bw:.1f} GB/s (read {bw0:.1f} before, {bw1:.1f} after). Generation fits: "
+          + "; ".join(f"{k}: {v}" for k, v in {**calib["self"], "both": calib["both"]}.items()) + "\n")
+    print("| model | quant | file size pred / real MiB (err) | ctx | peak RSS pred / real MiB (err) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        first = r["ctx"] == CTXS[0]
+        size = f"{r['size_pred'] / mib:.1f} / {r['size_real'] / mib:.1f} ({_err(r['size_pred'], r['size_real'])})"
+        print(f"| {r['model'] if first else ''} | {r['quant'] if first else ''} | {size if first else ''} "
+              f"| {r['ctx']} | {r['rss_pred'] / mib:.0f} / {r['rss_real'] / mib:.0f} ({_err(r['rss_pred'], r['rss_real'])}) |")
+    print("\n| model | quant | tg tok/s measured (min–max) | in sample: own runs | out of sample: other model's runs "
+          "| both models' runs |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        tg = (f"{r['tg_pred']:.0f} / {r['tg_real']:.0f} ({_err(r['tg_pred'], r['tg_real'])})" if "tg_pred" in r else "")
-        size = (f"{r['size_pred'] / mib:.1f} / {r['size_real'] / mib:.1f} ({_err(r['size_pred'], r['size_real'])})"
-                if r["ctx"] == CTXS[0] else "")
-        print(f"| {r['model'] if r['ctx'] == CTXS[0] else ''} | {r['quant'] if r['ctx'] == CTXS[0] else ''} | {size} "
-              f"| {r['ctx']} | {r['rss_pred'] / mib:.0f} / {r['rss_real'] / mib:.0f} ({_err(r['rss_pred'], r['rss_real'])}) "
-              f"| {tg} |")
+        if "tg_real" not in r:
+            continue
+        preds = " | ".join(f"{r[k]:.0f} ({_err(r[k], r['tg_real'])})" for k in ("tg_pred_self", "tg_pred_cross",
+                                                                                 "tg_pred_both"))
+        print(f"| {r['model']} | {r['quant']} | {r['tg_real']:.0f} ({min(r['tg_samples']):.0f}–"
+              f"{max(r['tg_samples']):.0f}) | {preds} |")
     worst = {k: max(abs(r[f"{k}_pred"] - r[f"{k}_real"]) / r[f"{k}_real"] for r in rows if f"{k}_pred" in r)
-             for k in ("size", "rss", "tg")}
-    print(f"\nworst error: size {worst['size']:.1%} (goal 2%), peak RSS {worst['rss']:.1%} (goal 10%), "
-          f"tg {worst['tg']:.1%} (goal 25%)")
+             for k in ("size", "rss")}
+    worst.update({k: max(abs(r[f"tg_pred_{k}"] - r["tg_real"]) / r["tg_real"] for r in rows if "tg_real" in r)
+                  for k in ("self", "cross", "both")})
+    print(f"\nworst error: size {worst['size']:.1%} (goal 2%), peak RSS {worst['rss']:.1%} (goal 10%), tg (goal 25%) "
+          f"in sample {worst['self']:.1%}, out of sample {worst['cross']:.1%}, both models {worst['both']:.1%}")
 
 
 if __name__ == "__main__":

@@ -81,15 +81,57 @@ def test_model_configs_match_published_parameter_counts():
 
 def test_calibration_fits_the_bench_runs_it_came_from():
     from edgeq.plan.calibrate import from_bench
-    from edgeq.plan.speed import tg_tps
+    from edgeq.plan.speed import FAMILIES, tg_tps
 
     cal = from_bench(EMBEDDED_BENCH, repack_types=devices.REPACK_AVX2)
     assert 0 < cal.tg_efficiency <= 1 and cal.overhead_bytes > 0 and cal.runs >= 4
+    assert {"F16", "Q8_0", "K"} <= set(cal.tg_family_efficiency)  # F16, Q8_0 and Q4_K_M runs
+    assert cal.tg_overhead_ms == 0  # one model: the overhead cannot be told from the rates
     for s in cal.samples:
-        n = 134515008  # SmolLM2-135M's matmul weights (tied embedding included)
-        pred, _ = tg_tps(s["bytes_per_token"], n, bandwidth_gbps=cal.bandwidth_gbps, tg_efficiency=cal.tg_efficiency,
-                         matvec_gweights=cal.matvec_gweights)
-        assert abs(pred / s["tg_tps"] - 1) < 0.15
+        fam = {f: int(s.get(f"bytes_{f}", 0)) for f in FAMILIES}
+        pred, _ = tg_tps(fam, bandwidth_gbps=cal.bandwidth_gbps, efficiency=cal.tg_efficiency,
+                         family_efficiency=cal.tg_family_efficiency, overhead_s=cal.tg_overhead_ms / 1e3)
+        assert abs(pred / s["tg_tps"] - 1) < 0.1
+
+
+def _runs(eff: dict[str, float], overhead_s: float, models: list[dict[str, dict[str, int]]],
+          bw: float = 40.0) -> list[tuple[dict[str, int], int, float]]:
+    """Synthetic (bytes by family, weights, tok/s) runs from known efficiencies and overhead."""
+    from edgeq.plan.speed import FAMILIES
+
+    pts = []
+    for weights, files in zip((10**8, 4 * 10**8), models):
+        for fb in files.values():
+            full = {f: fb.get(f, 0) for f in FAMILIES}
+            t = overhead_s + sum(b / (bw * 1e9 * eff[f]) for f, b in full.items())
+            pts.append((full, weights, 1 / t))
+    return pts
+
+
+def test_per_family_fit_recovers_efficiencies_overhead_and_falls_back():
+    from edgeq.plan.calibrate import fit_families
+    from edgeq.plan.speed import tg_tps
+
+    eff = {"F32": 0.6, "F16": 0.5, "Q8_0": 0.3, "Q4_0": 0.35, "K": 0.2}
+    mb = 10**6
+    small = {"F16": {"F16": 270 * mb}, "Q8_0": {"Q8_0": 144 * mb}, "Q4_0": {"Q4_0": 58 * mb, "Q8_0": 29 * mb},
+             "Q4_K_M": {"K": 70 * mb, "Q8_0": 31 * mb}}
+    big = {q: {f: 4 * b for f, b in fb.items()} for q, fb in small.items()}  # 4× the weights
+    fit = fit_families(_runs(eff, 0.002, [small, big]), 40.0)
+    assert fit.overhead_s == pytest.approx(0.002, rel=1e-6)
+    assert fit.family_efficiency == pytest.approx({f: e for f, e in eff.items() if f != "F32"}, rel=1e-6)
+    # One model size: the overhead is not identifiable, so it is 0 and the rates absorb it.
+    one = fit_families(_runs(eff, 0.0, [small]), 40.0)
+    assert one.overhead_s == 0 and one.family_efficiency["Q4_0"] == pytest.approx(0.35, rel=1e-6)
+    # A family the runs never covered (F32 here) runs at the pooled efficiency, between the fitted ones.
+    assert "F32" not in one.family_efficiency and 0.2 < one.efficiency < 0.5
+    pooled, _ = tg_tps({"F32": 100 * mb}, bandwidth_gbps=40.0, efficiency=one.efficiency,
+                       family_efficiency=one.family_efficiency)
+    assert pooled == pytest.approx(one.efficiency * 400)
+    # Uncalibrated: the plain roofline, bound by memory; calibrated: bound by the slowest family's share.
+    assert tg_tps({"Q8_0": 10**9}, bandwidth_gbps=40.0, efficiency=0.5) == (20.0, "memory")
+    assert tg_tps(small["Q4_K_M"], bandwidth_gbps=40.0, efficiency=0.3,
+                  family_efficiency=fit.family_efficiency)[1] == "K"
 
 
 # --- devices --------------------------------------------------------------------------------

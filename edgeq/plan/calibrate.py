@@ -1,16 +1,14 @@
 """Fit the roofline efficiencies and the runtime overhead to `edgeq bench` results (schema edgeq-bench/…).
 
-Generation: each llama.cpp run at batch 1 gives a bandwidth efficiency (tg tok/s ×
-bytes per token ÷ bandwidth) and a matrix-vector rate (tg tok/s × weights per
-token); the pair of candidates that best predicts all runs through
-``speed.tg_tps`` (least squared log error) is kept, so a small model whose
-quantized runs are arithmetic-bound does not drag the bandwidth efficiency down.
-Prompts: the median achieved FLOP/s.  Overhead: the median of measured peak RSS −
+Generation: every llama.cpp run at batch 1 gives one equation of ``speed.tg_tps``'s
+model, seconds per token = overhead + Σ_family bytes ÷ (bandwidth × efficiency), linear
+in the overhead and in each family's seconds per byte; ``fit_families`` solves them by
+non-negative least squares on relative error.  Prompts: the median achieved FLOP/s.  Overhead: the median of measured peak RSS −
 (weights + repacked + KV cache + compute) predicted for that run's context.
 """
 from __future__ import annotations
 
-import math
+import itertools
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,7 @@ from ..files import read_results
 from . import memory
 from .size import tensor_bytes
 from .source import from_gguf
-from .speed import bytes_per_token, matmul_flops_per_token, matmul_weights, tg_tps
+from .speed import FAMILIES, family_bytes, matmul_flops_per_token, matmul_weights
 
 
 @dataclass
@@ -31,8 +29,9 @@ class Calibration:
     date: str | None
     runs: int
     bandwidth_gbps: float
-    tg_efficiency: float
-    matvec_gweights: float | None  # weights per second the CPU multiplies in generation (None: not limiting)
+    tg_efficiency: float  # pooled over all runs: used for a kernel family the runs did not cover
+    tg_family_efficiency: dict[str, float]  # per kernel family (speed.FAMILIES) the runs covered
+    tg_overhead_ms: float  # fixed cost per generated token (0 unless the runs span model sizes)
     pp_gflops: float | None  # achieved in prompt processing
     overhead_bytes: int
     samples: list[dict[str, float]] = field(default_factory=list)
@@ -48,8 +47,8 @@ def _bench_ctx(run: dict[str, Any]) -> int:
     return -(-need // 256) * 256
 
 
-def _run_terms(run: dict[str, Any], repack_types: list[str]) -> tuple[int, int, int, float]:
-    """(bytes per token, weights per token, resident bytes before overhead, FLOP per token) of one bench run."""
+def _run_terms(run: dict[str, Any], repack_types: list[str]) -> tuple[dict[str, int], int, int, float]:
+    """(bytes per token by family, weights per token, resident bytes before overhead, FLOP per token) of a run."""
     path = Path(run["path"])
     if path.is_file():
         spec = from_gguf(path)
@@ -57,24 +56,81 @@ def _run_terms(run: dict[str, Any], repack_types: list[str]) -> tuple[int, int, 
         repacked = sum(b for b, ty in zip(sizes, spec.current_types) if ty in repack_types)
         ctx = _bench_ctx(run)
         mem = memory.estimate(spec, path.stat().st_size, ctx=ctx, repacked_bytes=repacked, overhead_bytes=0)
-        return (bytes_per_token(spec, sizes, fill_tokens=run["n_prompt"]), matmul_weights(spec), mem.total_bytes,
+        fam = family_bytes(spec, spec.current_types, sizes, fill_tokens=run["n_prompt"])
+        return (fam, matmul_weights(spec), mem.total_bytes,
                 matmul_flops_per_token(spec, fill_tokens=run["n_prompt"]))
-    # The GGUF is gone: fall back to the totals the run recorded.
+    # The GGUF is gone: fall back to the totals the run recorded, under the family its name says.
     weights = int(run.get("weight_bytes") or run.get("file_size_bytes") or 0)
     n = int(run.get("n_params") or 0)
-    return weights, n, int(run.get("file_size_bytes") or weights), 2.0 * n
+    fam = dict.fromkeys(FAMILIES, 0)
+    fam[_family_from_name(path.name)] = weights
+    return fam, n, int(run.get("file_size_bytes") or weights), 2.0 * n
 
 
-def fit_generation(points: list[tuple[int, int, float]], bandwidth_gbps: float) -> tuple[float, float | None]:
-    """(efficiency, matvec G weights/s) best predicting measured (bytes/token, weights/token, tok/s) points."""
-    effs = [tps * bpt / (bandwidth_gbps * 1e9) for bpt, _, tps in points]
-    rates: list[float | None] = [None] + [tps * w / 1e9 for _, w, tps in points]
+def _family_from_name(name: str) -> str:
+    from .speed import family
 
-    def error(eff: float, rate: float | None) -> float:
-        return sum(math.log(tg_tps(bpt, w, bandwidth_gbps=bandwidth_gbps, tg_efficiency=eff,
-                                   matvec_gweights=rate)[0] / tps) ** 2 for bpt, w, tps in points)
+    for ty in ("BF16", "F16", "F32", "Q8_0", "Q4_0"):
+        if ty.lower() in name.lower():
+            return family(ty)
+    return "K"
 
-    return min(((e, r) for e in effs for r in rates), key=lambda er: error(*er))
+
+MIN_FAMILY_SHARE = 0.05  # a family under this share of every run's bytes is not fitted (its rate would be noise)
+MIN_SIZE_SPREAD = 1.5  # the overhead is fitted only when the runs' models differ at least this much in weights
+
+
+@dataclass
+class GenerationFit:
+    efficiency: float  # pooled: all runs' bytes ÷ (bandwidth × their time less the overhead)
+    family_efficiency: dict[str, float]
+    overhead_s: float
+
+
+def fit_families(points: list[tuple[dict[str, int], int, float]], bandwidth_gbps: float) -> GenerationFit:
+    """Efficiency per kernel family and per-token overhead best predicting (bytes by family, weights, tok/s) runs.
+
+    Seconds per token t = c + Σ_f B_f·s_f is linear in the overhead c and each family's
+    seconds per byte s_f; the non-negative least-squares solution on relative error
+    (every subset of unknowns tried; there are at most six) is kept, and
+    efficiency_f = 1 ÷ (s_f × bandwidth).  The overhead is an unknown only when the
+    runs span model sizes: within one model it cannot be told apart from the
+    families' rates, so it is 0 there.  A family below ``MIN_FAMILY_SHARE`` in every
+    run, or one the solution zeroes, gets no efficiency of its own: ``speed.tg_tps``
+    then uses the pooled one.
+    """
+    import numpy as np
+
+    bw = bandwidth_gbps * 1e9
+    t = np.array([1.0 / tps for _, _, tps in points])
+    fams = [f for f in FAMILIES
+            if any(fb[f] >= MIN_FAMILY_SHARE * sum(fb.values()) for fb, _, _ in points)]
+    cols = [np.array([float(fb[f]) for fb, _, _ in points]) for f in fams]
+    names: list[str | None] = list(fams)
+    weights = [w for _, w, _ in points if w]
+    if weights and max(weights) >= MIN_SIZE_SPREAD * min(weights):
+        cols.append(np.ones(len(points)))
+        names.append(None)  # the overhead
+    a = np.stack(cols, axis=1) / t[:, None]  # rows divided by the measured time: relative error
+    best: tuple[float, dict[str | None, float]] | None = None
+    for k in range(1, len(names) + 1):
+        for subset in itertools.combinations(range(len(names)), k):
+            sub = a[:, subset]
+            if len(points) < k or np.linalg.matrix_rank(sub) < k:
+                continue
+            coef = np.linalg.lstsq(sub, np.ones(len(points)), rcond=None)[0]
+            if (coef <= 0).any():
+                continue
+            err = float(np.sum((sub @ coef - 1) ** 2))
+            if best is None or err < best[0]:
+                best = (err, {names[i]: float(c) for i, c in zip(subset, coef)})
+    sol = best[1] if best else {}
+    overhead = sol.pop(None, 0.0)
+    total_bytes = sum(sum(fb.values()) for fb, _, _ in points)
+    busy = max(float(np.sum(t)) - overhead * len(points), 1e-9)
+    return GenerationFit(efficiency=total_bytes / (bw * busy),
+                         family_efficiency={f: 1.0 / (s * bw) for f, s in sol.items() if f is not None},
+                         overhead_s=overhead)
 
 
 def from_bench(path: Path, *, repack_types: list[str]) -> Calibration:
@@ -91,9 +147,10 @@ def from_bench(path: Path, *, repack_types: list[str]) -> Calibration:
                          hint="Run `edgeq bench` on a GGUF (batch 1 is in the default matrix).")
     samples, points = [], []
     for r in runs:
-        bpt, weights, resident, flops = _run_terms(r, repack_types)
-        points.append((bpt, weights, r["tg_tps"]["median"]))
-        s = {"tg_tps": r["tg_tps"]["median"], "bytes_per_token": bpt}
+        fam, weights, resident, flops = _run_terms(r, repack_types)
+        points.append((fam, weights, r["tg_tps"]["median"]))
+        s = {"tg_tps": r["tg_tps"]["median"], "bytes_per_token": sum(fam.values()),
+             **{f"bytes_{f}": b for f, b in fam.items() if b}}
         if r.get("pp_tps") and flops:
             s["pp_gflops"] = r["pp_tps"]["median"] * flops / 1e9
         if r.get("peak_rss_bytes"):
@@ -105,8 +162,10 @@ def from_bench(path: Path, *, repack_types: list[str]) -> Calibration:
         return statistics.median(xs) if xs else None
 
     env = data.get("environment") or {}
-    eff, rate = fit_generation(points, bw)
+    fit = fit_families(points, bw)
     return Calibration(source=str(path), machine=str(env.get("cpu", "?")), date=env.get("date"), runs=len(runs),
-                       bandwidth_gbps=bw, tg_efficiency=round(eff, 4), matvec_gweights=round(rate, 2) if rate else None,
+                       bandwidth_gbps=bw, tg_efficiency=round(fit.efficiency, 4),
+                       tg_family_efficiency={f: round(e, 4) for f, e in fit.family_efficiency.items()},
+                       tg_overhead_ms=round(fit.overhead_s * 1e3, 3),
                        pp_gflops=round(med("pp_gflops"), 1) if med("pp_gflops") else None,
                        overhead_bytes=int(med("overhead_bytes") or memory.DEFAULT_OVERHEAD_BYTES), samples=samples)

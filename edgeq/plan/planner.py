@@ -30,7 +30,7 @@ class QuantPlan:
     type_shares: dict[str, float]
     memory: memory.MemoryEstimate
     tg_tps: float  # predicted
-    tg_bound: str
+    tg_bound: str  # "memory" (uncalibrated roofline) or the kernel family taking most of a token's time
     pp_tps: float | None  # predicted
     quality: quality.Quality
     fits: bool
@@ -87,12 +87,14 @@ def _row(spec: source.ModelSpec, quant: str, *, ctx: int, cache_type: str, devic
                           repacked_bytes=repacked,
                           overhead_bytes=calib.overhead_bytes if calib else memory.DEFAULT_OVERHEAD_BYTES)
     if calib:
-        sp = speed.estimate(spec, sizes, bandwidth_gbps=device.bandwidth_gbps, tg_efficiency=calib.tg_efficiency,
-                            matvec_gweights=calib.matvec_gweights, gflops=calib.pp_gflops,
+        sp = speed.estimate(spec, types, sizes, bandwidth_gbps=device.bandwidth_gbps,
+                            tg_efficiency=calib.tg_efficiency, family_efficiency=calib.tg_family_efficiency,
+                            overhead_s=calib.tg_overhead_ms / 1e3, gflops=calib.pp_gflops,
                             pp_efficiency=1.0 if calib.pp_gflops else None, cache_type=cache_type)
     else:
-        sp = speed.estimate(spec, sizes, bandwidth_gbps=device.bandwidth_gbps, tg_efficiency=device.tg_efficiency,
-                            gflops=device.gflops, pp_efficiency=device.pp_efficiency, cache_type=cache_type)
+        sp = speed.estimate(spec, types, sizes, bandwidth_gbps=device.bandwidth_gbps,
+                            tg_efficiency=device.tg_efficiency, gflops=device.gflops,
+                            pp_efficiency=device.pp_efficiency, cache_type=cache_type)
     names = {spec.name.lower(), Path(spec.source).name.lower(), Path(spec.source).stem.lower()}
     q = quality.expected(quant, names, eval_rows)
     fits = mem.required_bytes <= budget

@@ -1,14 +1,19 @@
 """Predicted tokens per second: a memory-bandwidth roofline for generation, a compute one for prompts.
 
 Generating a token reads every weight once (the token embedding only as one row,
-unless it doubles as the output matrix) plus the KV cache filled so far, so
-tok/s ≈ efficiency × bandwidth ÷ bytes per token.  On a slow CPU a small model's
-matrix-vector products are bound by arithmetic instead (dequantising each weight
-costs more than reading it): when bench results give that ceiling (weights per
-second), the slower of the two bounds is the prediction.  A prompt is processed in
-batches, so it is bound by arithmetic instead: ≈ efficiency × FLOP/s ÷ (2 ×
-matmul weights + attention) per token.  Both are predictions; ``calibrate`` fits
-the two efficiencies to this machine's bench results.
+unless it doubles as the output matrix) plus the KV cache filled so far.  Uncalibrated,
+tok/s ≈ efficiency × bandwidth ÷ bytes per token.  On a CPU the matrix-vector kernels
+differ so much per type (Q4_0's repacked path, Q8_0, the K-quants and legacy Q5_0/Q5_1,
+F16) that one efficiency cannot fit them all: a small model is bound by dequantising,
+not by reading.  So the calibrated prediction splits the bytes read per token by
+kernel family (``FAMILIES``) and adds a fixed cost per token (graph, scheduling,
+sampling):
+
+    seconds per token = overhead + Σ_family bytes_family ÷ (bandwidth × efficiency_family)
+
+``calibrate.fit_families`` fits the efficiencies and the overhead to bench results.
+A prompt is processed in batches, so it is bound by arithmetic instead: ≈ efficiency ×
+FLOP/s ÷ (2 × matmul weights + attention) per token.  Both are predictions.
 """
 from __future__ import annotations
 
@@ -20,30 +25,57 @@ from .source import ModelSpec
 # Context filled when generation speed is quoted (llama-bench's tg128 after a short prompt).
 DEFAULT_FILL_TOKENS = 256
 
+# Kernel families: ggml types whose CPU matrix-vector kernels run at a similar speed per byte.  "K" holds the
+# K-quants, i-quants and legacy Q4_1/Q5_0/Q5_1 together: a K-quant file of a model whose rows are not a multiple
+# of 256 is half legacy fallbacks, so calibration runs could not tell the two apart anyway.
+FAMILIES = ("F32", "F16", "Q8_0", "Q4_0", "K")
+_FAMILY_OF = {"F32": "F32", "F16": "F16", "BF16": "F16", "Q8_0": "Q8_0", "Q4_0": "Q4_0", "IQ4_NL": "Q4_0"}
+_CACHE_FAMILY = {"f16": "F16", "q8_0": "Q8_0"}  # the KV cache is read by the attention kernels of its type
+
+
+def family(ggml_type: str) -> str:
+    """The kernel family of a ggml type (``FAMILIES``); everything not named is "K"."""
+    return _FAMILY_OF.get(ggml_type.upper(), "K")
+
 
 @dataclass
 class SpeedEstimate:
     bytes_per_token: int
     weights_per_token: int
     tg_tps: float
-    tg_bound: str  # "memory" | "compute": which ceiling the prediction sits on
+    tg_bound: str  # "memory" (uncalibrated roofline) or the kernel family taking most of a token's time
     pp_tps: float | None
     tg_efficiency: float
     pp_efficiency: float | None
 
 
+def _read_bytes(spec: ModelSpec, tensor_bytes: list[int]) -> list[int]:
+    tied = not any(t.name == "output.weight" for t in spec.tensors)
+    return [b // max(1, t.shape[-1]) if t.name == "token_embd.weight" and not tied else b  # one row looked up
+            for t, b in zip(spec.tensors, tensor_bytes)]
+
+
+def kv_bytes_per_token(spec: ModelSpec, *, fill_tokens: int = DEFAULT_FILL_TOKENS, cache_type: str = "f16") -> int:
+    """KV cache attended to when generating after ``fill_tokens`` tokens."""
+    return int(spec.n_layer * fill_tokens * spec.n_head_kv * (spec.head_dim_k + spec.head_dim_v)
+               * CACHE_TYPES[cache_type])
+
+
 def bytes_per_token(spec: ModelSpec, tensor_bytes: list[int], *, fill_tokens: int = DEFAULT_FILL_TOKENS,
                     cache_type: str = "f16") -> int:
     """Weights read for one generated token, plus the KV cache attended to."""
-    tied = not any(t.name == "output.weight" for t in spec.tensors)
-    total = 0
-    for t, b in zip(spec.tensors, tensor_bytes):
-        if t.name == "token_embd.weight" and not tied:
-            total += b // max(1, t.shape[-1])  # one row looked up
-        else:
-            total += b
-    kv = spec.n_layer * fill_tokens * spec.n_head_kv * (spec.head_dim_k + spec.head_dim_v) * CACHE_TYPES[cache_type]
-    return int(total + kv)
+    return sum(_read_bytes(spec, tensor_bytes)) + kv_bytes_per_token(spec, fill_tokens=fill_tokens,
+                                                                     cache_type=cache_type)
+
+
+def family_bytes(spec: ModelSpec, types: list[str], tensor_bytes: list[int], *,
+                 fill_tokens: int = DEFAULT_FILL_TOKENS, cache_type: str = "f16") -> dict[str, int]:
+    """``bytes_per_token`` split by kernel family (the KV cache counts under its cache type's family)."""
+    out = dict.fromkeys(FAMILIES, 0)
+    for ty, b in zip(types, _read_bytes(spec, tensor_bytes)):
+        out[family(ty)] += b
+    out[_CACHE_FAMILY[cache_type]] += kv_bytes_per_token(spec, fill_tokens=fill_tokens, cache_type=cache_type)
+    return out
 
 
 def matmul_flops_per_token(spec: ModelSpec, *, fill_tokens: int = DEFAULT_FILL_TOKENS) -> float:
@@ -57,23 +89,32 @@ def matmul_weights(spec: ModelSpec) -> int:
     return sum(t.n_elements for t in spec.tensors if len(t.shape) >= 2 and (t.name != "token_embd.weight" or tied))
 
 
-def tg_tps(bpt: int, weights: int, *, bandwidth_gbps: float, tg_efficiency: float,
-           matvec_gweights: float | None = None) -> tuple[float, str]:
-    """Tokens/s and its bound: bandwidth roofline, capped by the matrix-vector arithmetic ceiling if known."""
-    mem = tg_efficiency * bandwidth_gbps * 1e9 / bpt
-    if matvec_gweights and matvec_gweights * 1e9 / weights < mem:
-        return matvec_gweights * 1e9 / weights, "compute"
-    return mem, "memory"
+def tg_tps(fam_bytes: dict[str, int], *, bandwidth_gbps: float, efficiency: float,
+           family_efficiency: dict[str, float] | None = None, overhead_s: float = 0.0) -> tuple[float, str]:
+    """Tokens/s and what bounds it: overhead + each family's bytes at its own share of the bandwidth.
+
+    A family missing from ``family_efficiency`` (no calibration point) runs at ``efficiency``,
+    the pooled one.  Uncalibrated (no family efficiencies, no overhead) this is the plain
+    roofline and the bound is "memory"; otherwise it is the family that takes the most time.
+    """
+    fe = family_efficiency or {}
+    times = {f: b / (bandwidth_gbps * 1e9 * fe.get(f, efficiency)) for f, b in fam_bytes.items() if b}
+    tps = 1.0 / (overhead_s + sum(times.values()))
+    bound = max(times, key=times.get) if fe and times else "memory"  # type: ignore[arg-type]
+    return tps, bound
 
 
-def estimate(spec: ModelSpec, tensor_bytes: list[int], *, bandwidth_gbps: float, tg_efficiency: float,
-             gflops: float | None, pp_efficiency: float | None, matvec_gweights: float | None = None,
+def estimate(spec: ModelSpec, types: list[str], tensor_bytes: list[int], *, bandwidth_gbps: float,
+             tg_efficiency: float, gflops: float | None, pp_efficiency: float | None,
+             family_efficiency: dict[str, float] | None = None, overhead_s: float = 0.0,
              cache_type: str = "f16", fill_tokens: int = DEFAULT_FILL_TOKENS) -> SpeedEstimate:
-    bpt = bytes_per_token(spec, tensor_bytes, fill_tokens=fill_tokens, cache_type=cache_type)
+    """Generation and prompt speed of one quant (``types``/``tensor_bytes``: per tensor, as written)."""
+    fb = family_bytes(spec, types, tensor_bytes, fill_tokens=fill_tokens, cache_type=cache_type)
     w = matmul_weights(spec)
-    tg, bound = tg_tps(bpt, w, bandwidth_gbps=bandwidth_gbps, tg_efficiency=tg_efficiency,
-                       matvec_gweights=matvec_gweights)
+    tg, bound = tg_tps(fb, bandwidth_gbps=bandwidth_gbps, efficiency=tg_efficiency,
+                       family_efficiency=family_efficiency, overhead_s=overhead_s)
     pp = None
     if gflops and pp_efficiency:
         pp = pp_efficiency * gflops * 1e9 / matmul_flops_per_token(spec, fill_tokens=fill_tokens)
-    return SpeedEstimate(bpt, w, round(tg, 2), bound, round(pp, 1) if pp else None, tg_efficiency, pp_efficiency)
+    return SpeedEstimate(sum(fb.values()), w, round(tg, 2), bound, round(pp, 1) if pp else None, tg_efficiency,
+                         pp_efficiency)
