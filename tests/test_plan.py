@@ -123,11 +123,17 @@ def test_per_family_fit_recovers_efficiencies_overhead_and_falls_back():
     # One model size: the overhead is not identifiable, so it is 0 and the rates absorb it.
     one = fit_families(_runs(eff, 0.0, [small]), 40.0)
     assert one.overhead_s == 0 and one.family_efficiency["Q4_0"] == pytest.approx(0.35, rel=1e-6)
-    # A family the runs never covered (F32 here) runs at the pooled efficiency, between the fitted ones.
+    # A family the runs never covered runs at the median of the fitted ones of its kind (F32 like F16; Q4_0
+    # like Q8_0 and K), or at the pooled efficiency when none of its kind was fitted.
     assert "F32" not in one.family_efficiency and 0.2 < one.efficiency < 0.5
-    pooled, _ = tg_tps({"F32": 100 * mb}, bandwidth_gbps=40.0, efficiency=one.efficiency,
-                       family_efficiency=one.family_efficiency)
-    assert pooled == pytest.approx(one.efficiency * 400)
+    f32, _ = tg_tps({"F32": 100 * mb}, bandwidth_gbps=40.0, efficiency=one.efficiency,
+                    family_efficiency=one.family_efficiency)
+    assert f32 == pytest.approx(0.5 * 400)
+    quant_only = {f: e for f, e in one.family_efficiency.items() if f in ("Q8_0", "K")}
+    q4, _ = tg_tps({"Q4_0": 100 * mb}, bandwidth_gbps=40.0, efficiency=one.efficiency, family_efficiency=quant_only)
+    assert q4 == pytest.approx(0.25 * 400)
+    f16, _ = tg_tps({"F16": 100 * mb}, bandwidth_gbps=40.0, efficiency=one.efficiency, family_efficiency=quant_only)
+    assert f16 == pytest.approx(one.efficiency * 400)
     # Uncalibrated: the plain roofline, bound by memory; calibrated: bound by the slowest family's share.
     assert tg_tps({"Q8_0": 10**9}, bandwidth_gbps=40.0, efficiency=0.5) == (20.0, "memory")
     assert tg_tps(small["Q4_K_M"], bandwidth_gbps=40.0, efficiency=0.3,

@@ -17,6 +17,7 @@ FLOP/s ÷ (2 × matmul weights + attention) per token.  Both are predictions.
 """
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 from .memory import CACHE_TYPES
@@ -30,6 +31,7 @@ DEFAULT_FILL_TOKENS = 256
 # of 256 is half legacy fallbacks, so calibration runs could not tell the two apart anyway.
 FAMILIES = ("F32", "F16", "Q8_0", "Q4_0", "K")
 _FAMILY_OF = {"F32": "F32", "F16": "F16", "BF16": "F16", "Q8_0": "Q8_0", "Q4_0": "Q4_0", "IQ4_NL": "Q4_0"}
+_FLOAT = {"F32", "F16"}
 _CACHE_FAMILY = {"f16": "F16", "q8_0": "Q8_0"}  # the KV cache is read by the attention kernels of its type
 
 
@@ -93,15 +95,23 @@ def tg_tps(fam_bytes: dict[str, int], *, bandwidth_gbps: float, efficiency: floa
            family_efficiency: dict[str, float] | None = None, overhead_s: float = 0.0) -> tuple[float, str]:
     """Tokens/s and what bounds it: overhead + each family's bytes at its own share of the bandwidth.
 
-    A family missing from ``family_efficiency`` (no calibration point) runs at ``efficiency``,
-    the pooled one.  Uncalibrated (no family efficiencies, no overhead) this is the plain
-    roofline and the bound is "memory"; otherwise it is the family that takes the most time.
+    A family missing from ``family_efficiency`` (no calibration point) runs at the median
+    efficiency of the fitted families of its kind (float: F32/F16; quantized: the rest),
+    or at ``efficiency``, the pooled one, when none of its kind was fitted.
+    Uncalibrated (no family efficiencies) this is the plain roofline and the bound is
+    "memory"; otherwise it is the family that takes the most time.
     """
     fe = family_efficiency or {}
-    times = {f: b / (bandwidth_gbps * 1e9 * fe.get(f, efficiency)) for f, b in fam_bytes.items() if b}
+    times = {f: b / (bandwidth_gbps * 1e9 * (fe.get(f) or _fallback(f, fe, efficiency)))
+             for f, b in fam_bytes.items() if b}
     tps = 1.0 / (overhead_s + sum(times.values()))
     bound = max(times, key=times.get) if fe and times else "memory"  # type: ignore[arg-type]
     return tps, bound
+
+
+def _fallback(fam: str, fitted: dict[str, float], pooled: float) -> float:
+    kind = [e for f, e in fitted.items() if (f in _FLOAT) == (fam in _FLOAT)]
+    return statistics.median(kind) if kind else pooled
 
 
 def estimate(spec: ModelSpec, types: list[str], tensor_bytes: list[int], *, bandwidth_gbps: float,
