@@ -240,7 +240,7 @@ def _quality_section(benches: list[dict[str, Any]], evals: list[dict[str, Any]],
               _fmt(r.get("size_bytes") and r["size_bytes"] / 2**20, ".1f"), _fmt(r.get("bits_per_weight"), ".2f"),
               _fmt(r.get("tg_tps"), ".1f"), _fmt(r.get("pp_tps"), ".1f"),
               _fmt(r.get("peak_rss_bytes") and r["peak_rss_bytes"] / 2**20, ".0f"), _fmt(r.get("ppl"), ".3f"),
-              _fmt(r.get("delta_ppl_pct"), "+.2f"), _fmt(r.get("kld_mean"), ".5f"), _fmt(r.get("kld_p99"), ".4f"),
+              _fmt(r.get("delta_ppl_pct"), "+.2f"), _fmt(r.get("kld_mean"), ".3g"), _fmt(r.get("kld_p99"), ".3g"),
               _fmt(r.get("top1_pct"), ".1f"), _fmt(r.get("acc"), ".1f"), _fmt(r.get("acc_norm"), ".1f")] for r in rows]))
         chart = _quality_chart(model, rows, outdir)
         if chart:

@@ -132,7 +132,7 @@ def print_ppl(res: object) -> None:
     d = res.data  # type: ignore[attr-defined]
     rows = [[r.model.label, human_bytes(r.model.size_bytes) if r.model.size_bytes else "-",
              _f(r.model.bits_per_weight, ".2f"), f"{r.ppl:.4f} ± {r.ppl_stderr:.4f}", _f(r.delta_ppl_pct, "+.2f"),
-             _f(r.kld_mean, ".5f"), _f(r.kld_p99, ".4f"), _f(r.top1_pct, ".2f"), f"{r.seconds:.1f}"]
+             _f(r.kld_mean, ".3g"), _f(r.kld_p99, ".3g"), _f(r.top1_pct, ".2f"), f"{r.seconds:.1f}"]
             for r in res.rows]  # type: ignore[attr-defined]
     print_table(f"edgeq eval ppl · {d['windows']} windows × {d['ctx']} tokens, {d['tokens_scored_per_window']} scored each"
                 f" · reference: {res.reference or 'none'}",  # type: ignore[attr-defined]
