@@ -46,8 +46,8 @@ def ppl(models: tuple[str, ...], quants: str, reference: str | None, threads: in
     from ..quality import default_text, load_text, perplexity
 
     progress = _progress(as_json)
+    text, source = load_text(text_file) if text_file else default_text()  # bad input fails before any conversion
     refs, ref = _models(models, quants, reference, progress)
-    text, source = load_text(text_file) if text_file else default_text()
     n = threads or os.cpu_count() or 1
     res = perplexity(refs, text, source, reference=ref, ctx=ctx, max_tokens=max_tokens, threads=n, progress=progress)
     if check_llama_perplexity:
