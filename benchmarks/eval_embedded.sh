@@ -13,3 +13,6 @@ M=SmolLM2-135M-Instruct
 FILES=("$D/$M-F16.gguf" "$D/$M-Q8_0.gguf" "$D/$M-Q4_K_M.gguf" "$D/$M-Q4_K_M-L0-3_F16.gguf" "$D/$M-Q4_K_M-imat.gguf")
 $E eval ppl models/hf/$M "${FILES[@]}" --quants '' --max-tokens "${MAX_TOKENS:-16384}" -o benchmarks/results/eval-ppl.json
 $E eval choice models/hf/$M "${FILES[@]}" --quants '' --limit "${LIMIT:-200}" -o benchmarks/results/eval-choice.json
+# One report: speed (embedded.json, from benchmarks/embedded.sh) and quality, joined per variant.
+R=benchmarks/results
+$E report $R/embedded.json $R/eval-ppl.json $R/eval-choice.json -o $R/report >/dev/null

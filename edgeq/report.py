@@ -191,17 +191,18 @@ def _plan_section(plan: dict[str, Any]) -> str:
         f"**Recommendation:** {rec.get('sentence', 'none')}"])
 
 
-def _key(backend: str, path: str) -> tuple[str, str]:
-    # Results are written from different working directories: match on the file or folder name.
-    return backend, Path(path).name
+def _key(backend: str, path: str, variant: str) -> tuple[str, str, str]:
+    # Results are written from different working directories: match on the file or folder name;
+    # every transformers variant (fp32, bf16, bnb-*) runs from the same folder.
+    return backend, Path(path).name, variant if backend == "transformers" else ""
 
 
 def joined_rows(benches: list[dict[str, Any]], evals: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """One row per model variant, per model: size, bits/weight, tok/s, peak RAM, PPL, KLD, accuracy."""
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
 
     def row(model: str, backend: str, variant: str, path: str) -> dict[str, Any]:
-        return rows.setdefault(_key(backend, path), {"model": model, "backend": backend, "variant": variant})
+        return rows.setdefault(_key(backend, path, variant), {"model": model, "backend": backend, "variant": variant})
 
     for res in evals:
         for r in res["rows"]:

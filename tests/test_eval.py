@@ -256,8 +256,12 @@ def test_report_joins_eval_and_bench_rows_by_file(tmp_path: Path) -> None:
     stat = {"median": 50.0, "min": 49.0, "max": 51.0, "samples": []}
     bench = {"runs": [{"model": "M", "backend": "llama.cpp", "variant": "Q8_0", "path": "models/M-Q8_0.gguf",
                        "status": "ok", "prompt": "en", "batch": 1, "tg_tps": stat, "pp_tps": stat,
-                       "peak_rss_bytes": 2**21, "file_size_bytes": 1, "bits_per_weight": 8.5}]}
+                       "peak_rss_bytes": 2**21, "file_size_bytes": 1, "bits_per_weight": 8.5},
+                      {"model": "M", "backend": "transformers", "variant": "bnb-nf4", "path": "/h/M",
+                       "status": "ok", "prompt": "en", "batch": 1, "tg_tps": stat, "pp_tps": stat}]}
+    ppl["rows"].append({"model": {**model("fp32", "transformers", "/h/M"), "size_bytes": None}, "ppl": 9.9})
     rows = {r["variant"]: r for r in joined_rows([bench], [ppl, choice])["M"]}
+    assert "tg_tps" not in rows["fp32"] and rows["bnb-nf4"]["tg_tps"] == 50.0  # HF variants share a folder
     assert rows["Q8_0"]["ppl"] == 10.1 and rows["Q8_0"]["acc"] == 66.7 and rows["Q8_0"]["tg_tps"] == 50.0
     assert rows["Q8_0"]["size_bytes"] == 10 * 2**20 and "tg_tps" not in rows["F16"]
     files = []
