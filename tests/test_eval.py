@@ -195,7 +195,9 @@ def test_partial_and_imatrix_variants(tiny_llama: Path, tmp_path: Path) -> None:
     calib.write_text(qdata.default_text()[0][:20_000])
     kw = dict(quants=["Q4_K_M"], outdir=tmp_path / "out", progress=False)
     part = convert(str(tiny_llama), overrides=Overrides(keep_layers=(parse_keep_layers("0=F16"),)), **kw)
-    imat = convert(str(tiny_llama), overrides=Overrides(imatrix=True), calibration=calib, imatrix_chunks=2, **kw)
+    imat = convert(str(tiny_llama), overrides=Overrides(imatrix=True), calibration=calib, imatrix_chunks=2,
+                   **{**kw, "quants": ["Q4_K_M", "IQ3_XXS"]})  # IQ3_XXS is refused without a matrix
+    assert any(o.variant == "IQ3_XXS-imat" and o.size_bytes > 0 for o in imat.outputs)
     p = next(o for o in part.outputs if o.variant == "Q4_K_M-L0_F16")
     i = next(o for o in imat.outputs if o.variant == "Q4_K_M-imat")
     assert Path(p.path).name == "tiny-llama-Q4_K_M-L0_F16.gguf" and Path(i.path).name == "tiny-llama-Q4_K_M-imat.gguf"
@@ -205,7 +207,8 @@ def test_partial_and_imatrix_variants(tiny_llama: Path, tmp_path: Path) -> None:
     assert types["blk.0.attn_q.weight"] == "F16" and types["blk.1.attn_q.weight"] != "F16"
     assert p.size_bytes > i.size_bytes  # F16 layer 0 costs space
     assert len(list((tmp_path / "out" / "imatrix").glob("*.gguf"))) == 1
-    again = convert(str(tiny_llama), overrides=Overrides(imatrix=True), calibration=calib, imatrix_chunks=2, **kw)
+    again = convert(str(tiny_llama), overrides=Overrides(imatrix=True), calibration=calib, imatrix_chunks=2,
+                    **{**kw, "quants": ["Q4_K_M", "IQ3_XXS"]})
     assert all(o.reused for o in again.outputs)
 
 
