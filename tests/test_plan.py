@@ -299,3 +299,16 @@ def test_report_has_a_plan_section(tmp_path, embedded_checkpoint):
     (tmp_path / "plan.json").write_text(res.stdout)
     md = Path(write_report([tmp_path / "plan.json"], tmp_path / "report").markdown).read_text()
     assert "## Plan: SmolLM2-135M-Instruct on m1-8gb" in md and "**Recommendation:** " in md
+
+
+def test_plan_warns_when_tg_is_extrapolated_across_model_sizes():
+    from edgeq.plan.calibrate import from_bench
+    from edgeq.plan.planner import _size_warning
+
+    cal = from_bench(EMBEDDED_BENCH, repack_types=devices.REPACK_AVX2)  # SmolLM2-135M runs only
+    assert _size_warning(families.spec("Qwen2.5-7B"), cal).startswith(" Those runs used one model size")
+    assert _size_warning(families.spec("Qwen2.5-0.5B"), cal)  # 3.7× the weights
+    cal.tg_model_weights = [families.spec("Qwen2.5-7B").parameters]
+    assert not _size_warning(families.spec("Qwen2.5-7B"), cal)
+    cal.tg_overhead_ms = 2.0  # fitted from two sizes: no warning
+    assert not _size_warning(families.spec("Qwen2.5-0.5B"), cal)

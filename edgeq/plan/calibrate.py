@@ -32,6 +32,7 @@ class Calibration:
     tg_efficiency: float  # pooled over all runs: used for a kernel family the runs did not cover
     tg_family_efficiency: dict[str, float]  # per kernel family (speed.FAMILIES) the runs covered
     tg_overhead_ms: float  # fixed cost per generated token (0 unless the runs span model sizes)
+    tg_model_weights: list[int]  # matmul weights of the models the runs used, each once
     pp_gflops: float | None  # achieved in prompt processing
     overhead_bytes: int
     samples: list[dict[str, float]] = field(default_factory=list)
@@ -167,5 +168,6 @@ def from_bench(path: Path, *, repack_types: list[str]) -> Calibration:
                        bandwidth_gbps=bw, tg_efficiency=round(fit.efficiency, 4),
                        tg_family_efficiency={f: round(e, 4) for f, e in fit.family_efficiency.items()},
                        tg_overhead_ms=round(fit.overhead_s * 1e3, 3),
+                       tg_model_weights=sorted({w for _, w, _ in points if w}),
                        pp_gflops=round(med("pp_gflops"), 1) if med("pp_gflops") else None,
                        overhead_bytes=int(med("overhead_bytes") or memory.DEFAULT_OVERHEAD_BYTES), samples=samples)

@@ -182,13 +182,26 @@ def _notes(spec: source.ModelSpec, ctx: int, rows: list[QuantPlan], calib: Calib
                      f"device's CPU and their file pages stay mapped, clean and reclaimable.")
     if calib:
         notes.append(f"speed and overhead calibrated from {calib.source} ({calib.runs} runs on {calib.machine}, "
-                     f"{calib.date or 'undated'}).")
+                     f"{calib.date or 'undated'}).{_size_warning(spec, calib)}")
     else:
         notes.append("speeds are uncalibrated roofline predictions; pass --calibrate with `edgeq bench` results "
                      "measured on the target to fit them.")
     if any(not r.quality.measured for r in rows):
         notes.append(f"quality: {quality.PUBLISHED_SOURCE}; another model's figures, a guide to the ranking only.")
     return notes
+
+
+def _size_warning(spec: source.ModelSpec, calib: Calibration) -> str:
+    """A warning when tg is extrapolated across model sizes without a fitted per-token overhead."""
+    from .calibrate import MIN_SIZE_SPREAD
+
+    w, seen = speed.matmul_weights(spec), calib.tg_model_weights
+    if calib.tg_overhead_ms or not seen or min(seen) / MIN_SIZE_SPREAD <= w <= max(seen) * MIN_SIZE_SPREAD:
+        return ""
+    ratio = w / max(seen) if w > max(seen) else min(seen) / w
+    return (f" Those runs used one model size, {ratio:.1f}× {'smaller' if w > max(seen) else 'larger'} than this one, "
+            f"so the fixed cost per token could not be fitted and tg may be off by a third; bench a second model "
+            f"size to fit it.")
 
 
 def largest(*, family: str | None = None, quants: list[str] | tuple[str, ...] = DEFAULT_QUANTS,
