@@ -95,3 +95,13 @@ def write_minimal_checkpoint(dest: Path, **overrides: object) -> Path:
 
 def final_ggufs(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.gguf")) if folder.exists() else []
+
+
+def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[object, str, str]:
+    """Run ``edgeq`` through its real entry point: (exit code, stderr, stdout)."""
+    from edgeq.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    captured = capsys.readouterr()
+    return e.value.code, captured.err.strip(), captured.out

@@ -1,6 +1,5 @@
 """edgeq bench and report: behaviour, not speed."""
 import json
-from pathlib import Path
 
 import pytest
 

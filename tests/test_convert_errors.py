@@ -6,15 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import final_ggufs, write_minimal_checkpoint
-from edgeq.cli import main
-
-
-def run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    captured = capsys.readouterr()
-    return e.value.code, captured.err.strip(), captured.out
+from conftest import final_ggufs, run_main, write_minimal_checkpoint
 
 
 def valid_weights(folder: Path) -> Path:
@@ -63,7 +55,7 @@ def test_bad_checkpoint(case, tmp_path, capsys):
     make, message = CASES[case]
     src = make(tmp_path / "src")
     out = tmp_path / "out"
-    code, err, stdout = run(["convert", str(src), "--q8", "-o", str(out)], capsys)
+    code, err, stdout = run_main(["convert", str(src), "--q8", "-o", str(out)], capsys)
     assert code == 1, err
     assert err.startswith("Error: ") and len(err.splitlines()) == 1, err
     assert __import__("re").search(message, err), err
@@ -74,7 +66,7 @@ def test_pickle_is_refused_and_never_loaded(tmp_path, capsys):
     src = write_minimal_checkpoint(tmp_path / "src")
     marker = tmp_path / "pwned"
     (src / "pytorch_model.bin").write_bytes(pickle.dumps(Marker(str(marker))))
-    code, err, _ = run(["convert", str(src), "--q8", "-o", str(tmp_path / "out")], capsys)
+    code, err, _ = run_main(["convert", str(src), "--q8", "-o", str(tmp_path / "out")], capsys)
     assert code == 1 and "only pickled weights" in err and "--allow-pickle" in err
     assert not marker.exists()
 
@@ -86,7 +78,7 @@ def test_pickle_is_refused_and_never_loaded(tmp_path, capsys):
     (["--threads", "0"], "Invalid value for '--threads'"),
 ])
 def test_bad_options_are_usage_errors(args, message, tmp_path, capsys, tiny_source):
-    code, err, _ = run(["convert", str(tiny_source), "-o", str(tmp_path / "out"), *args], capsys)
+    code, err, _ = run_main(["convert", str(tiny_source), "-o", str(tmp_path / "out"), *args], capsys)
     assert code == 2, err
     assert __import__("re").search(message, err), err
     assert final_ggufs(tmp_path / "out") == []
@@ -96,14 +88,14 @@ def test_disk_full_is_refused_early_with_numbers(tmp_path, capsys, monkeypatch, 
     import edgeq.system
 
     monkeypatch.setattr(edgeq.system, "free_disk_bytes", lambda p: 10 * 1024**2)
-    code, err, _ = run(["convert", str(tiny_source), "--q8", "-o", str(tmp_path / "out")], capsys)
+    code, err, _ = run_main(["convert", str(tiny_source), "--q8", "-o", str(tmp_path / "out")], capsys)
     assert code == 1
     assert "not enough disk" in err and "GiB are free" in err and "0.01 GiB" in err
     assert final_ggufs(tmp_path / "out") == []
 
 
 def test_json_errors_are_json(tmp_path, capsys):
-    code, _, out = run(["convert", str(tmp_path / "nowhere"), "--json"], capsys)
+    code, _, out = run_main(["convert", str(tmp_path / "nowhere"), "--json"], capsys)
     data = json.loads(out)
     assert code == 2 and data["error"] == "usage" and data["exit_code"] == 2
 

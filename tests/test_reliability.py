@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import final_ggufs, write_minimal_checkpoint
+from conftest import final_ggufs, run_main, write_minimal_checkpoint
 from edgeq import checkpoint, config, manifest, system
 from edgeq.cli import main
 from edgeq.errors import DiskSpaceError, GGUFError, SourceError
@@ -39,13 +39,6 @@ import importlib
 convert_mod = importlib.import_module("edgeq.convert")
 FUZZ_EXAMPLES = int(os.environ.get("EDGEQ_FUZZ_EXAMPLES", "200"))
 EDGEQ = Path(sys.executable).with_name("edgeq")
-
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    captured = capsys.readouterr()
-    return e.value.code, captured.err.strip(), captured.out
 
 
 def write_seed_gguf(path: Path) -> Path:
@@ -111,7 +104,7 @@ def files_under(root: Path) -> set[Path]:
 @pytest.mark.parametrize("config_file", ["tokenizer_config.json", "preprocessor_config.json", "generation_config.json"])
 def test_remote_code_in_any_config_is_refused(config_file, tiny_source, tmp_path, capsys):
     (tiny_source / config_file).write_text(json.dumps({"auto_map": {"AutoTokenizer": ["evil.Tok", None]}}))
-    code, err, _ = run_cli(["convert", str(tiny_source), "--q8", "-o", str(tmp_path / "out")], capsys)
+    code, err, _ = run_main(["convert", str(tiny_source), "--q8", "-o", str(tmp_path / "out")], capsys)
     assert code == 1 and f"{config_file} in " in err and "never runs remote code" in err
     assert final_ggufs(tmp_path / "out") == []
 
@@ -184,7 +177,7 @@ def test_source_folder_with_spaces_and_unicode(tmp_path, stub_float):
 @pytest.mark.parametrize("source", ["../../x", "/etc/x", "org/../../x", "bad name/x"])
 def test_bad_sources_are_usage_errors_and_write_nothing(source, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, err, _ = run_cli(["convert", source, "--q8"], capsys)
+    code, err, _ = run_main(["convert", source, "--q8"], capsys)
     assert code == 2 and "neither a local folder nor a Hugging Face repo id" in err
     assert files_under(tmp_path) == set()
 
@@ -533,7 +526,7 @@ def test_not_json_not_an_object_and_bad_architectures_field(tmp_path, capsys):
     for i, cfg in enumerate(["[1, 2]", '{"architectures": "LlamaForCausalLM"}', "\xff\xfe"]):
         src = write_minimal_checkpoint(tmp_path / f"s{i}")
         (src / "config.json").write_text(cfg, encoding="latin-1")
-        code, err, _ = run_cli(["convert", str(src), "--q8", "-o", str(tmp_path / "out")], capsys)
+        code, err, _ = run_main(["convert", str(src), "--q8", "-o", str(tmp_path / "out")], capsys)
         assert code == 1 and len(err.splitlines()) == 1, err
         assert "LlamaForCausalLM" in err or "not a JSON object" in err or "not valid JSON" in err
 
@@ -548,7 +541,7 @@ def test_verify_json_lists_mismatched_and_missing_files_and_exits_1(tmp_path, ca
     manifest.save(tmp_path, m)
     (tmp_path / "b.gguf").write_bytes(b"b.gguf" * 99 + b"B.gguf")  # same size, different bytes
     (tmp_path / "c.gguf").unlink()
-    code, _, out = run_cli(["verify", str(tmp_path), "--json"], capsys)
+    code, _, out = run_main(["verify", str(tmp_path), "--json"], capsys)
     res = json.loads(out)
     assert code == 1 and res["passed"] is False
     assert (res["ok"], res["mismatched"], res["missing"]) == (["a.gguf"], ["b.gguf"], ["c.gguf"])
@@ -562,17 +555,17 @@ def test_every_error_kind_is_json_under_json(tmp_path, capsys, monkeypatch):
              (["inspect", str(tmp_path / "missing.gguf")], 1, "gguf"),
              (["verify", str(tmp_path)], 1, "source")]
     for args, code, kind in cases:
-        got, err, out = run_cli([*args, "--json"], capsys)
+        got, err, out = run_main([*args, "--json"], capsys)
         assert (got, json.loads(out)["error"], json.loads(out)["exit_code"], err) == (code, kind, code, "")
     monkeypatch.setenv("EDGEQ_LLAMA_DIR", str(tmp_path / "no-llama"))
-    got, _, out = run_cli(["convert", str(tmp_path), "--json"], capsys)
+    got, _, out = run_main(["convert", str(tmp_path), "--json"], capsys)
     assert got == 3 and json.loads(out)["error"] == "toolchain" and "setup.sh" in json.loads(out)["message"]
 
     def interrupted(path):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(gguf_info, "read", interrupted)
-    got, _, out = run_cli(["inspect", "x.gguf", "--json"], capsys)
+    got, _, out = run_main(["inspect", "x.gguf", "--json"], capsys)
     assert got == 130 and json.loads(out)["error"] == "interrupted"
 
 
