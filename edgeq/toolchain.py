@@ -134,14 +134,51 @@ def _load_prctl() -> Callable[[int, int], int] | None:
 _PRCTL = _load_prctl()
 
 
-def _wait(proc: subprocess.Popen[str]) -> tuple[int, int | None]:
-    """Reap the child and return (exit code, peak RSS in bytes) from wait4's rusage."""
+class _PeakRSS:
+    """The child's own peak RSS, sampled from /proc/<pid>/status (VmHWM) while it runs.
+
+    ``ru_maxrss`` from wait4 is no good on Linux: it survives fork + exec, so a
+    small tool started by a large Python process reports the parent's peak.
+    VmHWM is monotone, so the last sample is the peak up to then (growth in the
+    final 50 ms can be missed).
+    """
+
+    INTERVAL_S = 0.05
+
+    def __init__(self, pid: int) -> None:
+        import threading
+
+        self.path, self.peak = Path(f"/proc/{pid}/status"), 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        if self.path.exists():
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            try:
+                for line in self.path.read_text(encoding="ascii", errors="replace").splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peak = max(self.peak, int(line.split()[1]) * 1024)
+            except (OSError, ValueError):
+                return
+            self._done.wait(self.INTERVAL_S)
+
+    def stop(self) -> int | None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        return self.peak or None
+
+
+def _wait(proc: subprocess.Popen[str], sampler: _PeakRSS) -> tuple[int, int | None]:
+    """Reap the child: (exit code, peak RSS in bytes; wait4's figure only where /proc is missing)."""
     if not hasattr(os, "wait4"):
-        return proc.wait(), None
+        return proc.wait(), sampler.stop()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return proc.returncode, usage.ru_maxrss * scale
+    return proc.returncode, sampler.stop() or usage.ru_maxrss * scale
 
 
 def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
@@ -164,6 +201,7 @@ def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
                                 start_new_session=True, preexec_fn=_die_with_parent if _PRCTL else None)
     except OSError as e:
         raise ToolchainError(f"cannot start {name}: {e}.", hint=SETUP_HINT) from e
+    sampler = _PeakRSS(proc.pid)
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -172,10 +210,11 @@ def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
             if on_line:
                 on_line(line)
         if timeout is None:
-            rc, peak = _wait(proc)
+            rc, peak = _wait(proc, sampler)
         else:
-            rc, peak = proc.wait(timeout=timeout), None
+            rc, peak = proc.wait(timeout=timeout), sampler.stop()
     except BaseException:
+        sampler.stop()
         _stop(proc)
         raise
     if rc != 0:

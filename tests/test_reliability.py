@@ -354,6 +354,8 @@ def test_disk_estimate_uses_the_fallback_type_where_k_blocks_do_not_fit():
 def test_tool_peak_rss_is_measured():
     from edgeq.toolchain import run_tool
 
+    ballast = bytearray(600 * 2**20)  # a parent larger than the tool: its peak must not leak into the figure
+    ballast[::4096] = b"\x01" * len(ballast[::4096])
     out = run_tool([sys.executable, "-c", "x = bytearray(200 * 2**20); print('ok')"])
     assert out == ["ok"] and 200 * 2**20 < out.peak_rss_bytes < 400 * 2**20
 
