@@ -8,7 +8,7 @@ SmolLM2-135M (fp32 safetensors) and on a model with Qwen2.5-0.5B's exact shapes
 ``edgeq convert`` runs) and ``--no-lazy`` (what it avoids).
 
 Two figures per run:
-- peak RSS: the converter's own ``ru_maxrss`` from ``wait4`` (what ``edgeq convert
+- peak RSS: the converter's own high-water mark (VmHWM, sampled; what ``edgeq convert
   --json`` reports as ``convert_peak_rss_bytes``).  It counts pages of the
   memory-mapped checkpoint the process touched, which the kernel can drop at will.
 - peak private: the largest RSS minus shared/file-backed pages, sampled every
