@@ -211,7 +211,7 @@ def _hash(text: str) -> str:
 
 def _calibration_text(calibration: str | Path | None) -> Path:
     if calibration is None:
-        from .quality.data import calibration_text_file
+        from .texts import calibration_text_file
 
         return calibration_text_file()
     path = Path(calibration).expanduser()

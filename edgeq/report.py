@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -32,7 +31,8 @@ def _label(r: dict[str, Any]) -> str:
     return f"{r['variant']}" if r["backend"] == "llama.cpp" else f"HF {r['variant']}"
 
 
-def _first_prompt_batch1(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def first_prompt_batch1(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The finished runs of the first prompt at the smallest batch: one row per variant."""
     ok = [r for r in runs if r["status"] == "ok"]
     if not ok:
         return []
@@ -47,7 +47,7 @@ def charts(runs: list[dict[str, Any]], verdicts: list[dict[str, Any]], outdir: P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = _first_prompt_batch1(runs)
+    rows = first_prompt_batch1(runs)
     if not rows:
         return []
     labels = [_label(r) for r in rows]
@@ -92,7 +92,7 @@ def charts(runs: list[dict[str, Any]], verdicts: list[dict[str, Any]], outdir: P
     return made
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join("" if v is None else str(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
@@ -157,13 +157,13 @@ def _published_section(results: list[dict[str, Any]]) -> str:
         rows = s["rows"]
         cols = [k for k in rows[0] if k != "model"]
         parts.append(f"### {s['summary']}\nHardware: {s.get('hardware', '?')}; backend: {s.get('backend', '?')}.")
-        parts.append(_table(["model", *cols], [[r["model"], *[r.get(c) for c in cols]] for r in rows]))
+        parts.append(markdown_table(["model", *cols], [[r["model"], *[r.get(c) for c in cols]] for r in rows]))
         for claim in s.get("claims", []):
             parts.append(f"- Claim: {claim}")
     parts.append("### Quantized ÷ full precision: the published GPU ratios beside this machine's CPU ratios\n"
                  "Speed-up > 1 means the quantized model is faster; memory < 1 means it needs less. "
                  "(gemma-7b's full-precision rows were sharded partly to the CPU, which explains their huge ratio.)")
-    parts.append(_table(["hardware", "model", "configuration", "speed-up", "memory", "source"],
+    parts.append(markdown_table(["hardware", "model", "configuration", "speed-up", "memory", "source"],
                         published_ratios() + _ours_ratios(results)))
     return "\n\n".join(parts)
 
@@ -185,101 +185,10 @@ def _plan_section(plan: dict[str, Any]) -> str:
         f"Context {plan['ctx']} tokens, {plan['cache_type']} KV cache; {plan['budget_bytes'] / 2**30:.2f} GiB usable "
         f"after {plan['headroom_bytes'] / 2**30:.2f} GiB headroom; {d['bandwidth_gbps']} GB/s. "
         "Speeds are predictions (roofline), not measurements.",
-        _table(["model", "quant", "size MiB", "bits/weight", f"peak RAM MiB @{plan['ctx']}", "fits", "tg tok/s (pred.)",
+        markdown_table(["model", "quant", "size MiB", "bits/weight", f"peak RAM MiB @{plan['ctx']}", "fits", "tg tok/s (pred.)",
                 "pp tok/s (pred.)", "KLD", "quality from"], rows),
         *[f"- {n}" for n in plan.get("notes", [])],
         f"**Recommendation:** {rec.get('sentence', 'none')}"])
-
-
-def _key(backend: str, path: str, variant: str) -> tuple[str, str, str]:
-    # Results are written from different working directories: match on the file or folder name;
-    # every transformers variant (fp32, bf16, bnb-*) runs from the same folder.
-    return backend, Path(path).name, variant if backend == "transformers" else ""
-
-
-def joined_rows(benches: list[dict[str, Any]], evals: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """One row per model variant, per model: size, bits/weight, tok/s, peak RAM, PPL, KLD, accuracy."""
-    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
-
-    def row(model: str, backend: str, variant: str, path: str) -> dict[str, Any]:
-        return rows.setdefault(_key(backend, path, variant), {"model": model, "backend": backend, "variant": variant})
-
-    for res in evals:
-        for r in res["rows"]:
-            m = r["model"]
-            out = row(m["name"], m["backend"], m["variant"], m["path"])
-            out.update({k: v for k, v in {"size_bytes": m.get("size_bytes"), "bits_per_weight": m.get("bits_per_weight")}.items() if v})
-            keys = ("ppl", "ppl_stderr", "delta_ppl_pct", "kld_mean", "kld_p99", "top1_pct") if res["task"] == "ppl" \
-                else ("acc", "acc_norm")
-            out.update({k: r.get(k) for k in keys})
-    for res in benches:
-        for r in _first_prompt_batch1(res["runs"]):
-            out = row(r["model"], r["backend"], r["variant"], r["path"])
-            out.setdefault("size_bytes", r.get("file_size_bytes"))
-            out.setdefault("bits_per_weight", r.get("bits_per_weight"))
-            out.update(tg_tps=r["tg_tps"] and r["tg_tps"]["median"], pp_tps=r["pp_tps"] and r["pp_tps"]["median"],
-                       peak_rss_bytes=r.get("peak_rss_bytes"))
-    by_model: dict[str, list[dict[str, Any]]] = {}
-    for r in rows.values():
-        by_model.setdefault(r["model"], []).append(r)
-    return by_model
-
-
-def _fmt(x: Any, spec: str) -> Any:
-    return "" if x is None else format(x, spec)
-
-
-def _quality_section(benches: list[dict[str, Any]], evals: list[dict[str, Any]], outdir: Path) -> tuple[str, list[str]]:
-    parts, made = ["## Quality and speed, joined"], []
-    for model, rows in joined_rows(benches, evals).items():
-        rows.sort(key=lambda r: -(r.get("size_bytes") or 0))
-        parts.append(f"### {model}")
-        parts.append(_table(
-            ["variant", "size MiB", "bits/weight", "tg tok/s", "pp tok/s", "peak RSS MiB", "PPL", "ΔPPL %", "mean KLD",
-             "KLD p99", "top-1 %", "acc %", "acc_norm %"],
-            [[("HF " if r["backend"] == "transformers" else "") + r["variant"],
-              _fmt(r.get("size_bytes") and r["size_bytes"] / 2**20, ".1f"), _fmt(r.get("bits_per_weight"), ".2f"),
-              _fmt(r.get("tg_tps"), ".1f"), _fmt(r.get("pp_tps"), ".1f"),
-              _fmt(r.get("peak_rss_bytes") and r["peak_rss_bytes"] / 2**20, ".0f"), _fmt(r.get("ppl"), ".3f"),
-              _fmt(r.get("delta_ppl_pct"), "+.2f"), _fmt(r.get("kld_mean"), ".3g"), _fmt(r.get("kld_p99"), ".3g"),
-              _fmt(r.get("top1_pct"), ".1f"), _fmt(r.get("acc"), ".1f"), _fmt(r.get("acc_norm"), ".1f")] for r in rows]))
-        chart = _quality_chart(model, rows, outdir)
-        if chart:
-            made.append(chart)
-            parts.append(f"![{chart}]({chart})")
-    for res in evals:
-        d = res["data"]
-        parts.append(f"- {res['task']}: {d['source']}" + (f"; {d['windows']} windows of {d['ctx']} tokens"
-                                                          if res["task"] == "ppl" else f"; {d['items']} items")
-                     + "".join(f"; {'✓' if c['ok'] else '✗'} {c['detail']}" for c in res.get("checks", [])))
-    return "\n\n".join(parts), made
-
-
-def _quality_chart(model: str, rows: list[dict[str, Any]], outdir: Path) -> str | None:
-    """KL-divergence (log scale) against file size: the cost of each MiB saved."""
-    pts = [r for r in rows if r.get("kld_mean") and r.get("size_bytes")]
-    if len(pts) < 2:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in pts:
-        ax.scatter(r["size_bytes"] / 2**20, r["kld_mean"], color="tab:blue")
-        ax.annotate(r["variant"], (r["size_bytes"] / 2**20, r["kld_mean"]), textcoords="offset points", xytext=(4, 4),
-                    fontsize=8)
-    ax.set_yscale("log")
-    ax.set_xlabel("file size (MiB)")
-    ax.set_ylabel("mean KL-divergence to full precision (nats)")
-    ax.set_title(f"{model}: quality vs size")
-    ax.grid(alpha=0.3)
-    name = f"quality-vs-size-{re.sub(r'[^A-Za-z0-9._-]+', '-', model)}.png"
-    with atomic_output(outdir / name) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return name
 
 
 def write_report(paths: list[Path], outdir: Path) -> ReportResult:
@@ -296,7 +205,7 @@ def write_report(paths: list[Path], outdir: Path) -> ReportResult:
         sub.mkdir(parents=True, exist_ok=True)
         made += [str((sub / c).relative_to(outdir)) for c in charts(runs, res["verdicts"], sub)]
         md.append(f"## Run {i + 1}: {env['cpu']}, {env['threads']} threads" + (" (interrupted)" if res.get("interrupted") else ""))
-        md.append(_table(["fact", "value"], [
+        md.append(markdown_table(["fact", "value"], [
             ["CPU", f"{env['cpu']} ({env['physical_cores']} cores / {env['logical_cores']} threads)"],
             ["features", " ".join(env["cpu_features"])], ["RAM", f"{env['ram_total_bytes'] / 2**30:.1f} GiB"],
             ["OS", env["os"]], ["threads", env["threads"]], ["date", env["date"]],
@@ -304,7 +213,7 @@ def write_report(paths: list[Path], outdir: Path) -> ReportResult:
             ["settings", json.dumps(res["settings"])],
             ["read bandwidth", f"{(res['roofline'].get('bandwidth') or {}).get('read_gbps', '?')} GB/s"]]))
         roof = {(r["backend"], r["variant"], r["batch"], r["prompt"]): r["fraction"] for r in res["roofline"].get("rows", [])}
-        md.append(_table(["backend", "variant", "batch", "prompt", "status", "load s", "pp tok/s", "tg tok/s",
+        md.append(markdown_table(["backend", "variant", "batch", "prompt", "status", "load s", "pp tok/s", "tg tok/s",
                           "ms/token", "peak RSS MiB", "bits/weight", "roofline"],
                          [[r["backend"], r["variant"], r["batch"], r["prompt"], r["status"] if r["status"] == "ok"
                            else f"{r['status']}: {r['reason']}", r["load_s"],
@@ -314,13 +223,15 @@ def write_report(paths: list[Path], outdir: Path) -> ReportResult:
                           for r in runs]))
         md.append("### Verdict\n" + "\n".join(f"- {v['sentence']}" for v in res["verdicts"]))
         if res.get("llama_bench"):
-            md.append("### Cross-check with llama-bench\n" + _table(
+            md.append("### Cross-check with llama-bench\n" + markdown_table(
                 ["variant", "ours pp", "llama-bench pp", "ours tg", "llama-bench tg", "agrees (±10%)"],
                 [[c["variant"], c["ours_pp_tps"], c["llama_bench_pp_tps"], c["ours_tg_tps"], c["llama_bench_tg_tps"],
                   "yes" if c["agrees"] else "NO"] for c in res["llama_bench"]]))
         md += [f"![{c}]({c})" for c in made if c.startswith(sub.name if sub != outdir else "")]
     if evals:
-        section, quality_charts = _quality_section(results, evals, outdir)
+        from .report_quality import quality_section
+
+        section, quality_charts = quality_section(results, evals, outdir)
         md.append(section)
         made += quality_charts
     md += [_plan_section(p) for p in plans]

@@ -140,15 +140,17 @@ class _PeakRSS:
     ``ru_maxrss`` from wait4 is no good on Linux: it survives fork + exec, so a
     small tool started by a large Python process reports the parent's peak.
     VmHWM is monotone, so the last sample is the peak up to then (growth in the
-    final 50 ms can be missed).
+    final 10 ms can be missed). When wait4's figure is above our own peak it can
+    only be the child's, and it is exact, so it wins.
     """
 
-    INTERVAL_S = 0.05
+    INTERVAL_S = 0.01
 
     def __init__(self, pid: int) -> None:
         import threading
 
         self.path, self.peak = Path(f"/proc/{pid}/status"), 0
+        self.parent_peak = own_peak_rss()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         if self.path.exists():
@@ -164,11 +166,24 @@ class _PeakRSS:
                 return
             self._done.wait(self.INTERVAL_S)
 
-    def stop(self) -> int | None:
+    def stop(self, ru_maxrss: int | None = None) -> int | None:
         self._done.set()
         if self._thread.is_alive():
             self._thread.join()
-        return self.peak or None
+        if ru_maxrss and self.parent_peak and ru_maxrss > self.parent_peak:
+            return ru_maxrss
+        return self.peak or ru_maxrss or None
+
+
+def own_peak_rss() -> int | None:
+    """This process's peak RSS in bytes (VmHWM), or None where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii", errors="replace").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _wait(proc: subprocess.Popen[str], sampler: _PeakRSS) -> tuple[int, int | None]:
@@ -178,7 +193,7 @@ def _wait(proc: subprocess.Popen[str], sampler: _PeakRSS) -> tuple[int, int | No
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    return proc.returncode, sampler.stop() or usage.ru_maxrss * scale
+    return proc.returncode, sampler.stop(usage.ru_maxrss * scale)
 
 
 def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,

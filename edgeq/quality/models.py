@@ -32,7 +32,7 @@ def resolve(models: list[str], quants: list[str] | None, progress: bool) -> list
 
     No argument means the embedded model.
     """
-    from ..bench.matrix import plan_models
+    from ..sources import plan_models
 
     if not models:
         from ..embedded import ensure_embedded_model
