@@ -43,10 +43,9 @@ QWEN_CONFIG = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, n
 
 def worker(path: str, ctx: int, threads: int) -> None:
     """In a fresh process: load, prompt, generate; print RSS figures and tok/s as JSON."""
-    from edgeq.toolchain import use_our_libllama
+    from edgeq.toolchain import import_llama_cpp
 
-    use_our_libllama()
-    from llama_cpp import Llama
+    Llama = import_llama_cpp().Llama
 
     def status(key: str) -> int:
         for line in open("/proc/self/status"):

@@ -13,6 +13,9 @@ ENV_BUILD_DIR = "EDGEQ_BUILD_DIR"  # CMake build folder holding bin/
 ENV_MODELS_DIR = "EDGEQ_MODELS_DIR"
 ENV_DEBUG = "EDGEQ_DEBUG"  # show tracebacks instead of one-line errors
 ENV_NO_PROGRESS = "EDGEQ_NO_PROGRESS"
+# Load this CPU level of ggml (x64, haswell, zen4, ...) instead of the best one for the CPU:
+# edgeq's own llama.cpp processes honour it; llama.cpp's tools always pick the best.
+ENV_CPU_VARIANT = "EDGEQ_CPU_VARIANT"
 
 DEFAULT_OUTTYPE = "f16"
 DEFAULT_QUANTS = ("Q8_0",)
@@ -45,6 +48,10 @@ def bin_dir() -> Path:
 
 def models_dir() -> Path:
     return Path(os.environ.get(ENV_MODELS_DIR) or "models")
+
+
+def cpu_variant() -> str | None:
+    return os.environ.get(ENV_CPU_VARIANT) or None
 
 
 def debug() -> bool:

@@ -8,8 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__, config, system
-from .toolchain import SETUP_HINT, TOOLS, find_toolchain, llama_cpp_version, source_stamp, use_our_libllama
 from .errors import ToolchainError
+from .smoke import CpuPaths, SmokeReport, smoke_test
+from .toolchain import (
+    SETUP_HINT,
+    TOOLS,
+    find_toolchain,
+    llama_cpp_version,
+    source_stamp,
+)
 
 
 @dataclass
@@ -31,6 +38,8 @@ class DoctorReport:
     llama_system_info: str | None
     rpc: bool
     checks: list[Check] = field(default_factory=list)
+    cpu_paths: CpuPaths | None = None  # the CPU level and features llama.cpp runs with here
+    smoke: SmokeReport | None = None  # the tiny model's runs, one per type and path
 
 
 def _version(dist: str) -> str:
@@ -70,14 +79,19 @@ def doctor() -> DoctorReport:
     checks.append(Check("llama-cpp-python", lcp_ok, versions["llama-cpp-python"],
                         None if lcp_ok else f"Install llama-cpp-python=={config.LLAMA_CPP_PYTHON_VERSION} ({SETUP_HINT})"))
     checks.append(_gguf_check())
-    sysinfo, rpc = None, False
+    smoke = None
     if tc and not missing:
-        sysinfo, rpc = _runtime_check(checks)
+        smoke = smoke_test(tc)
+        checks += _smoke_checks(smoke)
+    cpu = smoke.cpu if smoke else None
+    rpc = bool(smoke and smoke.rpc)
+    if smoke and smoke.cpu:
+        checks.append(_rpc_check(rpc))
     sys_facts = system.system_info()
     return DoctorReport(
         ok=all(c.ok for c in checks), versions=versions, tools=tools, system=sys_facts,
         threads=system.default_threads(), disk_free_bytes=system.free_disk_bytes(config.models_dir()),
-        llama_system_info=sysinfo, rpc=rpc, checks=checks)
+        llama_system_info=cpu.system_info if cpu else None, rpc=rpc, checks=checks, cpu_paths=cpu, smoke=smoke)
 
 
 def _gguf_check() -> Check:
@@ -91,20 +105,34 @@ def _gguf_check() -> Check:
                  None if ok else "Install vendor/llama.cpp/gguf-py as the gguf package (" + SETUP_HINT + ")")
 
 
-def _runtime_check(checks: list[Check]) -> tuple[str | None, bool]:
-    """Load our libllama through llama-cpp-python, as `bench` and `run` will."""
-    try:
-        use_our_libllama()
-        import llama_cpp
+def _smoke_checks(smoke: SmokeReport) -> list[Check]:
+    """One check per smoke run, then one for the CPU level ggml chose."""
+    fix = _crash_fix(smoke.cpu)
+    # The fix for a crash or wrong numbers; any other failure (a missing level, a bad file) says its own.
+    checks = [Check(f"{r.type} generates ({r.path})", r.ok, r.detail,
+                    fix if not r.ok and (r.crash_signal or r.cosine_vs_f32 is not None) else None)
+              for r in smoke.runs]
+    cpu = smoke.cpu
+    if cpu is None:
+        return checks
+    feats = " ".join(k for k, v in cpu.features.items() if v and k not in ("REPACK",)) or "-"
+    detail = (f"ggml CPU level {cpu.variant or 'built in'}" + (f" (built: {', '.join(cpu.built)})" if cpu.built else "")
+              + f"; AMX {'on' if cpu.amx else 'off'}; repack {'on' if cpu.features.get('REPACK') else 'off'}; {feats}")
+    ok = cpu.variant == cpu.expected and (not cpu.amx or cpu.variant == "sapphirerapids")
+    why = None if ok else (f"expected level {cpu.expected}: set-up chose the levels with EDGEQ_CPU_VARIANTS "
+                           "(see the README's CPU paths); rerun `bash scripts/setup.sh`")
+    checks.append(Check("CPU paths", ok, detail, why))
+    return checks
 
-        info = llama_cpp.llama_print_system_info().decode(errors="replace").strip()
-        rpc = bool(getattr(llama_cpp, "llama_supports_rpc", lambda: False)())
-        checks.append(Check("libllama via llama-cpp-python", True, str(llama_cpp.llama_cpp._base_path)))
-        checks.append(_rpc_check(rpc))
-        return info, rpc
-    except Exception as e:  # noqa: BLE001 - any load failure is the finding
-        checks.append(Check("libllama via llama-cpp-python", False, f"{type(e).__name__}: {e}", SETUP_HINT))
-        return None, False
+
+def _crash_fix(cpu: CpuPaths | None) -> str:
+    """What to do when the tiny model crashed or computed wrong numbers."""
+    lower = "haswell" if cpu and cpu.variant not in (None, "haswell", "x64") else "x64"
+    if cpu and cpu.amx:
+        return ("ggml's AMX kernels are active: rebuild without them, "
+                "EDGEQ_CPU_VARIANTS='x64;haswell;zen4' bash scripts/setup.sh")
+    return (f"try a lower CPU level: {config.ENV_CPU_VARIANT}={lower} edgeq doctor; if that passes, build without "
+            f"the level that failed: EDGEQ_CPU_VARIANTS='x64;haswell' bash scripts/setup.sh")
 
 
 def _rpc_check(supported: bool) -> Check:

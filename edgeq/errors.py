@@ -10,6 +10,7 @@ EXIT_OK = 0
 EXIT_USER = 1
 EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 3
+EXIT_CRASH = 4
 EXIT_INTERRUPTED = 130
 
 
@@ -28,6 +29,15 @@ class EdgeqError(Exception):
 
     def to_dict(self) -> dict[str, object]:
         return {"error": self.kind, "message": str(self), "exit_code": self.exit_code}
+
+
+def from_dict(d: dict[str, object]) -> EdgeqError:
+    """Rebuild an error a child process reported (``to_dict``'s fields): the same line, kind and exit code."""
+    kind = str(d.get("error") or d.get("kind") or "error")
+    err = (UsageError if kind == "usage" else EdgeqError)(str(d.get("message", "")))
+    err.kind = kind
+    err.exit_code = int(d.get("exit_code", err.exit_code))  # type: ignore[call-overload]
+    return err
 
 
 class UsageError(EdgeqError):
@@ -101,3 +111,20 @@ class ToolFailed(ToolchainError):
         self.tail = tail
         last = tail.strip().splitlines()[-1] if tail.strip() else "no output"
         super().__init__(f"{tool} failed (exit {returncode}): {last}", hint=hint)
+
+
+class NativeCrash(EdgeqError):
+    """llama.cpp died of a signal (SIGSEGV, SIGILL, SIGABRT, SIGBUS, SIGFPE) in a child process.
+
+    A fault in native code on this host, not in the user's input: its own exit
+    code, so scripts can tell it from a tool that refused a file.
+    """
+
+    exit_code = EXIT_CRASH
+    kind = "crash"
+
+    def __init__(self, signal_name: str, doing: str, cause: str, *, detail: str | None = None,
+                 hint: str | None = None) -> None:
+        self.signal_name, self.doing, self.cause = signal_name, doing, cause
+        tail = f" (last output: {detail})" if detail else ""
+        super().__init__(f"llama.cpp crashed ({signal_name}) {doing}: {cause}{tail}.", hint=hint)

@@ -20,8 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from . import system
-from .errors import EdgeqError, RpcError, UsageError
-from .rpc import RESTART_HINT, DevicePlacement, ServerInfo, first_unreachable, parse_endpoints, probe_all
+from .errors import EdgeqError, RpcError, UsageError, from_dict
+from .rpc import (
+    RESTART_HINT,
+    DevicePlacement,
+    ServerInfo,
+    first_unreachable,
+    parse_endpoints,
+    probe_all,
+)
+from .toolchain import crash_error
 
 DEFAULT_N_PREDICT = 128
 DEFAULT_CTX = 2048
@@ -142,9 +150,7 @@ def _run_worker(spec: GenerateSpec, on_text: Callable[[str], None], timeout_s: f
     finally:
         _stop(proc)
     if error:
-        err = (UsageError if error.get("kind") == "usage" else EdgeqError)(error["message"])
-        err.exit_code, err.kind = error.get("exit_code", err.exit_code), error.get("kind", err.kind)
-        raise err
+        raise from_dict(error)
     if result is None or rc != 0:
         raise _diagnose(spec, phase, rc, stderr)
     return result
@@ -174,7 +180,8 @@ def _diagnose(spec: GenerateSpec, phase: str, rc: int | None, stderr: Any) -> Ed
         if "RPC" in tail or rc == -6:
             return RpcError(spec.rpc[0], f"an RPC server failed during {phase} ({', '.join(spec.rpc)}): {tail}",
                             hint=RESTART_HINT)
-    return EdgeqError(f"llama.cpp stopped during {phase} (exit {rc}): {tail}")
+    crash = crash_error(rc, f"during {phase} of {Path(spec.model).name}", tail=lines)
+    return crash or EdgeqError(f"llama.cpp stopped during {phase} (exit {rc}): {tail}")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

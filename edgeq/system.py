@@ -29,15 +29,20 @@ class SystemInfo:
 def cpu_features() -> list[str]:
     if platform.machine().lower() in ("arm64", "aarch64"):
         return ["neon"]
+    flags = cpu_flags()
+    return [f for f in _X86_FLAGS if f in flags]
+
+
+def cpu_flags() -> set[str]:
+    """Every flag /proc/cpuinfo lists for the first CPU (empty where there is no /proc/cpuinfo)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return []
+        return set()
     for line in text.splitlines():
         if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            return [f for f in _X86_FLAGS if f in flags]
-    return []
+            return set(line.split(":", 1)[1].split())
+    return set()
 
 
 def cpu_name() -> str:

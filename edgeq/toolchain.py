@@ -11,11 +11,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from . import config
-from .errors import ToolchainError, ToolFailed
+from .errors import NativeCrash, ToolchainError, ToolFailed
 
 SETUP_HINT = "Run `bash scripts/setup.sh` (or `make setup`) from the edgeq checkout to fetch and build it."
+DOCTOR_HINT = "Run `edgeq doctor`: it tests llama.cpp's CPU paths on this host and names the fix."
 
 # Every tool the edgeq commands call; built together by the `edgeq-tools` CMake target.
 TOOLS = ("llama-quantize", "llama-bench", "llama-perplexity", "llama-imatrix", "llama-gguf-split", "edgeq-bandwidth",
@@ -55,6 +57,97 @@ def find_toolchain(*, need_build: bool = True) -> Toolchain:
     if need_build and not tc.libllama.exists():
         raise ToolchainError(f"the llama.cpp build is missing ({tc.libllama}).", hint=SETUP_HINT)
     return tc
+
+
+def cpu_variants(tc: Toolchain) -> list[str]:
+    """The CPU levels of ggml this build has as loadable libraries (``libggml-cpu-<level>``); [] if built in."""
+    prefix, suffix = _lib_name("ggml-cpu-").rsplit(".", 1)[0], "." + _lib_name("x").rsplit(".", 1)[1]
+    return sorted(p.name[len(prefix):-len(suffix)] for p in tc.bin_dir.glob(f"{prefix}*{suffix}"))
+
+
+def import_llama_cpp(tc: Toolchain | None = None) -> Any:
+    """``llama_cpp`` bound to our libllama, with ggml's backends loaded from our build.
+
+    The build keeps its CPU backends as libraries, one per CPU level. llama.cpp's
+    tools find them beside themselves; a Python process must name the folder.
+    """
+    tc = tc or find_toolchain()
+    use_our_libllama(tc)
+    import llama_cpp
+
+    _load_backends(tc)
+    return llama_cpp
+
+
+def _load_backends(tc: Toolchain) -> None:
+    import ctypes
+
+    g = ctypes.CDLL(str(tc.bin_dir / _lib_name("ggml")))
+    g.ggml_backend_reg_count.restype = ctypes.c_size_t
+    if g.ggml_backend_reg_count():
+        return  # built in (macOS, or a build without GGML_BACKEND_DL), or loaded already
+    g.ggml_backend_load.restype, g.ggml_backend_load.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
+    variant = config.cpu_variant()
+    if variant is None:
+        g.ggml_backend_load_all_from_path(str(tc.bin_dir).encode())
+    else:
+        lib = tc.bin_dir / _lib_name(f"ggml-cpu-{variant}")
+        if not lib.exists():
+            raise ToolchainError(f"{config.ENV_CPU_VARIANT}={variant}: this build has no such CPU level "
+                                 f"(it has {', '.join(cpu_variants(tc)) or 'none'}).",
+                                 hint=f"Unset {config.ENV_CPU_VARIANT}, or build the level: "
+                                      f"EDGEQ_CPU_VARIANTS='x64;haswell;zen4;{variant}' bash scripts/setup.sh")
+        if not g.ggml_backend_load(str(lib).encode()):
+            raise ToolchainError(f"{config.ENV_CPU_VARIANT}={variant}: ggml refused {lib.name} on this CPU "
+                                 "(it needs instructions this CPU lacks).", hint=f"Unset {config.ENV_CPU_VARIANT}.")
+        rpc = tc.bin_dir / _lib_name("ggml-rpc")
+        if rpc.exists():
+            g.ggml_backend_load(str(rpc).encode())
+    if not g.ggml_backend_reg_count():
+        raise ToolchainError(f"no ggml CPU backend in {tc.bin_dir} loads on this CPU "
+                             f"(the build has {', '.join(cpu_variants(tc)) or 'none'}).", hint=SETUP_HINT)
+
+
+def loaded_cpu_variant() -> str | None:
+    """The ggml CPU level this process loaded (from /proc/self/maps; None where that cannot tell)."""
+    try:
+        maps = Path("/proc/self/maps").read_text(errors="replace")
+    except OSError:
+        return None
+    found = re.search(r"libggml-cpu-([A-Za-z0-9_.]+?)\.so", maps)
+    return found.group(1) if found else None
+
+
+CRASH_CAUSES = {
+    "SIGILL": "an instruction this CPU does not have: the build's CPU level is above this host's",
+    "SIGSEGV": "a fault in its native code on this host (on Intel CPUs with AMX, ggml's AMX kernels are a known cause)",
+    "SIGBUS": "a bad memory access (a model file changed or truncated while mapped, or a disk error)",
+    "SIGABRT": "it stopped on a failed internal check",
+    "SIGFPE": "an arithmetic fault in its native code",
+}
+
+
+def crash_error(returncode: int | None, doing: str, *, tail: Sequence[str] = ()) -> NativeCrash | None:
+    """The one-line error for a child that died of a crash signal (``returncode`` < 0), else None."""
+    if returncode is None or returncode >= 0:
+        return None
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        return None
+    if name not in CRASH_CAUSES:
+        return None  # SIGKILL, SIGTERM: stopped from outside, not a crash
+    lines = [ln.strip() for ln in tail if ln.strip() and not _PROGRESS_BAR.search(ln)]
+    # An abort says why on its last lines (GGML_ASSERT ...); a segfault's last line is just progress.
+    detail = next((ln for ln in reversed(lines) if re.search(r"error|assert|abort|fail", ln, re.IGNORECASE)), None)
+    return NativeCrash(name, doing, CRASH_CAUSES[name], detail=detail[:200] if detail else None, hint=DOCTOR_HINT)
+
+
+def _model_arg(args: Sequence[str]) -> str | None:
+    for flag in ("-m", "--model"):
+        if flag in args[:-1]:
+            return Path(args[args.index(flag) + 1]).name
+    return None
 
 
 def use_our_libllama(tc: Toolchain | None = None) -> Path:
@@ -109,7 +202,7 @@ class ToolOutput(list):  # list[str]: callers index the tail lines as before
     peak_rss_bytes: int | None = None  # the tool's own peak resident memory (children not counted)
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: get SIGKILL if edgeq dies, even by SIGKILL (Linux only).
 
     The tools run in a session of their own (so a terminal's Ctrl-C reaches edgeq
@@ -213,7 +306,7 @@ def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
     try:
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 errors="replace", bufsize=1, env={**os.environ, **(env or {})},
-                                start_new_session=True, preexec_fn=_die_with_parent if _PRCTL else None)
+                                start_new_session=True, preexec_fn=die_with_parent if _PRCTL else None)
     except OSError as e:
         raise ToolchainError(f"cannot start {name}: {e}.", hint=SETUP_HINT) from e
     sampler = _PeakRSS(proc.pid)
@@ -233,6 +326,10 @@ def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
         _stop(proc)
         raise
     if rc != 0:
+        model = _model_arg(args)
+        crash = crash_error(rc, f"in {name}" + (f" on {model}" if model else ""), tail=list(tail))
+        if crash:
+            raise crash
         lines = [line for line in tail if not _PROGRESS_BAR.search(line)]  # the error, not the bar after it
         disk_full = any(_DISK_FULL.search(line) for line in lines)
         raise ToolFailed(name, rc, "\n".join(lines), hint=DISK_FULL_HINT if disk_full else None)

@@ -8,7 +8,7 @@ import pytest
 from gguf import GGUFReader
 
 from conftest import final_ggufs, make_tiny_checkpoint
-from edgeq.backends.llamacpp import greedy, load
+from edgeq.generate import generate
 from edgeq.cli import main
 from edgeq.convert import convert
 from edgeq.errors import ToolFailed
@@ -45,9 +45,7 @@ def test_tiny_llama_types_are_real(tiny_result):
 
 def test_tiny_llama_files_load_and_generate(tiny_result):
     for o in tiny_result.outputs:
-        with load(o.path, n_ctx=64) as llm:
-            out = llm.create_completion("Hello", max_tokens=4, temperature=0.0)
-        assert out["usage"]["completion_tokens"] > 0, o.type
+        assert generate(o.path, "Hello", n_predict=4, n_ctx=64).generated_tokens > 0, o.type
 
 
 def test_manifest_records_everything(tiny_result, tiny_llama):
@@ -86,8 +84,7 @@ def test_another_architecture_qwen2(qwen2_tokenizer, tmp_path, capsys):
     assert set(weight_types(by_type["Q8_0"]).values()) == {"Q8_0"}
     assert weight_types(by_type["Q4_K_M"])["blk.0.attn_q.weight"] == "Q4_K"
     for p in by_type.values():
-        with load(p, n_ctx=64) as llm:
-            assert llm.create_completion("Hi", max_tokens=2)["usage"]["completion_tokens"] > 0
+        assert generate(p, "Hi", n_predict=2, n_ctx=64).generated_tokens > 0
 
 
 def test_convert_by_repo_id_from_the_hub(tiny_llama, fake_hub, monkeypatch, tmp_path):
@@ -106,7 +103,7 @@ def test_embedded_model_knows_paris(embedded_checkpoint, tmp_path_factory, quant
     out = tmp_path_factory.getbasetemp() / "embedded-out"
     res = convert(str(embedded_checkpoint), quants=[quant], outdir=out, progress=False)
     path = next(o.path for o in res.outputs if o.type == quant)
-    assert "Paris" in greedy(path, "The capital of France is", max_tokens=8)
+    assert "Paris" in generate(path, "The capital of France is", n_predict=8, n_ctx=64).text
 
 
 def test_failed_quantize_leaves_no_final_file_and_keeps_finished_work(tiny_llama, tmp_path, monkeypatch):

@@ -1,37 +1,16 @@
-"""llama.cpp through llama-cpp-python, on our own build of libllama."""
+"""llama.cpp through llama-cpp-python, on our own build of libllama.
+
+Only child processes import this module (bench and generate workers, the
+isolated scorer, doctor's smoke test): a crash in native code then ends a
+child, which the parent reports as one line, never edgeq itself.
+"""
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ..gguf_info import read as read_gguf
-from ..toolchain import use_our_libllama
-
-
-@contextlib.contextmanager
-def load(model_path: str | Path, *, n_ctx: int = 512, n_threads: int | None = None, seed: int = 0,
-         n_gpu_layers: int = 0, **kwargs: Any) -> Iterator[Any]:
-    """Open a GGUF with ``llama_cpp.Llama`` (after a header check, so a bad file is a clear error)."""
-    read_gguf(model_path)
-    use_our_libllama()
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(), seed=seed,
-                n_gpu_layers=n_gpu_layers, verbose=False, **kwargs)
-    try:
-        yield llm
-    finally:
-        llm.close()
-
-
-def greedy(model_path: str | Path, prompt: str, max_tokens: int = 16, **kwargs: Any) -> str:
-    """Greedy continuation of ``prompt``: deterministic, for smoke tests and comparisons."""
-    with load(model_path, **kwargs) as llm:
-        out = llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, top_k=1)
-    return str(out["choices"][0]["text"])
+from ..toolchain import import_llama_cpp
 
 
 _QUIET: list[Any] = []  # keeps the ctypes log callback alive
@@ -39,8 +18,7 @@ LOAD_LOG: list[str] = []  # the load-log lines that say where layers and buffers
 
 
 def _lib() -> Any:
-    use_our_libllama()
-    import llama_cpp
+    llama_cpp = import_llama_cpp()
 
     if not _QUIET:
         from ..rpc import LOG_PATTERN
@@ -101,9 +79,14 @@ class BatchRunner:
         import ctypes
 
         raw = text.encode()
-        buf = (self.ll.llama_token * (len(raw) + 8))()
         bos = self.adds_bos if add_bos is None else add_bos
-        n = self.ll.llama_tokenize(self.vocab, raw, len(raw), buf, len(buf), bos, False)
+        size = len(raw) + 8
+        for _ in range(2):
+            buf = (self.ll.llama_token * size)()
+            n = self.ll.llama_tokenize(self.vocab, raw, len(raw), buf, len(buf), bos, False)
+            if n >= 0:
+                break
+            size = -n  # byte-fallback vocabularies can make more tokens than bytes: it says how many
         if n < 0:
             raise RuntimeError("tokenization failed")
         return list(ctypes.cast(buf, ctypes.POINTER(self.ll.llama_token))[:n])

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -12,11 +12,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from .. import __version__, system
-from ..toolchain import measure_bandwidth
-from ..errors import UsageError
+from ..errors import EdgeqError, NativeCrash, UsageError
 from ..files import write_json_atomic
 from ..output import Progress
 from ..sources import plan_models
+from ..toolchain import DOCTOR_HINT, crash_error, measure_bandwidth
 from .prompts import load_prompts
 from .results import SCHEMA, BenchResults, RunResult, RunSpec, Stat
 
@@ -77,12 +77,31 @@ def run_worker(spec: RunSpec) -> list[RunResult]:
         return [_row(spec, p, "failed", f"timed out after {WORKER_TIMEOUT_S} s") for p in spec.prompts]
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return [_row(spec, p, "failed", _rpc_reason(spec) or f"worker exited {proc.returncode}: {tail}")
+        err_lines = proc.stderr.strip().splitlines()
+        gone = _rpc_reason(spec)
+        crash = None if gone else crash_error(proc.returncode, f"while benchmarking {Path(spec.path).name}",
+                                               tail=err_lines[-20:])
+        reason = gone or (str(crash) if crash else f"worker exited {proc.returncode}: {(err_lines or ['no output'])[-1]}")
+        return [replace(_row(spec, p, "failed", reason), crash_signal=crash.signal_name if crash else None)
                 for p in spec.prompts]
     rows = [RunResult.from_dict(d) for d in json.loads(lines[-1])]
     gone = _rpc_reason(spec) if any(r.status == "failed" for r in rows) else None
     return [replace(r, reason=gone) if gone and r.status == "failed" else r for r in rows]
+
+
+def failure(res: BenchResults) -> EdgeqError | None:
+    """The error to exit with when no run was measured and at least one failed (None otherwise)."""
+    runs = res.runs
+    if any(r.status == "ok" for r in runs) or not any(r.status == "failed" for r in runs):
+        return None
+    failed = [r for r in runs if r.status == "failed"]
+    crashed = [r for r in failed if r.crash_signal]
+    if crashed:
+        signals = sorted({r.crash_signal for r in crashed if r.crash_signal})
+        files = sorted({Path(r.path).name for r in crashed})
+        return NativeCrash("/".join(signals), f"in every benchmark run ({len(crashed)} of {len(runs)} runs, "
+                           f"{', '.join(files)})", "no run was measured", hint=DOCTOR_HINT)
+    return EdgeqError(f"every benchmark run failed ({len(failed)} of {len(runs)}); the first: {failed[0].reason}")
 
 
 def _rpc_reason(spec: RunSpec) -> str | None:

@@ -54,6 +54,7 @@ class RunResult:
     reps: int
     status: str  # ok | skipped | failed
     reason: str | None = None
+    crash_signal: str | None = None  # SIGSEGV, SIGILL, ...: llama.cpp (or torch) crashed in the worker
     load_s: float | None = None
     pp_tps: Stat | None = None  # prompt tokens per second, all sequences together
     tg_tps: Stat | None = None  # generated tokens per second, all sequences together

@@ -45,6 +45,7 @@ def bench(models: tuple[str, ...], quants: str, hf_variants: str, device: str, t
           as_json: bool) -> None:
     """Benchmark MODELS (GGUF files, folders of them, HF checkpoints; default: the embedded model)."""
     from ..bench import bench as run_bench
+    from ..bench import failure
     from ..embedded import ensure_embedded_model
 
     srcs = list(models) or [str(ensure_embedded_model())]
@@ -55,11 +56,20 @@ def bench(models: tuple[str, ...], quants: str, hf_variants: str, device: str, t
                     progress=_progress(as_json), rpc=rpc, no_local=no_local, tensor_split=tensor_split)
     if csv_path:
         write_csv(res, Path(csv_path))
+    err = failure(res)
     if as_json:
         print_json(res)
+        if err:  # the results are the JSON document; the error goes to stderr, the code says it
+            click.echo(f"Error: {err}", err=True)
+            raise click.exceptions.Exit(err.exit_code)
         return
     print_results(res)
     note(f"results: {output}" + (f", {csv_path}" if csv_path else ""))
+    failed = sum(r.status == "failed" for r in res.runs)
+    if err:
+        raise err
+    if failed:
+        note(f"{failed} of {len(res.runs)} runs failed (see the table); the others were measured")
 
 
 def write_csv(res: object, path: Path) -> None:

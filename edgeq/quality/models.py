@@ -69,11 +69,11 @@ def pick_reference(arg: str | None, refs: list[ModelRef], progress: bool) -> Mod
 
 
 def open_scorer(ref: ModelRef, *, n_ctx: int, threads: int) -> Any:
-    """A backend object with ``tokenize``, ``logits``, ``n_vocab``, ``adds_bos``, ``bos_id`` and ``close``."""
-    if ref.backend == "transformers":
-        from ..backends.transformers import HFScorer
+    """A scorer with ``tokenize``, ``logits``, ``n_vocab``, ``adds_bos``, ``bos_id`` and ``close``.
 
-        return HFScorer(ref.path, threads=threads)
-    from ..backends.llamacpp import LogitScorer
+    It runs in a child process (``backends.isolated``), so a crash in llama.cpp
+    or torch is one error line naming the file, and edgeq carries on to report it.
+    """
+    from ..backends.isolated import ChildScorer
 
-    return LogitScorer(ref.path, n_ctx=n_ctx, threads=threads)
+    return ChildScorer(ref.backend, ref.path, n_ctx=n_ctx, threads=threads)

@@ -1,0 +1,147 @@
+"""A scorer in a child process: eval's logits come from llama.cpp (or torch) running outside edgeq.
+
+A native crash (an AMX kernel, an instruction the CPU lacks) then ends the
+child, and the parent turns it into one line naming the signal and the file,
+where in-process it would have been a bare "Segmentation fault" and no summary.
+
+Protocol, parent → child on stdin, one JSON object per line:
+``{"op": "tokenize", "text", "add_bos"}``, ``{"op": "logits", "tokens", "reuse_prefix"}``, ``{"op": "close"}``;
+child → parent on its own copy of stdout: one JSON line per request, and after
+a ``logits`` reply its float32 rows as raw bytes (a pipe moves 100 MB in well
+under a tenth of a second; the window that makes them takes seconds).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ..errors import EdgeqError, from_dict
+from ..toolchain import crash_error, die_with_parent
+
+
+class ChildScorer:
+    """``tokenize``, ``logits``, ``n_vocab``, ``adds_bos``, ``bos_id``, ``close``: the scorer's face, in a child."""
+
+    def __init__(self, backend: str, path: str, *, n_ctx: int, threads: int) -> None:
+        self.path = path
+        self._stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgeq.backends.isolated"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._stderr,
+                                     preexec_fn=die_with_parent)
+        head = self._ask({"backend": backend, "path": path, "n_ctx": n_ctx, "threads": threads}, "loading")
+        self.kind = head["kind"]
+        self.n_vocab, self.adds_bos, self.bos_id = int(head["n_vocab"]), bool(head["adds_bos"]), int(head["bos_id"])
+
+    def tokenize(self, text: str, add_bos: bool | None = None) -> list[int]:
+        return list(self._ask({"op": "tokenize", "text": text, "add_bos": add_bos}, "tokenizing")["tokens"])
+
+    def logits(self, tokens: list[int], *, reuse_prefix: bool = False) -> Any:
+        """float32 array (len(tokens), n_vocab), as the in-process scorer returns it."""
+        import numpy as np
+
+        head = self._ask({"op": "logits", "tokens": tokens, "reuse_prefix": reuse_prefix}, "scoring")
+        rows, cols = head["shape"]
+        assert self.proc.stdout is not None
+        raw = self.proc.stdout.read(rows * cols * 4)
+        if len(raw) != rows * cols * 4:
+            raise self._died("scoring")
+        return np.frombuffer(raw, dtype=np.float32).reshape(rows, cols)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(b'{"op": "close"}\n')
+                self.proc.stdin.close()
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self._stderr.close()
+
+    def _ask(self, request: dict[str, Any], doing: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            raise self._died(doing) from None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise self._died(doing)
+        reply = json.loads(line)
+        if not reply.get("ok"):
+            self.close()
+            raise from_dict(reply)
+        return dict(reply)
+
+    def _died(self, doing: str) -> EdgeqError:
+        rc = self.proc.wait()
+        self._stderr.seek(0)
+        tail = self._stderr.read().decode(errors="replace").splitlines()[-20:]
+        self._stderr.close()
+        name = Path(self.path).name
+        return crash_error(rc, f"while {doing} {name}", tail=tail) or EdgeqError(
+            f"the scorer for {name} stopped while {doing} (exit {rc}): {tail[-1].strip() if tail else 'no output'}")
+
+
+def _open(spec: dict[str, Any]) -> Any:
+    if spec["backend"] == "transformers":
+        from .transformers import HFScorer
+
+        return HFScorer(spec["path"], threads=spec["threads"])
+    from .llamacpp import LogitScorer
+
+    return LogitScorer(spec["path"], n_ctx=spec["n_ctx"], threads=spec["threads"])
+
+
+def _reply(out: BinaryIO, obj: dict[str, Any], payload: Any = None) -> None:
+    out.write(json.dumps(obj).encode() + b"\n")
+    if payload is not None:
+        out.write(memoryview(payload).cast("B"))
+    out.flush()
+
+
+def _serve(out: BinaryIO) -> None:
+    import numpy as np
+
+    spec = json.loads(sys.stdin.readline())
+    scorer = _open(spec)
+    _reply(out, {"ok": True, "kind": scorer.kind, "n_vocab": int(scorer.n_vocab), "adds_bos": bool(scorer.adds_bos),
+                 "bos_id": int(scorer.bos_id)})
+    for line in sys.stdin:
+        req = json.loads(line)
+        if req["op"] == "close":
+            break
+        if req["op"] == "tokenize":
+            _reply(out, {"ok": True, "tokens": scorer.tokenize(req["text"], req["add_bos"])})
+        else:
+            rows = np.ascontiguousarray(scorer.logits(req["tokens"], reuse_prefix=req["reuse_prefix"]),
+                                        dtype=np.float32)
+            _reply(out, {"ok": True, "shape": list(rows.shape)}, rows)
+    scorer.close()
+
+
+def main() -> None:
+    # Our replies get a private copy of stdout; fd 1 becomes stderr, so nothing llama.cpp prints corrupts them.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    try:
+        _serve(out)
+    except EdgeqError as e:
+        _reply(out, e.to_dict() | {"ok": False})
+    except ValueError as e:  # a sequence longer than the context, from the scorer's own checks
+        _reply(out, {"ok": False, "error": "usage", "message": f"{e}.", "exit_code": 2})
+    except RuntimeError as e:  # llama.cpp refused the file or the context
+        _reply(out, {"ok": False, "error": "error", "message": f"{e}.", "exit_code": 1})
+    out.flush()
+    os._exit(0)  # skip the interpreter's teardown of llama.cpp
+
+
+if __name__ == "__main__":
+    main()

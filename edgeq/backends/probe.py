@@ -1,0 +1,50 @@
+"""doctor's smoke test, engine side: one GGUF, in a process of its own (``python -m edgeq.backends.probe FILE``).
+
+Loads the file with edgeq's own runner and settings (``BatchRunner``, the
+threads edgeq uses), processes a 32-token prompt as one batch (the matrix-matrix
+kernels, where ggml repacks weights) and generates 8 tokens (matrix-vector).
+Prints one JSON line: the CPU level ggml loaded, what llama.cpp says it uses,
+the logits after the prompt and the tokens generated.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+PROMPT = list(range(3, 35))  # token ids: the smoke model's vocabulary has no words worth spelling
+N_GEN = 8
+
+
+def main() -> None:
+    import numpy as np
+
+    from ..errors import EdgeqError
+    from ..system import default_threads
+    from ..toolchain import loaded_cpu_variant
+    from .llamacpp import BatchRunner
+
+    out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # llama.cpp's own prints must not mix with our line
+    threads = int(sys.argv[2]) if len(sys.argv) > 2 else default_threads()
+    try:
+        r = BatchRunner(sys.argv[1], threads=threads, n_ctx=256, n_batch=256, n_seq=1)
+    except EdgeqError as e:
+        out.write(json.dumps(e.to_dict()) + "\n")
+        out.flush()
+        os._exit(1)
+    info = r.ll.llama_print_system_info().decode(errors="replace").strip()
+    r.ll.llama_memory_clear(r.ll.llama_get_memory(r.ctx), True)
+    r._decode([(t, i, 0, i == len(PROMPT) - 1) for i, t in enumerate(PROMPT)])
+    ptr = r.ll.llama_get_logits_ith(r.ctx, len(PROMPT) - 1)
+    logits = np.ctypeslib.as_array(ptr, shape=(r.n_vocab,)).astype(float)
+    _, _, gen = r.run([PROMPT], N_GEN)
+    out.write(json.dumps({"cpu_variant": loaded_cpu_variant(), "system_info": info, "threads": threads,
+                          "rpc": bool(r.ll.llama_supports_rpc()),
+                          "logits": [round(x, 6) for x in logits.tolist()], "tokens": gen[0]}) + "\n")
+    out.flush()
+    os._exit(0)  # skip the interpreter's teardown of llama.cpp
+
+
+if __name__ == "__main__":
+    main()
