@@ -80,7 +80,7 @@ def doctor() -> DoctorReport:
                         None if lcp_ok else f"Install llama-cpp-python=={config.LLAMA_CPP_PYTHON_VERSION} ({SETUP_HINT})"))
     checks.append(_gguf_check())
     smoke = None
-    if tc and not missing:
+    if tc and not missing and all(c.ok for c in checks):  # a smoke test on a broken install says nothing new
         smoke = smoke_test(tc)
         checks += _smoke_checks(smoke)
     cpu = smoke.cpu if smoke else None

@@ -114,7 +114,7 @@ class ToolFailed(ToolchainError):
 
 
 class NativeCrash(EdgeqError):
-    """llama.cpp died of a signal (SIGSEGV, SIGILL, SIGABRT, SIGBUS, SIGFPE) in a child process.
+    """llama.cpp (or torch) died of a signal (SIGSEGV, SIGILL, SIGABRT, SIGBUS, SIGFPE) in a child process.
 
     A fault in native code on this host, not in the user's input: its own exit
     code, so scripts can tell it from a tool that refused a file.
@@ -124,7 +124,7 @@ class NativeCrash(EdgeqError):
     kind = "crash"
 
     def __init__(self, signal_name: str, doing: str, cause: str, *, detail: str | None = None,
-                 hint: str | None = None) -> None:
+                 hint: str | None = None, engine: str = "llama.cpp") -> None:
         self.signal_name, self.doing, self.cause = signal_name, doing, cause
         tail = f" (last output: {detail})" if detail else ""
-        super().__init__(f"llama.cpp crashed ({signal_name}) {doing}: {cause}{tail}.", hint=hint)
+        super().__init__(f"{engine} crashed ({signal_name}) {doing}: {cause}{tail}.", hint=hint)

@@ -27,17 +27,33 @@ SMOKE_TYPES = ("Q8_0", "Q4_K_M", "Q4_0")  # Q4_0 is the type ggml repacks on x86
 MIN_COSINE = 0.99
 TIMEOUT_S = 120
 
-# What each of ggml's x86 CPU levels needs, as /proc/cpuinfo names it (ggml-cpu/arch/x86/cpu-feats.cpp).
-_AVX2 = {"sse4_2", "avx", "f16c", "fma", "avx2", "bmi2"}
-_AVX512 = _AVX2 | {"avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"}
-LEVEL_NEEDS: dict[str, set[str]] = {
-    "x64": set(), "sse42": {"sse4_2"}, "sandybridge": {"sse4_2", "avx"}, "ivybridge": {"sse4_2", "avx", "f16c"},
-    "piledriver": {"sse4_2", "avx", "f16c", "fma"}, "haswell": _AVX2, "alderlake": _AVX2 | {"avx_vnni"},
-    "skylakex": _AVX512, "cannonlake": _AVX512 | {"avx512vbmi"}, "cascadelake": _AVX512 | {"avx512_vnni"},
-    "icelake": _AVX512 | {"avx512vbmi", "avx512_vnni"}, "cooperlake": _AVX512 | {"avx512_vnni", "avx512_bf16"},
-    "zen4": _AVX512 | {"avx512vbmi", "avx512_vnni", "avx512_bf16"},
-    "sapphirerapids": _AVX512 | {"avx512vbmi", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8"},
+# ggml's x86 CPU levels (ggml/src/CMakeLists.txt) and how it scores them (arch/x86/cpu-feats.cpp):
+# a level scores 0 if the CPU lacks one of its features, else 1 plus a weight per feature.
+_WEIGHT = {"FMA": 1, "F16C": 2, "SSE42": 4, "BMI2": 8, "AVX": 16, "AVX2": 32, "AVX_VNNI": 64, "AVX512": 128,
+           "AVX512_VBMI": 256, "AVX512_BF16": 512, "AVX512_VNNI": 1024, "AMX_INT8": 2048}
+_FLAGS = {"FMA": {"fma"}, "F16C": {"f16c"}, "SSE42": {"sse4_2"}, "BMI2": {"bmi2"}, "AVX": {"avx"}, "AVX2": {"avx2"},
+          "AVX_VNNI": {"avx_vnni"}, "AVX512": {"avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"},
+          "AVX512_VBMI": {"avx512vbmi"}, "AVX512_BF16": {"avx512_bf16"}, "AVX512_VNNI": {"avx512_vnni"},
+          "AMX_INT8": {"amx_int8"}}
+_HASWELL = ("SSE42", "AVX", "F16C", "FMA", "AVX2", "BMI2")
+LEVELS: dict[str, tuple[str, ...]] = {
+    "x64": (), "sse42": ("SSE42",), "sandybridge": ("SSE42", "AVX"), "ivybridge": ("SSE42", "AVX", "F16C"),
+    "piledriver": ("SSE42", "AVX", "F16C", "FMA"), "haswell": _HASWELL, "alderlake": (*_HASWELL, "AVX_VNNI"),
+    "skylakex": (*_HASWELL, "AVX512"), "cannonlake": (*_HASWELL, "AVX512", "AVX512_VBMI"),
+    "cascadelake": (*_HASWELL, "AVX512", "AVX512_VNNI"),
+    "icelake": (*_HASWELL, "AVX512", "AVX512_VBMI", "AVX512_VNNI"),
+    "cooperlake": (*_HASWELL, "AVX512", "AVX512_VNNI", "AVX512_BF16"),
+    "zen4": (*_HASWELL, "AVX512", "AVX512_VBMI", "AVX512_VNNI", "AVX512_BF16"),
+    "sapphirerapids": (*_HASWELL, "AVX512", "AVX512_VBMI", "AVX512_VNNI", "AVX512_BF16", "AMX_INT8"),
 }
+
+
+def level_score(level: str, flags: set[str]) -> int:
+    """ggml's score of a CPU level on a CPU with these /proc/cpuinfo flags (0: it cannot run there)."""
+    feats = LEVELS.get(level)
+    if feats is None or any(not _FLAGS[f] <= flags for f in feats):
+        return 0
+    return 1 + sum(_WEIGHT[f] for f in feats)
 
 
 @dataclass
@@ -45,7 +61,7 @@ class SmokeRun:
     """One quant type through one path (``edgeq`` = our runner, ``llama-bench`` = the tool)."""
 
     type: str
-    path: str  # "edgeq" | "llama-bench"
+    path: str  # "edgeq" (our runner) | "llama-bench" | "llama-quantize" (making the file failed)
     ok: bool
     detail: str
     crash_signal: str | None = None
@@ -76,9 +92,10 @@ class SmokeReport:
 
 
 def expected_level(built: list[str], flags: set[str]) -> str | None:
-    """The level ggml should load here: of those built, the one needing most that this CPU has."""
-    fits = [v for v in built if v in LEVEL_NEEDS and LEVEL_NEEDS[v] <= flags]
-    return max(fits, key=lambda v: len(LEVEL_NEEDS[v]), default=None)
+    """The level ggml should load here: of those built, the best-scoring one this CPU can run."""
+    scored = [(level_score(v, flags), v) for v in built]
+    best = max(scored, default=(0, None))
+    return best[1] if best[0] > 0 else None
 
 
 def parse_features(system_info: str) -> dict[str, bool]:
@@ -162,8 +179,11 @@ def dequantized(path: Path) -> dict[str, object]:
 
 def probe(path: Path, *, threads: int) -> dict[str, object]:
     """Run ``backends.probe`` on one file in a child; its JSON, or raise the crash as one error."""
-    proc = subprocess.run([sys.executable, "-m", "edgeq.backends.probe", str(path), str(threads)],
-                          capture_output=True, text=True, errors="replace", timeout=TIMEOUT_S)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "edgeq.backends.probe", str(path), str(threads)],
+                              capture_output=True, text=True, errors="replace", timeout=TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise EdgeqError(f"the smoke test of {path.name} did not finish within {TIMEOUT_S} s.") from None
     lines = proc.stdout.strip().splitlines()
     reply = json.loads(lines[-1]) if lines else {}
     if "error" in reply:
@@ -189,7 +209,7 @@ def _ours(qtype: str, path: Path, twin: Path, threads: int) -> tuple[SmokeRun, d
         ref = probe(twin, threads=threads)
         out = probe(path, threads=threads)
     except EdgeqError as e:
-        return SmokeRun(qtype, "edgeq", False, str(e), crash_signal=getattr(e, "signal_name", None)), None
+        return SmokeRun(qtype, "edgeq", False, e.message, crash_signal=getattr(e, "signal_name", None)), None
     cos = _cosine(out["logits"], ref["logits"])  # type: ignore[arg-type]
     ok = cos >= MIN_COSINE
     detail = (f"generated {len(out['tokens'])} tokens; logits vs its own weights in F32: cosine {cos:.5f} "  # type: ignore[arg-type]
@@ -204,7 +224,7 @@ def _tool(qtype: str, path: Path, tc: Toolchain, threads: int) -> SmokeRun:
         out = run_tool([tc.tool("llama-bench"), "-m", path, "-t", str(threads), "-p", "32", "-n", "8", "-r", "1",
                         "-o", "json"], name="llama-bench", timeout=TIMEOUT_S, tail_lines=400)
     except EdgeqError as e:
-        return SmokeRun(qtype, "llama-bench", False, str(e), crash_signal=getattr(e, "signal_name", None))
+        return SmokeRun(qtype, "llama-bench", False, e.message, crash_signal=getattr(e, "signal_name", None))
     try:
         rows = json.loads("\n".join(out[next(i for i, ln in enumerate(out) if ln.lstrip().startswith("[")):]))
         speeds = ", ".join(f"{'pp' if r['n_prompt'] else 'tg'} {r['avg_ts']:.0f} tok/s" for r in rows)
@@ -224,8 +244,13 @@ def smoke_test(tc: Toolchain, *, threads: int | None = None, types: tuple[str, .
     with tempfile.TemporaryDirectory(prefix="edgeq-smoke-") as tmp:
         f32 = write_tiny_model(Path(tmp) / "smoke-F32.gguf", tiny_weights())
         for qtype in types:
-            path = quantize(tc, f32, Path(tmp) / f"smoke-{qtype}.gguf", parse_quant(qtype), threads=threads)
-            twin = write_tiny_model(Path(tmp) / f"smoke-{qtype}-as-F32.gguf", dequantized(path))
+            try:
+                path = quantize(tc, f32, Path(tmp) / f"smoke-{qtype}.gguf", parse_quant(qtype), threads=threads)
+                twin = write_tiny_model(Path(tmp) / f"smoke-{qtype}-as-F32.gguf", dequantized(path))
+            except EdgeqError as e:  # llama-quantize failed or crashed: that type cannot be tested
+                runs.append(SmokeRun(qtype, "llama-quantize", False, e.message,
+                                     crash_signal=getattr(e, "signal_name", None)))
+                continue
             run, out = _ours(qtype, path, twin, threads)
             runs += [run, _tool(qtype, path, tc, threads)]
             outs += [out] if out else []

@@ -4,9 +4,11 @@ from __future__ import annotations
 import collections
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -42,10 +44,14 @@ class Toolchain:
         return self.bin_dir / _lib_name("llama")
 
     def tool(self, name: str) -> Path:
+        """The tool's path; under ``EDGEQ_CPU_VARIANT``, a copy that sees only that CPU level."""
         path = self.bin_dir / name
         if not path.exists():
             raise ToolchainError(f"llama.cpp tool {name} is not built (looked in {self.bin_dir}).",
                                  hint=SETUP_HINT)
+        variant = config.cpu_variant()
+        if variant and name != "edgeq-bandwidth":
+            return _forced_level_dir(self, variant) / name
         return path
 
 
@@ -63,6 +69,53 @@ def cpu_variants(tc: Toolchain) -> list[str]:
     """The CPU levels of ggml this build has as loadable libraries (``libggml-cpu-<level>``); [] if built in."""
     prefix, suffix = _lib_name("ggml-cpu-").rsplit(".", 1)[0], "." + _lib_name("x").rsplit(".", 1)[1]
     return sorted(p.name[len(prefix):-len(suffix)] for p in tc.bin_dir.glob(f"{prefix}*{suffix}"))
+
+
+def level_bin_dir(tc: Toolchain, level: str, dest: Path) -> Path:
+    """``dest``: build/bin with only one CPU level, for tools that pick their level themselves.
+
+    ggml's tools load the CPU backends found beside their own executable (its
+    real path), so the executables are copied (they are small launchers) and
+    everything else is linked.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in tc.bin_dir.iterdir():
+        if f.name.startswith(_lib_name("ggml-cpu-").rsplit(".", 1)[0]) and f.name != _lib_name(f"ggml-cpu-{level}"):
+            continue
+        if f.name in TOOLS:
+            shutil.copy2(f, dest / f.name)
+        elif not (dest / f.name).exists():
+            (dest / f.name).symlink_to(f.resolve())
+    return dest
+
+
+_LEVEL_DIRS: dict[tuple[Path, str], Path] = {}
+
+
+def _forced_level_dir(tc: Toolchain, level: str) -> Path:
+    key = (tc.bin_dir, level)
+    if key not in _LEVEL_DIRS:
+        _check_level(tc, level)
+        import atexit
+        import tempfile
+
+        root = Path(tempfile.mkdtemp(prefix=f"edgeq-cpu-{level}-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
+        _LEVEL_DIRS[key] = level_bin_dir(tc, level, root)
+    return _LEVEL_DIRS[key]
+
+
+def _check_level(tc: Toolchain, level: str) -> Path:
+    """The library of a CPU level this build has, or the error naming the ones it has."""
+    lib = tc.bin_dir / _lib_name(f"ggml-cpu-{level}")
+    if lib.exists():
+        return lib
+    built = cpu_variants(tc)
+    raise ToolchainError(f"{config.ENV_CPU_VARIANT}={level}: this build has no such CPU level "
+                         f"(it has {', '.join(built) or 'none: its CPU backend is built in'}).",
+                         hint=f"Unset {config.ENV_CPU_VARIANT}" + (
+                             f", or build the level: EDGEQ_CPU_VARIANTS='x64;haswell;zen4;{level}' bash scripts/setup.sh"
+                             if built else "."))
 
 
 def import_llama_cpp(tc: Toolchain | None = None) -> Any:
@@ -84,19 +137,16 @@ def _load_backends(tc: Toolchain) -> None:
 
     g = ctypes.CDLL(str(tc.bin_dir / _lib_name("ggml")))
     g.ggml_backend_reg_count.restype = ctypes.c_size_t
-    if g.ggml_backend_reg_count():
-        return  # built in (macOS, or a build without GGML_BACKEND_DL), or loaded already
-    g.ggml_backend_load.restype, g.ggml_backend_load.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
     variant = config.cpu_variant()
+    if g.ggml_backend_reg_count():  # built in (macOS, a native build), or loaded already
+        if variant and not cpu_variants(tc):
+            _check_level(tc, variant)  # a level asked for that this build cannot give: say so
+        return
+    g.ggml_backend_load.restype, g.ggml_backend_load.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
     if variant is None:
         g.ggml_backend_load_all_from_path(str(tc.bin_dir).encode())
     else:
-        lib = tc.bin_dir / _lib_name(f"ggml-cpu-{variant}")
-        if not lib.exists():
-            raise ToolchainError(f"{config.ENV_CPU_VARIANT}={variant}: this build has no such CPU level "
-                                 f"(it has {', '.join(cpu_variants(tc)) or 'none'}).",
-                                 hint=f"Unset {config.ENV_CPU_VARIANT}, or build the level: "
-                                      f"EDGEQ_CPU_VARIANTS='x64;haswell;zen4;{variant}' bash scripts/setup.sh")
+        lib = _check_level(tc, variant)
         if not g.ggml_backend_load(str(lib).encode()):
             raise ToolchainError(f"{config.ENV_CPU_VARIANT}={variant}: ggml refused {lib.name} on this CPU "
                                  "(it needs instructions this CPU lacks).", hint=f"Unset {config.ENV_CPU_VARIANT}.")
@@ -127,7 +177,8 @@ CRASH_CAUSES = {
 }
 
 
-def crash_error(returncode: int | None, doing: str, *, tail: Sequence[str] = ()) -> NativeCrash | None:
+def crash_error(returncode: int | None, doing: str, *, tail: Sequence[str] = (),
+                engine: str = "llama.cpp") -> NativeCrash | None:
     """The one-line error for a child that died of a crash signal (``returncode`` < 0), else None."""
     if returncode is None or returncode >= 0:
         return None
@@ -140,6 +191,9 @@ def crash_error(returncode: int | None, doing: str, *, tail: Sequence[str] = ())
     lines = [ln.strip() for ln in tail if ln.strip() and not _PROGRESS_BAR.search(ln)]
     # An abort says why on its last lines (GGML_ASSERT ...); a segfault's last line is just progress.
     detail = next((ln for ln in reversed(lines) if re.search(r"error|assert|abort|fail", ln, re.IGNORECASE)), None)
+    if engine != "llama.cpp":
+        return NativeCrash(name, doing, "a fault in its native code", detail=detail[:200] if detail else None,
+                           engine=engine)
     return NativeCrash(name, doing, CRASH_CAUSES[name], detail=detail[:200] if detail else None, hint=DOCTOR_HINT)
 
 
@@ -310,21 +364,30 @@ def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
     except OSError as e:
         raise ToolchainError(f"cannot start {name}: {e}.", hint=SETUP_HINT) from e
     sampler = _PeakRSS(proc.pid)
+    # A deadline that holds even when the tool hangs with its output open (the loop below only
+    # ends when it closes stdout): the timer stops it, which closes the pipe.
+    expired = threading.Event()
+    timer = threading.Timer(timeout, _expire, (proc, expired)) if timeout else None
     try:
+        if timer:
+            timer.start()
         assert proc.stdout is not None
         for line in proc.stdout:
             line = line.rstrip("\n")
             tail.append(line)
             if on_line:
                 on_line(line)
-        if timeout is None:
-            rc, peak = _wait(proc, sampler)
-        else:
-            rc, peak = proc.wait(timeout=timeout), sampler.stop()
+        rc, peak = _wait(proc, sampler)
     except BaseException:
         sampler.stop()
         _stop(proc)
         raise
+    finally:
+        if timer:
+            timer.cancel()
+    if expired.is_set():
+        raise ToolchainError(f"{name} did not finish within {timeout:g} s and was stopped.",
+                             hint="A slow disk or a very large model can need longer; otherwise run `edgeq doctor`.")
     if rc != 0:
         model = _model_arg(args)
         crash = crash_error(rc, f"in {name}" + (f" on {model}" if model else ""), tail=list(tail))
@@ -336,6 +399,15 @@ def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
     out = ToolOutput(tail)
     out.peak_rss_bytes = peak
     return out
+
+
+def _expire(proc: subprocess.Popen[str], expired: threading.Event) -> None:
+    """The deadline passed: kill the tool's whole session; the reader sees its pipe close and reaps it."""
+    expired.set()
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:

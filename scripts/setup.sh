@@ -21,7 +21,7 @@ fi
 # one ccache (CI builds in a fresh clone each time).
 export CCACHE_BASEDIR="$PWD"
 step "llama.cpp tools and libraries (CMake; the first build takes 7-16 minutes on 2 cores)"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release ${EDGEQ_CPU_VARIANTS:+"-DEDGEQ_CPU_VARIANTS=$EDGEQ_CPU_VARIANTS"} >build-configure.log 2>&1 || { cat build-configure.log; exit 1; }
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "-DEDGEQ_CPU_VARIANTS=${EDGEQ_CPU_VARIANTS:-x64;haswell;zen4}" >build-configure.log 2>&1 || { cat build-configure.log; exit 1; }
 cmake --build build -j"$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)" --target edgeq-tools
 
 step "Python environment ($VENV)"

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,14 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.setenv("EDGEQ_NO_PROGRESS", "1")
     monkeypatch.setenv("EDGEQ_MODELS_DIR", str(tmp_path / "models"))
+
+
+@pytest.fixture(autouse=True)
+def _llama_cpp_stays_out_of_the_test_process() -> Iterator[None]:
+    """llama.cpp runs in child processes only: a native crash then fails one test, never the whole run."""
+    before = "llama_cpp" in sys.modules
+    yield
+    assert before or "llama_cpp" not in sys.modules, "this test loaded llama.cpp into the pytest process"
 
 
 @pytest.fixture(scope="session")

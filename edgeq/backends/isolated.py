@@ -28,7 +28,7 @@ class ChildScorer:
     """``tokenize``, ``logits``, ``n_vocab``, ``adds_bos``, ``bos_id``, ``close``: the scorer's face, in a child."""
 
     def __init__(self, backend: str, path: str, *, n_ctx: int, threads: int) -> None:
-        self.path = path
+        self.backend, self.path = backend, path
         self._stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([sys.executable, "-m", "edgeq.backends.isolated"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._stderr,
@@ -62,6 +62,8 @@ class ChildScorer:
             except (OSError, subprocess.TimeoutExpired):
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
         self._stderr.close()
 
     def _ask(self, request: dict[str, Any], doing: str) -> dict[str, Any]:
@@ -81,12 +83,17 @@ class ChildScorer:
         return dict(reply)
 
     def _died(self, doing: str) -> EdgeqError:
-        rc = self.proc.wait()
+        try:
+            rc = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # its output closed but it lingers: stop it
+            self.proc.kill()
+            rc = self.proc.wait()
         self._stderr.seek(0)
         tail = self._stderr.read().decode(errors="replace").splitlines()[-20:]
         self._stderr.close()
         name = Path(self.path).name
-        return crash_error(rc, f"while {doing} {name}", tail=tail) or EdgeqError(
+        engine = "transformers (torch)" if self.backend == "transformers" else "llama.cpp"
+        return crash_error(rc, f"while {doing} {name}", tail=tail, engine=engine) or EdgeqError(
             f"the scorer for {name} stopped while {doing} (exit {rc}): {tail[-1].strip() if tail else 'no output'}")
 
 
@@ -139,6 +146,8 @@ def main() -> None:
         _reply(out, {"ok": False, "error": "usage", "message": f"{e}.", "exit_code": 2})
     except RuntimeError as e:  # llama.cpp refused the file or the context
         _reply(out, {"ok": False, "error": "error", "message": f"{e}.", "exit_code": 1})
+    except BaseException as e:  # noqa: BLE001 - one line for the parent, and never the interpreter's teardown
+        _reply(out, {"ok": False, "error": "error", "message": f"{type(e).__name__}: {e}", "exit_code": 1})
     out.flush()
     os._exit(0)  # skip the interpreter's teardown of llama.cpp
 

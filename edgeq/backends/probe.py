@@ -11,28 +11,36 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Any
 
 PROMPT = list(range(3, 35))  # token ids: the smoke model's vocabulary has no words worth spelling
 N_GEN = 8
 
 
 def main() -> None:
-    import numpy as np
-
     from ..errors import EdgeqError
     from ..system import default_threads
-    from ..toolchain import loaded_cpu_variant
-    from .llamacpp import BatchRunner
 
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # llama.cpp's own prints must not mix with our line
     threads = int(sys.argv[2]) if len(sys.argv) > 2 else default_threads()
     try:
-        r = BatchRunner(sys.argv[1], threads=threads, n_ctx=256, n_batch=256, n_seq=1)
+        _probe(out, sys.argv[1], threads)
     except EdgeqError as e:
         out.write(json.dumps(e.to_dict()) + "\n")
-        out.flush()
-        os._exit(1)
+    except BaseException as e:  # noqa: BLE001 - one line for the parent, whatever it was
+        out.write(json.dumps({"error": "error", "message": f"{type(e).__name__}: {e}", "exit_code": 1}) + "\n")
+    out.flush()
+    os._exit(0)  # skip the interpreter's teardown of llama.cpp
+
+
+def _probe(out: Any, path: str, threads: int) -> None:
+    import numpy as np
+
+    from ..toolchain import loaded_cpu_variant
+    from .llamacpp import BatchRunner
+
+    r = BatchRunner(path, threads=threads, n_ctx=256, n_batch=256, n_seq=1)
     info = r.ll.llama_print_system_info().decode(errors="replace").strip()
     r.ll.llama_memory_clear(r.ll.llama_get_memory(r.ctx), True)
     r._decode([(t, i, 0, i == len(PROMPT) - 1) for i, t in enumerate(PROMPT)])
@@ -42,8 +50,6 @@ def main() -> None:
     out.write(json.dumps({"cpu_variant": loaded_cpu_variant(), "system_info": info, "threads": threads,
                           "rpc": bool(r.ll.llama_supports_rpc()),
                           "logits": [round(x, 6) for x in logits.tolist()], "tokens": gen[0]}) + "\n")
-    out.flush()
-    os._exit(0)  # skip the interpreter's teardown of llama.cpp
 
 
 if __name__ == "__main__":

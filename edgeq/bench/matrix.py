@@ -79,8 +79,9 @@ def run_worker(spec: RunSpec) -> list[RunResult]:
     if proc.returncode != 0 or not lines:
         err_lines = proc.stderr.strip().splitlines()
         gone = _rpc_reason(spec)
+        engine = "llama.cpp" if spec.backend == "llama.cpp" else "transformers (torch)"
         crash = None if gone else crash_error(proc.returncode, f"while benchmarking {Path(spec.path).name}",
-                                               tail=err_lines[-20:])
+                                               tail=err_lines[-20:], engine=engine)
         reason = gone or (str(crash) if crash else f"worker exited {proc.returncode}: {(err_lines or ['no output'])[-1]}")
         return [replace(_row(spec, p, "failed", reason), crash_signal=crash.signal_name if crash else None)
                 for p in spec.prompts]
@@ -99,8 +100,8 @@ def failure(res: BenchResults) -> EdgeqError | None:
     if crashed:
         signals = sorted({r.crash_signal for r in crashed if r.crash_signal})
         files = sorted({Path(r.path).name for r in crashed})
-        return NativeCrash("/".join(signals), f"in every benchmark run ({len(crashed)} of {len(runs)} runs, "
-                           f"{', '.join(files)})", "no run was measured", hint=DOCTOR_HINT)
+        return NativeCrash("/".join(signals), f"in {len(crashed)} of {len(runs)} benchmark runs ({', '.join(files)})",
+                           "no run was measured", hint=DOCTOR_HINT)
     return EdgeqError(f"every benchmark run failed ({len(failed)} of {len(runs)}); the first: {failed[0].reason}")
 
 

@@ -1,0 +1,168 @@
+"""What each way of building ggml's CPU backend costs, and whether each one computes the right text.
+
+Compared on this machine, interleaved in rounds (this VM drifts ±20–40% within
+minutes, so only ratios within one run mean anything), with llama-bench pp/tg on
+the embedded SmolLM2-135M in Q8_0, Q4_K_M and Q4_0:
+
+* ``native``: the old build, ``-march=native`` with one built-in CPU backend
+  (``EDGEQ_CPU_NATIVE=ON``; on an Intel CPU with AMX this compiles the AMX kernels in);
+* ``edgeq``: edgeq's build, CPU levels as loadable libraries, the best one for this CPU;
+* ``edgeq --repack 0``: the other possible fix for the AMX crash (no extra buffer types at all);
+* ``haswell`` and ``x64``: edgeq's lower levels forced, as an AVX2-only (x86-64-v3) or a
+  baseline x86-64 machine would load them.
+
+Each configuration also generates "The capital of France is" greedily with
+``llama-simple``; the text must contain "Paris". Then the folders run on *lesser
+CPUs*, emulated by qemu-user (``apt-get install qemu-user``): a Haswell without
+AVX-512 (x86-64-v3) and a Nehalem (SSE4.2 only). edgeq's folder must pick the
+matching level and say Paris; the native one is expected to die of SIGILL.
+
+    .venv/bin/python benchmarks/cpu_paths.py                       # builds build-native/ first if missing
+    .venv/bin/python benchmarks/cpu_paths.py --rounds 3 --json benchmarks/results/cpu_paths.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from edgeq.output import print_table  # noqa: E402
+from edgeq.system import cpu_name  # noqa: E402
+
+BIN = REPO / "build" / "bin"
+NATIVE = REPO / "build-native"
+MODELS = REPO / "models" / "SmolLM2-135M-Instruct"
+TYPES = ("Q8_0", "Q4_K_M", "Q4_0")
+PROMPT = "The capital of France is"
+
+
+def ensure_models() -> dict[str, Path]:
+    paths = {t: MODELS / f"SmolLM2-135M-Instruct-{t}.gguf" for t in TYPES}
+    if not all(p.exists() for p in paths.values()):
+        subprocess.run([str(REPO / ".venv" / "bin" / "edgeq"), "convert", "--quant", ",".join(TYPES)], check=True,
+                       cwd=REPO)
+    return paths
+
+
+def ensure_native() -> Path:
+    """The same pinned tree built the old way, for comparison (ccache makes a rebuild quick)."""
+    if not (NATIVE / "bin" / "llama-bench").exists():
+        subprocess.run(["cmake", "-S", str(REPO), "-B", str(NATIVE), "-DCMAKE_BUILD_TYPE=Release",
+                        "-DEDGEQ_CPU_NATIVE=ON"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["cmake", "--build", str(NATIVE), f"-j{os.cpu_count()}", "--target", "llama-bench",
+                        "llama-simple"], check=True, stdout=subprocess.DEVNULL)
+    return NATIVE / "bin"
+
+
+def level_dir(level: str, root: Path) -> Path:
+    """A folder like build/bin holding only one CPU level: the tools find their backends beside themselves."""
+    d = root / level
+    d.mkdir()
+    for f in BIN.iterdir():
+        if f.name.startswith("libggml-cpu-") and f.name != f"libggml-cpu-{level}.so":
+            continue
+        if f.name in ("llama-bench", "llama-simple"):
+            shutil.copy2(f, d / f.name)  # a copy, not a link: the tool looks beside its own real path
+        elif f.is_file():
+            (d / f.name).symlink_to(f)
+    return d
+
+
+def bench(bin_dir: Path, model: Path, extra: list[str], threads: int, p: int, n: int, reps: int) -> dict[str, float]:
+    out = subprocess.run([str(bin_dir / "llama-bench"), "-m", str(model), "-t", str(threads), "-p", str(p),
+                          "-n", str(n), "-r", str(reps), "-o", "json", *extra], capture_output=True, text=True)
+    if out.returncode != 0:
+        return {"error": out.returncode}  # type: ignore[dict-item]
+    rows = json.loads(out.stdout)
+    return {("pp" if r["n_prompt"] else "tg"): r["avg_ts"] for r in rows}
+
+
+def generate(bin_dir: Path, model: Path, threads: int) -> str:
+    out = subprocess.run([str(bin_dir / "llama-simple"), "-m", str(model), "-n", "8", PROMPT],
+                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)})
+    return out.stdout.strip().replace("\n", " ") if out.returncode == 0 else f"exit {out.returncode}"
+
+
+EMULATED = ("Haswell-v4", "Nehalem")  # AVX2 without AVX-512; SSE4.2 without AVX
+
+
+def emulated(bin_dir: Path, model: Path, cpu: str) -> dict[str, object]:
+    """``llama-simple`` under qemu-user pretending to be ``cpu``: the level ggml loaded, the text, the exit."""
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None or platform.machine() != "x86_64":
+        return {"cpu": cpu, "error": "qemu-user is not installed (apt-get install qemu-user)"}
+    t0 = time.perf_counter()
+    out = subprocess.run([qemu, "-cpu", cpu, str(bin_dir / "llama-simple"), "-m", str(model), "-n", "8", PROMPT],
+                         capture_output=True, text=True, timeout=1800)
+    level = next((ln.rsplit("libggml-cpu-", 1)[1].removesuffix(".so") for ln in out.stderr.splitlines()
+                  if "loaded CPU backend" in ln and "libggml-cpu-" in ln), None)
+    return {"cpu": cpu, "exit": out.returncode, "level": level, "text": out.stdout.strip().replace("\n", " "),
+            "paris": "Paris" in out.stdout, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("-p", type=int, default=128)
+    ap.add_argument("-n", type=int, default=64)
+    ap.add_argument("-t", "--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    models = ensure_models()
+    with tempfile.TemporaryDirectory(prefix="edgeq-levels-") as tmp:
+        configs = {"native": (ensure_native(), []), "edgeq": (BIN, []), "edgeq --repack 0": (BIN, ["--repack", "0"]),
+                   "haswell": (level_dir("haswell", Path(tmp)), []), "x64": (level_dir("x64", Path(tmp)), [])}
+        texts = {(c, t): generate(d, models[t], args.threads) for c, (d, _) in configs.items() for t in TYPES}
+        samples: dict[tuple[str, str, str], list[float]] = {}
+        for rnd in range(args.rounds):
+            for t in TYPES:
+                for c, (d, extra) in configs.items():  # interleaved: every config once per round and type
+                    r = bench(d, models[t], extra, args.threads, args.p, args.n, args.reps)
+                    for k, v in r.items():
+                        samples.setdefault((c, t, k), []).append(v)
+            print(f"round {rnd + 1}/{args.rounds} done", file=sys.stderr)
+        emu = [{"build": c, "type": "Q4_0", **emulated(d, models["Q4_0"], cpu)}
+               for cpu in EMULATED for c, d in (("edgeq", BIN), ("native", configs["native"][0]))]
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    rows, table = [], []
+    for t in TYPES:
+        base = {k: med.get(("native", t, k)) for k in ("pp", "tg")}
+        for c in configs:
+            pp, tg = med.get((c, t, "pp")), med.get((c, t, "tg"))
+            ok = "Paris" in texts[(c, t)]
+            rows.append({"config": c, "type": t, "pp_tps": pp, "tg_tps": tg,
+                         "pp_vs_native": pp / base["pp"] if pp and base["pp"] else None,
+                         "tg_vs_native": tg / base["tg"] if tg and base["tg"] else None,
+                         "text": texts[(c, t)], "paris": ok})
+            r = rows[-1]
+            table.append([t, c, f"{pp:.0f}" if pp else "failed", f"{tg:.1f}" if tg else "failed",
+                          f"{r['pp_vs_native']:.2f}×" if r["pp_vs_native"] else "-",
+                          f"{r['tg_vs_native']:.2f}×" if r["tg_vs_native"] else "-", "yes" if ok else "NO"])
+    print_table(f"CPU paths · {cpu_name()} · {args.threads} threads · pp{args.p}/tg{args.n} · median of "
+                f"{args.rounds} interleaved rounds × {args.reps} reps",
+                ["type", "build", "pp tok/s", "tg tok/s", "pp vs native", "tg vs native", "says Paris"], table)
+    print_table("the same folders on emulated CPUs (qemu-user), Q4_0",
+                ["CPU", "build", "exit", "CPU level loaded", "says Paris", "text"],
+                [[e["cpu"], e["build"], e.get("exit", "-"), e.get("level") or "-", "yes" if e.get("paris") else "NO",
+                  str(e.get("text") or e.get("error"))[:60]] for e in emu])
+    if args.json:
+        args.json.write_text(json.dumps({
+            "machine": {"cpu": cpu_name(), "arch": platform.machine(), "threads": args.threads},
+            "date": time.strftime("%Y-%m-%d"), "settings": vars(args) | {"json": str(args.json)},
+            "rows": rows, "emulated": emu, "samples": {"|".join(k): v for k, v in samples.items()}}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
