@@ -67,5 +67,12 @@ def hf_endpoint() -> str | None:
     return os.environ.get("HF_ENDPOINT") or None
 
 
+def hf_cache_dir() -> Path:
+    """The Hub cache, read at call time like ``hf_endpoint`` (huggingface_hub fixes it at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    return Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface") / "hub"
+
+
 def hf_token() -> str | None:
     return os.environ.get("HF_TOKEN") or None

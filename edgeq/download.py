@@ -64,8 +64,9 @@ def download(repo_id: str, *, revision: str | None = None, token: str | None = N
         info = HfApi(endpoint=endpoint).model_info(repo_id, revision=revision, token=token)
         repo_files = [s.rfilename for s in (info.siblings or [])]
         patterns = allow_patterns(repo_files)
-        path = snapshot_download(repo_id, revision=info.sha, token=token, endpoint=endpoint,
-                                 local_dir=local_dir, cache_dir=cache_dir, allow_patterns=patterns)
+        path = snapshot_download(repo_id, revision=info.sha, token=token, endpoint=endpoint, local_dir=local_dir,
+                                 cache_dir=cache_dir or (None if local_dir else config.hf_cache_dir()),
+                                 allow_patterns=patterns)
     return DownloadResult(str(path), repo_id, info.sha, wanted_files(repo_files, patterns))
 
 

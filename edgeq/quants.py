@@ -1,6 +1,7 @@
 """The one table of llama.cpp quantization types edgeq knows.
 
-Names are llama-quantize's.  ``base`` is the ggml tensor type most weights get;
+Names are llama-quantize's.  ``base`` is the ggml tensor type most weights get
+(``llama_ftype_get_default_type`` in llama-quant.cpp; a test parses that switch);
 K-quants and IQ4_XS pack 256 weights per block, so a weight row whose length is
 not a multiple of 256 cannot use them and llama.cpp falls back to a legacy type
 (``FALLBACK``).  That is why "Q4_K_M" of a model with hidden size 576 is mostly
@@ -48,12 +49,12 @@ QUANT_TYPES: dict[str, QuantType] = {q.name: q for q in [
     _q("Q3_K_S", "Q3_K", 256, 3.4375),
     _q("IQ3_M", "IQ3_S", 256, 3.4375),
     _q("IQ3_S", "IQ3_S", 256, 3.4375),
-    _q("IQ3_XS", "IQ3_XXS", 256, 3.0625),
+    _q("IQ3_XS", "IQ3_S", 256, 3.4375),
     _q("IQ3_XXS", "IQ3_XXS", 256, 3.0625, True),
     _q("Q2_K", "Q2_K", 256, 2.625),
     _q("Q2_K_S", "Q2_K", 256, 2.625, True),
     _q("IQ2_M", "IQ2_S", 256, 2.5625, True),
-    _q("IQ2_S", "IQ2_S", 256, 2.5625, True),
+    _q("IQ2_S", "IQ2_XS", 256, 2.3125, True),
     _q("IQ2_XS", "IQ2_XS", 256, 2.3125, True),
     _q("IQ2_XXS", "IQ2_XXS", 256, 2.0625, True),
     _q("IQ1_M", "IQ1_M", 256, 1.75, True),

@@ -23,10 +23,14 @@ def gguf_variant(path: Path) -> str:
     return info.file_type or path.stem.rsplit("-", 1)[-1]
 
 
-def plan_models(models: list[str], quants: list[str] | None, convert_progress: bool) -> tuple[list[tuple[str, Path, str]], list[tuple[str, Path]]]:
+def plan_models(models: list[str], quants: list[str] | None, convert_progress: bool, *, revision: str | None = None,
+                token: str | None = None) -> tuple[list[tuple[str, Path, str]], list[tuple[str, Path]]]:
     """Split the arguments into GGUF files (name, path, variant) and HF checkpoints (name, path).
 
     With ``quants``, an HF source is also converted (or its finished outputs reused).
+    A repo id is converted *as the repo id* (pinned to the commit just downloaded),
+    so the files are named and recorded exactly as ``edgeq convert ORG/NAME`` names
+    them, and that command's outputs are reused.
     """
     ggufs: list[tuple[str, Path, str]] = []
     checkpoints: list[tuple[str, Path]] = []
@@ -46,10 +50,12 @@ def plan_models(models: list[str], quants: list[str] | None, convert_progress: b
         elif p.is_dir() or (not p.exists() and is_repo_id(m) and p.suffix != ".gguf"):
             from .convert import convert, safe_name
 
-            src = Path(download(m, progress=convert_progress).path)
+            dl = download(m, revision=revision, token=token, progress=convert_progress)
+            src = Path(dl.path)
             checkpoints.append((safe_name(m), src))
             if quants:
-                res = convert(str(src), quants=quants, progress=convert_progress)
+                res = convert(m if not dl.local else str(src), quants=quants, progress=convert_progress,
+                              revision=dl.revision, token=token)
                 ggufs += [(safe_name(m), Path(o.path), o.type) for o in res.outputs
                           if o.type in [q.upper() for q in quants]]
         else:

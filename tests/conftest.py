@@ -108,13 +108,16 @@ def final_ggufs(folder: Path) -> list[Path]:
 
 
 def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[object, str, str]:
-    """Run ``edgeq`` through its real entry point: (exit code, stderr, stdout)."""
+    """Run ``edgeq`` through its real entry point: (exit code, stderr, stdout); 0 when it returned."""
     from edgeq.cli import main
 
-    with pytest.raises(SystemExit) as e:
+    code: object = 0
+    try:
         main(args)
+    except SystemExit as e:
+        code = e.code
     captured = capsys.readouterr()
-    return e.value.code, captured.err.strip(), captured.out
+    return code, captured.err.strip(), captured.out
 
 
 def write_small_gguf(path: Path, *, name: str, add_bos: bool, tokens: list[str] | None = None,

@@ -91,7 +91,7 @@ def test_ctrl_c_keeps_the_runs_already_measured(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return [row("llama.cpp", spec.variant, 10, 5)]
 
-    monkeypatch.setattr(matrix, "plan_models", lambda models, q, p: ([("m", gguf, "Q8_0")], []))
+    monkeypatch.setattr(matrix, "plan_models", lambda models, q, p, **kw: ([("m", gguf, "Q8_0")], []))
     monkeypatch.setattr(matrix, "run_worker", fake_worker)
     monkeypatch.setattr(matrix, "measure_bandwidth", lambda: {"read_gbps": 40.0})
     out = tmp_path / "r.json"

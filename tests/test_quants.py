@@ -44,3 +44,40 @@ def test_bits_per_weight_agree_with_gguf_block_sizes():
         block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType[q.base]]
         assert q.block_size == block, q.name
         assert q.bits_per_weight == pytest.approx(8 * type_size / block), q.name
+
+
+def _default_types_in_llama_quant() -> dict[str, str]:
+    """``llama_ftype_get_default_type``'s switch, parsed from the vendored llama-quant.cpp (fall-through kept)."""
+    import re
+
+    from edgeq import config
+
+    src = (config.llama_dir() / "src" / "llama-quant.cpp").read_text()
+    body = src[src.index("ggml_type llama_ftype_get_default_type("):]
+    body = body[:body.index("default:")]
+    out, pending = {}, []
+    for ftype, ggml in re.findall(r"case LLAMA_FTYPE_(?:MOSTLY_|ALL_)(\w+):\s*(?:return GGML_TYPE_(\w+);)?", body):
+        pending.append(ftype)
+        if ggml:
+            out.update(dict.fromkeys(pending, ggml))
+            pending = []
+    return out
+
+
+def test_base_types_are_llama_cpps_default_types():
+    """One table: each file type's base is what llama.cpp gives most weights (a llama.cpp upgrade fails here)."""
+    from edgeq.plan.size import DEFAULT_TYPE
+
+    llama = _default_types_in_llama_quant()
+    assert len(llama) > 30 and llama["IQ3_XS"] == "IQ3_S" and llama["IQ2_S"] == "IQ2_XS"
+    for name, q in QUANT_TYPES.items():
+        assert llama[name] == q.base, f"{name}: llama.cpp {llama[name]}, edgeq {q.base}"
+    assert all(DEFAULT_TYPE[n] == QUANT_TYPES[n].base for n in DEFAULT_TYPE)  # plan's sizes use the same table
+
+
+def test_bits_per_weight_are_ggmls_block_sizes():
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    for q in QUANT_TYPES.values():
+        block, size = GGML_QUANT_SIZES[GGMLQuantizationType[q.base]]
+        assert (q.block_size, q.bits_per_weight) == (block, size * 8 / block), q.name

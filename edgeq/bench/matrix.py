@@ -145,7 +145,8 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
           batches: list[int] | tuple[int, ...] = (1, 16), reps: int = 3, prompt_file: str | None = None,
           check_llama_bench: bool = False, output: str | Path | None = None, progress: bool = True,
           rpc: str | list[str] | None = None, no_local: bool = False,
-          tensor_split: list[float] | None = None) -> BenchResults:
+          tensor_split: list[float] | None = None, revision: str | None = None,
+          token: str | None = None) -> BenchResults:
     """Benchmark GGUF quants (llama.cpp) against full precision (transformers) on this machine.
 
     Each model × backend × batch runs in its own process, once per repetition
@@ -169,7 +170,7 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
     probe_all(endpoints)  # a bad server is one clear error before anything runs or is written
     threads = threads or system.default_threads()
     prompts = load_prompts(prompt_file)
-    ggufs, checkpoints = plan_models(models, qnames, progress)
+    ggufs, checkpoints = plan_models(models, qnames, progress, revision=revision, token=token)
     specs = build_specs(ggufs, checkpoints, hf_variants=list(hf_variants or HF_VARIANTS), device=dev, threads=threads,
                         batches=list(batches), n_prompt=n_prompt, n_gen=n_gen, reps=reps, prompts=prompts,
                         rpc=endpoints, no_local=no_local, tensor_split=tensor_split)

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..output import human_bytes, note, print_json, print_table
-from . import _progress, cli, json_option
+from . import _progress, cli, json_option, revision_option, token_option
 from .run import rpc_options
 
 DEFAULT_BENCH_QUANTS = "F32,F16,Q8_0,Q4_K_M"
@@ -38,11 +38,13 @@ def _ints(text: str) -> list[int]:
               help="Results JSON, saved after every run.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write a CSV (llama-bench field names).")
 @rpc_options
+@revision_option
+@token_option
 @json_option
 def bench(models: tuple[str, ...], quants: str, hf_variants: str, device: str, threads: int | None, n_prompt: int,
           n_gen: int, batch: str, reps: int, prompt_file: str | None, check_llama_bench: bool, output: str,
           csv_path: str | None, rpc: str | None, no_local: bool, tensor_split: list[float] | None,
-          as_json: bool) -> None:
+          revision: str | None, token: str | None, as_json: bool) -> None:
     """Benchmark MODELS (GGUF files, folders of them, HF checkpoints; default: the embedded model)."""
     from ..bench import bench as run_bench
     from ..bench import failure
@@ -53,7 +55,8 @@ def bench(models: tuple[str, ...], quants: str, hf_variants: str, device: str, t
                     hf_variants=[v.strip() for v in hf_variants.split(",") if v.strip()], device=device,
                     threads=threads, n_prompt=n_prompt, n_gen=n_gen, batches=_ints(batch), reps=reps,
                     prompt_file=prompt_file, check_llama_bench=check_llama_bench, output=output,
-                    progress=_progress(as_json), rpc=rpc, no_local=no_local, tensor_split=tensor_split)
+                    progress=_progress(as_json), rpc=rpc, no_local=no_local, tensor_split=tensor_split,
+                    revision=revision, token=token)
     if csv_path:
         write_csv(res, Path(csv_path))
     err = failure(res)

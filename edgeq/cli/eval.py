@@ -7,7 +7,7 @@ import os
 import click
 
 from ..output import human_bytes, note, print_json, print_table
-from . import _progress, cli, json_option
+from . import _progress, cli, json_option, revision_option, token_option
 
 DEFAULT_EVAL_QUANTS = "F16,Q8_0,Q4_K_M"
 
@@ -20,6 +20,8 @@ def _common(f):  # type: ignore[no-untyped-def]
         click.option("--reference", metavar="MODEL",
                      help="Full-precision model to compare with (default: the HF checkpoint, else the widest float GGUF)."),
         click.option("-t", "--threads", type=click.IntRange(1, 1024), help="Threads (default: all cores)."),
+        revision_option,
+        token_option,
         json_option,
     ]):
         f = opt(f)
@@ -40,14 +42,14 @@ def eval_group() -> None:
 @click.option("--check-llama-perplexity", is_flag=True,
               help="Also run llama-perplexity --kl-divergence on the last GGUF and compare (within 5%).")
 @click.option("-o", "--output", default="edgeq-eval-ppl.json", show_default=True, type=click.Path(dir_okay=False))
-def ppl(models: tuple[str, ...], quants: str, reference: str | None, threads: int | None, as_json: bool,
-        text_file: str | None, ctx: int, max_tokens: int | None, check_llama_perplexity: bool, output: str) -> None:
+def ppl(models: tuple[str, ...], quants: str, reference: str | None, threads: int | None, revision: str | None,
+        token: str | None, as_json: bool, text_file: str | None, ctx: int, max_tokens: int | None, check_llama_perplexity: bool, output: str) -> None:
     """Perplexity of MODELS (GGUF, folders, HF checkpoints; default: the embedded model) and their KLD to full precision."""
     from ..quality import default_text, load_text, perplexity
 
     progress = _progress(as_json)
     text, source = load_text(text_file) if text_file else default_text()  # bad input fails before any conversion
-    refs, ref = _models(models, quants, reference, progress)
+    refs, ref = _models(models, quants, reference, progress, revision, token)
     n = threads or os.cpu_count() or 1
     res = perplexity(refs, text, source, reference=ref, ctx=ctx, max_tokens=max_tokens, threads=n, progress=progress)
     if check_llama_perplexity:
@@ -63,8 +65,8 @@ def ppl(models: tuple[str, ...], quants: str, reference: str | None, threads: in
                    "(default: 200 seeded 'which line comes next' items from Shakespeare).")
 @click.option("--limit", type=click.IntRange(1), help="Score only the first N items.")
 @click.option("-o", "--output", default="edgeq-eval-choice.json", show_default=True, type=click.Path(dir_okay=False))
-def choice(models: tuple[str, ...], quants: str, reference: str | None, threads: int | None, as_json: bool,
-           data_file: str | None, limit: int | None, output: str) -> None:
+def choice(models: tuple[str, ...], quants: str, reference: str | None, threads: int | None, revision: str | None,
+           token: str | None, as_json: bool, data_file: str | None, limit: int | None, output: str) -> None:
     """Multiple-choice accuracy of MODELS by log-likelihood of each ending (summed and per byte)."""
     from ..quality import choice as run_choice
     from ..quality import default_choices, load_choices
@@ -74,16 +76,17 @@ def choice(models: tuple[str, ...], quants: str, reference: str | None, threads:
     items = load_choices(data_file) if data_file else default_choices()
     source = data_file or f"which line comes next — {SOURCE}"
     items = items[:limit] if limit else items
-    refs, ref = _models(models, quants, reference, progress)
+    refs, ref = _models(models, quants, reference, progress, revision, token)
     res = run_choice(refs, items, source, reference=ref, threads=threads or os.cpu_count() or 1, progress=progress)
     _show(res, output, as_json, print_choice)
 
 
-def _models(models: tuple[str, ...], quants: str, reference: str | None, progress: bool) -> tuple[list, object]:
+def _models(models: tuple[str, ...], quants: str, reference: str | None, progress: bool, revision: str | None,
+            token: str | None) -> tuple[list, object]:
     from ..quality import resolve
     from ..quality.models import pick_reference
 
-    refs = resolve(list(models), _list(quants), progress)
+    refs = resolve(list(models), _list(quants), progress, revision=revision, token=token)
     return refs, pick_reference(reference, refs, progress)
 
 

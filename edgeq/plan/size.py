@@ -10,23 +10,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..quants import parse_quant
+from ..quants import FALLBACK, QUANT_TYPES, parse_quant
 from .source import ModelSpec, TensorSpec
 
 FLOAT_TYPES = ("F32", "F16", "BF16")
-# llama_ftype_get_default_type: the type most weights of each mix get.
-DEFAULT_TYPE = {
-    "Q4_0": "Q4_0", "Q4_1": "Q4_1", "Q5_0": "Q5_0", "Q5_1": "Q5_1", "Q8_0": "Q8_0",
-    "Q2_K": "Q2_K", "Q2_K_S": "Q2_K", "IQ3_XS": "IQ3_S", "Q3_K_S": "Q3_K", "Q3_K_M": "Q3_K", "Q3_K_L": "Q3_K",
-    "Q4_K_S": "Q4_K", "Q4_K_M": "Q4_K", "Q5_K_S": "Q5_K", "Q5_K_M": "Q5_K", "Q6_K": "Q6_K",
-    "TQ1_0": "TQ1_0", "TQ2_0": "TQ2_0", "IQ2_XXS": "IQ2_XXS", "IQ2_XS": "IQ2_XS", "IQ2_S": "IQ2_XS",
-    "IQ2_M": "IQ2_S", "IQ3_XXS": "IQ3_XXS", "IQ1_S": "IQ1_S", "IQ1_M": "IQ1_M", "IQ4_NL": "IQ4_NL",
-    "IQ4_XS": "IQ4_XS", "IQ3_S": "IQ3_S", "IQ3_M": "IQ3_S",
-}
-# tensor_type_fallback: where a row is not a multiple of the block.
-_FALLBACK = {"IQ1_S": "IQ4_NL", "IQ1_M": "IQ4_NL", "IQ2_XXS": "IQ4_NL", "IQ2_XS": "IQ4_NL", "IQ2_S": "IQ4_NL",
-             "IQ3_XXS": "IQ4_NL", "IQ3_S": "IQ4_NL", "IQ4_XS": "IQ4_NL", "Q2_K": "Q4_0", "Q3_K": "Q4_0",
-             "TQ1_0": "Q4_0", "TQ2_0": "Q4_0", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
+# The type most weights of each mix get: from the one quant table.
+DEFAULT_TYPE = {q.name: q.base for q in QUANT_TYPES.values() if not q.float_type}
 _IQ_LOW = {"IQ2_XXS", "IQ2_XS", "IQ1_S", "IQ2_S", "IQ2_M", "IQ1_M"}
 # Substrings of tensors llama-quantize never quantizes (tensor_allows_quantization), dense models.
 _KEEP = ("_norm.weight", "ffn_gate_inp.weight", "altup", "laurel", "per_layer_model_proj", "ssm_conv1d",
@@ -174,7 +163,7 @@ def _mix(st: _State, new: str, ncols: int, ftype: str, cat: str) -> str:  # noqa
 def _fallback(new: str, ncols: int) -> str:
     if ncols % block_and_bytes(new)[0] == 0:
         return new
-    out = _FALLBACK.get(new, new)
+    out = FALLBACK.get(new, new)
     return out if ncols % block_and_bytes(out)[0] == 0 else "F16"
 
 

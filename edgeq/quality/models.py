@@ -27,7 +27,8 @@ def hf_ref(name: str, path: Path) -> ModelRef:
                     bits_per_weight=None)
 
 
-def resolve(models: list[str], quants: list[str] | None, progress: bool) -> list[ModelRef]:
+def resolve(models: list[str], quants: list[str] | None, progress: bool, *, revision: str | None = None,
+            token: str | None = None) -> list[ModelRef]:
     """GGUF files, folders of them, HF checkpoints or repo ids (converted to ``quants`` first, as bench does).
 
     No argument means the embedded model.
@@ -38,7 +39,7 @@ def resolve(models: list[str], quants: list[str] | None, progress: bool) -> list
         from ..embedded import ensure_embedded_model
 
         models = [str(ensure_embedded_model())]
-    ggufs, checkpoints = plan_models(models, quants, progress)
+    ggufs, checkpoints = plan_models(models, quants, progress, revision=revision, token=token)
     refs = [hf_ref(name, path) for name, path in checkpoints] + [gguf_ref(path) for _, path, _ in ggufs]
     seen: dict[tuple[str, str], ModelRef] = {}
     for r in refs:
