@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from edgeq.output import print_table  # noqa: E402
 from edgeq.system import cpu_name  # noqa: E402
+from edgeq.toolchain import find_toolchain, level_bin_dir  # noqa: E402
 
 BIN = REPO / "build" / "bin"
 NATIVE = REPO / "build-native"
@@ -64,20 +65,6 @@ def ensure_native() -> Path:
         subprocess.run(["cmake", "--build", str(NATIVE), f"-j{os.cpu_count()}", "--target", "llama-bench",
                         "llama-simple"], check=True, stdout=subprocess.DEVNULL)
     return NATIVE / "bin"
-
-
-def level_dir(level: str, root: Path) -> Path:
-    """A folder like build/bin holding only one CPU level: the tools find their backends beside themselves."""
-    d = root / level
-    d.mkdir()
-    for f in BIN.iterdir():
-        if f.name.startswith("libggml-cpu-") and f.name != f"libggml-cpu-{level}.so":
-            continue
-        if f.name in ("llama-bench", "llama-simple"):
-            shutil.copy2(f, d / f.name)  # a copy, not a link: the tool looks beside its own real path
-        elif f.is_file():
-            (d / f.name).symlink_to(f)
-    return d
 
 
 def bench(bin_dir: Path, model: Path, extra: list[str], threads: int, p: int, n: int, reps: int) -> dict[str, float]:
@@ -122,9 +109,11 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     models = ensure_models()
+    tc = find_toolchain()
     with tempfile.TemporaryDirectory(prefix="edgeq-levels-") as tmp:
         configs = {"native": (ensure_native(), []), "edgeq": (BIN, []), "edgeq --repack 0": (BIN, ["--repack", "0"]),
-                   "haswell": (level_dir("haswell", Path(tmp)), []), "x64": (level_dir("x64", Path(tmp)), [])}
+                   "haswell": (level_bin_dir(tc, "haswell", Path(tmp) / "haswell"), []),
+                   "x64": (level_bin_dir(tc, "x64", Path(tmp) / "x64"), [])}
         texts = {(c, t): generate(d, models[t], args.threads) for c, (d, _) in configs.items() for t in TYPES}
         samples: dict[tuple[str, str, str], list[float]] = {}
         for rnd in range(args.rounds):
