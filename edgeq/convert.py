@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from pathlib import Path
 from . import checkpoint, config, gguf_info, manifest, system
 from .download import download
 from .errors import DiskSpaceError, UsageError
-from .files import atomic_output, remove_stale_incomplete
+from .files import atomic_output, remove_stale_incomplete, safe_name
 from .output import Progress, note
 from .quantize import Overrides, compute_imatrix, quantize
 from .quants import FALLBACK, FLOAT_OUTTYPES, LEGACY_TYPES, QuantType, parse_quant, parse_quants
@@ -66,15 +65,6 @@ class ConvertResult:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     convert_peak_rss_bytes: int | None = None  # the HF → GGUF converter's peak RSS; None if nothing was converted
-
-
-def safe_name(text: str) -> str:
-    """A file-name stem from a repo id or folder: no separators, no leading dots."""
-    stem = text.rstrip("/").split("/")[-1]
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip(".-")
-    if not stem:
-        raise UsageError(f"cannot make a file name from {text!r}.", hint="Pass --name NAME.")
-    return stem
 
 
 def output_name(name: str, qtype: str) -> str:

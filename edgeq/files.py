@@ -5,11 +5,13 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .config import INCOMPLETE_SUFFIX
+from .errors import UsageError
 
 
 def incomplete_path(final: Path) -> Path:
@@ -79,3 +81,12 @@ def schema_of(path: Path) -> str:
     except (OSError, ValueError):
         return ""
     return str(data.get("schema", "")) if isinstance(data, dict) else ""
+
+
+def safe_name(text: str) -> str:
+    """A file-name stem from a repo id or folder: no separators, no leading dots."""
+    stem = text.rstrip("/").split("/")[-1]
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip(".-")
+    if not stem:
+        raise UsageError(f"cannot make a file name from {text!r}.", hint="Pass --name NAME.")
+    return stem

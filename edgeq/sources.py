@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .download import download, is_repo_id
 from .errors import GGUFError, UsageError
+from .files import safe_name
 
 
 def _is_checkpoint(p: Path) -> bool:
@@ -48,7 +49,7 @@ def plan_models(models: list[str], quants: list[str] | None, convert_progress: b
                 raise UsageError(f"{p} holds no .gguf files and no config.json.", hint="Run `edgeq convert` first.")
             ggufs += [(f.stem.rsplit("-", 1)[0], f, gguf_variant(f)) for f in found]
         elif p.is_dir() or (not p.exists() and is_repo_id(m) and p.suffix != ".gguf"):
-            from .convert import convert, safe_name
+            from .convert import convert
 
             dl = download(m, revision=revision, token=token, progress=convert_progress)
             src = Path(dl.path)

@@ -6,7 +6,8 @@ from click.testing import CliRunner
 
 from edgeq import manifest
 from edgeq.cli import cli
-from edgeq.convert import output_name, safe_name
+from edgeq.convert import output_name
+from edgeq.files import safe_name
 from edgeq.errors import UsageError
 from edgeq.files import atomic_output, incomplete_path, remove_stale_incomplete
 

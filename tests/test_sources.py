@@ -46,8 +46,17 @@ def test_bench_and_eval_reuse_what_convert_made_from_a_repo_id(private_repo, fak
     assert code == 0, err
     assert {r["path"] for r in json.loads(out)["runs"] if r["backend"] == "llama.cpp"} == {str(q8)}
 
+    assert _file_downloads(fake_hub) == downloaded  # nothing fetched twice (plan reads headers by range requests)
+
+    code, err, out = run_main(["plan", "acme/smol", "--quants", "Q8_0,Q4_K_M", "--ctx", "256", "--json", *token], capsys)
+    assert code == 0, err
+    plan = json.loads(out)
+    q8_row = next(r for r in plan["rows"] if r["quant"] == "Q8_0")
+    assert q8_row["file_size_measured_bytes"] == q8.stat().st_size  # the file convert made, measured
+    assert next(r for r in plan["rows"] if r["quant"] == "Q4_K_M")["file_size_measured_bytes"] is None
+    assert {f["quant"] for f in plan["fit_params"]} == {"Q8_0"}  # llama-fit-params ran on that file
+
     assert q8.stat().st_mtime_ns == made  # reused, not made again
-    assert _file_downloads(fake_hub) == downloaded  # and nothing fetched twice
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["smol"]  # no folder named by the commit hash
     mf = load_manifest(q8.parent)
     assert mf.source["kind"] == "hub" and mf.source["repo_id"] == "acme/smol"

@@ -270,12 +270,30 @@ def from_hub(repo_id: str, *, revision: str | None = None, token: str | None = N
         api = HfApi(endpoint=endpoint)
         meta = api.get_safetensors_metadata(repo_id, revision=revision, token=token)
         path = Path(snapshot_download(repo_id, revision=revision, token=token, endpoint=endpoint,
+                                      cache_dir=edgeq_config.hf_cache_dir(),
                                       allow_patterns=["config.json", "tokenizer.json", "tokenizer_config.json",
                                                       "chat_template.jinja"]))
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     headers = {k: list(t.shape) for fm in meta.files_metadata.values() for k, t in fm.tensors.items()}
     tok = json.loads((path / "tokenizer.json").read_text(encoding="utf-8")) if (path / "tokenizer.json").is_file() else None
-    return from_hf(config, headers, tok, _chat_template(path), name=repo_id.split("/")[-1], source=repo_id, kind="hub")
+    spec = from_hf(config, headers, tok, _chat_template(path), name=repo_id.split("/")[-1], source=repo_id, kind="hub")
+    spec.files = converted_files(repo_id, path.name)  # the snapshot folder is named by its commit
+    return spec
+
+
+def converted_files(repo_id: str, commit: str) -> dict[str, str]:
+    """GGUFs that ``edgeq convert REPO_ID`` already made from this commit (its folder and manifest)."""
+    from .. import config as edgeq_config
+    from .. import manifest
+    from ..files import safe_name
+
+    folder = edgeq_config.models_dir() / safe_name(repo_id)
+    mf = manifest.load(folder) if (folder / edgeq_config.MANIFEST_NAME).is_file() else None
+    if mf is None or mf.source.get("repo_id") != repo_id or mf.source.get("revision") != commit:
+        return {}
+    stem = safe_name(repo_id)
+    return {rec.type: str(folder / name) for name, rec in mf.files.items()
+            if name == f"{stem}-{rec.type}.gguf" and (folder / name).is_file()}  # plain recipes, not labelled ones
 
 
 def load(source: str, *, revision: str | None = None, token: str | None = None) -> ModelSpec:
