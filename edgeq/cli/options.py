@@ -1,0 +1,62 @@
+"""Options several commands share, and the one parser of comma-separated values."""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from .. import config
+
+T = TypeVar("T")
+
+
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout (no progress).")(f)
+
+
+def revision_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--revision", help="Hub branch, tag or commit (default: main).")(f)
+
+
+def token_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--token", envvar="HF_TOKEN",
+                        help="Hugging Face token (default: $HF_TOKEN or `hf auth login`).")(f)
+
+
+def progress_wanted(as_json: bool, quiet: bool = False) -> bool:
+    """Progress bars only for a person at a terminal: never under --json, --quiet or a pipe."""
+    return config.progress_enabled() and not as_json and not quiet and sys.stderr.isatty()
+
+
+def split_list(text: str | None) -> list[str]:
+    """``"a, b,,c"`` → ``["a", "b", "c"]``; None or "" → []."""
+    return [x.strip() for x in (text or "").split(",") if x.strip()]
+
+
+def comma_list(cast: Callable[[str], T], what: str) -> Callable[[click.Context, click.Parameter, str | None], list[T]]:
+    """A click callback: the option's text as a list of ``cast`` values, or a usage error naming ``what``."""
+
+    def callback(ctx: click.Context, param: click.Parameter, text: str | None) -> list[T]:
+        try:
+            return [cast(x) for x in split_list(text)]
+        except ValueError as e:
+            raise click.BadParameter(f"{text!r} is not a comma-separated list of {what}") from e
+
+    return callback
+
+
+strings = comma_list(str, "names")
+integers = comma_list(int, "integers")
+numbers = comma_list(float, "numbers")
+
+
+def rpc_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--rpc, --no-local, --tensor-split: layers over llama.cpp RPC servers (run, bench)."""
+    f = click.option("--tensor-split", callback=numbers, metavar="W,W,...",
+                     help="Share of layers per device: this machine first (unless --no-local), then each server. "
+                          "Default: equal.")(f)
+    f = click.option("--no-local", is_flag=True, help="Put every layer on the RPC servers, none on this machine.")(f)
+    return click.option("--rpc", metavar="HOST:PORT,...",
+                        help="Split the model's layers over these `edgeq rpc-server` workers (trusted network only).")(f)
