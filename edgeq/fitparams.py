@@ -13,8 +13,10 @@ from .errors import UsageError
 from .rpc import ServerInfo, parse_endpoints, probe_all
 
 FIT_TIMEOUT_S = 600
-# One line per device on stdout: "<device> <model MiB> <context MiB> <compute MiB>".
-_ROW = re.compile(r"^(\S+) (\d+) (\d+) (\d+)\s*$")
+# After "printing estimated memory", one line per device: "<device> <model MiB> <context MiB> <compute MiB>".
+# A device name can hold its server: "RPC0[127.0.0.1:50052]".
+_ROW = re.compile(r"^(?P<device>\S.*?)\s+(?P<model>\d+)\s+(?P<context>\d+)\s+(?P<compute>\d+)\s*$")
+_START = "printing estimated memory"
 
 
 @dataclass
@@ -48,14 +50,24 @@ def rpc_device_names(servers: list[ServerInfo]) -> dict[str, tuple[str, int | No
     return names
 
 
+def parse_rows(lines: list[str]) -> list[tuple[str, int, int, int]]:
+    """(device, model, context, compute) MiB per device: the rows after the tool's "printing estimated memory"."""
+    started = not any(_START in line for line in lines)  # the tool's log may be elsewhere: then every row counts
+    out = []
+    for line in lines:
+        if _START in line:
+            started = True
+        elif started and (m := _ROW.match(line.strip())):
+            out.append((m["device"], int(m["model"]), int(m["context"]), int(m["compute"])))
+    return out
+
+
 def parse_fit_output(lines: list[str], servers: list[ServerInfo]) -> list[DeviceFit]:
     names = rpc_device_names(servers)
     out = []
-    for line in lines:
-        if m := _ROW.match(line.strip("\r")):
-            dev = m.group(1)
-            ep, free = names.get(dev, (None, None))
-            out.append(DeviceFit(dev, ep, int(m.group(2)), int(m.group(3)), int(m.group(4)), free))
+    for dev, model, context, compute in parse_rows(lines):
+        ep, free = names.get(dev.split("[", 1)[0], (None, None))
+        out.append(DeviceFit(dev, ep, model, context, compute, free))
     return out
 
 
@@ -81,5 +93,5 @@ def fit_params(model: str | Path, ctx: int, rpc: str | list[str] | None = None, 
         argv += ["--rpc", ",".join(endpoints)]
     lines: list[str] = []
     run_tool(argv + list(extra_args or []), name="llama-fit-params", timeout=timeout,
-             on_line=lambda line: lines.append(line) if _ROW.match(line.strip("\r")) else None)
+             on_line=lambda line: lines.append(line) if _START in line or _ROW.match(line.strip()) else None)
     return FitResult(str(path), ctx, endpoints, parse_fit_output(lines, servers))

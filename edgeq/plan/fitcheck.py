@@ -7,15 +7,12 @@ plan's compute term (touched memory) is smaller by about that much.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..fitparams import FIT_TIMEOUT_S, fit_params, parse_rows
 from .memory import DEFAULT_UBATCH, MIB
 from .source import ModelSpec
-
-_LINE = re.compile(r"^(?P<device>\S.*?)\s+(?P<model>\d+)\s+(?P<context>\d+)\s+(?P<compute>\d+)\s*$")
-
 
 @dataclass
 class FitParams:
@@ -30,28 +27,13 @@ class FitParams:
     explanation: str
 
 
-def parse(lines: list[str]) -> list[tuple[str, int, int, int]]:
-    """(device, model, context, compute) MiB from the lines after fit-params' 'printing estimated memory'."""
-    out = []
-    started = False
-    for line in lines:
-        if "printing estimated memory" in line:
-            started = True
-            continue
-        m = _LINE.match(line.strip()) if started else None
-        if m:
-            out.append((m["device"], int(m["model"]), int(m["context"]), int(m["compute"])))
-    return out
+parse = parse_rows  # the one parser of the tool's rows (edgeq.fitparams)
 
 
 def run(path: Path, ctx: int, *, cache_type: str = "f16", rpc: list[str] | None = None) -> list[tuple[str, int, int, int]]:
-    from ..toolchain import find_toolchain, run_tool
-
-    tc = find_toolchain()
-    argv = [tc.tool("llama-fit-params"), "-m", path, "-fitp", "on", "-c", str(ctx), "-ctk", cache_type, "-ctv", cache_type]
-    if rpc:
-        argv += ["--rpc", ",".join(rpc)]
-    return parse(run_tool(argv, name="llama-fit-params", tail_lines=64, timeout=120))
+    """(device, model, context, compute) MiB that llama-fit-params gives ``path`` at ``ctx`` tokens."""
+    res = fit_params(path, ctx, rpc, extra_args=["-ctk", cache_type, "-ctv", cache_type], timeout=FIT_TIMEOUT_S)
+    return [(d.device, d.model_mib, d.context_mib, d.compute_mib) for d in res.devices]
 
 
 def compare(spec: ModelSpec, quant: str, rows: list[tuple[str, int, int, int]], *, tensor_bytes: int,
