@@ -33,8 +33,12 @@ class Checkpoint:
     tensors: int = 0
 
 
-def read_safetensors_header(path: Path) -> dict[str, dict[str, object]]:
-    """Parse the JSON header of a .safetensors file without reading the weights."""
+def read_safetensors_header(path: Path, *, check_data: bool = True) -> dict[str, dict[str, object]]:
+    """The tensors of a .safetensors file's JSON header (``__metadata__`` left out), weights unread.
+
+    ``check_data`` also checks each entry's dtype, shape and offsets against the
+    file's size; ``plan`` turns it off, as it may hold the header alone.
+    """
     try:
         with open(path, "rb") as f:
             raw = f.read(8)
@@ -49,10 +53,13 @@ def read_safetensors_header(path: Path) -> dict[str, dict[str, object]]:
         data = json.loads(header)
         if not isinstance(data, dict):
             raise ValueError("header is not a JSON object")
+        data.pop("__metadata__", None)
         size = path.stat().st_size - 8 - n
         for name, t in data.items():
-            if name != "__metadata__":
+            if check_data:
                 _check_tensor_entry(name, t, size)
+            elif not isinstance(t, dict) or not isinstance(t.get("shape"), list):
+                raise ValueError(f"tensor {name!r} has no shape")
         return data
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, OSError) as e:
         raise SourceError(f"{path.name} is not a valid safetensors file: {e}.",
@@ -111,10 +118,9 @@ def check(folder: Path, *, supported: frozenset[str], allow_pickle: bool = False
     safetensors = sorted(folder.glob("*.safetensors"))
     if safetensors:
         for p in safetensors:
-            for name, t in read_safetensors_header(p).items():
-                if name != "__metadata__":
-                    ck.tensors += 1
-                    ck.parameters += math.prod(t["shape"])  # type: ignore[arg-type]  (validated above)
+            for t in read_safetensors_header(p).values():
+                ck.tensors += 1
+                ck.parameters += math.prod(t["shape"])  # type: ignore[arg-type]  (validated above)
         ck.weight_files = safetensors
         return ck
     pickles = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)

@@ -7,10 +7,10 @@ range request), or a family's config numbers (``families.py``).
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..checkpoint import read_safetensors_header
 from ..errors import SourceError, UsageError
 
 # Bytes of GGUF metadata besides the vocabulary: ~40 keys and their names.
@@ -157,21 +157,6 @@ def gguf_name(hf_name: str, arch: str) -> str | None:
     return name
 
 
-def read_safetensors_header(path: Path) -> dict[str, dict[str, object]]:
-    """The JSON header only (8-byte length, then JSON): no weight byte is read, nor checked."""
-    from ..checkpoint import MAX_HEADER_BYTES
-
-    try:
-        with open(path, "rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if not 0 < n <= MAX_HEADER_BYTES:
-                raise ValueError(f"header length {n} is impossible")
-            data = json.loads(f.read(n))
-    except (OSError, ValueError, struct.error) as e:
-        raise SourceError(f"{path.name} is not a valid safetensors file: {e}.", hint="Re-download it.") from e
-    return {k: v for k, v in data.items() if k != "__metadata__"}
-
-
 def from_hf(config: dict[str, object], headers: dict[str, list[int]], tokenizer: dict[str, object] | None,
             chat_template: str | None, *, name: str, source: str, kind: str) -> ModelSpec:
     """Build a spec from config.json, {tensor name: HF shape} and tokenizer.json (all optional but config)."""
@@ -241,7 +226,8 @@ def from_hf_folder(folder: Path, source: str) -> ModelSpec:
     if not files:
         raise SourceError(f"{folder} has no *.safetensors, so its tensor shapes are unknown.",
                           hint="Download the safetensors files (or their headers), or plan a family with --largest.")
-    headers = {k: v["shape"] for f in files for k, v in read_safetensors_header(f).items()}  # type: ignore[misc]
+    headers = {k: v["shape"] for f in files
+               for k, v in read_safetensors_header(f, check_data=False).items()}  # type: ignore[misc]
     tok = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")) if (folder / "tokenizer.json").is_file() else None
     return from_hf(config, headers, tok, _chat_template(folder), name=folder.name, source=source, kind="hf-folder")
 
