@@ -33,6 +33,10 @@ def plan_models(models: list[str], quants: list[str] | None, convert_progress: b
     so the files are named and recorded exactly as ``edgeq convert ORG/NAME`` names
     them, and that command's outputs are reused.
     """
+    if not models:  # no argument means the embedded model, for every verb that takes MODELS
+        from .embedded import ensure_embedded_model
+
+        models = [str(ensure_embedded_model())]
     ggufs: list[tuple[str, Path, str]] = []
     checkpoints: list[tuple[str, Path]] = []
     for m in models:

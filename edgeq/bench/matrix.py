@@ -147,7 +147,7 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
           rpc: str | list[str] | None = None, no_local: bool = False,
           tensor_split: list[float] | None = None, revision: str | None = None,
           token: str | None = None) -> BenchResults:
-    """Benchmark GGUF quants (llama.cpp) against full precision (transformers) on this machine.
+    """Benchmark GGUF quants (llama.cpp) against full precision (transformers) here; no ``models``: the embedded one.
 
     Each model × backend × batch runs in its own process, once per repetition
     (rounds over the whole matrix), after a warm-up inside that process.  When ``output`` is
@@ -158,8 +158,6 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
     from ..rpc import parse_endpoints, probe_all
     from .llama_bench import cross_check
 
-    if not models:
-        raise UsageError("no model given.", hint="Pass a .gguf file, a folder of them, or an HF checkpoint.")
     if min(n_prompt, n_gen, reps, *batches) < 1:
         raise UsageError("-p, -n, -r and --batch must all be at least 1.")
     qnames = [q.name for q in parse_quants(quants)] if quants else None

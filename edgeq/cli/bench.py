@@ -49,10 +49,7 @@ def bench(models: tuple[str, ...], quants: list[str], hf_variants: list[str], de
     """Benchmark MODELS (GGUF files, folders of them, HF checkpoints; default: the embedded model)."""
     from ..bench import bench as run_bench
     from ..bench import failure
-    from ..embedded import ensure_embedded_model
-
-    srcs = list(models) or [str(ensure_embedded_model())]
-    res = run_bench(srcs, quants=quants, hf_variants=hf_variants, device=device,
+    res = run_bench(list(models), quants=quants, hf_variants=hf_variants, device=device,
                     threads=threads, n_prompt=n_prompt, n_gen=n_gen, batches=batch, reps=reps,
                     prompt_file=prompt_file, check_llama_bench=check_llama_bench, output=output,
                     progress=progress_wanted(as_json), rpc=rpc, no_local=no_local, tensor_split=tensor_split or None,

@@ -75,10 +75,6 @@ def plan(source: str | None, quants: str, ctx: int, cache_type: str, device: str
     else:
         if family:
             raise click.UsageError("--family only goes with --largest.")
-        if source is None:
-            from ..embedded import ensure_embedded_model
-
-            source = str(ensure_embedded_model())
         res = planlib.plan(source, eval_results=list(eval_results),
                            rpc=rpc or None,
                            fit_params=not no_fit_params, revision=revision, token=token, **common)  # type: ignore[arg-type]

@@ -125,7 +125,7 @@ def _setup(device: str | None, ram_bytes: int | None, bandwidth_gbps: float | No
     return dev, calib, head, dev.usable_ram_bytes - head
 
 
-def plan(src: str, *, quants: list[str] | tuple[str, ...] = DEFAULT_QUANTS, ctx: int = DEFAULT_CTX,
+def plan(src: str | None, *, quants: list[str] | tuple[str, ...] = DEFAULT_QUANTS, ctx: int = DEFAULT_CTX,
          cache_type: str = "f16", device: str | None = None, ram_bytes: int | None = None,
          bandwidth_gbps: float | None = None, headroom_bytes: int | None = None, calibrate: str | None = None,
          min_tps: float | None = None, max_kld: float | None = None, eval_results: list[str] | None = None,

@@ -282,9 +282,14 @@ def converted_files(repo_id: str, commit: str) -> dict[str, str]:
             if name == f"{stem}-{rec.type}.gguf" and (folder / name).is_file()}  # plain recipes, not labelled ones
 
 
-def load(source: str, *, revision: str | None = None, token: str | None = None) -> ModelSpec:
-    """A ModelSpec for a GGUF file, a folder (GGUFs or an HF checkpoint) or a Hub repo id."""
+def load(source: str | None, *, revision: str | None = None, token: str | None = None) -> ModelSpec:
+    """A ModelSpec for a GGUF file, a folder (GGUFs or an HF checkpoint) or a Hub repo id (None: the embedded model)."""
     from ..download import is_repo_id
+
+    if source is None:
+        from ..embedded import ensure_embedded_model
+
+        source = str(ensure_embedded_model())
 
     p = Path(source).expanduser()
     if p.is_file():

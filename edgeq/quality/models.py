@@ -35,10 +35,6 @@ def resolve(models: list[str], quants: list[str] | None, progress: bool, *, revi
     """
     from ..sources import plan_models
 
-    if not models:
-        from ..embedded import ensure_embedded_model
-
-        models = [str(ensure_embedded_model())]
     ggufs, checkpoints = plan_models(models, quants, progress, revision=revision, token=token)
     refs = [hf_ref(name, path) for name, path in checkpoints] + [gguf_ref(path) for _, path, _ in ggufs]
     seen: dict[tuple[str, str], ModelRef] = {}
