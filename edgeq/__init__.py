@@ -4,8 +4,7 @@
     res = edgeq.convert("meta-llama/Llama-3.2-1B", quants=["Q8_0", "Q4_K_M"])
     info = edgeq.inspect(res.outputs[-1].path)
 """
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .convert import ConvertResult, OutputFile, convert  # noqa: E402
 from .doctor import DoctorReport, doctor  # noqa: E402
 from .download import DownloadResult, download  # noqa: E402
@@ -16,6 +15,6 @@ from .gguf_info import GGUFInfo  # noqa: E402
 from .gguf_info import read as inspect  # noqa: E402
 from .manifest import VerifyResult, verify  # noqa: E402
 
-__all__ = ["ConvertResult", "DoctorReport", "DownloadResult", "EdgeqError", "FitResult", "GGUFInfo",
+__all__ = ["__version__", "ConvertResult", "DoctorReport", "DownloadResult", "EdgeqError", "FitResult", "GGUFInfo",
            "GenerateResult", "OutputFile", "VerifyResult", "convert", "doctor", "download", "fit_params",
            "generate", "inspect", "verify"]

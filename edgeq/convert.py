@@ -18,8 +18,21 @@ from .errors import DiskSpaceError, UsageError
 from .files import atomic_output, remove_stale_incomplete, safe_name
 from .output import Progress, note
 from .quantize import Overrides, compute_imatrix, quantize
-from .quants import FALLBACK, FLOAT_OUTTYPES, LEGACY_TYPES, QuantType, parse_quant, parse_quants
-from .toolchain import Toolchain, find_toolchain, llama_cpp_version, run_tool, supported_architectures
+from .quants import (
+    FALLBACK,
+    FLOAT_OUTTYPES,
+    LEGACY_TYPES,
+    QuantType,
+    parse_quant,
+    parse_quants,
+)
+from .toolchain import (
+    Toolchain,
+    find_toolchain,
+    llama_cpp_version,
+    run_tool,
+    supported_architectures,
+)
 
 # Room left free beyond the estimate: file systems misbehave when completely full.
 DISK_MARGIN_BYTES = 256 * 1024 * 1024

@@ -7,7 +7,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, config, system
+from . import config, system
+from ._version import __version__
 from .errors import ToolchainError
 from .smoke import CpuPaths, SmokeReport, smoke_test
 from .toolchain import (

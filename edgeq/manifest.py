@@ -9,7 +9,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .config import MANIFEST_NAME
 from .errors import SourceError
 from .files import sha256_file, write_json_atomic

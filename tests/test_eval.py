@@ -245,7 +245,7 @@ def test_kld_agrees_with_llama_perplexity(tmp_path: Path) -> None:
 
 def test_report_joins_eval_and_bench_rows_by_file(tmp_path: Path) -> None:
     from edgeq.report import write_report
-    from edgeq.report_quality import joined_rows
+    from edgeq.report.quality import joined_rows
 
     def model(variant: str, backend: str, path: str) -> dict:
         return {"name": "M", "variant": variant, "backend": backend, "path": path, "size_bytes": 2**20 * (20 if

@@ -12,7 +12,6 @@ from typing import Any
 from ..gguf_info import read as read_gguf
 from ..toolchain import import_llama_cpp
 
-
 _QUIET: list[Any] = []  # keeps the ctypes log callback alive
 LOAD_LOG: list[str] = []  # the load-log lines that say where layers and buffers went (see rpc.parse_placement)
 

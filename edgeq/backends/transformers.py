@@ -96,7 +96,6 @@ class HFScorer:
     def __init__(self, checkpoint: str | Path, *, threads: int) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # edgeq draws its own progress, per window

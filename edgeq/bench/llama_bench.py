@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import statistics
+from dataclasses import replace
 
 from ..toolchain import find_toolchain, run_tool
-from .results import LlamaBenchCheck, RunResult
+from .results import LlamaBenchCheck, RunResult, RunSpec
+from .runs import run_worker
 
 TOLERANCE = 0.10
 
@@ -32,11 +34,6 @@ def cross_check(runs: list[RunResult], *, threads: int, n_prompt: int, n_gen: in
     Alternating puts both under the same machine speed; this VM drifts ±20% in
     minutes, so comparing against figures taken earlier would measure the drift.
     """
-    from dataclasses import replace
-
-    from .matrix import run_worker
-    from .results import RunSpec
-
     seen, out = set(), []
     for r in runs:
         if r.backend != "llama.cpp" or r.batch != 1 or r.status != "ok" or r.path in seen or r.device != "cpu":

@@ -1,28 +1,26 @@
 """`edgeq bench`: build the run matrix, run each cell in its own process, keep every result."""
 from __future__ import annotations
 
-import json
-import os
 import platform
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from .. import __version__, system
+from .. import system
+from .._version import __version__
 from ..errors import EdgeqError, NativeCrash, UsageError
 from ..files import write_json_atomic
 from ..output import Progress
 from ..sources import plan_models
-from ..toolchain import DOCTOR_HINT, crash_error, measure_bandwidth
+from ..toolchain import DOCTOR_HINT, measure_bandwidth
+from .llama_bench import cross_check
 from .prompts import load_prompts
 from .results import SCHEMA, BenchResults, RunResult, RunSpec, Stat
+from .runs import run_worker
 
 GGUF_BACKEND = "llama.cpp"
 HF_VARIANTS = ("fp32", "bf16", "bnb-int8", "bnb-nf4")
-WORKER_TIMEOUT_S = 3600
 
 
 def resolve_device(device: str) -> str:
@@ -60,36 +58,6 @@ def _cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def run_worker(spec: RunSpec) -> list[RunResult]:
-    """Run one spec in a fresh interpreter; a crash becomes a failed row, never an exception."""
-    if spec.backend == "transformers":
-        from ..backends.transformers import unavailable_reason
-
-        why = unavailable_reason(spec.variant, spec.device)
-        if why:
-            return [_row(spec, p, "skipped", why) for p in spec.prompts]
-    env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
-           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(spec.threads)}
-    try:
-        proc = subprocess.run([sys.executable, "-m", "edgeq.bench.worker"], input=json.dumps(asdict(spec)),
-                              capture_output=True, text=True, errors="replace", timeout=WORKER_TIMEOUT_S, env=env)
-    except subprocess.TimeoutExpired:
-        return [_row(spec, p, "failed", f"timed out after {WORKER_TIMEOUT_S} s") for p in spec.prompts]
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        err_lines = proc.stderr.strip().splitlines()
-        gone = _rpc_reason(spec)
-        engine = "llama.cpp" if spec.backend == "llama.cpp" else "transformers (torch)"
-        crash = None if gone else crash_error(proc.returncode, f"while benchmarking {Path(spec.path).name}",
-                                               tail=err_lines[-20:], engine=engine)
-        reason = gone or (str(crash) if crash else f"worker exited {proc.returncode}: {(err_lines or ['no output'])[-1]}")
-        return [replace(_row(spec, p, "failed", reason), crash_signal=crash.signal_name if crash else None)
-                for p in spec.prompts]
-    rows = [RunResult.from_dict(d) for d in json.loads(lines[-1])]
-    gone = _rpc_reason(spec) if any(r.status == "failed" for r in rows) else None
-    return [replace(r, reason=gone) if gone and r.status == "failed" else r for r in rows]
-
-
 def failure(res: BenchResults) -> EdgeqError | None:
     """The error to exit with when no run was measured and at least one failed (None otherwise)."""
     runs = res.runs
@@ -103,20 +71,6 @@ def failure(res: BenchResults) -> EdgeqError | None:
         return NativeCrash("/".join(signals), f"in {len(crashed)} of {len(runs)} benchmark runs ({', '.join(files)})",
                            "no run was measured", hint=DOCTOR_HINT)
     return EdgeqError(f"every benchmark run failed ({len(failed)} of {len(runs)}); the first: {failed[0].reason}")
-
-
-def _rpc_reason(spec: RunSpec) -> str | None:
-    """llama.cpp aborts when an RPC server vanishes; name the server instead of quoting the abort."""
-    from ..rpc import first_unreachable
-
-    gone = first_unreachable(spec.rpc) if spec.rpc else None
-    return f"RPC server {gone[0]} went away: {gone[1]}" if gone else None
-
-
-def _row(spec: RunSpec, prompt: str, status: str, reason: str) -> RunResult:
-    from .worker import _base
-
-    return RunResult(**_base(spec), prompt=prompt, status=status, reason=reason)
 
 
 def environment(threads: int) -> dict[str, object]:
@@ -156,7 +110,6 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
     """
     from ..quants import parse_quants
     from ..rpc import parse_endpoints, probe_all
-    from .llama_bench import cross_check
 
     if min(n_prompt, n_gen, reps, *batches) < 1:
         raise UsageError("-p, -n, -r and --batch must all be at least 1.")

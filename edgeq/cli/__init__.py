@@ -11,7 +11,8 @@ import sys
 
 import click
 
-from .. import __version__, config
+from .. import config
+from .._version import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, EdgeqError
 
 

@@ -14,6 +14,7 @@ from ..fitparams import FIT_TIMEOUT_S, fit_params, parse_rows
 from .memory import DEFAULT_UBATCH, MIB
 from .source import ModelSpec
 
+
 @dataclass
 class FitParams:
     quant: str

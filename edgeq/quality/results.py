@@ -77,7 +77,7 @@ def stamp(res: EvalResults, threads: int) -> EvalResults:
     """Record when, with what and on how many threads the results were measured."""
     import time
 
-    from .. import __version__
+    from .._version import __version__
     from ..toolchain import find_toolchain, llama_cpp_version
 
     res.created = time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -5,8 +5,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_output
-from .report import first_prompt_batch1, markdown_table
+from ..files import atomic_output
+from .tables import first_prompt_batch1, markdown_table
 
 
 def _key(backend: str, path: str, variant: str) -> tuple[str, str, str]:

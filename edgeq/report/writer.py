@@ -7,7 +7,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .files import atomic_output, read_results, schema_of
+from ..files import atomic_output, read_results, schema_of
+from .quality import quality_section
+from .tables import first_prompt_batch1, label, markdown_table
 
 PUBLISHED = "published-results.json"
 
@@ -27,20 +29,6 @@ def published() -> dict[str, Any]:
     return json.loads(resources.files("edgeq.data").joinpath(PUBLISHED).read_text(encoding="utf-8"))
 
 
-def _label(r: dict[str, Any]) -> str:
-    return f"{r['variant']}" if r["backend"] == "llama.cpp" else f"HF {r['variant']}"
-
-
-def first_prompt_batch1(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The finished runs of the first prompt at the smallest batch: one row per variant."""
-    ok = [r for r in runs if r["status"] == "ok"]
-    if not ok:
-        return []
-    prompt = ok[0]["prompt"]
-    batch = min(r["batch"] for r in ok)
-    return [r for r in ok if r["prompt"] == prompt and r["batch"] == batch]
-
-
 def charts(runs: list[dict[str, Any]], verdicts: list[dict[str, Any]], outdir: Path) -> list[str]:
     import matplotlib
 
@@ -50,7 +38,7 @@ def charts(runs: list[dict[str, Any]], verdicts: list[dict[str, Any]], outdir: P
     rows = first_prompt_batch1(runs)
     if not rows:
         return []
-    labels = [_label(r) for r in rows]
+    labels = [label(r) for r in rows]
     made = []
 
     def save(fig: Any, name: str) -> None:
@@ -90,12 +78,6 @@ def charts(runs: list[dict[str, Any]], verdicts: list[dict[str, Any]], outdir: P
         ax.legend()
         save(fig, "speedup.png")
     return made
-
-
-def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join("" if v is None else str(v) for v in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 # Which published field measures speed, and whether higher is better.
@@ -229,8 +211,6 @@ def write_report(paths: list[Path], outdir: Path) -> ReportResult:
                   "yes" if c["agrees"] else "NO"] for c in res["llama_bench"]]))
         md += [f"![{c}]({c})" for c in made if c.startswith(sub.name if sub != outdir else "")]
     if evals:
-        from .report_quality import quality_section
-
         section, quality_charts = quality_section(results, evals, outdir)
         md.append(section)
         made += quality_charts
