@@ -89,7 +89,7 @@ def convert(source: str | Path | None = None, *, quants: list[str] | tuple[str, 
             outtype: str = config.DEFAULT_OUTTYPE, outdir: str | Path | None = None, name: str | None = None,
             keep_f16: bool = True, force: bool = False, threads: int | None = None,
             revision: str | None = None, token: str | None = None, allow_pickle: bool = False,
-            endpoint: str | None = None, overrides: Overrides = Overrides(),
+            endpoint: str | None = None, overrides: Overrides = Overrides(),  # noqa: B008 - frozen, no state
             calibration: str | Path | None = None, imatrix_chunks: int = config.DEFAULT_IMATRIX_CHUNKS,
             progress: bool = True) -> ConvertResult:
     """Convert ``source`` (repo id or HF folder; default: the embedded model) to GGUF quants.

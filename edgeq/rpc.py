@@ -129,7 +129,7 @@ def probe(endpoint: str, timeout: float = PROBE_TIMEOUT_S) -> ServerInfo:
             (n_dev,) = struct.unpack("<I", _call(sock, _CMD_DEVICE_COUNT, b"", 4))
             devices = [DeviceMemory(*struct.unpack("<QQ", _call(sock, _CMD_GET_DEVICE_MEMORY, struct.pack("<I", d), 16)))
                        for d in range(n_dev)]
-        except (socket.timeout, TimeoutError):
+        except TimeoutError:
             why = (f"it accepted the connection but did not answer the ggml-rpc handshake within {timeout:g} s "
                    "(not a ggml-rpc server, or busy with another client)")
         except (ConnectionError, ValueError, struct.error) as e:

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from hubserver import FakeHub
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,12 +1,11 @@
 """The CLI is a thin layer: check what it passes to the library and how it renders."""
+import importlib
 import json
 import subprocess
 import sys
 
 import pytest
 from click.testing import CliRunner
-
-import importlib
 
 from edgeq.cli import cli, main
 from edgeq.convert import ConvertResult, OutputFile

@@ -5,15 +5,16 @@ import pickle
 from pathlib import Path
 
 import pytest
-from gguf import GGUFReader
-
 from conftest import final_ggufs, make_tiny_checkpoint
-from edgeq.generate import generate
+from gguf import GGUFReader
+from hubserver import Repo
+
 from edgeq.cli import main
 from edgeq.convert import convert
 from edgeq.errors import ToolFailed
-from edgeq.manifest import load as load_manifest, verify
-from hubserver import Repo
+from edgeq.generate import generate
+from edgeq.manifest import load as load_manifest
+from edgeq.manifest import verify
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import final_ggufs, run_main, write_minimal_checkpoint
 
 

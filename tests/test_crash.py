@@ -14,8 +14,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import run_main
+
 from edgeq.errors import EXIT_CRASH, NativeCrash
 from edgeq.toolchain import crash_error
 

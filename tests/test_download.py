@@ -2,11 +2,11 @@
 import json
 
 import pytest
+from hubserver import Repo
 
 from edgeq.cli import main
 from edgeq.download import download
 from edgeq.errors import HubError, UsageError
-from hubserver import Repo
 
 FILES = {
     "config.json": b'{"architectures": ["LlamaForCausalLM"]}',

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from edgeq import texts
 from edgeq.cli import cli
 from edgeq.errors import UsageError
-from edgeq import texts
 from edgeq.quality import data as qdata
 from edgeq.quality.metrics import Divergence, Perplexity, kld_rows, log_softmax, token_nll
 from edgeq.quality.ppl import windows

@@ -7,9 +7,8 @@ from click.testing import CliRunner
 from edgeq import manifest
 from edgeq.cli import cli
 from edgeq.convert import output_name
-from edgeq.files import safe_name
 from edgeq.errors import UsageError
-from edgeq.files import atomic_output, incomplete_path, remove_stale_incomplete
+from edgeq.files import atomic_output, incomplete_path, remove_stale_incomplete, safe_name
 
 
 def test_atomic_output_renames_only_when_whole(tmp_path):

@@ -1,8 +1,8 @@
 import json
 from pathlib import Path
 
-from conftest import write_small_gguf
 import pytest
+from conftest import write_small_gguf
 
 from edgeq.cli import main
 from edgeq.errors import GGUFError

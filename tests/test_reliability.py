@@ -9,6 +9,7 @@ set it higher for a long run, e.g. EDGEQ_FUZZ_EXAMPLES=20000.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -20,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import final_ggufs, run_main, write_minimal_checkpoint, write_small_gguf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import final_ggufs, run_main, write_minimal_checkpoint, write_small_gguf
 from edgeq import checkpoint, config, manifest, system
 from edgeq.cli import main
 from edgeq.errors import DiskSpaceError, GGUFError, SourceError
@@ -33,8 +34,6 @@ from edgeq.gguf_info import read_header as read_gguf_header
 from edgeq.output import to_jsonable
 from edgeq.quants import parse_quant
 from edgeq.toolchain import find_toolchain, supported_architectures
-
-import importlib
 
 convert_mod = importlib.import_module("edgeq.convert")
 FUZZ_EXAMPLES = int(os.environ.get("EDGEQ_FUZZ_EXAMPLES", "200"))

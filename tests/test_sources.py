@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-
 from conftest import run_main
-from edgeq.manifest import load as load_manifest
 from hubserver import Repo
+
+from edgeq.manifest import load as load_manifest
 
 pytestmark = pytest.mark.slow
 

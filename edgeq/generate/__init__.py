@@ -1,6 +1,6 @@
 """`edgeq run`: generate text with a GGUF, on this machine or with layers on RPC servers.
 
-The engine runs in a child process (``edgeq.generate_worker``): llama.cpp aborts
+The engine runs in a child process (``edgeq.generate.worker``): llama.cpp aborts
 the whole process when an RPC server vanishes, and a child that aborts can be
 reported as one line naming the server.  The parent watches it: a server that
 stops accepting connections, or a child silent for ``timeout_s``, ends the run.
@@ -19,9 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import system
-from .errors import EdgeqError, RpcError, UsageError, from_dict
-from .rpc import (
+from .. import system
+from ..errors import EdgeqError, RpcError, UsageError, from_dict
+from ..rpc import (
     RESTART_HINT,
     DevicePlacement,
     ServerInfo,
@@ -29,7 +29,7 @@ from .rpc import (
     parse_endpoints,
     probe_all,
 )
-from .toolchain import crash_error
+from ..toolchain import crash_error
 
 DEFAULT_N_PREDICT = 128
 DEFAULT_CTX = 2048
@@ -113,7 +113,7 @@ def _fields(out: dict[str, Any]) -> dict[str, Any]:
 def _run_worker(spec: GenerateSpec, on_text: Callable[[str], None], timeout_s: float) -> dict[str, Any]:
     """Start the worker, relay its text, watch it and the servers; return its result or raise one clear error."""
     stderr = tempfile.TemporaryFile()
-    proc = subprocess.Popen([sys.executable, "-m", "edgeq.generate_worker"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "edgeq.generate.worker"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=stderr, start_new_session=True)
     phase, result, error = "loading the model", None, None
     try:

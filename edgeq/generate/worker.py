@@ -1,4 +1,4 @@
-"""The engine side of `edgeq run`, in a process of its own (``python -m edgeq.generate_worker < spec.json``).
+"""The engine side of `edgeq run`, in a process of its own (``python -m edgeq.generate.worker < spec.json``).
 
 Writes one event per line on stdout, each prefixed with ``generate.EVENT_PREFIX``.
 """
@@ -9,8 +9,8 @@ import os
 import sys
 from typing import Any
 
-from .errors import EdgeqError
-from .generate import EVENT_PREFIX, GenerateSpec
+from ..errors import EdgeqError
+from . import EVENT_PREFIX, GenerateSpec
 
 
 def _emit(event: dict[str, Any]) -> None:
@@ -20,7 +20,7 @@ def _emit(event: dict[str, Any]) -> None:
 
 def main() -> None:
     spec = GenerateSpec(**json.loads(sys.stdin.read()))
-    from .backends.llamacpp import stream_generate
+    from ..backends.llamacpp import stream_generate
 
     try:
         out = stream_generate(spec.model, spec.prompt, n_predict=spec.n_predict, temp=spec.temp, seed=spec.seed,
