@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
+from typing import Any
 
 SCHEMA = "edgeq-bench/1"
 
@@ -68,7 +69,7 @@ class RunResult:
     sample: str | None = None  # start of the first sequence's continuation
     pid: int | None = None  # the worker process that measured it (one per model × backend × batch)
     rpc: list[str] | None = None  # RPC servers that held layers
-    placement: list[dict[str, object]] | None = None  # per device: layers, model/KV/compute MiB (rpc.DevicePlacement)
+    placement: list[dict[str, Any]] | None = None  # per device: layers, model/KV/compute MiB (rpc.DevicePlacement)
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> RunResult:
@@ -102,11 +103,11 @@ class LlamaBenchCheck:
 @dataclass
 class BenchResults:
     schema: str
-    environment: dict[str, object]
-    settings: dict[str, object]
+    environment: dict[str, Any]
+    settings: dict[str, Any]
     runs: list[RunResult] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
-    roofline: dict[str, object] = field(default_factory=dict)
+    roofline: dict[str, Any] = field(default_factory=dict)
     llama_bench: list[LlamaBenchCheck] = field(default_factory=list)
     interrupted: bool = False
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,6 +18,9 @@ from .options import (
     strings,
     token_option,
 )
+
+if TYPE_CHECKING:  # the types only: importing bench would slow `edgeq --help`
+    from ..bench.results import BenchResults, RunResult, Stat
 
 DEFAULT_BENCH_QUANTS = "F32,F16,Q8_0,Q4_K_M"
 
@@ -72,25 +76,25 @@ def bench(models: tuple[str, ...], quants: list[str], hf_variants: list[str], de
         note(f"{failed} of {len(res.runs)} runs failed (see the table); the others were measured")
 
 
-def write_csv(res: object, path: Path) -> None:
+def write_csv(res: BenchResults, path: Path) -> None:
     from ..bench.results import CSV_FIELDS, csv_rows
     from ..files import atomic_output
 
     with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         w.writeheader()
-        w.writerows(csv_rows(res.runs))  # type: ignore[attr-defined]
+        w.writerows(csv_rows(res.runs))
 
 
-def _stat(s: object) -> str:
-    return f"{s.median:.1f} ({s.min:.0f}–{s.max:.0f})" if s else "-"  # type: ignore[attr-defined]
+def _stat(s: Stat | None) -> str:
+    return f"{s.median:.1f} ({s.min:.0f}–{s.max:.0f})" if s else "-"
 
 
-def print_results(res: object) -> None:
+def print_results(res: BenchResults) -> None:
     roof = {(r["backend"], r["variant"], r["batch"], r["prompt"]): r["fraction"]
-            for r in res.roofline.get("rows", [])}  # type: ignore[attr-defined]
+            for r in res.roofline.get("rows", [])}
     rows = []
-    for r in res.runs:  # type: ignore[attr-defined]
+    for r in res.runs:
         if r.status != "ok":
             rows.append([r.backend, r.variant, r.batch, r.prompt, r.status, r.reason or "", "", "", "", "", ""])
             continue
@@ -98,25 +102,25 @@ def print_results(res: object) -> None:
         rows.append([r.backend, r.variant, r.batch, r.prompt, f"{r.load_s:.1f}", _stat(r.pp_tps), _stat(r.tg_tps),
                      f"{r.ms_per_token:.1f}", human_bytes(r.peak_rss_bytes or 0),
                      f"{r.bits_per_weight:.2f}" if r.bits_per_weight else "-", f"{frac:.0%}" if frac else "-"])
-    env = res.environment  # type: ignore[attr-defined]
-    bw = (res.roofline.get("bandwidth") or {}).get("read_gbps")  # type: ignore[attr-defined]
-    rpc = res.settings.get("rpc")  # type: ignore[attr-defined]
+    env = res.environment
+    bw = (res.roofline.get("bandwidth") or {}).get("read_gbps")
+    rpc = res.settings.get("rpc")
     print_table(f"edgeq bench · {env['cpu']} · {env['threads']} threads · read bandwidth {bw} GB/s"
                 + (f" · RPC {', '.join(rpc)}" if rpc else ""),
                 ["backend", "variant", "batch", "prompt", "load s", "pp tok/s (min–max)", "tg tok/s (min–max)",
                  "ms/token", "peak RSS", "bits/w", "roofline"], rows)
-    _print_placement(res.runs)  # type: ignore[attr-defined]
-    for v in res.verdicts:  # type: ignore[attr-defined]
+    _print_placement(res.runs)
+    for v in res.verdicts:
         click.echo("• " + v.sentence)
-    for c in res.llama_bench:  # type: ignore[attr-defined]
+    for c in res.llama_bench:
         flag = "agrees" if c.agrees else "DISAGREES (>10%)"
         click.echo(f"llama-bench {c.variant}: pp {c.llama_bench_pp_tps:.1f} vs ours {c.ours_pp_tps:.1f} "
                    f"({c.pp_diff:+.0%}), tg {c.llama_bench_tg_tps:.1f} vs ours {c.ours_tg_tps:.1f} ({c.tg_diff:+.0%}): {flag}")
-    if res.interrupted:  # type: ignore[attr-defined]
+    if res.interrupted:
         note("interrupted: the table shows the runs finished before Ctrl-C")
 
 
-def _print_placement(runs: list) -> None:  # type: ignore[type-arg]
+def _print_placement(runs: list[RunResult]) -> None:
     """Where each RPC run put its layers (one line per device, first prompt only)."""
     from ..rpc import layer_ranges
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,11 +19,14 @@ from .options import (
     token_option,
 )
 
+if TYPE_CHECKING:
+    from ..quality.results import EvalResults, ModelRef
+
 DEFAULT_EVAL_QUANTS = "F16,Q8_0,Q4_K_M"
 
 
-def _common(f):  # type: ignore[no-untyped-def]
-    for opt in reversed([
+def _common(f: Callable[..., Any]) -> Callable[..., Any]:
+    opts: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.argument("models", nargs=-1),
         click.option("--quants", default=DEFAULT_EVAL_QUANTS, show_default=True, callback=strings,
                      help="Types to convert an HF source to (and evaluate); '' for the checkpoint only."),
@@ -31,7 +36,8 @@ def _common(f):  # type: ignore[no-untyped-def]
         revision_option,
         token_option,
         json_option,
-    ]):
+    ]
+    for opt in reversed(opts):
         f = opt(f)
     return f
 
@@ -91,7 +97,7 @@ def choice(models: tuple[str, ...], quants: list[str], reference: str | None, th
 
 
 def _models(models: tuple[str, ...], quants: list[str], reference: str | None, progress: bool, revision: str | None,
-            token: str | None) -> tuple[list, object]:
+            token: str | None) -> tuple[list[ModelRef], ModelRef | None]:
     from ..quality import resolve
     from ..quality.models import pick_reference
 
@@ -99,11 +105,11 @@ def _models(models: tuple[str, ...], quants: list[str], reference: str | None, p
     return refs, pick_reference(reference, refs, progress)
 
 
-def _show(res: object, output: str, as_json: bool, printer) -> None:  # type: ignore[no-untyped-def]
+def _show(res: EvalResults, output: str, as_json: bool, printer: Callable[[EvalResults], None]) -> None:
     """Save first (a failed check still leaves the results), then print JSON or the table."""
     from ..quality.results import save
 
-    save(res, output)  # type: ignore[arg-type]
+    save(res, output)
     if as_json:
         print_json(res)
     else:
@@ -111,22 +117,23 @@ def _show(res: object, output: str, as_json: bool, printer) -> None:  # type: ig
         note(f"results: {output}")
 
 
-def _cross_check(res: object, text: str, ctx: int, threads: int) -> None:
+def _cross_check(res: EvalResults, text: str, ctx: int, threads: int) -> None:
     from ..errors import UsageError
     from ..quality.crosscheck import cross_check
 
-    rows = res.rows  # type: ignore[attr-defined]
+    rows = res.rows
     base = rows[0].model if rows else None
     cand = [r for r in rows[1:] if r.model.backend == "llama.cpp" and r.kld_mean is not None]
     if not base or base.backend != "llama.cpp" or not cand:
         raise UsageError("--check-llama-perplexity needs a GGUF reference and another GGUF to compare.",
                          hint="Pass --reference FILE-F16.gguf with at least one quantized GGUF.")
     r = cand[-1]
+    assert r.kld_mean is not None and r.top1_pct is not None and r.ppl is not None  # score_model sets them together
     c = cross_check(base.path, r.model.path, {"kld_mean": r.kld_mean, "top1_pct": r.top1_pct, "ppl": r.ppl}, text,
-                    ctx=ctx, windows=res.data["windows"], threads=threads)  # type: ignore[attr-defined]
+                    ctx=ctx, windows=res.data["windows"], threads=threads)
     from ..quality.results import Check
 
-    res.checks.append(Check(  # type: ignore[attr-defined]
+    res.checks.append(Check(
         name=f"llama-perplexity {r.model.variant}", ok=c.agrees,
         detail=f"KLD ours {c.ours_kld_mean:.6f} vs llama-perplexity {c.tool_kld_mean:.6f} ({c.kld_diff:.1%}), "
                f"top-1 {c.ours_top1_pct:.2f}% vs {c.tool_top1_pct:.2f}%, PPL {c.ours_ppl:.4f} vs {c.tool_ppl:.4f}"))
@@ -136,38 +143,38 @@ def _f(x: float | None, fmt: str) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
 
 
-def print_ppl(res: object) -> None:
-    d = res.data  # type: ignore[attr-defined]
+def print_ppl(res: EvalResults) -> None:
+    d = res.data
     rows = [[r.model.label, human_bytes(r.model.size_bytes) if r.model.size_bytes else "-",
              _f(r.model.bits_per_weight, ".2f"), f"{r.ppl:.4f} ± {r.ppl_stderr:.4f}", _f(r.delta_ppl_pct, "+.2f"),
              _f(r.kld_mean, ".3g"), _f(r.kld_p99, ".3g"), _f(r.top1_pct, ".2f"), f"{r.seconds:.1f}"]
-            for r in res.rows]  # type: ignore[attr-defined]
+            for r in res.rows]
     print_table(f"edgeq eval ppl · {d['windows']} windows × {d['ctx']} tokens, {d['tokens_scored_per_window']} scored each"
-                f" · reference: {res.reference or 'none'}",  # type: ignore[attr-defined]
+                f" · reference: {res.reference or 'none'}",
                 ["model", "size", "bits/w", "PPL", "ΔPPL %", "mean KLD", "KLD p99", "top-1 %", "seconds"], rows)
     note(f"text: {d['source']}; {d['tokens_used']} of {d['tokens_total']} tokens used"
          + (f" ({d['tokens_unused']} left out: --max-tokens or a last partial window)" if d["tokens_unused"] else ""))
     _print_checks(res)
 
 
-def print_choice(res: object) -> None:
+def print_choice(res: EvalResults) -> None:
     rows = [[r.model.label, human_bytes(r.model.size_bytes) if r.model.size_bytes else "-",
              f"{r.acc:.1f} ± {r.acc_stderr:.1f}", f"{r.acc_norm:.1f}", _f(r.agree_with_reference_pct, ".1f"),
-             f"{r.seconds:.1f}"] for r in res.rows]  # type: ignore[attr-defined]
-    print_table(f"edgeq eval choice · {res.data['items']} items · reference: {res.reference or 'none'}",  # type: ignore[attr-defined]
+             f"{r.seconds:.1f}"] for r in res.rows]
+    print_table(f"edgeq eval choice · {res.data['items']} items · reference: {res.reference or 'none'}",
                 ["model", "size", "acc %", "acc_norm %", "same pick as ref %", "seconds"], rows)
-    note(f"data: {res.data['source']}")  # type: ignore[attr-defined]
+    note(f"data: {res.data['source']}")
 
 
-def _print_checks(res: object) -> None:
-    for c in res.checks:  # type: ignore[attr-defined]
+def _print_checks(res: EvalResults) -> None:
+    for c in res.checks:
         note(("✓ " if c.ok else "✗ ") + c.detail)
 
 
-def _fail_on_checks(res: object) -> None:
+def _fail_on_checks(res: EvalResults) -> None:
     from ..errors import EdgeqError
 
-    failed = [c for c in res.checks if not c.ok]  # type: ignore[attr-defined]
+    failed = [c for c in res.checks if not c.ok]
     if failed:
         raise EdgeqError(f"check failed: {failed[0].detail}.",
                            hint="A float GGUF that disagrees with its HF model means the conversion is wrong; "

@@ -1,12 +1,17 @@
 """`edgeq plan`: which quant fits this machine (or a named device), its RAM, speed and quality."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import click
 
 from ..output import human_bytes, note, print_json, print_table
 from ..plan.planner import DEFAULT_QUANTS
 from . import cli
 from .options import json_option, revision_option, strings, token_option
+
+if TYPE_CHECKING:
+    from ..plan.planner import PlanResult
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -65,19 +70,19 @@ def plan(source: str | None, quants: str, ctx: int, cache_type: str, device: str
         return
     if ram == 0:
         raise click.BadParameter("must be more than zero", param_hint="--ram")
-    common = dict(quants=[quants], ctx=ctx, cache_type=cache_type, device=device, ram_bytes=ram,
+    common: dict[str, Any] = dict(quants=[quants], ctx=ctx, cache_type=cache_type, device=device, ram_bytes=ram,
                   bandwidth_gbps=bandwidth, headroom_bytes=headroom, calibrate=calibrate, min_tps=min_tps,
                   max_kld=max_kld)
     if largest:
         if source:
             raise click.UsageError("--largest plans the shipped model configs; leave out SOURCE.")
-        res = planlib.largest(family=family, **common)  # type: ignore[arg-type]
+        res = planlib.largest(family=family, **common)
     else:
         if family:
             raise click.UsageError("--family only goes with --largest.")
         res = planlib.plan(source, eval_results=list(eval_results),
                            rpc=rpc or None,
-                           fit_params=not no_fit_params, revision=revision, token=token, **common)  # type: ignore[arg-type]
+                           fit_params=not no_fit_params, revision=revision, token=token, **common)
     if as_json:
         print_json(res)
     else:
@@ -89,13 +94,13 @@ def plan(source: str | None, quants: str, ctx: int, cache_type: str, device: str
         click.get_current_context().exit(1)
 
 
-def print_plan(res: object, *, largest: bool = False) -> None:
-    d = res.device  # type: ignore[attr-defined]
-    title = (f"edgeq plan · {res.source.get('name') or res.source['source']} · {d.name}"  # type: ignore[attr-defined]
-             f" ({human_bytes(res.budget_bytes)} usable after {human_bytes(res.headroom_bytes)} headroom, "  # type: ignore[attr-defined]
-             f"{d.bandwidth_gbps:g} GB/s) · ctx {res.ctx} ({res.cache_type} cache)")  # type: ignore[attr-defined]
+def print_plan(res: PlanResult, *, largest: bool = False) -> None:
+    d = res.device
+    title = (f"edgeq plan · {res.source.get('name') or res.source['source']} · {d.name}"
+             f" ({human_bytes(res.budget_bytes)} usable after {human_bytes(res.headroom_bytes)} headroom, "
+             f"{d.bandwidth_gbps:g} GB/s) · ctx {res.ctx} ({res.cache_type} cache)")
     rows = []
-    for r in res.rows:  # type: ignore[attr-defined]
+    for r in res.rows:
         q = r.quality
         size = human_bytes(r.file_size_bytes) + (f" (file {human_bytes(r.file_size_measured_bytes)})"
                                                  if r.file_size_measured_bytes else "")
@@ -106,14 +111,14 @@ def print_plan(res: object, *, largest: bool = False) -> None:
             (f"{q.delta_ppl:+.3f}" + ("%" if q.delta_ppl_unit == "%" else "")) if q.delta_ppl is not None else "-",
             "eval" if q.measured else "published"])
     print_table(title, (["model"] if largest else []) + [
-        "quant", "size", "bits/w", f"RAM @{res.ctx}", "fits", "tg tok/s*", "pp tok/s*",  # type: ignore[attr-defined]
+        "quant", "size", "bits/w", f"RAM @{res.ctx}", "fits", "tg tok/s*", "pp tok/s*",
         "KLD", "ΔPPL", "quality from"], rows)
-    for f in res.fit_params:  # type: ignore[attr-defined]
+    for f in res.fit_params:
         click.echo(f"llama-fit-params {f.quant} on {f.device}: {f.explanation}.")
-    for n in res.notes:  # type: ignore[attr-defined]
+    for n in res.notes:
         click.echo(f"• {n}")
     click.echo("* predictions (memory-bandwidth roofline for tg, compute estimate for pp), not measurements.")
-    rec = res.recommendation  # type: ignore[attr-defined]
+    rec = res.recommendation
     if rec is not None and rec.ok:
         click.echo(f"Recommendation: {rec.sentence}")
     elif rec is None:
