@@ -10,6 +10,7 @@ import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import SourceError, UnsafeSourceError
 
@@ -26,14 +27,14 @@ DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16
 class Checkpoint:
     path: Path
     architecture: str
-    config: dict[str, object]
+    config: dict[str, Any]
     weight_files: list[Path] = field(default_factory=list)
     pickled: bool = False
     parameters: int = 0
     tensors: int = 0
 
 
-def read_safetensors_header(path: Path, *, check_data: bool = True) -> dict[str, dict[str, object]]:
+def read_safetensors_header(path: Path, *, check_data: bool = True) -> dict[str, dict[str, Any]]:
     """The tensors of a .safetensors file's JSON header (``__metadata__`` left out), weights unread.
 
     ``check_data`` also checks each entry's dtype, shape and offsets against the
@@ -84,7 +85,7 @@ def _check_tensor_entry(name: str, t: object, data_size: int) -> None:
         raise ValueError(f"tensor {name!r} holds {end - start} bytes, not the {math.prod(shape)} {dtype} values of its shape")
 
 
-def _load_json(path: Path) -> dict[str, object]:
+def _load_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
@@ -120,7 +121,7 @@ def check(folder: Path, *, supported: frozenset[str], allow_pickle: bool = False
         for p in safetensors:
             for t in read_safetensors_header(p).values():
                 ck.tensors += 1
-                ck.parameters += math.prod(t["shape"])  # type: ignore[arg-type]  (validated above)
+                ck.parameters += math.prod(t["shape"])  # validated above
         ck.weight_files = safetensors
         return ck
     pickles = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
@@ -136,7 +137,7 @@ def check(folder: Path, *, supported: frozenset[str], allow_pickle: bool = False
     return ck
 
 
-def _refuse_remote_code(folder: Path, cfg: dict[str, object]) -> None:
+def _refuse_remote_code(folder: Path, cfg: dict[str, Any]) -> None:
     """A config with ``auto_map`` asks transformers to import Python from the repo.
 
     Every ``*config.json`` is read (tokenizer, processor, generation...): each is

@@ -79,9 +79,9 @@ class _hub_errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: object) -> bool:
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: object) -> None:
         if e is None or not isinstance(e, Exception):
-            return False
+            return None
         from huggingface_hub import errors as he
 
         repo = self.repo_id
@@ -103,7 +103,7 @@ class _hub_errors:
         if isinstance(e, (he.OfflineModeIsEnabled, he.LocalEntryNotFoundError, OSError)) or _is_network(e):
             raise HubError(f"cannot reach the Hugging Face Hub to fetch {repo} ({type(e).__name__}).",
                            hint="Check the network (or HF_ENDPOINT), or pass a local checkpoint folder.") from e
-        return False
+        return None  # anything else propagates as it is
 
 
 def _is_network(e: BaseException) -> bool:

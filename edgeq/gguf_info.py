@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import GGUFError
 
@@ -36,7 +37,7 @@ class GGUFInfo:
     add_bos_token: bool | None
     tensor_count: int
     tensor_types: dict[str, TensorTypeShare] = field(default_factory=dict)
-    metadata: dict[str, object] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
     def share_of(self, *types: str) -> float:
         """Fraction of parameters stored in any of ``types``."""
@@ -148,7 +149,7 @@ class GGUFHeader:
     file_size_bytes: int
     data_offset_bytes: int  # header + padding: everything before the first tensor
     alignment: int
-    metadata: dict[str, object] = field(default_factory=dict)  # scalars only; arrays as their length
+    metadata: dict[str, Any] = field(default_factory=dict)  # scalars only; arrays as their length
     tensors: list[TensorEntry] = field(default_factory=list)
 
 
@@ -168,7 +169,7 @@ def read_header(path: str | Path) -> GGUFHeader:
     with open(p, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
         pos = 0
 
-        def take(fmt: str) -> object:
+        def take(fmt: str) -> Any:
             nonlocal pos
             (v,) = struct.unpack_from(fmt, m, pos)
             pos += struct.calcsize(fmt)
@@ -176,7 +177,7 @@ def read_header(path: str | Path) -> GGUFHeader:
 
         def string() -> str:
             nonlocal pos
-            n = int(take("<Q"))  # type: ignore[arg-type]
+            n = int(take("<Q"))
             s = m[pos:pos + n].decode("utf-8", errors="replace")
             pos += n
             return s
@@ -185,7 +186,7 @@ def read_header(path: str | Path) -> GGUFHeader:
             if vtype == 8:
                 return string()
             if vtype == 9:
-                itype, n = int(take("<I")), int(take("<Q"))  # type: ignore[arg-type]
+                itype, n = int(take("<I")), int(take("<Q"))
                 for _ in range(n):
                     value(itype)
                 return n
@@ -193,16 +194,16 @@ def read_header(path: str | Path) -> GGUFHeader:
 
         try:
             pos = 8  # past the magic and the version
-            n_tensors, n_kv = int(take("<Q")), int(take("<Q"))  # type: ignore[arg-type]
-            meta: dict[str, object] = {}
+            n_tensors, n_kv = int(take("<Q")), int(take("<Q"))
+            meta: dict[str, Any] = {}
             for _ in range(n_kv):
                 key = string()
-                meta[key] = value(int(take("<I")))  # type: ignore[arg-type]
+                meta[key] = value(int(take("<I")))
             tensors = []
             for _ in range(n_tensors):
                 name = string()
-                dims = [int(take("<Q")) for _ in range(int(take("<I")))]  # type: ignore[arg-type]
-                ttype = GGMLQuantizationType(int(take("<I"))).name  # type: ignore[arg-type]
+                dims = [int(take("<Q")) for _ in range(int(take("<I")))]
+                ttype = GGMLQuantizationType(int(take("<I"))).name
                 take("<Q")  # offset within the data section
                 tensors.append(TensorEntry(name, dims, ttype))
             align = meta.get("general.alignment", 32)

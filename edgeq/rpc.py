@@ -204,8 +204,8 @@ def parse_placement(lines: Iterable[str], devices: dict[str, str]) -> list[Devic
         out[ep] = DevicePlacement(name, ep)
     for line in lines:
         if m := _LAYER.search(line):
-            ep = devices.get(m.group(2))
-            out[ep or "local"].layers.append(int(m.group(1)))
+            where = devices.get(m.group(2))
+            out[where or "local"].layers.append(int(m.group(1)))
         elif m := _BUFFER.search(line):
             b = _BRACKET.search(m.group(1))
             key = b.group(1) if b and b.group(1) in out else "local"
@@ -237,7 +237,7 @@ def is_loopback(host: str) -> bool:
         addrs = {a[4][0] for a in socket.getaddrinfo(host, None)}
     except socket.gaierror:
         return False
-    return bool(addrs) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs)
+    return bool(addrs) and all(ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addrs)
 
 
 def check_bind(host: str, allow_remote: bool) -> None:

@@ -139,6 +139,9 @@ class BatchRunner:
             pieces.append(buf.raw[:max(n, 0)])
         return b"".join(pieces).decode("utf-8", errors="replace")
 
+    def peak_gpu_bytes(self) -> int | None:
+        return None  # llama.cpp runs on the CPU (or Metal's unified memory) here: no separate GPU peak
+
     def close(self) -> None:
         self.ll.llama_batch_free(self.batch)
         self.ll.llama_free(self.ctx)
@@ -272,12 +275,14 @@ def stream_generate(model_path: str | Path, prompt: str, *, n_predict: int, temp
         placement = parse_placement(LOAD_LOG, devices)
         on_event({"event": "loaded", "load_s": load_s})
         ll.llama_perf_context_reset(llm.ctx)
+        chunks: Any  # llama-cpp-python's chat and text streams are differently typed dicts of the same shape here
         if chat:
             chunks = llm.create_chat_completion(messages=[{"role": "user", "content": prompt}], max_tokens=n_predict,
                                                 temperature=temp, seed=seed, stream=True)
         else:
             chunks = llm.create_completion(prompt, max_tokens=n_predict, temperature=temp, seed=seed, stream=True)
-        pieces, finish = [], None
+        pieces: list[str] = []
+        finish = None
         for ch in chunks:
             c = ch["choices"][0]
             text = c["delta"].get("content") if chat else c["text"]

@@ -46,7 +46,7 @@ class HFRunner:
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         self.model = AutoModelForCausalLM.from_pretrained(checkpoint, **kwargs)
         if not variant.startswith("bnb"):
-            self.model.to(device)
+            self.model.to(device)  # type: ignore[arg-type]  # transformers types .to() for its wrapper only
         self.model.eval()
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.weight_bytes = self.model.get_memory_footprint()

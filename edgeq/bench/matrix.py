@@ -6,6 +6,7 @@ import statistics
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 from .. import system
 from .._version import __version__
@@ -38,7 +39,7 @@ def build_specs(ggufs: list[tuple[str, Path, str]], checkpoints: list[tuple[str,
                 device: str, threads: int, batches: list[int], n_prompt: int, n_gen: int, reps: int,
                 prompts: dict[str, str], rpc: list[str] | None = None, no_local: bool = False,
                 tensor_split: list[float] | None = None) -> list[RunSpec]:
-    common = dict(threads=threads, n_prompt=n_prompt, n_gen=n_gen, reps=reps, prompts=prompts)
+    common: dict[str, Any] = dict(threads=threads, n_prompt=n_prompt, n_gen=n_gen, reps=reps, prompts=prompts)
     # Our llama.cpp build has CPU (and Metal on Apple) backends only; CUDA is for the transformers runs.
     gguf_device = device if device in ("cpu", "metal") else "cpu"
     specs = [RunSpec(model=name, path=str(path), backend=GGUF_BACKEND, variant=variant, device=gguf_device, batch=b,
@@ -161,8 +162,8 @@ def merge_rounds(rounds: list[list[RunResult]]) -> list[RunResult]:
             merged.append(rows[-1])
             continue
         first = replace(ok[0], reps=len(ok))
-        first.pp_tps = Stat.of([x for r in ok for x in r.pp_tps.samples])  # type: ignore[union-attr]
-        first.tg_tps = Stat.of([x for r in ok for x in r.tg_tps.samples])  # type: ignore[union-attr]
+        first.pp_tps = Stat.of([x for r in ok for x in r.pp_tps.samples])
+        first.tg_tps = Stat.of([x for r in ok for x in r.tg_tps.samples])
         first.ms_per_token = round(1000 * first.batch / first.tg_tps.median, 3)
         first.load_s = round(statistics.median(r.load_s or 0 for r in ok), 3)
         first.peak_rss_bytes = max(r.peak_rss_bytes or 0 for r in ok)

@@ -54,6 +54,7 @@ def verdicts(runs: list[RunResult]) -> list[Verdict]:
 
 def _sentence(r: RunResult, v: Verdict, ref: str, base: dict) -> str:
     b = base[(ref, _key(r))]
+    assert r.tg_tps and b.tg_tps  # verdicts are made of finished runs only
     tg, pp = v.vs[ref]["tg"], v.vs[ref]["pp"]
     head = (f"{r.backend} {r.variant} (batch {r.batch}, {r.prompt}): hypothesis "
             f"{'HOLDS' if v.holds else 'does NOT hold'} for generation: {tg:.2f}× {ref} "

@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from ..backends import Runner
 from .prompts import fit, sequences
 from .results import RunResult, RunSpec, Stat
 
@@ -31,7 +32,7 @@ def peak_rss_bytes() -> int:
     return int(kb if sys.platform == "darwin" else kb * 1024)  # macOS reports bytes, Linux KiB
 
 
-def _runner(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
+def _runner(spec: RunSpec) -> tuple[Runner, dict[str, Any]]:
     if spec.backend == "llama.cpp":
         from ..backends.llamacpp import BatchRunner
         from ..gguf_info import read
@@ -62,9 +63,9 @@ def _runner(spec: RunSpec) -> tuple[Any, dict[str, Any]]:
         return r, facts
     from ..backends.transformers import HFRunner
 
-    r = HFRunner(spec.path, spec.variant, threads=spec.threads, device=spec.device)
-    return r, {"n_params": r.n_params, "weight_bytes": r.weight_bytes,
-               "bits_per_weight": round(8 * r.weight_bytes / r.n_params, 3)}
+    hf = HFRunner(spec.path, spec.variant, threads=spec.threads, device=spec.device)
+    return hf, {"n_params": hf.n_params, "weight_bytes": hf.weight_bytes,
+                "bits_per_weight": round(8 * hf.weight_bytes / hf.n_params, 3)}
 
 
 def _base(spec: RunSpec) -> dict[str, Any]:
@@ -86,7 +87,9 @@ def measure(spec: RunSpec) -> list[RunResult]:
         keep = 1 if getattr(runner, "adds_bos", False) else 0
         seqs = sequences(fit(toks, spec.n_prompt, keep_first=keep), spec.batch, keep_first=keep)
         runner.run(seqs, min(4, spec.n_gen))  # warm-up: page in weights, build graphs
-        pp, tg, out = [], [], []
+        pp: list[float] = []
+        tg: list[float] = []
+        out: list[list[int]] = []
         for _ in range(spec.reps):
             pp_s, tg_s, out = runner.run(seqs, spec.n_gen)
             pp.append(spec.batch * spec.n_prompt / pp_s)
@@ -96,7 +99,7 @@ def measure(spec: RunSpec) -> list[RunResult]:
                               tg_tps=tg_stat, ms_per_token=round(1000 * spec.batch / tg_stat.median, 3),
                               sample=runner.decode(out[0][:32]), **facts))
     peak = peak_rss_bytes()
-    gpu = runner.peak_gpu_bytes() if hasattr(runner, "peak_gpu_bytes") else None
+    gpu = runner.peak_gpu_bytes()
     for r in rows:
         r.peak_rss_bytes, r.peak_gpu_bytes, r.pid = peak, gpu, os.getpid()
     return rows

@@ -169,5 +169,5 @@ def from_bench(path: Path, *, repack_types: list[str]) -> Calibration:
                        tg_family_efficiency={f: round(e, 4) for f, e in fit.family_efficiency.items()},
                        tg_overhead_ms=round(fit.overhead_s * 1e3, 3),
                        tg_model_weights=sorted({w for _, w, _ in points if w}),
-                       pp_gflops=round(med("pp_gflops"), 1) if med("pp_gflops") else None,
+                       pp_gflops=round(pp, 1) if (pp := med("pp_gflops")) else None,
                        overhead_bytes=int(med("overhead_bytes") or memory.DEFAULT_OVERHEAD_BYTES), samples=samples)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..checkpoint import read_safetensors_header
 from ..errors import SourceError, UsageError
@@ -73,11 +74,11 @@ def from_gguf(path: Path, source: str | None = None) -> ModelSpec:
 
     def key(k: str, default: int = 0) -> int:
         v = m.get(f"{arch}.{k}", default)
-        return int(v[0] if isinstance(v, list) else v)  # type: ignore[arg-type, index]
+        return int(v[0] if isinstance(v, list) else v)
 
     n_embd, n_head = key("embedding_length"), key("attention.head_count")
     hd = n_embd // max(1, n_head)
-    n_vocab = key("vocab_size") or int(m.get("tokenizer.ggml.tokens", 0))  # type: ignore[arg-type]
+    n_vocab = key("vocab_size") or int(m.get("tokenizer.ggml.tokens", 0))
     tensors = [TensorSpec(t.name, t.shape, "F32" if len(t.shape) < 2 or t.type == "F32" else "F16")
                for t in h.tensors]
     window = key("attention.sliding_window") or None
@@ -95,7 +96,7 @@ def _table_bytes(tensors: list[TensorSpec]) -> int:
     return sum(8 + len(t.name.encode()) + 4 + 8 * len(t.shape) + 4 + 8 for t in tensors)
 
 
-def _file_type(meta: dict[str, object]) -> str:
+def _file_type(meta: dict[str, Any]) -> str:
     from gguf import LlamaFileType
 
     v = meta.get("general.file_type")
@@ -157,13 +158,13 @@ def gguf_name(hf_name: str, arch: str) -> str | None:
     return name
 
 
-def from_hf(config: dict[str, object], headers: dict[str, list[int]], tokenizer: dict[str, object] | None,
+def from_hf(config: dict[str, Any], headers: dict[str, list[int]], tokenizer: dict[str, Any] | None,
             chat_template: str | None, *, name: str, source: str, kind: str) -> ModelSpec:
     """Build a spec from config.json, {tensor name: HF shape} and tokenizer.json (all optional but config)."""
-    cfg = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
-    archs = cfg.get("architectures") or config.get("architectures") or [""]  # type: ignore[union-attr]
-    arch = HF_ARCH.get(str(archs[0]), str(cfg.get("model_type", "llama")))  # type: ignore[union-attr, index]
-    tied = bool(cfg.get("tie_word_embeddings", config.get("tie_word_embeddings", False)))  # type: ignore[union-attr]
+    cfg: dict[str, Any] = config["text_config"] if isinstance(config.get("text_config"), dict) else config
+    archs = cfg.get("architectures") or config.get("architectures") or [""]
+    arch = HF_ARCH.get(str(archs[0]), str(cfg.get("model_type", "llama")))
+    tied = bool(cfg.get("tie_word_embeddings", config.get("tie_word_embeddings", False)))
     tensors = []
     for hf_name, shape in headers.items():
         gg = gguf_name(hf_name, arch)
@@ -171,18 +172,18 @@ def from_hf(config: dict[str, object], headers: dict[str, list[int]], tokenizer:
             continue
         shape_gg = list(reversed([int(d) for d in shape]))
         tensors.append(TensorSpec(gg, shape_gg, "F32" if len(shape_gg) < 2 or gg.endswith("_norm.weight") else "F16"))
-    spec = spec_from_config(cfg, name=name, source=source, kind=kind, arch=arch)  # type: ignore[arg-type]
+    spec = spec_from_config(cfg, name=name, source=source, kind=kind, arch=arch)
     spec.tensors = sorted(tensors, key=lambda t: t.name)
     if tokenizer is not None:
         spec.metadata_bytes = metadata_bytes(tokenizer, spec.n_vocab, chat_template)
     return spec
 
 
-def spec_from_config(cfg: dict[str, object], *, name: str, source: str, kind: str, arch: str) -> ModelSpec:
+def spec_from_config(cfg: dict[str, Any], *, name: str, source: str, kind: str, arch: str) -> ModelSpec:
     """The numbers the KV cache and compute estimates need (tensors are filled in by the caller)."""
     g = cfg.get
     n_embd, n_head = int(g("hidden_size")), int(g("num_attention_heads"))  # type: ignore[arg-type]
-    hd = int(g("head_dim") or n_embd // n_head)  # type: ignore[arg-type]
+    hd = int(g("head_dim") or n_embd // n_head)
     n_layer = int(g("num_hidden_layers"))  # type: ignore[arg-type]
     window = g("sliding_window")
     swa_layers = 0
@@ -193,25 +194,25 @@ def spec_from_config(cfg: dict[str, object], *, name: str, source: str, kind: st
     vocab = int(g("vocab_size"))  # type: ignore[arg-type]
     return ModelSpec(
         name=name, source=source, kind=kind, arch=arch, n_layer=n_layer, n_embd=n_embd, n_head=n_head,
-        n_head_kv=int(g("num_key_value_heads") or n_head), head_dim_k=hd, head_dim_v=hd,  # type: ignore[arg-type]
+        n_head_kv=int(g("num_key_value_heads") or n_head), head_dim_k=hd, head_dim_v=hd,
         n_ff=int(g("intermediate_size")), n_vocab=vocab,  # type: ignore[arg-type]
         ctx_train=int(g("max_position_embeddings")) if g("max_position_embeddings") else None,  # type: ignore[arg-type]
         sliding_window=int(window) if swa_layers else None, swa_layers=swa_layers,  # type: ignore[arg-type]
         metadata_bytes=_FIXED_METADATA_BYTES + METADATA_BYTES_PER_TOKEN * vocab)
 
 
-def metadata_bytes(tok: dict[str, object], n_vocab: int, chat_template: str | None) -> int:
+def metadata_bytes(tok: dict[str, Any], n_vocab: int, chat_template: str | None) -> int:
     """GGUF bytes of the vocabulary as the converter writes it: strings (8-byte length + UTF-8), types, merges."""
     model = tok.get("model") or {}
-    vocab = model.get("vocab") or {}  # type: ignore[union-attr]
+    vocab = model.get("vocab") or {}
     pieces = list(vocab) if isinstance(vocab, dict) else [v[0] for v in vocab]  # Unigram: [piece, score]
     known = set(pieces)
-    pieces += [a["content"] for a in tok.get("added_tokens") or [] if a.get("content") not in known]  # type: ignore[union-attr]
+    pieces += [a["content"] for a in tok.get("added_tokens") or [] if a.get("content") not in known]
     pieces += [f"[PAD{i}]" for i in range(len(pieces), n_vocab)]  # the converter pads to vocab_size
     total = sum(8 + len(p.encode()) for p in pieces[:n_vocab]) + 4 * n_vocab
     if not isinstance(vocab, dict):
         total += 4 * n_vocab  # scores
-    for m in model.get("merges") or []:  # type: ignore[union-attr]
+    for m in model.get("merges") or []:
         total += 8 + len((" ".join(m) if isinstance(m, list) else m).encode())
     return _FIXED_METADATA_BYTES + total + len((chat_template or "").encode())
 
@@ -227,7 +228,7 @@ def from_hf_folder(folder: Path, source: str) -> ModelSpec:
         raise SourceError(f"{folder} has no *.safetensors, so its tensor shapes are unknown.",
                           hint="Download the safetensors files (or their headers), or plan a family with --largest.")
     headers = {k: v["shape"] for f in files
-               for k, v in read_safetensors_header(f, check_data=False).items()}  # type: ignore[misc]
+               for k, v in read_safetensors_header(f, check_data=False).items()}
     tok = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")) if (folder / "tokenizer.json").is_file() else None
     return from_hf(config, headers, tok, _chat_template(folder), name=folder.name, source=source, kind="hf-folder")
 

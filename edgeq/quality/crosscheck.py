@@ -50,7 +50,7 @@ def llama_perplexity_kld(base: Path, model: Path, text: str, *, ctx: int, window
     with tempfile.TemporaryDirectory(prefix="edgeq-xcheck-") as tmp:
         text_file, logits = Path(tmp) / "text.txt", Path(tmp) / "base.kld"
         text_file.write_text(text, encoding="utf-8")
-        common = ["-f", text_file, "-c", str(ctx), "--chunks", str(windows), "-t", str(threads), "-b", str(ctx)]
+        common: list[str | Path] = ["-f", text_file, "-c", str(ctx), "--chunks", str(windows), "-t", str(threads), "-b", str(ctx)]
         run_tool([tool, "-m", base, *common, "--kl-divergence-base", logits], name="llama-perplexity")
         run_tool([tool, "-m", model, *common, "--kl-divergence-base", logits, "--kl-divergence"],
                  name="llama-perplexity", on_line=on_line)

@@ -80,7 +80,7 @@ def load_choices(path: str | Path) -> list[ChoiceItem]:
 def json_line(line: str, p: Path, n: int) -> dict[str, object]:
     try:
         obj = json.loads(line)
-    except ValueError as e:
+    except json.JSONDecodeError as e:
         raise UsageError(f"{p} line {n}: not valid JSON ({e.msg}).", hint="One JSON object per line.") from None
     if not isinstance(obj, dict):
         raise UsageError(f"{p} line {n}: expected a JSON object, got {type(obj).__name__}.",
@@ -89,6 +89,9 @@ def json_line(line: str, p: Path, n: int) -> dict[str, object]:
 
 
 def _item(obj: dict[str, object], p: Path, n: int) -> ChoiceItem:
+    need: tuple[str, ...]
+    context: object
+    endings: object
     if "goal" in obj:  # PIQA, formatted as lm-evaluation-harness does
         need = ("goal", "sol1", "sol2", "label")
         context, endings = f"Question: {obj.get('goal')}\nAnswer:", [f" {obj.get('sol1')}", f" {obj.get('sol2')}"]
