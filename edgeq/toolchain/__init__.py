@@ -1,0 +1,32 @@
+"""The vendored llama.cpp build (``build``) and the one door through which edgeq runs its tools (``process``)."""
+from .build import (
+    TOOLS,
+    Toolchain,
+    cpu_variants,
+    find_toolchain,
+    import_llama_cpp,
+    level_bin_dir,
+    llama_cpp_commit,
+    llama_cpp_version,
+    loaded_cpu_variant,
+    measure_bandwidth,
+    source_stamp,
+    supported_architectures,
+    use_our_libllama,
+)
+from .process import (
+    CRASH_CAUSES,
+    DISK_FULL_HINT,
+    DOCTOR_HINT,
+    SETUP_HINT,
+    ToolOutput,
+    crash_error,
+    die_with_parent,
+    own_peak_rss,
+    run_tool,
+)
+
+__all__ = ["CRASH_CAUSES", "DISK_FULL_HINT", "DOCTOR_HINT", "SETUP_HINT", "TOOLS", "ToolOutput", "Toolchain",
+           "cpu_variants", "crash_error", "die_with_parent", "find_toolchain", "import_llama_cpp", "level_bin_dir",
+           "llama_cpp_commit", "llama_cpp_version", "loaded_cpu_variant", "measure_bandwidth", "own_peak_rss",
+           "run_tool", "source_stamp", "supported_architectures", "use_our_libllama"]

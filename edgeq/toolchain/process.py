@@ -1,0 +1,234 @@
+"""The one door through which edgeq runs llama.cpp's tools: streamed output, peak RSS, a real deadline,
+and a child's crash turned into one line."""
+from __future__ import annotations
+
+import collections
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ..errors import NativeCrash, ToolchainError, ToolFailed
+
+SETUP_HINT = "Run `bash scripts/setup.sh` (or `make setup`) from the edgeq checkout to fetch and build it."
+DOCTOR_HINT = "Run `edgeq doctor`: it tests llama.cpp's CPU paths on this host and names the fix."
+
+ProgressFn = Callable[[str], None]
+_PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm
+_DISK_FULL = re.compile(r"No space left|Not enough free space|ENOSPC", re.IGNORECASE)
+DISK_FULL_HINT = "The disk filled up: free some space, or pass -o on a larger disk; partial files were removed."
+
+
+class ToolOutput(list):  # list[str]: callers index the tail lines as before
+    """The last lines a tool printed, plus what it cost."""
+
+    peak_rss_bytes: int | None = None  # the tool's own peak resident memory (children not counted)
+
+
+def die_with_parent() -> None:
+    """In the child, before exec: get SIGKILL if edgeq dies, even by SIGKILL (Linux only).
+
+    The tools run in a session of their own (so a terminal's Ctrl-C reaches edgeq
+    first and edgeq stops them), which would otherwise leave them running, and
+    writing, after edgeq is killed.
+    """
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _load_prctl() -> Callable[[int, int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the forked child must not load libraries
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+
+
+class _PeakRSS:
+    """The child's own peak RSS, sampled from /proc/<pid>/status (VmHWM) while it runs.
+
+    ``ru_maxrss`` from wait4 is no good on Linux: it survives fork + exec, so a
+    small tool started by a large Python process reports the parent's peak.
+    VmHWM is monotone, so the last sample is the peak up to then (growth in the
+    final 10 ms can be missed). When wait4's figure is above our own peak it can
+    only be the child's, and it is exact, so it wins.
+    """
+
+    INTERVAL_S = 0.01
+
+    def __init__(self, pid: int) -> None:
+        import threading
+
+        self.path, self.peak = Path(f"/proc/{pid}/status"), 0
+        self.parent_peak = own_peak_rss()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        if self.path.exists():
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            try:
+                for line in self.path.read_text(encoding="ascii", errors="replace").splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peak = max(self.peak, int(line.split()[1]) * 1024)
+            except (OSError, ValueError):
+                return
+            self._done.wait(self.INTERVAL_S)
+
+    def stop(self, ru_maxrss: int | None = None) -> int | None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        if ru_maxrss and self.parent_peak and ru_maxrss > self.parent_peak:
+            return ru_maxrss
+        return self.peak or ru_maxrss or None
+
+
+def own_peak_rss() -> int | None:
+    """This process's peak RSS in bytes (VmHWM), or None where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii", errors="replace").splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _wait(proc: subprocess.Popen[str], sampler: _PeakRSS) -> tuple[int, int | None]:
+    """Reap the child: (exit code, peak RSS in bytes; wait4's figure only where /proc is missing)."""
+    if not hasattr(os, "wait4"):
+        return proc.wait(), sampler.stop()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return proc.returncode, sampler.stop(usage.ru_maxrss * scale)
+
+
+def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
+             on_line: ProgressFn | None = None, env: dict[str, str] | None = None,
+             timeout: float | None = None, tail_lines: int = 40) -> ToolOutput:
+    """Run a native tool (or the converter), streaming its output line by line.
+
+    Output goes to ``on_line`` as it arrives; the last ``tail_lines`` lines are
+    kept and returned, with the tool's peak RSS.  A non-zero exit raises
+    ``ToolFailed`` naming the tool and its last line.  On Ctrl-C the child is
+    stopped before re-raising, and if edgeq is killed outright the child is
+    killed too, so no tool keeps writing after edgeq has gone.
+    """
+    args = [str(a) for a in argv]
+    name = name or Path(args[0]).name
+    tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+    try:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace", bufsize=1, env={**os.environ, **(env or {})},
+                                start_new_session=True, preexec_fn=die_with_parent if _PRCTL else None)
+    except OSError as e:
+        raise ToolchainError(f"cannot start {name}: {e}.", hint=SETUP_HINT) from e
+    sampler = _PeakRSS(proc.pid)
+    # A deadline that holds even when the tool hangs with its output open (the loop below only
+    # ends when it closes stdout): the timer stops it, which closes the pipe.
+    expired = threading.Event()
+    timer = threading.Timer(timeout, _expire, (proc, expired)) if timeout else None
+    try:
+        if timer:
+            timer.start()
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            tail.append(line)
+            if on_line:
+                on_line(line)
+        rc, peak = _wait(proc, sampler)
+    except BaseException:
+        sampler.stop()
+        _stop(proc)
+        raise
+    finally:
+        if timer:
+            timer.cancel()
+    if expired.is_set():
+        raise ToolchainError(f"{name} did not finish within {timeout:g} s and was stopped.",
+                             hint="A slow disk or a very large model can need longer; otherwise run `edgeq doctor`.")
+    if rc != 0:
+        model = _model_arg(args)
+        crash = crash_error(rc, f"in {name}" + (f" on {model}" if model else ""), tail=list(tail))
+        if crash:
+            raise crash
+        lines = [line for line in tail if not _PROGRESS_BAR.search(line)]  # the error, not the bar after it
+        disk_full = any(_DISK_FULL.search(line) for line in lines)
+        raise ToolFailed(name, rc, "\n".join(lines), hint=DISK_FULL_HINT if disk_full else None)
+    out = ToolOutput(tail)
+    out.peak_rss_bytes = peak
+    return out
+
+
+def _expire(proc: subprocess.Popen[str], expired: threading.Event) -> None:
+    """The deadline passed: kill the tool's whole session; the reader sees its pipe close and reaps it."""
+    expired.set()
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """Stop a child and its own children (it runs in a session of its own)."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+CRASH_CAUSES = {
+    "SIGILL": "an instruction this CPU does not have: the build's CPU level is above this host's",
+    "SIGSEGV": "a fault in its native code on this host (on Intel CPUs with AMX, ggml's AMX kernels are a known cause)",
+    "SIGBUS": "a bad memory access (a model file changed or truncated while mapped, or a disk error)",
+    "SIGABRT": "it stopped on a failed internal check",
+    "SIGFPE": "an arithmetic fault in its native code",
+}
+
+
+def crash_error(returncode: int | None, doing: str, *, tail: Sequence[str] = (),
+                engine: str = "llama.cpp") -> NativeCrash | None:
+    """The one-line error for a child that died of a crash signal (``returncode`` < 0), else None."""
+    if returncode is None or returncode >= 0:
+        return None
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        return None
+    if name not in CRASH_CAUSES:
+        return None  # SIGKILL, SIGTERM: stopped from outside, not a crash
+    lines = [ln.strip() for ln in tail if ln.strip() and not _PROGRESS_BAR.search(ln)]
+    # An abort says why on its last lines (GGML_ASSERT ...); a segfault's last line is just progress.
+    detail = next((ln for ln in reversed(lines) if re.search(r"error|assert|abort|fail", ln, re.IGNORECASE)), None)
+    if engine != "llama.cpp":
+        return NativeCrash(name, doing, "a fault in its native code", detail=detail[:200] if detail else None,
+                           engine=engine)
+    return NativeCrash(name, doing, CRASH_CAUSES[name], detail=detail[:200] if detail else None, hint=DOCTOR_HINT)
+
+
+def _model_arg(args: Sequence[str]) -> str | None:
+    for flag in ("-m", "--model"):
+        if flag in args[:-1]:
+            return Path(args[args.index(flag) + 1]).name
+    return None
