@@ -153,6 +153,19 @@ def first_unreachable(endpoints: list[str], timeout: float = PROBE_TIMEOUT_S) ->
     return None
 
 
+def went_away(endpoints: list[str], during: str | None = None) -> RpcError | None:
+    """The error naming the first server that stopped accepting connections, if one did.
+
+    llama.cpp aborts the whole process when a server vanishes; this names the
+    server instead of quoting the abort (bench rows and `edgeq run` alike).
+    """
+    gone = first_unreachable(endpoints) if endpoints else None
+    if gone is None:
+        return None
+    when = f" during {during}" if during else ""
+    return RpcError(gone[0], f"RPC server {gone[0]} went away{when}: {gone[1]}.", hint=RESTART_HINT)
+
+
 def layer_split(n_layer: int, n_servers: int, weights: list[float] | None, *, local: bool) -> tuple[int, list[float]]:
     """``(n_gpu_layers, tensor_split)`` for llama.cpp: layers over [this machine,] server 1..n by ``weights``.
 

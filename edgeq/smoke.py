@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import config, system
 from .errors import EdgeqError, from_dict
-from .toolchain import Toolchain, cpu_variants, crash_error, run_tool
+from .toolchain import Toolchain, cpu_variants, crash_error, run_tool, run_worker_once
 
 SMOKE_TYPES = ("Q8_0", "Q4_K_M", "Q4_0")  # Q4_0 is the type ggml repacks on x86; AMX takes all three
 # Against the same weights dequantized to F32, only the activations' own 8-bit rounding remains.
@@ -180,18 +179,17 @@ def dequantized(path: Path) -> dict[str, object]:
 def probe(path: Path, *, threads: int) -> dict[str, object]:
     """Run ``backends.probe`` on one file in a child; its JSON, or raise the crash as one error."""
     try:
-        proc = subprocess.run([sys.executable, "-m", "edgeq.backends.probe", str(path), str(threads)],
-                              capture_output=True, text=True, errors="replace", timeout=TIMEOUT_S, check=False)
+        rc, stdout, tail = run_worker_once("edgeq.backends.probe", "", timeout=TIMEOUT_S,
+                                           args=[str(path), str(threads)])
     except subprocess.TimeoutExpired:
         raise EdgeqError(f"the smoke test of {path.name} did not finish within {TIMEOUT_S} s.") from None
-    lines = proc.stdout.strip().splitlines()
+    lines = stdout.strip().splitlines()
     reply = json.loads(lines[-1]) if lines else {}
     if "error" in reply:
         raise from_dict(reply)
-    if proc.returncode != 0 or not lines:
-        tail = proc.stderr.strip().splitlines()[-20:]
-        raise crash_error(proc.returncode, f"while generating with {path.name}", tail=tail) or EdgeqError(
-            f"the smoke test of {path.name} failed (exit {proc.returncode}): {tail[-1] if tail else 'no output'}")
+    if rc != 0 or not lines:
+        raise crash_error(rc, f"while generating with {path.name}", tail=tail) or EdgeqError(
+            f"the smoke test of {path.name} failed (exit {rc}): {tail[-1] if tail else 'no output'}")
     return dict(reply)
 
 

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import EdgeqError, from_dict
-from ..toolchain import crash_error, die_with_parent
+from ..toolchain import Worker
 
 
 class ChildScorer:
@@ -29,10 +27,8 @@ class ChildScorer:
 
     def __init__(self, backend: str, path: str, *, n_ctx: int, threads: int) -> None:
         self.backend, self.path = backend, path
-        self._stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([sys.executable, "-m", "edgeq.backends.isolated"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self._stderr,
-                                     preexec_fn=die_with_parent)
+        self.worker = Worker("edgeq.backends.isolated")
+        self.proc = self.worker.proc
         head = self._ask({"backend": backend, "path": path, "n_ctx": n_ctx, "threads": threads}, "loading")
         self.kind = head["kind"]
         self.n_vocab, self.adds_bos, self.bos_id = int(head["n_vocab"]), bool(head["adds_bos"]), int(head["bos_id"])
@@ -58,13 +54,10 @@ class ChildScorer:
                 assert self.proc.stdin is not None
                 self.proc.stdin.write(b'{"op": "close"}\n')
                 self.proc.stdin.close()
-                self.proc.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout:
-            self.proc.stdout.close()
-        self._stderr.close()
+                self.worker.wait()
+            except OSError:
+                pass
+        self.worker.stop()
 
     def _ask(self, request: dict[str, Any], doing: str) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -83,18 +76,10 @@ class ChildScorer:
         return dict(reply)
 
     def _died(self, doing: str) -> EdgeqError:
-        try:
-            rc = self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:  # its output closed but it lingers: stop it
-            self.proc.kill()
-            rc = self.proc.wait()
-        self._stderr.seek(0)
-        tail = self._stderr.read().decode(errors="replace").splitlines()[-20:]
-        self._stderr.close()
-        name = Path(self.path).name
         engine = "transformers (torch)" if self.backend == "transformers" else "llama.cpp"
-        return crash_error(rc, f"while {doing} {name}", tail=tail, engine=engine) or EdgeqError(
-            f"the scorer for {name} stopped while {doing} (exit {rc}): {tail[-1].strip() if tail else 'no output'}")
+        err = self.worker.failure(f"while {doing} {Path(self.path).name}", engine=engine)
+        self.worker.stop()
+        return err
 
 
 def _open(spec: dict[str, Any]) -> Any:

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from ..toolchain import crash_error
+from ..rpc import went_away
+from ..toolchain import crash_error, run_worker_once
 from .results import RunResult, RunSpec
 
 WORKER_TIMEOUT_S = 3600
@@ -28,31 +28,23 @@ def run_worker(spec: RunSpec) -> list[RunResult]:
     env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
            "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(spec.threads)}
     try:
-        proc = subprocess.run([sys.executable, "-m", "edgeq.bench.worker"], input=json.dumps(asdict(spec)),
-                              capture_output=True, text=True, errors="replace", timeout=WORKER_TIMEOUT_S, env=env)
+        rc, stdout, err_lines = run_worker_once("edgeq.bench.worker", json.dumps(asdict(spec)),
+                                                timeout=WORKER_TIMEOUT_S, env=env)
     except subprocess.TimeoutExpired:
         return [_row(spec, p, "failed", f"timed out after {WORKER_TIMEOUT_S} s") for p in spec.prompts]
-    lines = proc.stdout.strip().splitlines()
-    if proc.returncode != 0 or not lines:
-        err_lines = proc.stderr.strip().splitlines()
-        gone = _rpc_reason(spec)
+    lines = stdout.strip().splitlines()
+    if rc != 0 or not lines:
+        gone = went_away(spec.rpc)
         engine = "llama.cpp" if spec.backend == "llama.cpp" else "transformers (torch)"
-        crash = None if gone else crash_error(proc.returncode, f"while benchmarking {Path(spec.path).name}",
-                                               tail=err_lines[-20:], engine=engine)
-        reason = gone or (str(crash) if crash else f"worker exited {proc.returncode}: {(err_lines or ['no output'])[-1]}")
+        crash = None if gone else crash_error(rc, f"while benchmarking {Path(spec.path).name}", tail=err_lines,
+                                               engine=engine)
+        reason = (gone.message if gone else str(crash) if crash
+                  else f"worker exited {rc}: {(err_lines or ['no output'])[-1]}")
         return [replace(_row(spec, p, "failed", reason), crash_signal=crash.signal_name if crash else None)
                 for p in spec.prompts]
     rows = [RunResult.from_dict(d) for d in json.loads(lines[-1])]
-    gone = _rpc_reason(spec) if any(r.status == "failed" for r in rows) else None
-    return [replace(r, reason=gone) if gone and r.status == "failed" else r for r in rows]
-
-
-def _rpc_reason(spec: RunSpec) -> str | None:
-    """llama.cpp aborts when an RPC server vanishes; name the server instead of quoting the abort."""
-    from ..rpc import first_unreachable
-
-    gone = first_unreachable(spec.rpc) if spec.rpc else None
-    return f"RPC server {gone[0]} went away: {gone[1]}" if gone else None
+    gone = went_away(spec.rpc) if any(r.status == "failed" for r in rows) else None
+    return [replace(r, reason=gone.message) if gone and r.status == "failed" else r for r in rows]
 
 
 def _row(spec: RunSpec, prompt: str, status: str, reason: str) -> RunResult:

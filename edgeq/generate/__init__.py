@@ -10,9 +10,6 @@ from __future__ import annotations
 import json
 import os
 import selectors
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,11 +22,11 @@ from ..rpc import (
     RESTART_HINT,
     DevicePlacement,
     ServerInfo,
-    first_unreachable,
     parse_endpoints,
     probe_all,
+    went_away,
 )
-from ..toolchain import crash_error
+from ..toolchain import Worker
 
 DEFAULT_N_PREDICT = 128
 DEFAULT_CTX = 2048
@@ -112,11 +109,10 @@ def _fields(out: dict[str, Any]) -> dict[str, Any]:
 
 def _run_worker(spec: GenerateSpec, on_text: Callable[[str], None], timeout_s: float) -> dict[str, Any]:
     """Start the worker, relay its text, watch it and the servers; return its result or raise one clear error."""
-    stderr = tempfile.TemporaryFile()
-    proc = subprocess.Popen([sys.executable, "-m", "edgeq.generate.worker"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=stderr, start_new_session=True)
+    w = Worker("edgeq.generate.worker")
     phase, result, error = "loading the model", None, None
     try:
+        proc = w.proc
         assert proc.stdin and proc.stdout
         proc.stdin.write(json.dumps(asdict(spec)).encode())
         proc.stdin.close()
@@ -146,20 +142,19 @@ def _run_worker(spec: GenerateSpec, on_text: Callable[[str], None], timeout_s: f
                     result = ev["result"]
                 elif ev["event"] == "error":
                     error = ev
-        rc = proc.wait(timeout=30)
+        if error:
+            raise from_dict(error)
+        if result is None or w.wait() != 0:
+            raise _diagnose(spec, phase, w)
+        return result
     finally:
-        _stop(proc)
-    if error:
-        raise from_dict(error)
-    if result is None or rc != 0:
-        raise _diagnose(spec, phase, rc, stderr)
-    return result
+        w.stop()
 
 
 def _check_alive(spec: GenerateSpec, phase: str, last: float, timeout_s: float) -> None:
-    gone = first_unreachable(spec.rpc)
+    gone = went_away(spec.rpc, phase)
     if gone:
-        raise RpcError(gone[0], f"RPC server {gone[0]} went away during {phase}: {gone[1]}.", hint=RESTART_HINT)
+        raise gone
     quiet = time.monotonic() - last
     if quiet > timeout_s:
         who = f" (RPC servers: {', '.join(spec.rpc)})" if spec.rpc else ""
@@ -167,24 +162,15 @@ def _check_alive(spec: GenerateSpec, phase: str, last: float, timeout_s: float) 
                          hint="Raise --timeout for a very large model or a slow network.")
 
 
-def _diagnose(spec: GenerateSpec, phase: str, rc: int | None, stderr: Any) -> EdgeqError:
-    """The worker died: name the server that is gone if one is, else quote llama.cpp's last line."""
-    stderr.seek(0)
-    lines = [ln for ln in stderr.read().decode(errors="replace").splitlines() if ln.strip()]
-    tail = next((ln.strip() for ln in reversed(lines) if "error" in ln.lower() or "abort" in ln.lower()),
-                lines[-1].strip() if lines else f"exit {rc}")
+def _diagnose(spec: GenerateSpec, phase: str, w: Worker) -> EdgeqError:
+    """The worker died: name the server that is gone if one is, else the crash or llama.cpp's last line."""
     if spec.rpc:
-        gone = first_unreachable(spec.rpc)
+        gone = went_away(spec.rpc, phase)
         if gone:
-            return RpcError(gone[0], f"RPC server {gone[0]} went away during {phase}: {gone[1]}.", hint=RESTART_HINT)
-        if "RPC" in tail or rc == -6:
-            return RpcError(spec.rpc[0], f"an RPC server failed during {phase} ({', '.join(spec.rpc)}): {tail}",
+            return gone
+        rc, tail = w.wait(), w.tail()
+        said = next((ln.strip() for ln in reversed(tail) if "error" in ln.lower() or "abort" in ln.lower()), "")
+        if "RPC" in said or rc == -6:
+            return RpcError(spec.rpc[0], f"an RPC server failed during {phase} ({', '.join(spec.rpc)}): {said}",
                             hint=RESTART_HINT)
-    crash = crash_error(rc, f"during {phase} of {Path(spec.model).name}", tail=lines)
-    return crash or EdgeqError(f"llama.cpp stopped during {phase} (exit {rc}): {tail}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    return w.failure(f"during {phase} of {Path(spec.model).name}")
