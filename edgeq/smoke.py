@@ -19,7 +19,9 @@ from pathlib import Path
 
 from . import config, system
 from .errors import EdgeqError, from_dict
-from .toolchain import Toolchain, cpu_variants, crash_error, run_tool, run_worker_once
+from .quantize import quantize
+from .quants import parse_quant
+from .toolchain import Toolchain, cpu_variants, crash_error, json_array, run_tool, run_worker_once
 
 SMOKE_TYPES = ("Q8_0", "Q4_K_M", "Q4_0")  # Q4_0 is the type ggml repacks on x86; AMX takes all three
 # Against the same weights dequantized to F32, only the activations' own 8-bit rounding remains.
@@ -224,18 +226,14 @@ def _tool(qtype: str, path: Path, tc: Toolchain, threads: int) -> SmokeRun:
     except EdgeqError as e:
         return SmokeRun(qtype, "llama-bench", False, e.message, crash_signal=getattr(e, "signal_name", None))
     try:
-        rows = json.loads("\n".join(out[next(i for i, ln in enumerate(out) if ln.lstrip().startswith("[")):]))
-        speeds = ", ".join(f"{'pp' if r['n_prompt'] else 'tg'} {r['avg_ts']:.0f} tok/s" for r in rows)
-    except (StopIteration, ValueError, KeyError, TypeError):
+        speeds = ", ".join(f"{'pp' if r['n_prompt'] else 'tg'} {r['avg_ts']:.0f} tok/s" for r in json_array(out))
+    except (ValueError, KeyError, TypeError):
         return SmokeRun(qtype, "llama-bench", False, "llama-bench printed no results")
     return SmokeRun(qtype, "llama-bench", True, speeds)
 
 
 def smoke_test(tc: Toolchain, *, threads: int | None = None, types: tuple[str, ...] = SMOKE_TYPES) -> SmokeReport:
     """Make the tiny model, quantize it to ``types``, and run each through both paths."""
-    from .quantize import quantize
-    from .quants import parse_quant
-
     threads = threads or system.default_threads()
     runs: list[SmokeRun] = []
     outs: list[dict[str, object]] = []

@@ -157,7 +157,7 @@ def test_a_tool_that_hangs_with_its_output_open_is_stopped_at_its_timeout(tmp_pa
 @slow
 def test_forced_cpu_level_reaches_the_tools_too(monkeypatch, tiny_q8):
     """EDGEQ_CPU_VARIANT: llama.cpp's tools run from a folder that holds only that level."""
-    from edgeq.toolchain import find_toolchain, run_tool
+    from edgeq.toolchain import find_toolchain, json_array, run_tool
 
     monkeypatch.setenv("EDGEQ_CPU_VARIANT", "x64")
     tc = find_toolchain()
@@ -165,6 +165,6 @@ def test_forced_cpu_level_reaches_the_tools_too(monkeypatch, tiny_q8):
     assert exe.parent != tc.bin_dir
     assert sorted(p.name for p in exe.parent.glob("libggml-cpu-*")) == ["libggml-cpu-x64.so"]
     out = run_tool([exe, "-m", tiny_q8, "-p", "8", "-n", "2", "-r", "1", "-o", "json"], tail_lines=400)
-    rows = json.loads("\n".join(out[next(i for i, ln in enumerate(out) if ln.startswith("[")):]))
+    rows = json_array(out)
     assert rows and all(r["avg_ts"] > 0 for r in rows)
     assert any("loaded CPU backend from" in ln and ln.endswith("libggml-cpu-x64.so") for ln in out), list(out)[:5]

@@ -1,11 +1,10 @@
 """Cross-check our figures with llama.cpp's own `llama-bench` on the same files and threads."""
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import replace
 
-from ..toolchain import find_toolchain, run_tool
+from ..toolchain import find_toolchain, json_array, run_tool
 from .results import LlamaBenchCheck, RunResult, RunSpec
 from .runs import run_worker
 
@@ -23,9 +22,7 @@ def llama_bench(path: str, *, threads: int, n_prompt: int, n_gen: int, reps: int
 
 
 def _samples(lines: list[str]) -> list[float]:
-    text = "\n".join(lines)
-    start = text.index("[")  # llama-bench may print log lines before the JSON array
-    return [float(x) for x in json.loads(text[start:text.rindex("]") + 1])[0]["samples_ts"]]
+    return [float(x) for x in json_array(lines)[0]["samples_ts"]]
 
 
 def cross_check(runs: list[RunResult], *, threads: int, n_prompt: int, n_gen: int, reps: int) -> list[LlamaBenchCheck]:

@@ -23,12 +23,13 @@ from .process import (
     Worker,
     crash_error,
     die_with_parent,
+    json_array,
     own_peak_rss,
     run_tool,
     run_worker_once,
 )
 
 __all__ = ["CRASH_CAUSES", "DISK_FULL_HINT", "DOCTOR_HINT", "SETUP_HINT", "TOOLS", "ToolOutput", "Toolchain", "Worker",
-           "cpu_variants", "crash_error", "die_with_parent", "find_toolchain", "import_llama_cpp", "level_bin_dir",
+           "cpu_variants", "crash_error", "die_with_parent", "find_toolchain", "import_llama_cpp", "json_array", "level_bin_dir",
            "llama_cpp_commit", "llama_cpp_version", "loaded_cpu_variant", "measure_bandwidth", "own_peak_rss",
            "run_tool", "run_worker_once", "source_stamp", "supported_architectures", "use_our_libllama"]

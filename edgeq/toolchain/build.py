@@ -1,10 +1,13 @@
 """The vendored llama.cpp build: where it is, what it is, and loading its libraries (ggml's CPU levels)."""
 from __future__ import annotations
 
+import atexit
+import json
 import os
 import re
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -88,9 +91,6 @@ def _forced_level_dir(tc: Toolchain, level: str) -> Path:
     key = (tc.bin_dir, level)
     if key not in _LEVEL_DIRS:
         _check_level(tc, level)
-        import atexit
-        import tempfile
-
         root = Path(tempfile.mkdtemp(prefix=f"edgeq-cpu-{level}-"))
         atexit.register(shutil.rmtree, root, ignore_errors=True)
         _LEVEL_DIRS[key] = level_bin_dir(tc, level, root)
@@ -202,8 +202,6 @@ def supported_architectures(llama_dir: Path) -> frozenset[str]:
 
 def measure_bandwidth(tc: Toolchain | None = None, *, mib: int = 512, reps: int = 5) -> dict[str, float] | None:
     """Memory read/copy bandwidth from our C kernel (``edgeq-bandwidth``); None if it is not built."""
-    import json
-
     tc = tc or find_toolchain()
     exe = tc.bin_dir / "edgeq-bandwidth"
     if not exe.exists():

@@ -3,14 +3,17 @@ and a child's crash turned into one line."""
 from __future__ import annotations
 
 import collections
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import EdgeqError, NativeCrash, ToolchainError, ToolFailed
 
@@ -174,6 +177,21 @@ def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
     return out
 
 
+def json_array(lines: Sequence[str]) -> list[Any]:
+    """The JSON array a tool printed last (``llama-bench -o json``), after whatever log lines came first.
+
+    Raises ``ValueError`` when there is none.
+    """
+    text = "\n".join(lines)
+    start, end = text.find("["), text.rfind("]")
+    if start < 0 or end < start:
+        raise ValueError("no JSON array in the tool's output")
+    rows = json.loads(text[start:end + 1])
+    if not isinstance(rows, list):
+        raise ValueError("the tool's JSON is not an array")
+    return rows
+
+
 def _expire(proc: subprocess.Popen[str], expired: threading.Event) -> None:
     """The deadline passed: kill the tool's whole session; the reader sees its pipe close and reaps it."""
     expired.set()
@@ -242,8 +260,6 @@ class Worker:
     """
 
     def __init__(self, module: str, *, env: dict[str, str] | None = None, args: Sequence[str] = ()) -> None:
-        import tempfile
-
         self.module = module
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([sys.executable, "-m", module, *args], stdin=subprocess.PIPE,
