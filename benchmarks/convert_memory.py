@@ -30,9 +30,9 @@ import psutil
 
 from edgeq import config
 from edgeq.convert import convert
-from edgeq.embedded import ensure_embedded_model
+from edgeq.llamacpp import find_toolchain, run_tool
 from edgeq.output import human_bytes, print_table
-from edgeq.toolchain import find_toolchain, run_tool
+from edgeq.sources.embedded import ensure_embedded_model
 
 _QWEN25 = dict(vocab_size=151936, max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
                num_key_value_heads=2, tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151643)

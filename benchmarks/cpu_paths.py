@@ -38,9 +38,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from edgeq.llamacpp import find_toolchain, level_bin_dir  # noqa: E402
 from edgeq.output import print_table  # noqa: E402
 from edgeq.system import cpu_name  # noqa: E402
-from edgeq.toolchain import find_toolchain, level_bin_dir  # noqa: E402
 
 BIN = REPO / "build" / "bin"
 NATIVE = REPO / "build-native"

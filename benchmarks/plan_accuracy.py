@@ -43,7 +43,7 @@ QWEN_CONFIG = dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, n
 
 def worker(path: str, ctx: int, threads: int) -> None:
     """In a fresh process: load, prompt, generate; print RSS figures and tok/s as JSON."""
-    from edgeq.toolchain import import_llama_cpp
+    from edgeq.llamacpp import import_llama_cpp
 
     Llama = import_llama_cpp().Llama
 
@@ -102,12 +102,12 @@ def main() -> None:
     args = ap.parse_args()
 
     from edgeq.convert import convert
+    from edgeq.llamacpp import measure_bandwidth
     from edgeq.plan import memory, source
     from edgeq.plan.calibrate import fit_families
     from edgeq.plan.devices import this_machine
     from edgeq.plan.size import predict_size, tensor_bytes, tensor_types
     from edgeq.plan.speed import family_bytes, matmul_weights, tg_tps
-    from edgeq.toolchain import measure_bandwidth
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from edgeq import rpc  # noqa: E402
+from edgeq.llamacpp import rpc  # noqa: E402
 from edgeq.output import print_table  # noqa: E402
 
 SERVER = REPO / "build" / "bin" / "ggml-rpc-server"

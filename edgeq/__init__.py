@@ -7,13 +7,13 @@
 from ._version import __version__
 from .convert import ConvertResult, OutputFile, convert  # noqa: E402
 from .doctor import DoctorReport, doctor  # noqa: E402
-from .download import DownloadResult, download  # noqa: E402
 from .errors import EdgeqError  # noqa: E402
-from .fitparams import FitResult, fit_params  # noqa: E402
 from .generate import GenerateResult, generate  # noqa: E402
-from .gguf_info import GGUFInfo  # noqa: E402
-from .gguf_info import read as inspect  # noqa: E402
+from .llamacpp.fitparams import FitResult, fit_params  # noqa: E402
 from .manifest import VerifyResult, verify  # noqa: E402
+from .sources.gguf import GGUFInfo  # noqa: E402
+from .sources.gguf import read as inspect  # noqa: E402
+from .sources.hub import DownloadResult, download  # noqa: E402
 
 __all__ = ["__version__", "ConvertResult", "DoctorReport", "DownloadResult", "EdgeqError", "FitResult", "GGUFInfo",
            "GenerateResult", "OutputFile", "VerifyResult", "convert", "doctor", "download", "fit_params",

@@ -45,6 +45,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 
 step "embedded default model (models/hf/SmolLM2-135M-Instruct)"
-"$VENV/bin/python" -c "from edgeq.embedded import ensure_embedded_model as e; print(e())"
+"$VENV/bin/python" -c "from edgeq.sources.embedded import ensure_embedded_model as e; print(e())"
 "$VENV/bin/edgeq" doctor >/dev/null || "$VENV/bin/edgeq" doctor
 echo "edgeq is set up: $VENV/bin/edgeq" >&2

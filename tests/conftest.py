@@ -35,7 +35,7 @@ def _llama_cpp_stays_out_of_the_test_process() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def embedded_checkpoint() -> Path:
     """The real SmolLM2-135M-Instruct checkpoint (made once by setup under models/hf/)."""
-    from edgeq.embedded import ensure_embedded_model
+    from edgeq.sources.embedded import ensure_embedded_model
 
     return ensure_embedded_model(REPO / "models")
 

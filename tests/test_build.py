@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeq.toolchain import cpu_variants, find_toolchain
+from edgeq.llamacpp import cpu_variants, find_toolchain
 
 pytestmark = pytest.mark.slow
 X86 = platform.machine().lower() in ("x86_64", "amd64")

@@ -12,7 +12,7 @@ from edgeq.convert import ConvertResult, OutputFile
 
 # `edgeq.convert` is the function (as in mlx_lm); the modules are reached by name.
 convert_mod = importlib.import_module("edgeq.convert")
-download_mod = importlib.import_module("edgeq.download")
+download_mod = importlib.import_module("edgeq.sources.hub")
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 from conftest import run_main
 
 from edgeq.errors import EXIT_CRASH, NativeCrash
-from edgeq.toolchain import crash_error
+from edgeq.llamacpp import crash_error
 
 slow = pytest.mark.slow
 SHIM_SOURCE = Path(__file__).parent / "native" / "crash_shim.c"
@@ -35,10 +35,10 @@ def crash_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_q8(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The smoke test's tiny model in Q8_0 (a couple of MiB, made in a second)."""
-    from edgeq.quantize import quantize
+    from edgeq.doctor.smoke import tiny_weights, write_tiny_model
+    from edgeq.llamacpp import find_toolchain
+    from edgeq.llamacpp.quantize import quantize
     from edgeq.quants import parse_quant
-    from edgeq.smoke import tiny_weights, write_tiny_model
-    from edgeq.toolchain import find_toolchain
 
     d = tmp_path_factory.mktemp("tiny")
     f32 = write_tiny_model(d / "tiny-F32.gguf", tiny_weights())
@@ -62,7 +62,7 @@ def _one_crash_line(err: str, signal: str = "SIGSEGV") -> None:
 @slow
 def test_the_shim_really_crashes_llama_bench(crashing, tiny_q8):
     """The control: the tool itself dies of SIGSEGV under the shim (and runs without it)."""
-    from edgeq.toolchain import find_toolchain
+    from edgeq.llamacpp import find_toolchain
 
     argv = [str(find_toolchain().tool("llama-bench")), "-m", str(tiny_q8), "-p", "8", "-n", "2", "-r", "1"]
     assert subprocess.run(argv, capture_output=True).returncode == -11
@@ -142,7 +142,7 @@ def test_a_tool_that_hangs_with_its_output_open_is_stopped_at_its_timeout(tmp_pa
     import time
 
     from edgeq.errors import ToolchainError
-    from edgeq.toolchain import run_tool
+    from edgeq.llamacpp import run_tool
 
     tool = tmp_path / "hangs"
     tool.write_text("#!/bin/sh\necho started\nexec sleep 600\n")
@@ -157,7 +157,7 @@ def test_a_tool_that_hangs_with_its_output_open_is_stopped_at_its_timeout(tmp_pa
 @slow
 def test_forced_cpu_level_reaches_the_tools_too(monkeypatch, tiny_q8):
     """EDGEQ_CPU_VARIANT: llama.cpp's tools run from a folder that holds only that level."""
-    from edgeq.toolchain import find_toolchain, json_array, run_tool
+    from edgeq.llamacpp import find_toolchain, json_array, run_tool
 
     monkeypatch.setenv("EDGEQ_CPU_VARIANT", "x64")
     tc = find_toolchain()

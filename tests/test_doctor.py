@@ -82,7 +82,7 @@ def test_a_lower_cpu_level_generates_correct_text(level, monkeypatch, capsys, em
 
 @pytest.mark.slow
 def test_an_unknown_cpu_level_is_one_line(monkeypatch, capsys, tmp_path):
-    from edgeq.smoke import tiny_weights, write_tiny_model
+    from edgeq.doctor.smoke import tiny_weights, write_tiny_model
 
     path = write_tiny_model(tmp_path / "t.gguf", tiny_weights())
     monkeypatch.setenv("EDGEQ_CPU_VARIANT", "pentium")
@@ -94,7 +94,7 @@ def test_an_unknown_cpu_level_is_one_line(monkeypatch, capsys, tmp_path):
 
 
 def test_expected_level_scores_as_ggml_does():
-    from edgeq.smoke import expected_level
+    from edgeq.doctor.smoke import expected_level
 
     avx2 = {"sse4_2", "avx", "f16c", "fma", "avx2", "bmi2"}
     avx512 = avx2 | {"avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"}  # Skylake-X: no VNNI/VBMI/BF16
@@ -109,7 +109,7 @@ def test_expected_level_scores_as_ggml_does():
 
 
 def test_features_parse_from_llama_system_info():
-    from edgeq.smoke import parse_features
+    from edgeq.doctor.smoke import parse_features
 
     info = "CPU : SSE3 = 1 | AVX2 = 1 | AVX512 = 0 | AMX_INT8 = 1 | REPACK = 1 |"
     assert parse_features(info) == {"SSE3": True, "AVX2": True, "AVX512": False, "AMX_INT8": True, "REPACK": True}

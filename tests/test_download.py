@@ -5,8 +5,8 @@ import pytest
 from hubserver import Repo
 
 from edgeq.cli import main
-from edgeq.download import download
 from edgeq.errors import HubError, UsageError
+from edgeq.sources.hub import download
 
 FILES = {
     "config.json": b'{"architectures": ["LlamaForCausalLM"]}',

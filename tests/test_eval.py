@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edgeq import texts
 from edgeq.cli import cli
 from edgeq.errors import UsageError
+from edgeq.llamacpp.quantize import Overrides, parse_keep_layers, parse_tensor_type
 from edgeq.quality import data as qdata
 from edgeq.quality.metrics import Divergence, Perplexity, kld_rows, log_softmax, token_nll
 from edgeq.quality.ppl import windows
-from edgeq.quantize import Overrides, parse_keep_layers, parse_tensor_type
+from edgeq.sources import texts
 
 # --- arithmetic -----------------------------------------------------------------------------------------------------
 
@@ -190,7 +190,7 @@ def test_choice_accuracy_on_forced_items(embedded_checkpoint: Path, tmp_path: Pa
 @pytest.mark.slow
 def test_partial_and_imatrix_variants(tiny_llama: Path, tmp_path: Path) -> None:
     from edgeq import convert
-    from edgeq.quantize import Overrides
+    from edgeq.llamacpp.quantize import Overrides
 
     calib = tmp_path / "calib.txt"
     calib.write_text(texts.default_text()[0][:20_000])

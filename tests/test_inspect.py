@@ -6,7 +6,7 @@ from conftest import write_small_gguf
 
 from edgeq.cli import main
 from edgeq.errors import GGUFError
-from edgeq.gguf_info import read
+from edgeq.sources.gguf import read
 
 
 def write_gguf(path: Path) -> Path:

@@ -33,7 +33,7 @@ def invoke(args: list[str]):
 def test_size_prediction_equals_converted_files(tmp_path, embedded_checkpoint):
     """Hidden 256 takes the K-quant path; FFN 320 gives ffn_down rows of 320, which fall back (Q5_0 / Q8_0)."""
     from edgeq.convert import convert
-    from edgeq.gguf_info import read_header
+    from edgeq.sources.gguf import read_header
 
     ck = make_tiny_checkpoint(tmp_path / "tiny", embedded_checkpoint, hidden=256, ffn=320)
     spec = source.load(str(ck))
@@ -289,7 +289,7 @@ def test_zero_ram_is_refused(capsys, embedded_checkpoint):
 def test_folder_without_a_model(capsys, tmp_path):
     (tmp_path / "empty").mkdir()
     code, err = _main_error(["plan", str(tmp_path / "empty"), "--ram", "8G", "--bandwidth", "50"], capsys)
-    assert code == 1 and "no model to plan" in err
+    assert code == 1 and "neither an HF checkpoint nor GGUFs" in err
 
 
 def test_report_has_a_plan_section(tmp_path, embedded_checkpoint):

@@ -25,17 +25,19 @@ from conftest import final_ggufs, run_main, write_minimal_checkpoint, write_smal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edgeq import checkpoint, config, manifest, system
+from edgeq import config, manifest, system
 from edgeq.cli import main
 from edgeq.errors import DiskSpaceError, GGUFError, SourceError
 from edgeq.files import atomic_output
-from edgeq.gguf_info import read as read_gguf
-from edgeq.gguf_info import read_header as read_gguf_header
+from edgeq.llamacpp import find_toolchain, supported_architectures
 from edgeq.output import to_jsonable
 from edgeq.quants import parse_quant
-from edgeq.toolchain import find_toolchain, supported_architectures
+from edgeq.sources import checkpoint
+from edgeq.sources.gguf import read as read_gguf
+from edgeq.sources.gguf import read_header as read_gguf_header
 
 convert_mod = importlib.import_module("edgeq.convert")
+pipeline = importlib.import_module("edgeq.convert.pipeline")
 FUZZ_EXAMPLES = int(os.environ.get("EDGEQ_FUZZ_EXAMPLES", "200"))
 EDGEQ = Path(sys.executable).with_name("edgeq")
 
@@ -72,7 +74,7 @@ def stub_float(monkeypatch, seed_gguf):
             shutil.copy(seed_gguf, tmp)
         return 1
 
-    monkeypatch.setattr(convert_mod, "_convert_float", fake)
+    monkeypatch.setattr(pipeline, "_convert_float", fake)
     return calls
 
 
@@ -110,7 +112,7 @@ def test_converter_runs_with_remote_code_disabled(tmp_path):
     (guarded_repo, guarded_marker), (plain_repo, plain_marker) = evil_repo("guarded"), evil_repo("plain")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     run = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    guarded = subprocess.Popen([sys.executable, "-c", convert_mod._NO_REMOTE_CODE, script, guarded_repo], **run)
+    guarded = subprocess.Popen([sys.executable, "-c", pipeline._NO_REMOTE_CODE, script, guarded_repo], **run)
     # The same script without edgeq's runner does run the repo's code: the guard is what stops it.
     plain = subprocess.Popen([sys.executable, script, plain_repo], **run)
     guarded_out, plain_out = guarded.communicate(timeout=120)[0], plain.communicate(timeout=120)[0]
@@ -333,7 +335,7 @@ def test_disk_estimate_uses_the_fallback_type_where_k_blocks_do_not_fit():
 
 
 def test_tool_peak_rss_is_measured():
-    from edgeq.toolchain import run_tool
+    from edgeq.llamacpp import run_tool
 
     ballast = bytearray(600 * 2**20)  # a parent larger than the tool: its peak must not leak into the figure
     ballast[::4096] = b"\x01" * len(ballast[::4096])
@@ -343,7 +345,7 @@ def test_tool_peak_rss_is_measured():
 
 def test_a_full_disk_mid_write_is_named_not_hidden_behind_a_progress_bar():
     from edgeq.errors import ToolFailed
-    from edgeq.toolchain import run_tool
+    from edgeq.llamacpp import run_tool
 
     script = ("import sys; print('Writing: 10%|#  | 5M/52M'); print('OSError: [Errno 28] No space left on device'); "
               "print('Writing: 10%|#  | 5M/52M'); sys.exit(1)")
@@ -366,11 +368,11 @@ def test_convert_never_asks_for_eager_conversion(tiny_source, tmp_path, monkeypa
         seen.append([str(a) for a in argv])
         raise KeyboardInterrupt  # stop here: only the command line matters
 
-    monkeypatch.setattr(convert_mod, "run_tool", fake_run_tool)
+    monkeypatch.setattr(pipeline, "run_tool", fake_run_tool)
     with pytest.raises(KeyboardInterrupt):
         convert_mod.convert(str(tiny_source), quants=["F16"], outdir=tmp_path / "out", progress=False)
     (argv,) = seen
-    assert "--no-lazy" not in argv and argv[1:3] == ["-c", convert_mod._NO_REMOTE_CODE]
+    assert "--no-lazy" not in argv and argv[1:3] == ["-c", pipeline._NO_REMOTE_CODE]
     assert list((tmp_path / "out").iterdir()) == []
 
 
@@ -533,7 +535,7 @@ def test_verify_json_lists_mismatched_and_missing_files_and_exits_1(tmp_path, ca
 # ---- 7. exit codes and --json errors ---------------------------------------------------------------
 
 def test_every_error_kind_is_json_under_json(tmp_path, capsys, monkeypatch):
-    gguf_info = importlib.import_module("edgeq.gguf_info")
+    gguf_info = importlib.import_module("edgeq.sources.gguf")
     cases = [(["convert", "--bogus"], 2, "usage"),
              (["inspect", str(tmp_path / "missing.gguf")], 1, "gguf"),
              (["verify", str(tmp_path)], 1, "source")]

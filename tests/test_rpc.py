@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from edgeq import rpc
 from edgeq.cli import main
 from edgeq.errors import RpcError, UsageError
+from edgeq.llamacpp import rpc
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER = REPO / "build" / "bin" / "ggml-rpc-server"
@@ -368,7 +368,7 @@ def test_rpc_server_with_confirmation_warns_serves_and_stops_cleanly(hosts):
 
 @pytest.mark.slow
 def test_fit_params_gives_each_server_its_share(gguf, hosts):
-    from edgeq.fitparams import fit_params
+    from edgeq.llamacpp.fitparams import fit_params
 
     eps = [s.endpoint for s in hosts[:2]]
     res = fit_params(gguf, 1024, rpc=eps)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import EdgeqError, from_dict
-from ..toolchain import Worker
+from ..llamacpp import Worker
 
 
 class ChildScorer:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..gguf_info import read as read_gguf
-from ..toolchain import import_llama_cpp
+from ..llamacpp import import_llama_cpp
+from ..sources.gguf import read as read_gguf
 
 _QUIET: list[Any] = []  # keeps the ctypes log callback alive
 LOAD_LOG: list[str] = []  # the load-log lines that say where layers and buffers went (see rpc.parse_placement)
@@ -20,7 +20,7 @@ def _lib() -> Any:
     llama_cpp = import_llama_cpp()
 
     if not _QUIET:
-        from ..rpc import LOG_PATTERN
+        from ..llamacpp.rpc import LOG_PATTERN
 
         # llama.cpp logs every tensor it loads; print errors only (ggml level 4), keep placement lines.
         @llama_cpp.llama_log_callback
@@ -211,7 +211,7 @@ def add_rpc_servers(endpoints: list[str]) -> dict[str, str]:
     """
     import ctypes
 
-    from ..toolchain import find_toolchain
+    from ..llamacpp import find_toolchain
 
     _lib()  # loads libllama and with it libggml, which dlopen hands back below
     tc = find_toolchain()
@@ -225,7 +225,7 @@ def add_rpc_servers(endpoints: list[str]) -> dict[str, str]:
     addr = rpc_reg and g.ggml_backend_reg_get_proc_address(rpc_reg, b"ggml_backend_rpc_add_server")
     if not addr:
         from ..errors import ToolchainError
-        from ..toolchain import SETUP_HINT
+        from ..llamacpp import SETUP_HINT
 
         raise ToolchainError("this llama.cpp build has no RPC backend (GGML_RPC is off).", hint=SETUP_HINT)
     add_server = ctypes.CFUNCTYPE(vp, cp)(addr)
@@ -254,7 +254,7 @@ def stream_generate(model_path: str | Path, prompt: str, *, n_predict: int, temp
     """
     import time
 
-    from ..rpc import layer_split, parse_placement
+    from ..llamacpp.rpc import layer_split, parse_placement
 
     info = read_gguf(model_path)
     n_layer = int(info.block_count or 0)

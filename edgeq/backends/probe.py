@@ -37,7 +37,7 @@ def main() -> None:
 def _probe(out: Any, path: str, threads: int) -> None:
     import numpy as np
 
-    from ..toolchain import loaded_cpu_variant
+    from ..llamacpp import loaded_cpu_variant
     from .llamacpp import BatchRunner
 
     r = BatchRunner(path, threads=threads, n_ctx=256, n_batch=256, n_seq=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import replace
 
-from ..toolchain import find_toolchain, json_array, run_tool
+from ..llamacpp import find_toolchain, json_array, run_tool
 from .results import LlamaBenchCheck, RunResult, RunSpec
 from .runs import run_worker
 

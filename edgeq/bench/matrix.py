@@ -10,11 +10,11 @@ from typing import Any
 
 from .. import system
 from .._version import __version__
+from ..convert.models import plan_models
 from ..errors import EdgeqError, NativeCrash, UsageError
 from ..files import write_json_atomic
+from ..llamacpp import DOCTOR_HINT, measure_bandwidth
 from ..output import Progress
-from ..sources import plan_models
-from ..toolchain import DOCTOR_HINT, measure_bandwidth
 from .llama_bench import cross_check
 from .prompts import load_prompts
 from .results import SCHEMA, BenchResults, RunResult, RunSpec, Stat
@@ -83,7 +83,7 @@ def environment(threads: int) -> dict[str, object]:
         except md.PackageNotFoundError:
             return "not installed"
 
-    from ..toolchain import find_toolchain, llama_cpp_version
+    from ..llamacpp import find_toolchain, llama_cpp_version
 
     s = system.system_info()
     return {"cpu": s.cpu, "physical_cores": s.physical_cores, "logical_cores": s.logical_cores,
@@ -109,8 +109,8 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
     given, results are saved after every run, so Ctrl-C keeps what was measured.  With ``rpc``
     (``"host:port,..."``) the GGUF runs put their layers on those llama.cpp RPC servers.
     """
+    from ..llamacpp.rpc import parse_endpoints, probe_all
     from ..quants import parse_quants
-    from ..rpc import parse_endpoints, probe_all
 
     if min(n_prompt, n_gen, reps, *batches) < 1:
         raise UsageError("-p, -n, -r and --batch must all be at least 1.")

@@ -10,8 +10,8 @@ import subprocess
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from ..rpc import went_away
-from ..toolchain import crash_error, run_worker_once
+from ..llamacpp import crash_error, run_worker_once
+from ..llamacpp.rpc import went_away
 from .results import RunResult, RunSpec
 
 WORKER_TIMEOUT_S = 3600

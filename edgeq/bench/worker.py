@@ -24,7 +24,7 @@ def peak_rss_bytes() -> int:
     On Linux ``ru_maxrss`` survives fork + exec, so a worker would report its
     parent's peak when that is larger; the kernel's VmHWM is the process's own.
     """
-    from ..toolchain import own_peak_rss
+    from ..llamacpp import own_peak_rss
 
     if (peak := own_peak_rss()) is not None:
         return peak
@@ -35,7 +35,7 @@ def peak_rss_bytes() -> int:
 def _runner(spec: RunSpec) -> tuple[Runner, dict[str, Any]]:
     if spec.backend == "llama.cpp":
         from ..backends.llamacpp import BatchRunner
-        from ..gguf_info import read
+        from ..sources.gguf import read
 
         info = read(spec.path)
         # Rounded up to a multiple of 256: some odd sizes (133, 264 cells) made F32 prompt
@@ -45,7 +45,7 @@ def _runner(spec: RunSpec) -> tuple[Runner, dict[str, Any]]:
         ngl, split, devices = -1 if spec.device == "metal" else 0, None, {}
         if spec.rpc:
             from ..backends.llamacpp import LOAD_LOG, add_rpc_servers, rpc_tensor_split
-            from ..rpc import layer_split
+            from ..llamacpp.rpc import layer_split
 
             devices = add_rpc_servers(spec.rpc)
             ngl, weights = layer_split(info.block_count or 0, len(spec.rpc), spec.tensor_split, local=not spec.no_local)
@@ -57,7 +57,7 @@ def _runner(spec: RunSpec) -> tuple[Runner, dict[str, Any]]:
         facts: dict[str, Any] = {"file_size_bytes": info.file_size_bytes, "bits_per_weight": info.bits_per_weight,
                                  "n_params": info.parameters, "weight_bytes": tensor_bytes}
         if spec.rpc:
-            from ..rpc import parse_placement
+            from ..llamacpp.rpc import parse_placement
 
             facts["placement"] = [asdict(p) for p in parse_placement(LOAD_LOG, devices)]
         return r, facts

@@ -122,7 +122,7 @@ def print_results(res: BenchResults) -> None:
 
 def _print_placement(runs: list[RunResult]) -> None:
     """Where each RPC run put its layers (one line per device, first prompt only)."""
-    from ..rpc import layer_ranges
+    from ..llamacpp.rpc import layer_ranges
 
     seen = set()
     for r in runs:

@@ -85,7 +85,7 @@ def choice(models: tuple[str, ...], quants: list[str], reference: str | None, th
     """Multiple-choice accuracy of MODELS by log-likelihood of each ending (summed and per byte)."""
     from ..quality import choice as run_choice
     from ..quality import default_choices, load_choices
-    from ..texts import SOURCE
+    from ..sources.texts import SOURCE
 
     progress = progress_wanted(as_json)
     items = load_choices(data_file) if data_file else default_choices()

@@ -48,7 +48,7 @@ def doctor(as_json: bool) -> None:
 @json_option
 def download(repo_id: str, revision: str | None, token: str | None, local_dir: str | None, as_json: bool) -> None:
     """Download the files conversion needs (safetensors, config, tokenizer)."""
-    from ..download import download as run_download
+    from ..sources.hub import download as run_download
 
     res = run_download(repo_id, revision=revision, token=token, local_dir=local_dir, progress=progress_wanted(as_json))
     if as_json:
@@ -92,7 +92,7 @@ def convert(source: str | None, q8: bool, q4: bool, quant: tuple[str, ...], outt
             imatrix_chunks: int, quiet: bool, as_json: bool) -> None:
     """Convert SOURCE (repo id or HF folder; default: the embedded SmolLM2-135M) to GGUF and quantize it."""
     from ..convert import convert as run_convert
-    from ..quantize import Overrides, parse_keep_layers, parse_tensor_type
+    from ..llamacpp.quantize import Overrides, parse_keep_layers, parse_tensor_type
 
     if keep_output and output_type:
         raise click.UsageError("--keep-output and --output-type both set the output tensor; pick one.")
@@ -128,7 +128,7 @@ def convert(source: str | None, q8: bool, q4: bool, quant: tuple[str, ...], outt
 @json_option
 def inspect(path: str, as_json: bool) -> None:
     """Show a GGUF's architecture, size, bits per weight and tensor types."""
-    from ..gguf_info import read
+    from ..sources.gguf import read
 
     info = read(path)
     if as_json:

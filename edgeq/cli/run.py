@@ -28,7 +28,7 @@ def run(model: str, prompt: str, n_predict: int, temp: float, seed: int, n_ctx: 
         timeout_s: float, rpc: str | None, no_local: bool, tensor_split: list[float] | None, as_json: bool) -> None:
     """Generate text with MODEL (a GGUF) after PROMPT, streamed to stdout; tok/s on stderr."""
     from ..generate import generate
-    from ..rpc import layer_ranges
+    from ..llamacpp.rpc import layer_ranges
 
     def show(text: str) -> None:
         sys.stdout.write(text)
@@ -60,7 +60,7 @@ def rpc_server(host: str | None, port: int, threads: int | None, cache: bool, ca
                allow_remote: bool) -> None:
     """Serve this machine's CPU to `--rpc` runs elsewhere (llama.cpp's ggml-rpc-server) until Ctrl-C."""
     from ..errors import EXIT_INTERRUPTED
-    from ..rpc import (
+    from ..llamacpp.rpc import (
         DEFAULT_HOST,
         NO_AUTH_WARNING,
         check_bind,

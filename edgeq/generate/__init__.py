@@ -18,7 +18,8 @@ from typing import Any
 
 from .. import system
 from ..errors import EdgeqError, RpcError, UsageError, from_dict
-from ..rpc import (
+from ..llamacpp import Worker
+from ..llamacpp.rpc import (
     RESTART_HINT,
     DevicePlacement,
     ServerInfo,
@@ -26,7 +27,6 @@ from ..rpc import (
     probe_all,
     went_away,
 )
-from ..toolchain import Worker
 
 DEFAULT_N_PREDICT = 128
 DEFAULT_CTX = 2048

@@ -83,8 +83,8 @@ def this_machine(*, bandwidth_gbps: float | None = None) -> Device:
     """RAM available now (psutil), bandwidth from edgeq-bandwidth (the stream test bench uses), cores."""
     import psutil
 
+    from ..llamacpp import measure_bandwidth
     from ..system import cpu_features, has_metal, system_info
-    from ..toolchain import measure_bandwidth
 
     info = system_info()
     src = "measured by edgeq-bandwidth (read test)"

@@ -7,7 +7,8 @@ from importlib import resources
 from typing import Any
 
 from ..errors import UsageError
-from .source import ModelSpec, TensorSpec, spec_from_config
+from .hf import spec_from_config
+from .spec import ModelSpec, TensorSpec
 
 CONFIGS_FILE = "model-configs.json"
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..fitparams import FIT_TIMEOUT_S, fit_params, parse_rows
+from ..llamacpp.fitparams import FIT_TIMEOUT_S, fit_params, parse_rows
 from .memory import DEFAULT_UBATCH, MIB
-from .source import ModelSpec
+from .spec import ModelSpec
 
 
 @dataclass

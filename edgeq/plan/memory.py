@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .source import ModelSpec
+from .spec import ModelSpec
 
 MIB = 1024**2
 # Bytes per cached element: llama.cpp's --cache-type-k/-v names.

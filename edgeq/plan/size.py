@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..quants import FALLBACK, QUANT_TYPES, parse_quant
-from .source import ModelSpec, TensorSpec
+from .spec import ModelSpec, TensorSpec
 
 FLOAT_TYPES = ("F32", "F16", "BF16")
 # The type most weights of each mix get: from the one quant table.

@@ -21,7 +21,7 @@ import statistics
 from dataclasses import dataclass
 
 from .memory import CACHE_TYPES
-from .source import ModelSpec
+from .spec import ModelSpec
 
 # Context filled when generation speed is quoted (llama-bench's tg128 after a short prompt).
 DEFAULT_FILL_TOKENS = 256

@@ -1,5 +1,5 @@
 """What quantization costs in quality: perplexity, KL-divergence against full precision, multiple-choice accuracy."""
-from ..texts import default_text
+from ..sources.texts import default_text
 from .choice import choice
 from .data import ChoiceItem, default_choices, load_choices, load_text
 from .models import resolve

@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..toolchain import find_toolchain, run_tool
+from ..llamacpp import find_toolchain, run_tool
 
 KLD_TOLERANCE = 0.05
 _PATTERNS = {

@@ -9,8 +9,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import texts
 from ..errors import UsageError
+from ..sources import texts
 
 DEFAULT_CHOICE_ITEMS = 200
 N_ENDINGS = 4

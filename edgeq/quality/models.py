@@ -11,7 +11,7 @@ from .results import ModelRef
 def gguf_ref(path: Path) -> ModelRef:
     """Name and variant of a GGUF: the manifest's label (e.g. Q4_K_M-imat) where edgeq made it."""
     from .. import manifest
-    from ..gguf_info import read
+    from ..sources.gguf import read
 
     info = read(path)
     mf = manifest.load(path.parent)
@@ -33,7 +33,7 @@ def resolve(models: list[str], quants: list[str] | None, progress: bool, *, revi
 
     No argument means the embedded model.
     """
-    from ..sources import plan_models
+    from ..convert.models import plan_models
 
     ggufs, checkpoints = plan_models(models, quants, progress, revision=revision, token=token)
     refs = [hf_ref(name, path) for name, path in checkpoints] + [gguf_ref(path) for _, path, _ in ggufs]

@@ -78,7 +78,7 @@ def stamp(res: EvalResults, threads: int) -> EvalResults:
     import time
 
     from .._version import __version__
-    from ..toolchain import find_toolchain, llama_cpp_version
+    from ..llamacpp import find_toolchain, llama_cpp_version
 
     res.created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     res.edgeq_version, res.threads = __version__, threads

@@ -15,8 +15,8 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from . import system
-from .errors import EdgeqError, RpcError, UsageError
+from .. import system
+from ..errors import EdgeqError, RpcError, UsageError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50052
@@ -261,7 +261,7 @@ def check_bind(host: str, allow_remote: bool) -> None:
 
 
 def server_argv(host: str, port: int, threads: int, cache: bool) -> list[str]:
-    from .toolchain import find_toolchain
+    from . import find_toolchain
 
     exe = find_toolchain().tool("ggml-rpc-server")
     return [str(exe), "-H", host, "-p", str(port), "-t", str(threads)] + (["-c"] if cache else [])
@@ -274,7 +274,7 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, threads: int | 
 
     Anything but loopback needs ``allow_remote``: the protocol has no authentication.
     """
-    from .toolchain import run_tool
+    from . import run_tool
 
     check_bind(host, allow_remote)
     if not 0 < port < 65536:

@@ -1,43 +1,37 @@
-"""HF checkpoint → GGUF (F16/BF16/F32) → quantized GGUFs, with a manifest.
+"""The convert job: HF checkpoint → float GGUF → quantized GGUFs, each recorded in the manifest.
 
 The vendored ``convert_hf_to_gguf.py`` writes the float GGUF and the vendored
 ``llama-quantize`` makes each quant from it, so both come from one llama.cpp.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import checkpoint, config, gguf_info, manifest, system
-from .download import download
-from .errors import DiskSpaceError, UsageError
-from .files import atomic_output, remove_stale_incomplete, safe_name
-from .output import Progress, note
-from .quantize import Overrides, compute_imatrix, quantize
-from .quants import (
-    FALLBACK,
-    FLOAT_OUTTYPES,
-    LEGACY_TYPES,
-    QuantType,
-    parse_quant,
-    parse_quants,
-)
-from .toolchain import (
+from .. import config, manifest
+from ..errors import UsageError
+from ..files import atomic_output, remove_stale_incomplete, safe_name
+from ..llamacpp import (
     Toolchain,
     find_toolchain,
     llama_cpp_version,
     run_tool,
     supported_architectures,
 )
-
-# Room left free beyond the estimate: file systems misbehave when completely full.
-DISK_MARGIN_BYTES = 256 * 1024 * 1024
-# Beyond the weights: header, tokenizer vocab and merges (a 150k vocab is ~10 MiB), alignment.
-GGUF_OVERHEAD_BYTES = 32 * 1024 * 1024
+from ..llamacpp.quantize import Overrides, quantize
+from ..output import Progress, note
+from ..quants import (
+    FLOAT_OUTTYPES,
+    LEGACY_TYPES,
+    QuantType,
+    parse_quant,
+    parse_quants,
+)
+from ..sources import Source, checkpoint, resolve
+from ..sources import gguf as gguf_info
+from . import steps
 
 # Runs the vendored converter with transformers' remote-code loaders disabled.  The converter
 # itself passes trust_remote_code=True for some tokenizers; checkpoint.check already refuses
@@ -80,19 +74,14 @@ class ConvertResult:
     convert_peak_rss_bytes: int | None = None  # the HF → GGUF converter's peak RSS; None if nothing was converted
 
 
-def output_name(name: str, qtype: str) -> str:
-    """llama.cpp-style file names: ``<Name>-Q8_0.gguf``."""
-    return f"{safe_name(name)}-{qtype}.gguf"
-
-
-def convert(source: str | Path | None = None, *, quants: list[str] | tuple[str, ...] = config.DEFAULT_QUANTS,
+def convert(source: str | Path | Source | None = None, *, quants: list[str] | tuple[str, ...] = config.DEFAULT_QUANTS,
             outtype: str = config.DEFAULT_OUTTYPE, outdir: str | Path | None = None, name: str | None = None,
             keep_f16: bool = True, force: bool = False, threads: int | None = None,
             revision: str | None = None, token: str | None = None, allow_pickle: bool = False,
             endpoint: str | None = None, overrides: Overrides = Overrides(),  # noqa: B008 - frozen, no state
             calibration: str | Path | None = None, imatrix_chunks: int = config.DEFAULT_IMATRIX_CHUNKS,
             progress: bool = True) -> ConvertResult:
-    """Convert ``source`` (repo id or HF folder; default: the embedded model) to GGUF quants.
+    """Convert ``source`` (repo id, HF folder or a resolved ``Source``; default: the embedded model) to GGUF quants.
 
     Outputs already made from the same source and options are reused unless
     ``force``.  Each file is written under a temporary name and renamed when
@@ -113,11 +102,16 @@ def convert(source: str | Path | None = None, *, quants: list[str] | tuple[str, 
             raise UsageError(f"{q.name} needs an importance matrix.",
                              hint="Add --imatrix, or pick a type such as Q4_K_M, Q5_K_M, Q6_K or Q8_0.")
     tc = find_toolchain()
-    src, src_info = _resolve_source(source, revision, token, endpoint, progress)
-    ck = checkpoint.check(src, supported=supported_architectures(tc.llama_dir), allow_pickle=allow_pickle)
+    src = source if isinstance(source, Source) else resolve(source, revision=revision, token=token,
+                                                            endpoint=endpoint, progress=progress)
+    if not src.is_checkpoint or src.path is None:
+        raise UsageError(f"{src.path} is already GGUF; convert makes GGUFs from an HF checkpoint.",
+                         hint="Pass the HF checkpoint folder or repo id it came from.")
+    src_info = src.record()
+    ck = checkpoint.check(src.path, supported=supported_architectures(tc.llama_dir), allow_pickle=allow_pickle)
     overrides.check_layers(ck.config.get("num_hidden_layers"))
-    calib = _calibration_text(calibration) if overrides.imatrix else None
-    stem = safe_name(name or str(src_info.get("repo_id") or src.name))
+    calib = steps.calibration_text(calibration) if overrides.imatrix else None
+    stem = safe_name(name) if name else src.name
     out = Path(outdir) if outdir else config.models_dir() / stem
     out.mkdir(parents=True, exist_ok=True)
     for stale in remove_stale_incomplete(out):
@@ -128,13 +122,13 @@ def convert(source: str | Path | None = None, *, quants: list[str] | tuple[str, 
                            options={"outtype": base.name, "quants": [q.name for q in targets]})
     if old:
         mf.files = dict(old.files)
-    base_recipe = _recipe(src_info, tc, base.name)
-    imatrix_recipe = _imatrix_recipe(base_recipe, calib, imatrix_chunks) if calib else None
-    plan = _plan(out, stem, base, targets, base_recipe, old, overrides, imatrix_recipe)
-    _check_disk(out, ck, plan)
+    base_recipe = steps.recipe(src_info, tc, base.name)
+    imatrix_recipe = steps.imatrix_recipe(base_recipe, calib, imatrix_chunks) if calib else None
+    plan = steps.plan_steps(out, stem, base, targets, base_recipe, old, overrides, imatrix_recipe)
+    steps.check_disk(out, ck, plan)
 
     result = ConvertResult(src_info, str(out), str(manifest.manifest_path(out)), mf.llama_cpp)
-    base_path = out / output_name(stem, base.name)
+    base_path = out / steps.output_name(stem, base.name)
     for q, label, path, recipe, current in plan:
         if current:
             result.outputs.append(_describe(path, q, label, 0.0, gguf_info.read(path), reused=True))
@@ -145,7 +139,7 @@ def convert(source: str | Path | None = None, *, quants: list[str] | tuple[str, 
         else:
             imatrix = None
             if overrides.imatrix and calib and imatrix_recipe:
-                imatrix = _ensure_imatrix(tc, base_path, calib, out, stem, imatrix_recipe, imatrix_chunks,
+                imatrix = steps.ensure_imatrix(tc, base_path, calib, out, stem, imatrix_recipe, imatrix_chunks,
                                           threads, progress)
             with Progress(f"{label:>7}", None, progress) as bar:
                 quantize(tc, base_path, path, q, threads=threads, extra_args=overrides.args(imatrix),
@@ -156,118 +150,13 @@ def convert(source: str | Path | None = None, *, quants: list[str] | tuple[str, 
         result.outputs.append(_describe(path, q, label, time.perf_counter() - t0, info, reused=False))
 
     if not keep_f16 and base.name not in [q.name for q in targets]:
-        (out / output_name(stem, base.name)).unlink(missing_ok=True)
-        mf.files.pop(output_name(stem, base.name), None)
+        (out / steps.output_name(stem, base.name)).unlink(missing_ok=True)
+        mf.files.pop(steps.output_name(stem, base.name), None)
     manifest.save(out, mf)
     result.outputs = [o for o in result.outputs if Path(o.path).exists()]
     result.notes = [n for o in result.outputs if (n := fallback_note(o, ck))]
     result.seconds = round(time.perf_counter() - started, 2)
     return result
-
-
-def _resolve_source(source: str | Path | None, revision: str | None, token: str | None,
-                    endpoint: str | None, progress: bool) -> tuple[Path, dict[str, object]]:
-    if source is None:
-        from .embedded import ensure_embedded_model
-
-        path = ensure_embedded_model()
-        return path, {"kind": "embedded", "path": str(path), "fingerprint": _fingerprint(path)}
-    dl = download(str(source), revision=revision, token=token, endpoint=endpoint, progress=progress)
-    path = Path(dl.path)
-    if dl.local:
-        return path, {"kind": "local", "path": str(path), "fingerprint": _fingerprint(path)}
-    return path, {"kind": "hub", "repo_id": dl.repo_id, "revision": dl.revision, "path": str(path),
-                  "fingerprint": f"{dl.repo_id}@{dl.revision}"}
-
-
-def _fingerprint(folder: Path) -> str:
-    """Cheap identity of a local checkpoint: names, sizes and mtimes of its files."""
-    items = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file())
-    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
-
-
-def _recipe(src_info: dict[str, object], tc: Toolchain, *parts: str) -> str:
-    raw = json.dumps([src_info["fingerprint"], llama_cpp_version(tc), *parts])
-    return hashlib.sha256(raw.encode()).hexdigest()[:16]
-
-
-Step = tuple[QuantType, str, Path, str, bool]  # type, label, path, recipe, up to date
-
-
-def _plan(out: Path, stem: str, base: QuantType, targets: list[QuantType], base_recipe: str,
-          old: manifest.Manifest | None, overrides: Overrides, imatrix_recipe: str | None) -> list[Step]:
-    """Every file to have, in the order to make it: floats first (quants read the base)."""
-    wanted = [base] + [q for q in targets if q.name != base.name]
-    wanted.sort(key=lambda q: (not q.float_type, q is not base))
-    steps = []
-    for q in wanted:
-        label = q.name if q.float_type else overrides.label(q.name)
-        recipe = base_recipe if q is base else _hash(f"{base_recipe}:{label}:{imatrix_recipe if overrides.imatrix else ''}")
-        path = out / output_name(stem, label)
-        steps.append((q, label, path, recipe, manifest.is_current(out, old, path.name, recipe)))
-    return steps
-
-
-def _hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _calibration_text(calibration: str | Path | None) -> Path:
-    if calibration is None:
-        from .texts import calibration_text_file
-
-        return calibration_text_file()
-    path = Path(calibration).expanduser()
-    if not path.is_file() or path.stat().st_size == 0:
-        raise UsageError(f"calibration text {path} does not exist or is empty.",
-                         hint="Pass --calibration FILE with plain text (a few hundred KB is plenty).")
-    return path
-
-
-def _imatrix_recipe(base_recipe: str, text: Path, chunks: int) -> str:
-    from .files import sha256_file
-
-    return _hash(f"{base_recipe}:{sha256_file(text)}:{chunks}")
-
-
-def _ensure_imatrix(tc: Toolchain, base_path: Path, text: Path, out: Path, stem: str, recipe: str, chunks: int,
-                    threads: int | None, progress: bool) -> Path:
-    """The importance matrix for this base file and text, computed once (its recipe is in its name)."""
-    # Kept in a subfolder so that globbing the folder for models never picks it up.
-    path = out / "imatrix" / f"{stem}-{recipe}.gguf"
-    if not path.exists():
-        with Progress(" imatrix", chunks, progress) as bar:
-            compute_imatrix(tc, base_path, text, path, chunks=chunks, threads=threads, on_step=bar.update_to)
-    return path
-
-
-def estimate_output_bytes(parameters: int, q: QuantType, hidden_size: object = None) -> int:
-    """A GGUF's expected size, on the high side: weights at the type's bits (its fallback's where
-    rows don't fit 256-blocks, +10% for the _M mixes' larger tensors) plus header and vocab."""
-    bits = q.bits_per_weight
-    if q.base in FALLBACK and isinstance(hidden_size, int) and hidden_size % 256:
-        bits = max(bits, parse_quant(FALLBACK[q.base]).bits_per_weight)
-    return int(parameters * bits / 8 * (1.0 if q.float_type else 1.1)) + GGUF_OVERHEAD_BYTES
-
-
-def check_free_disk(out: Path, needs: dict[str, int]) -> None:
-    """Refuse, before anything is written, when ``out`` cannot hold ``needs`` (name -> bytes) plus the margin."""
-    need = sum(needs.values())
-    if not need:
-        return
-    free = system.free_disk_bytes(out)
-    if need + DISK_MARGIN_BYTES > free:
-        gib = 1024**3
-        each = ", ".join(f"{name} {n / gib:.2f}" for name, n in needs.items())
-        raise DiskSpaceError(f"not enough disk in {out}: the outputs need about {need / gib:.2f} GiB ({each}) "
-                             f"+{DISK_MARGIN_BYTES / gib:.2f} GiB margin, and {free / gib:.2f} GiB are free.",
-                             hint="Free some space, pick fewer types, or pass -o on a larger disk.")
-
-
-def _check_disk(out: Path, ck: checkpoint.Checkpoint, plan: list[Step]) -> None:
-    hidden = ck.config.get("hidden_size")
-    check_free_disk(out, {label: estimate_output_bytes(ck.parameters, q, hidden)
-                          for q, label, _, _, current in plan if not current})
 
 
 def _convert_float(tc: Toolchain, ck: checkpoint.Checkpoint, dst: Path, q: QuantType, progress: bool) -> int | None:
@@ -310,3 +199,4 @@ def fallback_note(o: OutputFile, ck: checkpoint.Checkpoint) -> str | None:
     return (f"{o.variant}: {share:.0%} of the weights are {types}, not {parse_quant(o.type).base}-family: "
             f"llama.cpp falls back where a row's length (hidden size {hidden}) is not a multiple of 256, "
             f"so the file has {o.bits_per_weight:.2f} bits/weight.")
+

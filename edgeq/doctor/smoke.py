@@ -17,11 +17,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import config, system
-from .errors import EdgeqError, from_dict
-from .quantize import quantize
-from .quants import parse_quant
-from .toolchain import Toolchain, cpu_variants, crash_error, json_array, run_tool, run_worker_once
+from .. import config, system
+from ..errors import EdgeqError, from_dict
+from ..llamacpp import Toolchain, cpu_variants, crash_error, json_array, run_tool, run_worker_once
+from ..llamacpp.quantize import quantize
+from ..quants import parse_quant
 
 SMOKE_TYPES = ("Q8_0", "Q4_K_M", "Q4_0")  # Q4_0 is the type ggml repacks on x86; AMX takes all three
 # Against the same weights dequantized to F32, only the activations' own 8-bit rounding remains.

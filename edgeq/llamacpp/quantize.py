@@ -11,10 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UsageError
-from .files import atomic_output
-from .quants import QUANT_TYPES, QuantType
-from .toolchain import Toolchain, run_tool
+from ..errors import UsageError
+from ..files import atomic_output
+from ..quants import QUANT_TYPES, QuantType
+from . import Toolchain, run_tool
 
 _STEP = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
 _IMATRIX_CHUNK = re.compile(r"\[(\d+)\]")

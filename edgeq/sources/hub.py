@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import config
-from .errors import HubError, UsageError
+from .. import config
+from ..errors import HubError, UsageError
 
 # owner/name as the Hub allows it; no "..", no absolute paths.
 _REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
@@ -60,7 +60,7 @@ def download(repo_id: str, *, revision: str | None = None, token: str | None = N
     token = token or config.hf_token()
     endpoint = endpoint or config.hf_endpoint()
     (enable_progress_bars if progress else disable_progress_bars)()
-    with _hub_errors(repo_id, revision, token):
+    with hub_errors(repo_id, revision, token):
         info = HfApi(endpoint=endpoint).model_info(repo_id, revision=revision, token=token)
         repo_files = [s.rfilename for s in (info.siblings or [])]
         patterns = allow_patterns(repo_files)
@@ -70,7 +70,20 @@ def download(repo_id: str, *, revision: str | None = None, token: str | None = N
     return DownloadResult(str(path), repo_id, info.sha, wanted_files(repo_files, patterns))
 
 
-class _hub_errors:
+def commit_of(repo_id: str, *, revision: str | None = None, token: str | None = None,
+              endpoint: str | None = None) -> str:
+    """The commit sha ``revision`` (a branch, tag or sha; default the main branch) names now, downloading nothing."""
+    from huggingface_hub import HfApi
+
+    token = token or config.hf_token()
+    with hub_errors(repo_id, revision, token):
+        sha = HfApi(endpoint=endpoint or config.hf_endpoint()).model_info(repo_id, revision=revision, token=token).sha
+    if not sha:
+        raise HubError(f"the Hub named no commit for {repo_id}.", hint="Pass --revision with a commit sha.")
+    return sha
+
+
+class hub_errors:
     """Turn huggingface_hub / network exceptions into one line that names the fix."""
 
     def __init__(self, repo_id: str, revision: str | None, token: str | None) -> None:
