@@ -61,8 +61,6 @@ def remove_stale_incomplete(folder: Path) -> list[Path]:
 
 def read_results(path: Path, kind: str) -> dict[str, Any]:
     """A results JSON written by ``edgeq <kind>`` (schema ``edgeq-<kind>/N``), or one clear error."""
-    from .errors import UsageError
-
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:

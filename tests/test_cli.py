@@ -11,8 +11,8 @@ from edgeq.cli import cli, main
 from edgeq.convert import ConvertResult, OutputFile
 
 # `edgeq.convert` is the function (as in mlx_lm); the modules are reached by name.
-convert_mod = importlib.import_module("edgeq.convert")
 download_mod = importlib.import_module("edgeq.sources.hub")
+cli_models = importlib.import_module("edgeq.cli.models")  # the commands hold what they call
 
 
 @pytest.fixture
@@ -26,7 +26,7 @@ def calls(monkeypatch):
         return ConvertResult({"kind": "local"}, "models/x", "models/x/edgeq-manifest.json", "llama.cpp t", [out],
                              ["a note"])
 
-    monkeypatch.setattr(convert_mod, "convert", fake_convert)
+    monkeypatch.setattr(cli_models, "run_convert", fake_convert)
     return seen
 
 
@@ -70,7 +70,7 @@ def test_convert_table_and_notes(calls):
 
 def test_download_passes_options(monkeypatch):
     seen = {}
-    monkeypatch.setattr(download_mod, "download",
+    monkeypatch.setattr(cli_models, "run_download",
                         lambda repo, **kw: seen.update(kw, repo=repo) or download_mod.DownloadResult("/p", repo, "abc"))
     res = invoke(["download", "org/m", "--revision", "r", "--token", "t", "--local-dir", "d"])
     assert res.stdout.strip() == "/p"
@@ -90,7 +90,7 @@ def test_keyboard_interrupt_exits_130(monkeypatch, capsys):
     def boom(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(convert_mod, "convert", boom)
+    monkeypatch.setattr(cli_models, "run_convert", boom)
     with pytest.raises(SystemExit) as e:
         main(["convert", "org/m"])
     assert e.value.code == 130 and "interrupted" in capsys.readouterr().err

@@ -356,7 +356,7 @@ def test_a_full_disk_mid_write_is_named_not_hidden_behind_a_progress_bar():
 
 def test_convert_summary_reports_the_converter_peak_rss(monkeypatch, capsys):
     res = convert_mod.ConvertResult({}, "out", "out/edgeq-manifest.json", "llama.cpp x", convert_peak_rss_bytes=300 * 2**20)
-    monkeypatch.setattr(convert_mod, "convert", lambda source, **kw: res)
+    monkeypatch.setattr(importlib.import_module("edgeq.cli.models"), "run_convert", lambda source, **kw: res)
     main(["convert", "x"])
     assert "converter peak RSS: 300" in capsys.readouterr().err
 
@@ -535,7 +535,6 @@ def test_verify_json_lists_mismatched_and_missing_files_and_exits_1(tmp_path, ca
 # ---- 7. exit codes and --json errors ---------------------------------------------------------------
 
 def test_every_error_kind_is_json_under_json(tmp_path, capsys, monkeypatch):
-    gguf_info = importlib.import_module("edgeq.sources.gguf")
     cases = [(["convert", "--bogus"], 2, "usage"),
              (["inspect", str(tmp_path / "missing.gguf")], 1, "gguf"),
              (["verify", str(tmp_path)], 1, "source")]
@@ -549,7 +548,7 @@ def test_every_error_kind_is_json_under_json(tmp_path, capsys, monkeypatch):
     def interrupted(path):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(gguf_info, "read", interrupted)
+    monkeypatch.setattr(importlib.import_module("edgeq.cli.models"), "read", interrupted)
     got, _, out = run_main(["inspect", "x.gguf", "--json"], capsys)
     assert got == 130 and json.loads(out)["error"] == "interrupted"
 

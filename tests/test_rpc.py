@@ -422,7 +422,7 @@ def test_run_cli_passes_options_to_the_library(monkeypatch, tmp_path):
         kw["on_text"] and kw["on_text"]("hello")
         return GenerateResult(model, "hello", "length", 3, 1, 10.0, 5.0, 0.1, 0.3, 0.2, 30, 0)
 
-    monkeypatch.setattr(importlib.import_module("edgeq.generate"), "generate", fake)
+    monkeypatch.setattr(importlib.import_module("edgeq.cli.run"), "generate", fake)
     res = CliRunner().invoke(cli, ["run", "m.gguf", "hi", "-n", "5", "--temp", "0.7", "--seed", "3", "--chat",
                                    "--rpc", "h:1", "--tensor-split", "1,2"], catch_exceptions=False)
     assert res.exit_code == 0 and res.stdout.startswith("hello")

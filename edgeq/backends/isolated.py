@@ -20,6 +20,9 @@ from typing import Any, BinaryIO
 
 from ..errors import EdgeqError, from_dict
 from ..llamacpp import Worker
+from . import Scorer
+from .llamacpp import LogitScorer
+from .transformers import HFScorer
 
 
 class ChildScorer:
@@ -82,12 +85,9 @@ class ChildScorer:
         return err
 
 
-def _open(spec: dict[str, Any]) -> Any:
+def _open(spec: dict[str, Any]) -> Scorer:
     if spec["backend"] == "transformers":
-        from .transformers import HFScorer
-
         return HFScorer(spec["path"], threads=spec["threads"])
-    from .llamacpp import LogitScorer
 
     return LogitScorer(spec["path"], n_ctx=spec["n_ctx"], threads=spec["threads"])
 

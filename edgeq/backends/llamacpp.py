@@ -10,18 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from ..llamacpp import import_llama_cpp
+from ..llamacpp.rpc import LOG_PATTERN
 from ..sources.gguf import read as read_gguf
 
 _QUIET: list[Any] = []  # keeps the ctypes log callback alive
 LOAD_LOG: list[str] = []  # the load-log lines that say where layers and buffers went (see rpc.parse_placement)
 
 
-def _lib() -> Any:
+def lib() -> Any:
     llama_cpp = import_llama_cpp()
 
     if not _QUIET:
-        from ..llamacpp.rpc import LOG_PATTERN
-
         # llama.cpp logs every tensor it loads; print errors only (ggml level 4), keep placement lines.
         @llama_cpp.llama_log_callback
         def quiet(level: int, text: bytes, user_data: Any) -> None:
@@ -49,7 +48,7 @@ class BatchRunner:
     def __init__(self, model_path: str | Path, *, threads: int, n_ctx: int, n_batch: int, n_seq: int,
                  n_gpu_layers: int = 0, tensor_split: list[float] | None = None) -> None:
         read_gguf(model_path)
-        self.ll = ll = _lib()
+        self.ll = ll = lib()
         mparams = ll.llama_model_default_params()
         mparams.n_gpu_layers = n_gpu_layers
         if tensor_split:
@@ -196,106 +195,3 @@ class LogitScorer:
 
     def close(self) -> None:
         self.runner.close()
-
-
-_RPC_DEVICES: dict[str, str] = {}  # device name (RPC0…) -> endpoint, for servers registered in this process
-
-
-def add_rpc_servers(endpoints: list[str]) -> dict[str, str]:
-    """Register RPC servers with ggml before a model loads; return {device name: endpoint}.
-
-    llama-cpp-python 0.3.36 ignores its ``rpc_servers`` argument
-    (abetlen/llama-cpp-python#1914), so this does what llama.cpp's ``--rpc`` does
-    (common/arg.cpp ``add_rpc_devices``) through the backend registry.  Probe the
-    servers first (``rpc.probe_all``): ggml aborts the process on a bad one.
-    """
-    import ctypes
-
-    from ..llamacpp import find_toolchain
-
-    _lib()  # loads libllama and with it libggml, which dlopen hands back below
-    tc = find_toolchain()
-    g = ctypes.CDLL(str(tc.bin_dir / tc.libllama.name.replace("llama", "ggml", 1)))
-    vp, cp = ctypes.c_void_p, ctypes.c_char_p
-    for fn, res, args in (("ggml_backend_reg_by_name", vp, [cp]), ("ggml_backend_reg_get_proc_address", vp, [vp, cp]),
-                          ("ggml_backend_register", None, [vp]), ("ggml_backend_reg_dev_count", ctypes.c_size_t, [vp]),
-                          ("ggml_backend_reg_dev_get", vp, [vp, ctypes.c_size_t]), ("ggml_backend_dev_name", cp, [vp])):
-        getattr(g, fn).restype, getattr(g, fn).argtypes = res, args
-    rpc_reg = g.ggml_backend_reg_by_name(b"RPC")
-    addr = rpc_reg and g.ggml_backend_reg_get_proc_address(rpc_reg, b"ggml_backend_rpc_add_server")
-    if not addr:
-        from ..errors import ToolchainError
-        from ..llamacpp import SETUP_HINT
-
-        raise ToolchainError("this llama.cpp build has no RPC backend (GGML_RPC is off).", hint=SETUP_HINT)
-    add_server = ctypes.CFUNCTYPE(vp, cp)(addr)
-    for ep in endpoints:
-        if ep in _RPC_DEVICES.values():
-            continue
-        reg = add_server(ep.encode())
-        g.ggml_backend_register(reg)
-        for i in range(g.ggml_backend_reg_dev_count(reg)):
-            _RPC_DEVICES[g.ggml_backend_dev_name(g.ggml_backend_reg_dev_get(reg, i)).decode()] = ep
-    return {d: ep for d, ep in _RPC_DEVICES.items() if ep in endpoints}
-
-
-def rpc_tensor_split(devices: dict[str, str], endpoints: list[str], weights: list[float]) -> list[float]:
-    """Per-server weights → per-device weights (a server may expose several devices)."""
-    per = {ep: [d for d, e in devices.items() if e == ep] for ep in endpoints}
-    return [w / len(per[ep]) for ep, w in zip(endpoints, weights) for _ in per[ep]]
-
-
-def stream_generate(model_path: str | Path, prompt: str, *, n_predict: int, temp: float, seed: int, n_ctx: int,
-                    threads: int, chat: bool, rpc: list[str], no_local: bool, tensor_split: list[float] | None,
-                    on_event: Any) -> dict[str, Any]:
-    """Load a GGUF (layers over RPC servers if given), stream the continuation to ``on_event``, return figures.
-
-    Events: ``{"event": "loaded", ...}``, then ``{"event": "text", "text": ...}`` per piece.
-    """
-    import time
-
-    from ..llamacpp.rpc import layer_split, parse_placement
-
-    info = read_gguf(model_path)
-    n_layer = int(info.block_count or 0)
-    ll = _lib()
-    devices = add_rpc_servers(rpc) if rpc else {}
-    ngl, split = 0, None
-    if rpc:
-        ngl, weights = layer_split(n_layer, len(rpc), tensor_split, local=not no_local)
-        split = rpc_tensor_split(devices, rpc, weights)
-    from llama_cpp import Llama
-
-    LOAD_LOG.clear()
-    t0 = time.perf_counter()
-    llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, seed=seed,
-                n_gpu_layers=ngl, tensor_split=split, verbose=False)
-    load_s = time.perf_counter() - t0
-    try:
-        placement = parse_placement(LOAD_LOG, devices)
-        on_event({"event": "loaded", "load_s": load_s})
-        ll.llama_perf_context_reset(llm.ctx)
-        chunks: Any  # llama-cpp-python's chat and text streams are differently typed dicts of the same shape here
-        if chat:
-            chunks = llm.create_chat_completion(messages=[{"role": "user", "content": prompt}], max_tokens=n_predict,
-                                                temperature=temp, seed=seed, stream=True)
-        else:
-            chunks = llm.create_completion(prompt, max_tokens=n_predict, temperature=temp, seed=seed, stream=True)
-        pieces: list[str] = []
-        finish = None
-        for ch in chunks:
-            c = ch["choices"][0]
-            text = c["delta"].get("content") if chat else c["text"]
-            finish = c.get("finish_reason") or finish
-            if text:
-                pieces.append(text)
-                on_event({"event": "text", "text": text})
-        perf = ll.llama_perf_context(llm.ctx)
-    finally:
-        llm.close()
-    # The last sampled token is never decoded: n_eval is one short when generation stopped on -n.
-    n_gen = int(perf.n_eval) + (1 if finish == "length" else 0)
-    return {"text": "".join(pieces), "finish_reason": finish, "prompt_tokens": int(perf.n_p_eval),
-            "generated_tokens": n_gen, "prompt_s": perf.t_p_eval_ms / 1000, "gen_s": perf.t_eval_ms / 1000,
-            "decoded_tokens": int(perf.n_eval), "load_s": load_s, "n_layer": n_layer,
-            "offloaded_layers": ngl if ngl >= 0 else n_layer + 1, "placement": [vars(p) for p in placement]}

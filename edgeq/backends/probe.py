@@ -13,14 +13,16 @@ import os
 import sys
 from typing import Any
 
+from ..errors import EdgeqError
+from ..llamacpp import loaded_cpu_variant
+from ..system import default_threads
+from .llamacpp import BatchRunner
+
 PROMPT = list(range(3, 35))  # token ids: the smoke model's vocabulary has no words worth spelling
 N_GEN = 8
 
 
 def main() -> None:
-    from ..errors import EdgeqError
-    from ..system import default_threads
-
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # llama.cpp's own prints must not mix with our line
     threads = int(sys.argv[2]) if len(sys.argv) > 2 else default_threads()
@@ -37,8 +39,6 @@ def main() -> None:
 def _probe(out: Any, path: str, threads: int) -> None:
     import numpy as np
 
-    from ..llamacpp import loaded_cpu_variant
-    from .llamacpp import BatchRunner
 
     r = BatchRunner(path, threads=threads, n_ctx=256, n_batch=256, n_seq=1)
     info = r.ll.llama_print_system_info().decode(errors="replace").strip()

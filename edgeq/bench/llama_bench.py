@@ -5,6 +5,7 @@ import statistics
 from dataclasses import replace
 
 from ..llamacpp import find_toolchain, json_array, run_tool
+from .prompts import DEFAULT_PROMPTS
 from .results import LlamaBenchCheck, RunResult, RunSpec
 from .runs import run_worker
 
@@ -59,6 +60,4 @@ def cross_check(runs: list[RunResult], *, threads: int, n_prompt: int, n_gen: in
 
 
 def _prompt_text(name: str) -> str:
-    from .prompts import DEFAULT_PROMPTS
-
     return DEFAULT_PROMPTS.get(name, DEFAULT_PROMPTS["en"])

@@ -13,12 +13,15 @@ from .._version import __version__
 from ..convert.models import plan_models
 from ..errors import EdgeqError, NativeCrash, UsageError
 from ..files import write_json_atomic
-from ..llamacpp import DOCTOR_HINT, measure_bandwidth
+from ..llamacpp import DOCTOR_HINT, find_toolchain, llama_cpp_version, measure_bandwidth
+from ..llamacpp.rpc import parse_endpoints, probe_all
 from ..output import Progress
+from ..quants import parse_quants
 from .llama_bench import cross_check
 from .prompts import load_prompts
 from .results import SCHEMA, BenchResults, RunResult, RunSpec, Stat
 from .runs import run_worker
+from .verdict import roofline, verdicts
 
 GGUF_BACKEND = "llama.cpp"
 HF_VARIANTS = ("fp32", "bf16", "bnb-int8", "bnb-nf4")
@@ -83,8 +86,6 @@ def environment(threads: int) -> dict[str, object]:
         except md.PackageNotFoundError:
             return "not installed"
 
-    from ..llamacpp import find_toolchain, llama_cpp_version
-
     s = system.system_info()
     return {"cpu": s.cpu, "physical_cores": s.physical_cores, "logical_cores": s.logical_cores,
             "cpu_features": s.cpu_features, "ram_total_bytes": s.ram_total_bytes, "os": s.os, "machine": s.machine,
@@ -109,8 +110,6 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
     given, results are saved after every run, so Ctrl-C keeps what was measured.  With ``rpc``
     (``"host:port,..."``) the GGUF runs put their layers on those llama.cpp RPC servers.
     """
-    from ..llamacpp.rpc import parse_endpoints, probe_all
-    from ..quants import parse_quants
 
     if min(n_prompt, n_gen, reps, *batches) < 1:
         raise UsageError("-p, -n, -r and --batch must all be at least 1.")
@@ -176,8 +175,6 @@ def merge_rounds(rounds: list[list[RunResult]]) -> list[RunResult]:
 
 
 def _finish(res: BenchResults) -> None:
-    from .verdict import roofline, verdicts
-
     res.verdicts = verdicts(res.runs)
     res.roofline.update(roofline(res.runs, res.roofline.get("bandwidth")))
 

@@ -10,9 +10,11 @@ import subprocess
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from ..backends.transformers import unavailable_reason
 from ..llamacpp import crash_error, run_worker_once
 from ..llamacpp.rpc import went_away
 from .results import RunResult, RunSpec
+from .worker import _base
 
 WORKER_TIMEOUT_S = 3600
 
@@ -20,8 +22,6 @@ WORKER_TIMEOUT_S = 3600
 def run_worker(spec: RunSpec) -> list[RunResult]:
     """Run one spec in a fresh interpreter; a crash becomes a failed row, never an exception."""
     if spec.backend == "transformers":
-        from ..backends.transformers import unavailable_reason
-
         why = unavailable_reason(spec.variant, spec.device)
         if why:
             return [_row(spec, p, "skipped", why) for p in spec.prompts]
@@ -48,6 +48,4 @@ def run_worker(spec: RunSpec) -> list[RunResult]:
 
 
 def _row(spec: RunSpec, prompt: str, status: str, reason: str) -> RunResult:
-    from .worker import _base
-
     return RunResult(**_base(spec), prompt=prompt, status=status, reason=reason)

@@ -14,6 +14,12 @@ from dataclasses import asdict
 from typing import Any
 
 from ..backends import Runner
+from ..backends.llamacpp import LOAD_LOG, BatchRunner
+from ..backends.llamacpp_rpc import add_rpc_servers, rpc_tensor_split
+from ..backends.transformers import HFRunner
+from ..llamacpp import own_peak_rss
+from ..llamacpp.rpc import layer_split, parse_placement
+from ..sources.gguf import read
 from .prompts import fit, sequences
 from .results import RunResult, RunSpec, Stat
 
@@ -24,8 +30,6 @@ def peak_rss_bytes() -> int:
     On Linux ``ru_maxrss`` survives fork + exec, so a worker would report its
     parent's peak when that is larger; the kernel's VmHWM is the process's own.
     """
-    from ..llamacpp import own_peak_rss
-
     if (peak := own_peak_rss()) is not None:
         return peak
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -34,8 +38,6 @@ def peak_rss_bytes() -> int:
 
 def _runner(spec: RunSpec) -> tuple[Runner, dict[str, Any]]:
     if spec.backend == "llama.cpp":
-        from ..backends.llamacpp import BatchRunner
-        from ..sources.gguf import read
 
         info = read(spec.path)
         # Rounded up to a multiple of 256: some odd sizes (133, 264 cells) made F32 prompt
@@ -44,8 +46,6 @@ def _runner(spec: RunSpec) -> tuple[Runner, dict[str, Any]]:
         n_ctx = -(-need // 256) * 256
         ngl, split, devices = -1 if spec.device == "metal" else 0, None, {}
         if spec.rpc:
-            from ..backends.llamacpp import LOAD_LOG, add_rpc_servers, rpc_tensor_split
-            from ..llamacpp.rpc import layer_split
 
             devices = add_rpc_servers(spec.rpc)
             ngl, weights = layer_split(info.block_count or 0, len(spec.rpc), spec.tensor_split, local=not spec.no_local)
@@ -57,11 +57,8 @@ def _runner(spec: RunSpec) -> tuple[Runner, dict[str, Any]]:
         facts: dict[str, Any] = {"file_size_bytes": info.file_size_bytes, "bits_per_weight": info.bits_per_weight,
                                  "n_params": info.parameters, "weight_bytes": tensor_bytes}
         if spec.rpc:
-            from ..llamacpp.rpc import parse_placement
-
             facts["placement"] = [asdict(p) for p in parse_placement(LOAD_LOG, devices)]
         return r, facts
-    from ..backends.transformers import HFRunner
 
     hf = HFRunner(spec.path, spec.variant, threads=spec.threads, device=spec.device)
     return hf, {"n_params": hf.n_params, "weight_bytes": hf.weight_bytes,

@@ -1,7 +1,8 @@
 """The `edgeq` command: parse, call one library function, render. Nothing else lives here.
 
-One file per command group (as in huggingface_hub/cli/); this one holds the group,
-the shared options and the single error handler.
+One file per command group (as in huggingface_hub/cli/), shared options in
+``options``; this one holds the group, wires the commands and is the single
+error handler.
 """
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ import click
 from .. import config
 from .._version import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, EdgeqError
+from . import bench as _bench
+from . import eval as _eval
+from . import models as _models
+from . import plan as _plan
+from . import run as _run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,9 +82,15 @@ def _interrupted() -> EdgeqError:
     return err
 
 
-# Command modules register themselves on `cli` when imported.
-from . import bench as _bench  # noqa: E402,F401
-from . import eval as _eval  # noqa: E402,F401
-from . import models as _models  # noqa: E402,F401
-from . import plan as _plan  # noqa: E402,F401
-from . import run as _run  # noqa: E402,F401
+# One module per group of commands, wired here, so no command module imports this one.
+cli.add_command(_bench.bench)
+cli.add_command(_bench.report)
+cli.add_command(_eval.eval_group)
+cli.add_command(_models.doctor)
+cli.add_command(_models.download)
+cli.add_command(_models.convert)
+cli.add_command(_models.inspect)
+cli.add_command(_models.verify)
+cli.add_command(_plan.plan)
+cli.add_command(_run.run)
+cli.add_command(_run.rpc_server)

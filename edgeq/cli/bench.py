@@ -7,8 +7,13 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..bench import bench as run_bench
+from ..bench import failure
+from ..bench.results import CSV_FIELDS, csv_rows
+from ..files import atomic_output
+from ..llamacpp.rpc import layer_ranges
 from ..output import human_bytes, note, print_json, print_table
-from . import cli
+from ..report import write_report
 from .options import (
     integers,
     json_option,
@@ -25,7 +30,7 @@ if TYPE_CHECKING:  # the types only: importing bench would slow `edgeq --help`
 DEFAULT_BENCH_QUANTS = "F32,F16,Q8_0,Q4_K_M"
 
 
-@cli.command()
+@click.command()
 @click.argument("models", nargs=-1)
 @click.option("--quants", default=DEFAULT_BENCH_QUANTS, show_default=True, callback=strings,
               help="Types to convert an HF source to (and bench); '' to bench the checkpoint only.")
@@ -51,8 +56,6 @@ def bench(models: tuple[str, ...], quants: list[str], hf_variants: list[str], de
           csv_path: str | None, rpc: str | None, no_local: bool, tensor_split: list[float] | None,
           revision: str | None, token: str | None, as_json: bool) -> None:
     """Benchmark MODELS (GGUF files, folders of them, HF checkpoints; default: the embedded model)."""
-    from ..bench import bench as run_bench
-    from ..bench import failure
     res = run_bench(list(models), quants=quants, hf_variants=hf_variants, device=device,
                     threads=threads, n_prompt=n_prompt, n_gen=n_gen, batches=batch, reps=reps,
                     prompt_file=prompt_file, check_llama_bench=check_llama_bench, output=output,
@@ -77,9 +80,6 @@ def bench(models: tuple[str, ...], quants: list[str], hf_variants: list[str], de
 
 
 def write_csv(res: BenchResults, path: Path) -> None:
-    from ..bench.results import CSV_FIELDS, csv_rows
-    from ..files import atomic_output
-
     with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         w.writeheader()
@@ -122,8 +122,6 @@ def print_results(res: BenchResults) -> None:
 
 def _print_placement(runs: list[RunResult]) -> None:
     """Where each RPC run put its layers (one line per device, first prompt only)."""
-    from ..llamacpp.rpc import layer_ranges
-
     seen = set()
     for r in runs:
         if not r.placement or (r.path, r.batch) in seen:
@@ -136,14 +134,12 @@ def _print_placement(runs: list[RunResult]) -> None:
                        f"model {p['model_mib']:.1f} MiB, KV {p['kv_mib']:.1f} MiB")
 
 
-@cli.command()
+@click.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--outdir", default="report", show_default=True, type=click.Path(file_okay=False))
 @json_option
 def report(results: tuple[str, ...], outdir: str, as_json: bool) -> None:
     """Write a Markdown report with PNG charts from RESULTS JSON files of `edgeq bench`, `eval` and `plan --json`."""
-    from ..report import write_report
-
     out = write_report([Path(r) for r in results], Path(outdir))
     if as_json:
         print_json(out)

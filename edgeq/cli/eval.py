@@ -1,4 +1,8 @@
-"""`edgeq eval ppl|choice`: what each quantization costs in quality."""
+"""`edgeq eval ppl|choice`: what each quantization costs in quality.
+
+``edgeq.quality`` is imported inside the commands: it loads numpy, which would
+add a tenth of a second to every `edgeq --help`.
+"""
 from __future__ import annotations
 
 import math
@@ -9,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .. import config
+from ..errors import EdgeqError, UsageError
 from ..output import human_bytes, note, print_json, print_table
-from . import cli
+from ..sources.texts import SOURCE
 from .options import (
     json_option,
     progress_wanted,
@@ -42,7 +47,7 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-@cli.group("eval")
+@click.group("eval")
 def eval_group() -> None:
     """Measure quality: perplexity and KL-divergence on a text, multiple-choice accuracy."""
 
@@ -85,7 +90,6 @@ def choice(models: tuple[str, ...], quants: list[str], reference: str | None, th
     """Multiple-choice accuracy of MODELS by log-likelihood of each ending (summed and per byte)."""
     from ..quality import choice as run_choice
     from ..quality import default_choices, load_choices
-    from ..sources.texts import SOURCE
 
     progress = progress_wanted(as_json)
     items = load_choices(data_file) if data_file else default_choices()
@@ -118,7 +122,6 @@ def _show(res: EvalResults, output: str, as_json: bool, printer: Callable[[EvalR
 
 
 def _cross_check(res: EvalResults, text: str, ctx: int, threads: int) -> None:
-    from ..errors import UsageError
     from ..quality.crosscheck import cross_check
 
     rows = res.rows
@@ -172,8 +175,6 @@ def _print_checks(res: EvalResults) -> None:
 
 
 def _fail_on_checks(res: EvalResults) -> None:
-    from ..errors import EdgeqError
-
     failed = [c for c in res.checks if not c.ok]
     if failed:
         raise EdgeqError(f"check failed: {failed[0].detail}.",

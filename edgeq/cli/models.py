@@ -6,18 +6,21 @@ from pathlib import Path
 import click
 
 from .. import config
-from ..errors import ToolchainError
+from ..convert import convert as run_convert
+from ..doctor import doctor as run_doctor
+from ..errors import ToolchainError, VerifyFailed
+from ..llamacpp.quantize import Overrides, parse_keep_layers, parse_tensor_type
+from ..manifest import verify as run_verify
 from ..output import human_bytes, note, print_json, print_table
-from . import cli
+from ..sources.gguf import read
+from ..sources.hub import download as run_download
 from .options import json_option, progress_wanted, revision_option, token_option
 
 
-@cli.command()
+@click.command()
 @json_option
 def doctor(as_json: bool) -> None:
     """Check the toolchain: versions, tools, CPU features, RAM and disk."""
-    from ..doctor import doctor as run_doctor
-
     rep = run_doctor()
     if as_json:
         print_json(rep)
@@ -40,7 +43,7 @@ def doctor(as_json: bool) -> None:
         raise ToolchainError(f"{bad.name}: {bad.detail}.", hint=bad.fix)
 
 
-@cli.command()
+@click.command()
 @click.argument("repo_id")
 @revision_option
 @token_option
@@ -48,8 +51,6 @@ def doctor(as_json: bool) -> None:
 @json_option
 def download(repo_id: str, revision: str | None, token: str | None, local_dir: str | None, as_json: bool) -> None:
     """Download the files conversion needs (safetensors, config, tokenizer)."""
-    from ..sources.hub import download as run_download
-
     res = run_download(repo_id, revision=revision, token=token, local_dir=local_dir, progress=progress_wanted(as_json))
     if as_json:
         print_json(res)
@@ -57,7 +58,7 @@ def download(repo_id: str, revision: str | None, token: str | None, local_dir: s
         click.echo(res.path)
 
 
-@cli.command()
+@click.command()
 @click.argument("source", required=False)
 @click.option("--q8", is_flag=True, help="Make Q8_0.")
 @click.option("--q4", is_flag=True, help="Make Q4_K_M.")
@@ -91,8 +92,6 @@ def convert(source: str | None, q8: bool, q4: bool, quant: tuple[str, ...], outt
             output_type: str | None, embeddings_type: str | None, imatrix: bool, calibration: str | None,
             imatrix_chunks: int, quiet: bool, as_json: bool) -> None:
     """Convert SOURCE (repo id or HF folder; default: the embedded SmolLM2-135M) to GGUF and quantize it."""
-    from ..convert import convert as run_convert
-    from ..llamacpp.quantize import Overrides, parse_keep_layers, parse_tensor_type
 
     if keep_output and output_type:
         raise click.UsageError("--keep-output and --output-type both set the output tensor; pick one.")
@@ -123,13 +122,11 @@ def convert(source: str | None, q8: bool, q4: bool, quant: tuple[str, ...], outt
         note("note: " + n)
 
 
-@cli.command()
+@click.command()
 @click.argument("path", type=click.Path())
 @json_option
 def inspect(path: str, as_json: bool) -> None:
     """Show a GGUF's architecture, size, bits per weight and tensor types."""
-    from ..sources.gguf import read
-
     info = read(path)
     if as_json:
         print_json(info)
@@ -146,13 +143,11 @@ def inspect(path: str, as_json: bool) -> None:
                  for t, s in info.tensor_types.items()])
 
 
-@cli.command()
+@click.command()
 @click.argument("folder", type=click.Path())
 @json_option
 def verify(folder: str, as_json: bool) -> None:
     """Re-hash every file in a convert folder against its manifest (exit 1 on mismatch)."""
-    from ..errors import VerifyFailed
-    from ..manifest import verify as run_verify
 
     res = run_verify(folder)
     if as_json:

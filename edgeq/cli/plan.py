@@ -5,9 +5,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from .. import plan as planlib
+from ..errors import UsageError
 from ..output import human_bytes, note, print_json, print_table
+from ..plan import devices
+from ..plan.devices import parse_size
 from ..plan.planner import DEFAULT_QUANTS
-from . import cli
 from .options import json_option, revision_option, strings, token_option
 
 if TYPE_CHECKING:
@@ -17,8 +20,6 @@ if TYPE_CHECKING:
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     if value is None:
         return None
-    from ..errors import UsageError
-    from ..plan.devices import parse_size
 
     try:
         return parse_size(value)
@@ -28,7 +29,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
         raise click.BadParameter(e.message) from e
 
 
-@cli.command()
+@click.command()
 @click.argument("source", required=False)
 @click.option("--quants", default=",".join(DEFAULT_QUANTS), show_default=True, help="Types to plan.")
 @click.option("--ctx", type=int, default=4096, show_default=True, help="Context length (tokens) to hold.")
@@ -60,8 +61,6 @@ def plan(source: str | None, quants: str, ctx: int, cache_type: str, device: str
     config.json, the tokenizer and the safetensors headers are read); default: the embedded model.
     Exits 1 when nothing meets --ram / --min-tps / --max-kld, naming the closest option.
     """
-    from .. import plan as planlib
-    from ..plan import devices
 
     if device == "list":
         print_table("devices (edgeq/data/devices.json)", ["name", "description", "usable RAM", "GB/s"],

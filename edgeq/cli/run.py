@@ -6,12 +6,15 @@ import sys
 
 import click
 
+from ..errors import EXIT_INTERRUPTED
+from ..generate import generate
+from ..llamacpp.rpc import DEFAULT_HOST, NO_AUTH_WARNING, layer_ranges
+from ..llamacpp.rpc_server import check_bind, check_port, is_loopback, serve
 from ..output import note, print_json
-from . import cli
 from .options import json_option, rpc_options
 
 
-@cli.command()
+@click.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("prompt")
 @click.option("-n", "n_predict", type=click.IntRange(1), default=128, show_default=True, help="Tokens to generate at most.")
@@ -27,8 +30,6 @@ from .options import json_option, rpc_options
 def run(model: str, prompt: str, n_predict: int, temp: float, seed: int, n_ctx: int, threads: int | None, chat: bool,
         timeout_s: float, rpc: str | None, no_local: bool, tensor_split: list[float] | None, as_json: bool) -> None:
     """Generate text with MODEL (a GGUF) after PROMPT, streamed to stdout; tok/s on stderr."""
-    from ..generate import generate
-    from ..llamacpp.rpc import layer_ranges
 
     def show(text: str) -> None:
         sys.stdout.write(text)
@@ -49,7 +50,7 @@ def run(model: str, prompt: str, n_predict: int, temp: float, seed: int, n_ctx: 
          f"{res.gen_tps:.1f} tok/s · load {res.load_s:.2f} s")
 
 
-@cli.command("rpc-server")
+@click.command("rpc-server")
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1; anything else needs --allow-remote).")
 @click.option("--port", type=click.IntRange(1, 65535), default=50052, show_default=True)
 @click.option("-t", "--threads", type=click.IntRange(1, 1024), help="CPU threads (default: physical cores).")
@@ -59,15 +60,6 @@ def run(model: str, prompt: str, n_predict: int, temp: float, seed: int, n_ctx: 
 def rpc_server(host: str | None, port: int, threads: int | None, cache: bool, cache_dir: str | None,
                allow_remote: bool) -> None:
     """Serve this machine's CPU to `--rpc` runs elsewhere (llama.cpp's ggml-rpc-server) until Ctrl-C."""
-    from ..errors import EXIT_INTERRUPTED
-    from ..llamacpp.rpc import (
-        DEFAULT_HOST,
-        NO_AUTH_WARNING,
-        check_bind,
-        check_port,
-        is_loopback,
-        serve,
-    )
 
     host = host or DEFAULT_HOST
     check_bind(host, allow_remote)

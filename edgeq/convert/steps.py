@@ -8,12 +8,13 @@ from pathlib import Path
 
 from .. import manifest, system
 from ..errors import DiskSpaceError, UsageError
-from ..files import safe_name
+from ..files import safe_name, sha256_file
 from ..llamacpp import Toolchain, llama_cpp_version
 from ..llamacpp.quantize import Overrides, compute_imatrix
 from ..output import Progress
 from ..quants import FALLBACK, QuantType, parse_quant
 from ..sources import checkpoint
+from ..sources.texts import calibration_text_file
 
 # Room left free beyond the estimate: file systems misbehave when completely full.
 DISK_MARGIN_BYTES = 256 * 1024 * 1024
@@ -54,8 +55,6 @@ def short_hash(text: str) -> str:
 
 def calibration_text(calibration: str | Path | None) -> Path:
     if calibration is None:
-        from ..sources.texts import calibration_text_file
-
         return calibration_text_file()
     path = Path(calibration).expanduser()
     if not path.is_file() or path.stat().st_size == 0:
@@ -65,8 +64,6 @@ def calibration_text(calibration: str | Path | None) -> Path:
 
 
 def imatrix_recipe(base_recipe: str, text: Path, chunks: int) -> str:
-    from ..files import sha256_file
-
     return short_hash(f"{base_recipe}:{sha256_file(text)}:{chunks}")
 
 

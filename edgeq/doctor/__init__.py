@@ -17,6 +17,7 @@ from ..llamacpp import (
     llama_cpp_version,
     source_stamp,
 )
+from ..llamacpp.rpc import PROTO_MAJOR, PROTO_MINOR
 from .smoke import CpuPaths, SmokeReport, smoke_test
 
 
@@ -149,6 +150,4 @@ def _rpc_check(supported: bool) -> Check:
 
 
 def _rpc_protocol() -> str:
-    from ..llamacpp.rpc import PROTO_MAJOR, PROTO_MINOR
-
     return f"{PROTO_MAJOR}.{PROTO_MINOR}"

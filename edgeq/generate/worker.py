@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any
 
+from ..backends.stream import stream_generate
 from ..errors import EdgeqError
 from . import EVENT_PREFIX, GenerateSpec
 
@@ -20,7 +21,6 @@ def _emit(event: dict[str, Any]) -> None:
 
 def main() -> None:
     spec = GenerateSpec(**json.loads(sys.stdin.read()))
-    from ..backends.llamacpp import stream_generate
 
     try:
         out = stream_generate(spec.model, spec.prompt, n_predict=spec.n_predict, temp=spec.temp, seed=spec.seed,

@@ -1,4 +1,11 @@
-"""The vendored llama.cpp build (``build``) and the one door through which edgeq runs its tools (``process``)."""
+"""Everything edgeq asks of the vendored llama.cpp tree, behind one door.
+
+``build`` finds the build, its versions and CPU levels; ``process`` runs its tools
+(``run_tool``: deadline, peak RSS, crashes as one line) and ``worker`` edgeq's own
+worker processes; ``quantize`` (llama-quantize, llama-imatrix), ``fitparams``
+(llama-fit-params), ``rpc`` (servers seen from outside) and ``rpc_server``
+(``edgeq rpc-server``) are the tools edgeq drives.
+"""
 from .build import (
     TOOLS,
     Toolchain,
@@ -20,14 +27,13 @@ from .process import (
     DOCTOR_HINT,
     SETUP_HINT,
     ToolOutput,
-    Worker,
     crash_error,
     die_with_parent,
     json_array,
     own_peak_rss,
     run_tool,
-    run_worker_once,
 )
+from .worker import Worker, run_worker_once
 
 __all__ = ["CRASH_CAUSES", "DISK_FULL_HINT", "DOCTOR_HINT", "SETUP_HINT", "TOOLS", "ToolOutput", "Toolchain", "Worker",
            "cpu_variants", "crash_error", "die_with_parent", "find_toolchain", "import_llama_cpp", "json_array", "level_bin_dir",

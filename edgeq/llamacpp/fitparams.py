@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
+from . import find_toolchain, run_tool
 from .rpc import ServerInfo, parse_endpoints, probe_all
 
 FIT_TIMEOUT_S = 600
@@ -80,8 +81,6 @@ def fit_params(model: str | Path, ctx: int, rpc: str | list[str] | None = None, 
     places them by default.  ``extra_args`` go to the tool as they are (e.g.
     ``["-ngl", "20", "-ts", "1,2"]``).
     """
-    from . import find_toolchain, run_tool
-
     path = Path(model).expanduser()
     if not path.is_file():
         raise UsageError(f"{path} does not exist.", hint="Pass a .gguf file.")

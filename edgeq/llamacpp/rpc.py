@@ -1,22 +1,18 @@
-"""llama.cpp's RPC backend seen from outside: endpoints, a handshake probe, layer placement, the worker.
+"""llama.cpp's RPC backend seen from outside: endpoints, a handshake probe, layer placement.
 
 The engine side (registering servers with ggml before a model loads) lives in
-``backends/llamacpp.py``; this module needs only sockets and the toolchain, so
-``edgeq rpc-server`` and the checks before a run never import llama_cpp.
+``backends/llamacpp_rpc.py`` and the server in ``rpc_server``; this module needs
+only sockets, so the checks before a run never import llama_cpp.
 """
 from __future__ import annotations
 
-import errno
-import ipaddress
 import re
-import signal
 import socket
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .. import system
-from ..errors import EdgeqError, RpcError, UsageError
+from ..errors import RpcError, UsageError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 50052
@@ -238,79 +234,3 @@ def layer_ranges(layers: list[int], n_layer: int) -> str:
             start = None
     text = ", ".join(parts) or "none"
     return text + (" + output" if n_layer in layers else "")
-
-
-def is_loopback(host: str) -> bool:
-    """True when ``host`` names only this machine (127.0.0.0/8, ::1, localhost)."""
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        pass
-    try:
-        addrs = {a[4][0] for a in socket.getaddrinfo(host, None)}
-    except socket.gaierror:
-        return False
-    return bool(addrs) and all(ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addrs)
-
-
-def check_bind(host: str, allow_remote: bool) -> None:
-    """Refuse a non-loopback address unless the caller said it knows the protocol has no authentication."""
-    if not is_loopback(host) and not allow_remote:
-        raise UsageError(f"refusing to listen on {host}: {NO_AUTH_WARNING}",
-                         hint="Add --allow-remote to do it anyway (trusted networks only).")
-
-
-def server_argv(host: str, port: int, threads: int, cache: bool) -> list[str]:
-    from . import find_toolchain
-
-    exe = find_toolchain().tool("ggml-rpc-server")
-    return [str(exe), "-H", host, "-p", str(port), "-t", str(threads)] + (["-c"] if cache else [])
-
-
-def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, threads: int | None = None, cache: bool = False,
-          cache_dir: str | None = None, allow_remote: bool = False,
-          on_line: Callable[[str], None] | None = None) -> int:
-    """Run ``ggml-rpc-server`` in the foreground until SIGINT/SIGTERM; return the signal that stopped it.
-
-    Anything but loopback needs ``allow_remote``: the protocol has no authentication.
-    """
-    from . import run_tool
-
-    check_bind(host, allow_remote)
-    if not 0 < port < 65536:
-        raise UsageError(f"--port {port} is not a TCP port.")
-    check_port(host, port)
-    argv = server_argv(host, port, threads or system.default_threads(), cache)
-    stopped: list[int] = []
-
-    def stop(signum: int, frame: object) -> None:
-        stopped.append(signum)
-        raise KeyboardInterrupt
-
-    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        tail = run_tool(argv, name="ggml-rpc-server", on_line=on_line,
-                        env={"LLAMA_CACHE": cache_dir} if cache_dir else None)
-    except KeyboardInterrupt:  # run_tool has already stopped the server
-        return stopped[0] if stopped else signal.SIGINT
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    # It only ends on our signal; it exits 0 even when it could not listen.
-    why = next((ln for ln in tail if "fail" in ln.lower() or "error" in ln.lower()), tail[-1] if tail else "no output")
-    raise EdgeqError(f"ggml-rpc-server stopped by itself: {why.strip()}")
-
-
-def check_port(host: str, port: int) -> None:
-    """Fail before starting the server if the address is not ours or the port is taken."""
-    try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ggml-rpc-server does
-            s.bind((host.strip("[]"), port))
-    except socket.gaierror as e:
-        raise UsageError(f"cannot listen on {host}: {e.strerror}.", hint="Pass an address of this machine.") from e
-    except OSError as e:
-        hint = "Pick another --port, or stop the other server." if e.errno == errno.EADDRINUSE else \
-            "Pass an address of this machine (see `ip addr`)."
-        raise UsageError(f"cannot listen on {host}:{port}: {(e.strerror or str(e)).lower()}.", hint=hint) from e

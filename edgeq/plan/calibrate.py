@@ -19,7 +19,7 @@ from ..files import read_results
 from . import memory
 from .size import tensor_bytes
 from .source import from_gguf
-from .speed import FAMILIES, family_bytes, matmul_flops_per_token, matmul_weights
+from .speed import FAMILIES, family, family_bytes, matmul_flops_per_token, matmul_weights
 
 
 @dataclass
@@ -69,8 +69,6 @@ def _run_terms(run: dict[str, Any], repack_types: list[str]) -> tuple[dict[str, 
 
 
 def _family_from_name(name: str) -> str:
-    from .speed import family
-
     for ty in ("BF16", "F16", "F32", "Q8_0", "Q4_0"):
         if ty.lower() in name.lower():
             return family(ty)

@@ -8,6 +8,8 @@ from functools import lru_cache
 from importlib import resources
 
 from ..errors import UsageError
+from ..llamacpp import measure_bandwidth
+from ..system import cpu_features, has_metal, system_info
 
 DEVICES_FILE = "devices.json"
 GIB = 1024**3
@@ -71,8 +73,6 @@ def _flops_per_cycle(features: list[str]) -> int:
 
 def local_repack_types() -> list[str]:
     """The types ggml's CPU backend repacks on this CPU (none when llama.cpp runs on Metal)."""
-    from ..system import cpu_features, has_metal
-
     feats = cpu_features()
     if has_metal():
         return []
@@ -83,8 +83,6 @@ def this_machine(*, bandwidth_gbps: float | None = None) -> Device:
     """RAM available now (psutil), bandwidth from edgeq-bandwidth (the stream test bench uses), cores."""
     import psutil
 
-    from ..llamacpp import measure_bandwidth
-    from ..system import cpu_features, has_metal, system_info
 
     info = system_info()
     src = "measured by edgeq-bandwidth (read test)"

@@ -6,9 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .. import config as edgeq_config
+from .. import manifest
 from ..errors import SourceError
+from ..files import safe_name
 from ..sources import Source
 from ..sources.checkpoint import read_safetensors_header
+from ..sources.hub import hub_errors
 from .spec import FIXED_METADATA_BYTES, METADATA_BYTES_PER_TOKEN, ModelSpec, TensorSpec
 
 # HF architectures → llama.cpp's name for them (the converters' MODEL_ARCH), for the families planned.
@@ -134,8 +138,6 @@ def from_hub(src: Source, *, token: str | None = None, endpoint: str | None = No
     """config.json and tokenizer files by download, tensor shapes by range requests on the safetensors headers."""
     from huggingface_hub import HfApi, snapshot_download
 
-    from .. import config as edgeq_config
-    from ..sources.hub import hub_errors
 
     repo_id, commit = str(src.repo_id), str(src.revision)
     token = token or edgeq_config.hf_token()
@@ -157,9 +159,6 @@ def from_hub(src: Source, *, token: str | None = None, endpoint: str | None = No
 
 def converted_files(repo_id: str, commit: str) -> dict[str, str]:
     """GGUFs that ``edgeq convert REPO_ID`` already made from this commit (its folder and manifest)."""
-    from .. import config as edgeq_config
-    from .. import manifest
-    from ..files import safe_name
 
     folder = edgeq_config.models_dir() / safe_name(repo_id)
     mf = manifest.load(folder) if (folder / edgeq_config.MANIFEST_NAME).is_file() else None

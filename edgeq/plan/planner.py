@@ -7,7 +7,7 @@ from pathlib import Path
 from ..errors import UsageError
 from ..quants import parse_quants
 from . import devices, families, fitcheck, memory, quality, source, speed
-from .calibrate import Calibration, from_bench
+from .calibrate import MIN_SIZE_SPREAD, Calibration, from_bench
 from .devices import Device
 from .recommend import Candidate, Recommendation, recommend
 from .size import predict_size, tensor_bytes, tensor_types
@@ -193,8 +193,6 @@ def _notes(spec: source.ModelSpec, ctx: int, rows: list[QuantPlan], calib: Calib
 
 def _size_warning(spec: source.ModelSpec, calib: Calibration) -> str:
     """A warning when tg is extrapolated across model sizes without a fitted per-token overhead."""
-    from .calibrate import MIN_SIZE_SPREAD
-
     w, seen = speed.matmul_weights(spec), calib.tg_model_weights
     if calib.tg_overhead_ms or not seen or min(seen) / MIN_SIZE_SPREAD <= w <= max(seen) * MIN_SIZE_SPREAD:
         return ""

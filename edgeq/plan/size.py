@@ -200,7 +200,7 @@ class SizePrediction:
     file_size_bytes: int
     tensor_bytes: int
     parameters: int
-    bits_per_weight: float  # tensor bytes × 8 ÷ parameters, as gguf_info reports it
+    bits_per_weight: float  # tensor bytes × 8 ÷ parameters, as sources.gguf reports it
     type_shares: dict[str, float] = field(default_factory=dict)  # ggml type -> share of parameters
     fallback_share: float = 0.0  # of parameters in a legacy type where a K-type was wanted
     output_type: str | None = None

@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..quants import QUANT_TYPES
 from ..sources import resolve
+from ..sources.gguf import read_header
 from .hf import from_hf_folder, from_hub
 from .spec import ModelSpec, TensorSpec
 
 
 def from_gguf(path: Path, source: str | None = None) -> ModelSpec:
-    from ..sources.gguf import read_header
-
     h = read_header(path)
     m = h.metadata
     arch = str(m.get("general.architecture", "unknown"))
@@ -57,8 +57,6 @@ def _file_type(meta: dict[str, Any]) -> str:
 
 def from_gguf_folder(folder: Path, source: str) -> ModelSpec:
     """One file's header describes them all; files named ``<stem>-<QUANT>.gguf`` give measured sizes."""
-    from ..quants import QUANT_TYPES
-
     files = sorted(folder.glob("*.gguf"))
     named = {f.stem.rsplit("-", 1)[-1].upper(): f for f in files}
     named = {q: f for q, f in named.items() if q in QUANT_TYPES}

@@ -1,6 +1,6 @@
 """Evaluation data: the user's own text, multiple-choice JSONL, and the default choice set.
 
-The default texts themselves (Shakespeare, offline) come from ``edgeq.texts``.
+The default texts themselves (Shakespeare, offline) come from ``edgeq.sources.texts``.
 """
 from __future__ import annotations
 

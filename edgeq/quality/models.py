@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from .. import manifest
+from ..backends import Scorer
+from ..backends.isolated import ChildScorer
+from ..convert.models import plan_models
 from ..errors import UsageError
+from ..sources.gguf import read
 from .results import ModelRef
 
 
 def gguf_ref(path: Path) -> ModelRef:
     """Name and variant of a GGUF: the manifest's label (e.g. Q4_K_M-imat) where edgeq made it."""
-    from .. import manifest
-    from ..sources.gguf import read
 
     info = read(path)
     mf = manifest.load(path.parent)
@@ -33,8 +35,6 @@ def resolve(models: list[str], quants: list[str] | None, progress: bool, *, revi
 
     No argument means the embedded model.
     """
-    from ..convert.models import plan_models
-
     ggufs, checkpoints = plan_models(models, quants, progress, revision=revision, token=token)
     refs = [hf_ref(name, path) for name, path in checkpoints] + [gguf_ref(path) for _, path, _ in ggufs]
     seen: dict[tuple[str, str], ModelRef] = {}
@@ -65,12 +65,10 @@ def pick_reference(arg: str | None, refs: list[ModelRef], progress: bool) -> Mod
     return found[0]
 
 
-def open_scorer(ref: ModelRef, *, n_ctx: int, threads: int) -> Any:
+def open_scorer(ref: ModelRef, *, n_ctx: int, threads: int) -> Scorer:
     """A scorer with ``tokenize``, ``logits``, ``n_vocab``, ``adds_bos``, ``bos_id`` and ``close``.
 
     It runs in a child process (``backends.isolated``), so a crash in llama.cpp
     or torch is one error line naming the file, and edgeq carries on to report it.
     """
-    from ..backends.isolated import ChildScorer
-
     return ChildScorer(ref.backend, ref.path, n_ctx=n_ctx, threads=threads)

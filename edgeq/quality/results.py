@@ -4,6 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._version import __version__
+from ..files import write_json_atomic
+from ..llamacpp import find_toolchain, llama_cpp_version
+
 SCHEMA = "edgeq-eval/1"
 
 
@@ -77,8 +81,6 @@ def stamp(res: EvalResults, threads: int) -> EvalResults:
     """Record when, with what and on how many threads the results were measured."""
     import time
 
-    from .._version import __version__
-    from ..llamacpp import find_toolchain, llama_cpp_version
 
     res.created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     res.edgeq_version, res.threads = __version__, threads
@@ -90,7 +92,5 @@ def save(res: EvalResults, path: str) -> None:
     """Write the results JSON whole (temporary name, then rename)."""
     from dataclasses import asdict
     from pathlib import Path
-
-    from ..files import write_json_atomic
 
     write_json_atomic(Path(path), asdict(res))

@@ -19,7 +19,8 @@ from typing import Literal
 
 from ..errors import GGUFError, SourceError, UsageError
 from ..files import safe_name
-from .hub import is_repo_id
+from .embedded import ensure_embedded_model
+from .hub import commit_of, download, is_repo_id
 
 Kind = Literal["embedded", "local", "hub", "gguf", "gguf-folder"]
 # The kinds that hold an HF checkpoint (config.json and weights) rather than GGUF files.
@@ -69,8 +70,6 @@ def resolve(arg: str | Path | None, *, revision: str | None = None, token: str |
     commit is asked for (``plan`` reads headers by range requests instead).
     """
     if arg is None:
-        from .embedded import ensure_embedded_model
-
         path = ensure_embedded_model()
         return Source("embedded", safe_name(path.name), path, folder_fingerprint(path))
     text = str(arg)
@@ -97,8 +96,6 @@ def resolve(arg: str | Path | None, *, revision: str | None = None, token: str |
 
 def _hub(repo_id: str, *, revision: str | None, token: str | None, endpoint: str | None, fetch: bool,
          progress: bool) -> Source:
-    from .hub import commit_of, download
-
     if fetch:
         dl = download(repo_id, revision=revision, token=token, endpoint=endpoint, progress=progress)
         sha, path = dl.revision, Path(dl.path)

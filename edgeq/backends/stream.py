@@ -1,0 +1,63 @@
+"""``edgeq run``'s engine: load a GGUF (its layers over RPC servers if asked) and stream the continuation."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from ..llamacpp.rpc import layer_split, parse_placement
+from ..sources.gguf import read as read_gguf
+from .llamacpp import LOAD_LOG, lib
+from .llamacpp_rpc import add_rpc_servers, rpc_tensor_split
+
+
+def stream_generate(model_path: str | Path, prompt: str, *, n_predict: int, temp: float, seed: int, n_ctx: int,
+                    threads: int, chat: bool, rpc: list[str], no_local: bool, tensor_split: list[float] | None,
+                    on_event: Any) -> dict[str, Any]:
+    """Load a GGUF (layers over RPC servers if given), stream the continuation to ``on_event``, return figures.
+
+    Events: ``{"event": "loaded", ...}``, then ``{"event": "text", "text": ...}`` per piece.
+    """
+    info = read_gguf(model_path)
+    n_layer = int(info.block_count or 0)
+    ll = lib()
+    devices = add_rpc_servers(rpc) if rpc else {}
+    ngl, split = 0, None
+    if rpc:
+        ngl, weights = layer_split(n_layer, len(rpc), tensor_split, local=not no_local)
+        split = rpc_tensor_split(devices, rpc, weights)
+    from llama_cpp import Llama
+
+    LOAD_LOG.clear()
+    t0 = time.perf_counter()
+    llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, seed=seed,
+                n_gpu_layers=ngl, tensor_split=split, verbose=False)
+    load_s = time.perf_counter() - t0
+    try:
+        placement = parse_placement(LOAD_LOG, devices)
+        on_event({"event": "loaded", "load_s": load_s})
+        ll.llama_perf_context_reset(llm.ctx)
+        chunks: Any  # llama-cpp-python's chat and text streams are differently typed dicts of the same shape here
+        if chat:
+            chunks = llm.create_chat_completion(messages=[{"role": "user", "content": prompt}], max_tokens=n_predict,
+                                                temperature=temp, seed=seed, stream=True)
+        else:
+            chunks = llm.create_completion(prompt, max_tokens=n_predict, temperature=temp, seed=seed, stream=True)
+        pieces: list[str] = []
+        finish = None
+        for ch in chunks:
+            c = ch["choices"][0]
+            text = c["delta"].get("content") if chat else c["text"]
+            finish = c.get("finish_reason") or finish
+            if text:
+                pieces.append(text)
+                on_event({"event": "text", "text": text})
+        perf = ll.llama_perf_context(llm.ctx)
+    finally:
+        llm.close()
+    # The last sampled token is never decoded: n_eval is one short when generation stopped on -n.
+    n_gen = int(perf.n_eval) + (1 if finish == "length" else 0)
+    return {"text": "".join(pieces), "finish_reason": finish, "prompt_tokens": int(perf.n_p_eval),
+            "generated_tokens": n_gen, "prompt_s": perf.t_p_eval_ms / 1000, "gen_s": perf.t_eval_ms / 1000,
+            "decoded_tokens": int(perf.n_eval), "load_s": load_s, "n_layer": n_layer,
+            "offloaded_layers": ngl if ngl >= 0 else n_layer + 1, "placement": [vars(p) for p in placement]}
