@@ -21,6 +21,7 @@ DEFAULT_OUTTYPE = "f16"
 DEFAULT_QUANTS = ("Q8_0",)
 DEFAULT_IMATRIX_CHUNKS = 64  # × 512 tokens of calibration text: llama.cpp's usual order of magnitude
 DEFAULT_EVAL_CTX = 512  # llama-perplexity's default window
+DEFAULT_EVAL_QUANTS = ("F16", "Q8_0", "Q4_K_M")  # what `edgeq eval` converts an HF source to
 MANIFEST_NAME = "edgeq-manifest.json"
 INCOMPLETE_SUFFIX = ".incomplete"
 

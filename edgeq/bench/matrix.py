@@ -25,6 +25,9 @@ from .verdict import roofline, verdicts
 
 GGUF_BACKEND = "llama.cpp"
 HF_VARIANTS = ("fp32", "bf16", "bnb-int8", "bnb-nf4")
+# What `edgeq bench` measures when not told otherwise (the CLI shows these).
+DEFAULT_QUANTS = ("F32", "F16", "Q8_0", "Q4_K_M")
+DEFAULT_N_PROMPT, DEFAULT_N_GEN, DEFAULT_BATCHES, DEFAULT_REPS = 512, 128, (1, 16), 3
 
 
 def resolve_device(device: str) -> str:
@@ -97,8 +100,8 @@ def environment(threads: int) -> dict[str, object]:
 
 
 def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: list[str] | None = None,
-          device: str = "auto", threads: int | None = None, n_prompt: int = 512, n_gen: int = 128,
-          batches: list[int] | tuple[int, ...] = (1, 16), reps: int = 3, prompt_file: str | None = None,
+          device: str = "auto", threads: int | None = None, n_prompt: int = DEFAULT_N_PROMPT,
+          n_gen: int = DEFAULT_N_GEN, batches: list[int] | tuple[int, ...] = DEFAULT_BATCHES, reps: int = DEFAULT_REPS, prompt_file: str | None = None,
           check_llama_bench: bool = False, output: str | Path | None = None, progress: bool = True,
           rpc: str | list[str] | None = None, no_local: bool = False,
           tensor_split: list[float] | None = None, revision: str | None = None,

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from ..bench import bench as run_bench
 from ..bench import failure
-from ..bench.results import CSV_FIELDS, csv_rows
+from ..bench.matrix import DEFAULT_BATCHES, DEFAULT_N_GEN, DEFAULT_N_PROMPT, DEFAULT_QUANTS, DEFAULT_REPS, HF_VARIANTS
+from ..bench.results import CSV_FIELDS, BenchResults, RunResult, Stat, csv_rows
 from ..files import atomic_output
 from ..llamacpp.rpc import layer_ranges
 from ..output import human_bytes, note, print_json, print_table
@@ -24,24 +24,19 @@ from .options import (
     token_option,
 )
 
-if TYPE_CHECKING:  # the types only: importing bench would slow `edgeq --help`
-    from ..bench.results import BenchResults, RunResult, Stat
-
-DEFAULT_BENCH_QUANTS = "F32,F16,Q8_0,Q4_K_M"
-
 
 @click.command()
 @click.argument("models", nargs=-1)
-@click.option("--quants", default=DEFAULT_BENCH_QUANTS, show_default=True, callback=strings,
+@click.option("--quants", default=",".join(DEFAULT_QUANTS), show_default=True, callback=strings,
               help="Types to convert an HF source to (and bench); '' to bench the checkpoint only.")
-@click.option("--hf", "hf_variants", default="fp32,bf16,bnb-int8,bnb-nf4", show_default=True, callback=strings,
+@click.option("--hf", "hf_variants", default=",".join(HF_VARIANTS), show_default=True, callback=strings,
               help="transformers variants for an HF source; '' for none.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, metal (Apple) or cuda.")
 @click.option("-t", "--threads", type=click.IntRange(1, 1024), help="Threads (default: physical cores).")
-@click.option("-p", "n_prompt", type=click.IntRange(1), default=512, show_default=True, help="Prompt tokens.")
-@click.option("-n", "n_gen", type=click.IntRange(1), default=128, show_default=True, help="Generated tokens.")
-@click.option("--batch", default="1,16", show_default=True, callback=integers, help="Independent sequences per run, comma-separated.")
-@click.option("-r", "reps", type=click.IntRange(1), default=3, show_default=True, help="Timed repetitions after a warm-up.")
+@click.option("-p", "n_prompt", type=click.IntRange(1), default=DEFAULT_N_PROMPT, show_default=True, help="Prompt tokens.")
+@click.option("-n", "n_gen", type=click.IntRange(1), default=DEFAULT_N_GEN, show_default=True, help="Generated tokens.")
+@click.option("--batch", default=",".join(map(str, DEFAULT_BATCHES)), show_default=True, callback=integers, help="Independent sequences per run, comma-separated.")
+@click.option("-r", "reps", type=click.IntRange(1), default=DEFAULT_REPS, show_default=True, help="Timed repetitions after a warm-up.")
 @click.option("--prompt-file", type=click.Path(), help="Your own prompt text (default: English and Hindi).")
 @click.option("--check-llama-bench", is_flag=True, help="Cross-check with llama-bench on the same files (±10%).")
 @click.option("-o", "--output", default="edgeq-bench.json", show_default=True, type=click.Path(dir_okay=False),

@@ -27,13 +27,10 @@ from .options import (
 if TYPE_CHECKING:
     from ..quality.results import EvalResults, ModelRef
 
-DEFAULT_EVAL_QUANTS = "F16,Q8_0,Q4_K_M"
-
-
 def _common(f: Callable[..., Any]) -> Callable[..., Any]:
     opts: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.argument("models", nargs=-1),
-        click.option("--quants", default=DEFAULT_EVAL_QUANTS, show_default=True, callback=strings,
+        click.option("--quants", default=",".join(config.DEFAULT_EVAL_QUANTS), show_default=True, callback=strings,
                      help="Types to convert an HF source to (and evaluate); '' for the checkpoint only."),
         click.option("--reference", metavar="MODEL",
                      help="Full-precision model to compare with (default: the HF checkpoint, else the widest float GGUF)."),

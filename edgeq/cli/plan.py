@@ -1,7 +1,7 @@
 """`edgeq plan`: which quant fits this machine (or a named device), its RAM, speed and quality."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
@@ -10,11 +10,8 @@ from ..errors import UsageError
 from ..output import human_bytes, note, print_json, print_table
 from ..plan import devices
 from ..plan.devices import parse_size
-from ..plan.planner import DEFAULT_QUANTS
+from ..plan.planner import DEFAULT_QUANTS, PlanResult
 from .options import json_option, revision_option, strings, token_option
-
-if TYPE_CHECKING:
-    from ..plan.planner import PlanResult
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
