@@ -75,8 +75,9 @@ def save(outdir: Path, manifest: Manifest) -> Path:
     return path
 
 
-def record(path: Path, qtype: str, bits_per_weight: float, recipe: str) -> FileRecord:
-    return FileRecord(type=qtype, sha256=sha256_file(path), size_bytes=path.stat().st_size,
+def record(path: Path, qtype: str, bits_per_weight: float, recipe: str, *, sha256: str | None = None) -> FileRecord:
+    """The manifest entry of a finished file (``sha256``: its digest when already computed)."""
+    return FileRecord(type=qtype, sha256=sha256 or sha256_file(path), size_bytes=path.stat().st_size,
                       bits_per_weight=bits_per_weight, recipe=recipe,
                       created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 

@@ -66,6 +66,16 @@ def make_tiny_checkpoint(dest: Path, tokenizer_from: Path, *, arch: str = "llama
 
 
 @pytest.fixture(scope="session")
+def embedded_outputs(tmp_path_factory: pytest.TempPathFactory, embedded_checkpoint: Path) -> list[Path]:
+    """The embedded model as F16, Q8_0 and Q4_K_M GGUFs (in the folder other tests reuse)."""
+    from edgeq.convert import convert
+
+    out = tmp_path_factory.getbasetemp() / "embedded-out"
+    res = convert(str(embedded_checkpoint), quants=["Q8_0", "Q4_K_M"], outdir=out, progress=False)
+    return [Path(o.path) for o in res.outputs]
+
+
+@pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory, embedded_checkpoint: Path) -> Path:
     return make_tiny_checkpoint(tmp_path_factory.mktemp("ck") / "tiny-llama", embedded_checkpoint)
 

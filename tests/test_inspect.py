@@ -60,3 +60,59 @@ def test_missing_file(tmp_path, capsys):
         main(["inspect", str(tmp_path / "nope.gguf"), "--json"])
     assert e.value.code == 1
     assert json.loads(capsys.readouterr().out)["error"] == "gguf"
+
+
+def reference_read(path: Path) -> dict:
+    """What `inspect` showed when it used gguf-py's GGUFReader: the fast reader must agree with it exactly."""
+    from collections import Counter
+
+    from gguf import GGUFReader
+
+    from edgeq.sources.gguf import file_type_name
+
+    reader = GGUFReader(path, "r")
+
+    def value(f):
+        v = f.contents()
+        return f"[{len(v)} items]" if isinstance(v, list) and len(v) > 16 else v
+
+    skip = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.scores",
+            "tokenizer.chat_template", "GGUF.")
+    meta = {k: value(f) for k, f in reader.fields.items() if not k.startswith(skip)}
+    types: dict[str, list[int]] = {}
+    counts: Counter[str] = Counter()
+    for t in reader.tensors:
+        agg = types.setdefault(t.tensor_type.name, [0, 0])
+        agg[0] += int(t.n_elements)
+        agg[1] += int(t.n_bytes)
+        counts[t.tensor_type.name] += 1
+    n_params, n_bytes = sum(v[0] for v in types.values()), sum(v[1] for v in types.values())
+    arch = meta.get("general.architecture")
+    return {"path": str(path), "file_size_bytes": path.stat().st_size, "architecture": arch,
+            "name": meta.get("general.name"), "parameters": n_params,
+            "bits_per_weight": round(8 * n_bytes / n_params, 3), "file_type": file_type_name(meta.get("general.file_type")),
+            "context_length": meta.get(f"{arch}.context_length"), "embedding_length": meta.get(f"{arch}.embedding_length"),
+            "block_count": meta.get(f"{arch}.block_count"), "tokenizer_model": meta.get("tokenizer.ggml.model"),
+            "add_bos_token": meta.get("tokenizer.ggml.add_bos_token"), "tensor_count": len(reader.tensors),
+            "tensor_types": {k: {"tensors": counts[k], "parameters": v[0], "bytes": v[1]}
+                             for k, v in sorted(types.items(), key=lambda kv: -kv[1][0])},
+            "metadata": meta}
+
+
+def test_fast_reader_agrees_with_gguf_readers_summary(tmp_path):
+    from dataclasses import asdict
+
+    tokens = [f"tok{i}" for i in range(3000)]  # long arrays are skipped by the fast reader, not read
+    files = [write_gguf(tmp_path / "a.gguf"),
+             write_small_gguf(tmp_path / "b.gguf", name="vocab", add_bos=True, tokens=tokens, file_type=7)]
+    for f in files:
+        assert asdict(read(f)) == reference_read(f)
+        assert list(read(f).metadata) == list(reference_read(f)["metadata"])  # same keys, same order
+
+
+@pytest.mark.slow
+def test_fast_reader_agrees_on_every_converted_type(embedded_outputs):
+    from dataclasses import asdict
+
+    for f in embedded_outputs:
+        assert asdict(read(f)) == reference_read(f), f.name

@@ -85,12 +85,13 @@ def download(repo_id: str, revision: str | None, token: str | None, local_dir: s
 @click.option("--imatrix-chunks", type=click.IntRange(1), default=config.DEFAULT_IMATRIX_CHUNKS, show_default=True,
               help="512-token chunks of calibration text to use.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@click.option("-v", "--verbose", is_flag=True, help="Say where the seconds went for each output (tool, header, sha256).")
 @json_option
 def convert(source: str | None, q8: bool, q4: bool, quant: tuple[str, ...], outtype: str, outdir: str | None,
             name: str | None, force: bool, keep_f16: bool, threads: int | None, revision: str | None,
             token: str | None, allow_pickle: bool, keep_layers: tuple[str, ...], keep_output: bool,
             output_type: str | None, embeddings_type: str | None, imatrix: bool, calibration: str | None,
-            imatrix_chunks: int, quiet: bool, as_json: bool) -> None:
+            imatrix_chunks: int, quiet: bool, verbose: bool, as_json: bool) -> None:
     """Convert SOURCE (repo id or HF folder; default: the embedded SmolLM2-135M) to GGUF and quantize it."""
 
     if keep_output and output_type:
@@ -120,6 +121,10 @@ def convert(source: str | None, q8: bool, q4: bool, quant: tuple[str, ...], outt
         note(f"converter peak RSS: {human_bytes(res.convert_peak_rss_bytes)} (lazy: one tensor at a time)")
     for n in res.notes:
         note("note: " + n)
+    if verbose:
+        for o in res.outputs:
+            if o.stages:
+                note(f"{o.variant}: " + ", ".join(f"{k} {v:.2f} s" for k, v in o.stages.items()))
 
 
 @click.command()

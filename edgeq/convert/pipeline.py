@@ -32,6 +32,7 @@ from ..quants import (
 from ..sources import Source, checkpoint, resolve
 from ..sources import gguf as gguf_info
 from . import steps
+from .recorder import Recorder
 
 # Runs the vendored converter with transformers' remote-code loaders disabled.  The converter
 # itself passes trust_remote_code=True for some tokenizers; checkpoint.check already refuses
@@ -60,6 +61,8 @@ class OutputFile:
     reused: bool
     tensor_types: dict[str, float] = field(default_factory=dict)  # type -> share of parameters
     fallback: dict[str, float] = field(default_factory=dict)  # legacy types used where K-blocks don't fit
+    # Where the seconds went: the tool, reading the header back, and the sha256 (in the background, overlapped).
+    stages: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,25 +132,37 @@ def convert(source: str | Path | Source | None = None, *, quants: list[str] | tu
 
     result = ConvertResult(src_info, str(out), str(manifest.manifest_path(out)), mf.llama_cpp)
     base_path = out / steps.output_name(stem, base.name)
-    for q, label, path, recipe, current in plan:
-        if current:
-            result.outputs.append(_describe(path, q, label, 0.0, gguf_info.read(path), reused=True))
-            continue
-        t0 = time.perf_counter()
-        if q.float_type:
-            result.convert_peak_rss_bytes = _convert_float(tc, ck, path, q, progress)
-        else:
-            imatrix = None
-            if overrides.imatrix and calib and imatrix_recipe:
-                imatrix = steps.ensure_imatrix(tc, base_path, calib, out, stem, imatrix_recipe, imatrix_chunks,
-                                          threads, progress)
-            with Progress(f"{label:>7}", None, progress) as bar:
-                quantize(tc, base_path, path, q, threads=threads, extra_args=overrides.args(imatrix),
-                         on_step=bar.update_to)
-        info = gguf_info.read(path)
-        mf.files[path.name] = manifest.record(path, label, info.bits_per_weight, recipe)
-        manifest.save(out, mf)  # after each file, so finished work survives a later failure
-        result.outputs.append(_describe(path, q, label, time.perf_counter() - t0, info, reused=False))
+    with Recorder(out, mf) as rec:
+        for q, label, path, recipe, current in plan:
+            if current:
+                result.outputs.append(_describe(path, q, label, 0.0, gguf_info.read(path), reused=True))
+                continue
+            t0 = time.perf_counter()
+            stages: dict[str, float] = {}
+            if q.float_type:
+                result.convert_peak_rss_bytes = _convert_float(tc, ck, path, q, progress)
+                stages["convert_hf_to_gguf"] = time.perf_counter() - t0
+            else:
+                imatrix = None
+                if overrides.imatrix and calib and imatrix_recipe:
+                    imatrix = steps.ensure_imatrix(tc, base_path, calib, out, stem, imatrix_recipe, imatrix_chunks,
+                                                   threads, progress)
+                    stages["llama-imatrix"] = time.perf_counter() - t0
+                t1 = time.perf_counter()
+                with Progress(f"{label:>7}", None, progress) as bar:
+                    quantize(tc, base_path, path, q, threads=threads, extra_args=overrides.args(imatrix),
+                             on_step=bar.update_to)
+                stages["llama-quantize"] = time.perf_counter() - t1
+            t2 = time.perf_counter()
+            info = gguf_info.read(path)
+            stages["read_header"] = time.perf_counter() - t2
+            rec.add(path, label, info.bits_per_weight, recipe)  # hashed while the next file is made
+            o = _describe(path, q, label, time.perf_counter() - t0, info, reused=False)
+            o.stages = {k: round(v, 3) for k, v in stages.items()}
+            result.outputs.append(o)
+    for o in result.outputs:  # the hashes ran in the background; say what each took
+        if Path(o.path).name in rec.seconds:
+            o.stages["sha256_background"] = rec.seconds[Path(o.path).name]
 
     if not keep_f16 and base.name not in [q.name for q in targets]:
         (out / steps.output_name(stem, base.name)).unlink(missing_ok=True)

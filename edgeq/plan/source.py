@@ -7,11 +7,10 @@ and reads a GGUF's header, a folder of GGUFs, or an HF checkpoint's headers
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from ..quants import QUANT_TYPES
 from ..sources import resolve
-from ..sources.gguf import read_header
+from ..sources.gguf import file_type_name, read_header
 from .hf import from_hf_folder, from_hub
 from .spec import ModelSpec, TensorSpec
 
@@ -27,7 +26,7 @@ def from_gguf(path: Path, source: str | None = None) -> ModelSpec:
 
     n_embd, n_head = key("embedding_length"), key("attention.head_count")
     hd = n_embd // max(1, n_head)
-    n_vocab = key("vocab_size") or int(m.get("tokenizer.ggml.tokens", 0))
+    n_vocab = key("vocab_size") or h.array_lengths.get("tokenizer.ggml.tokens", 0)
     tensors = [TensorSpec(t.name, t.shape, "F32" if len(t.shape) < 2 or t.type == "F32" else "F16")
                for t in h.tensors]
     window = key("attention.sliding_window") or None
@@ -38,21 +37,11 @@ def from_gguf(path: Path, source: str | None = None) -> ModelSpec:
         n_ff=key("feed_forward_length"), n_vocab=n_vocab, ctx_train=key("context_length") or None,
         sliding_window=window, swa_layers=key("block_count") // 2 if window and arch.startswith("gemma2") else 0,
         metadata_bytes=h.data_offset_bytes - _table_bytes(tensors), alignment=h.alignment, tensors=tensors,
-        files={_file_type(m): str(path)}, current_types=[t.type for t in h.tensors])
+        files={file_type_name(m.get("general.file_type")) or "unknown": str(path)}, current_types=[t.type for t in h.tensors])
 
 
 def _table_bytes(tensors: list[TensorSpec]) -> int:
     return sum(8 + len(t.name.encode()) + 4 + 8 * len(t.shape) + 4 + 8 for t in tensors)
-
-
-def _file_type(meta: dict[str, Any]) -> str:
-    from gguf import LlamaFileType
-
-    v = meta.get("general.file_type")
-    try:
-        return LlamaFileType(int(v)).name.removeprefix("MOSTLY_").removeprefix("ALL_")  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return "unknown"
 
 
 def from_gguf_folder(folder: Path, source: str) -> ModelSpec:
