@@ -104,3 +104,32 @@ def test_verify_cli_passes_then_reports_a_changed_file(tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["verify", str(folder)])
     assert e.value.code == 1
+
+
+@pytest.mark.parametrize("exc", [None, KeyboardInterrupt])
+def test_recorder_hashes_in_the_background_and_records_every_finished_file(tmp_path, exc):
+    """What convert does with each output: hashed while the next one is made; on Ctrl-C, still recorded."""
+    import contextlib
+    import hashlib
+
+    from edgeq.convert.recorder import Recorder
+
+    mf = manifest.Manifest(source={"kind": "local"}, llama_cpp="t", options={})
+    files = []
+    for i in range(3):
+        f = tmp_path / f"m-{i}.gguf"
+        f.write_bytes(bytes([i]) * (3 << 20))
+        files.append(f)
+    with pytest.raises(exc) if exc else contextlib.nullcontext():
+        with Recorder(tmp_path, mf) as rec:
+            for f in files:
+                rec.add(f, "Q8_0", 8.5, "r")
+            if exc:
+                raise exc()
+    saved = manifest.load(tmp_path)
+    assert saved is not None and sorted(saved.files) == [f.name for f in files]
+    for f in files:
+        assert saved.files[f.name].sha256 == hashlib.sha256(f.read_bytes()).hexdigest()
+    assert set(rec.seconds) == {f.name for f in files}
+    assert manifest.verify(tmp_path).passed
+

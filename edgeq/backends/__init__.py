@@ -29,8 +29,13 @@ class Scorer(Protocol):
 
     def tokenize(self, text: str, add_bos: bool | None = None) -> list[int]: ...
 
-    def logits(self, tokens: list[int], *, reuse_prefix: bool = False) -> Any:
-        """float32 array (len(tokens), n_vocab)."""
+    def logits(self, tokens: list[int], *, reuse_prefix: bool = False, first: int = 0) -> Any:
+        """float32 array (len(tokens) - first, n_vocab): row i predicts the token after tokens[: first + i + 1].
+
+        ``first`` skips rows nobody scores (perplexity scores the second half of
+        each window, as llama-perplexity does), so they are neither computed by the
+        output layer nor copied.
+        """
         ...
 
     def close(self) -> None: ...

@@ -167,12 +167,14 @@ class LogitScorer:
     def tokenize(self, text: str, add_bos: bool | None = None) -> list[int]:
         return self.runner.tokenize(text, add_bos)
 
-    def logits(self, tokens: list[int], *, reuse_prefix: bool = False) -> Any:
-        """float32 array (len(tokens), n_vocab): row i is the prediction after tokens[: i + 1]."""
+    def logits(self, tokens: list[int], *, reuse_prefix: bool = False, first: int = 0) -> Any:
+        """float32 array (len(tokens) - first, n_vocab): row i is the prediction after tokens[: first + i + 1]."""
         import numpy as np
 
         if len(tokens) > self.n_ctx:
             raise ValueError(f"{len(tokens)} tokens do not fit a context of {self.n_ctx}")
+        if first:
+            return self._logits_from(tokens, first)
         r, ll = self.runner, self.runner.ll
         keep = 0
         if reuse_prefix and self._logits is not None:
@@ -192,6 +194,23 @@ class LogitScorer:
         out = np.concatenate(rows) if len(rows) > 1 else rows[0]
         self._tokens, self._logits = list(tokens), out
         return out
+
+    def _logits_from(self, tokens: list[int], first: int) -> Any:
+        """Logits of positions ``first`` on only: llama.cpp computes output rows only where asked."""
+        import numpy as np
+
+        r, ll = self.runner, self.runner.ll
+        ll.llama_memory_clear(ll.llama_get_memory(r.ctx), True)
+        rows = []
+        for start in range(0, len(tokens), r.n_batch):
+            chunk = tokens[start:start + r.n_batch]
+            r._decode([(t, start + i, 0, start + i >= first) for i, t in enumerate(chunk)])
+            n_out = sum(1 for i in range(len(chunk)) if start + i >= first)
+            if n_out:
+                ptr = ll.llama_get_logits(r.ctx)
+                rows.append(np.ctypeslib.as_array(ptr, shape=(n_out, self.n_vocab)).copy())
+        self._tokens, self._logits = [], None  # nothing to reuse: the prefix rows were never made
+        return np.concatenate(rows) if len(rows) > 1 else rows[0]
 
     def close(self) -> None:
         self.runner.close()

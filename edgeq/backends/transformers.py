@@ -114,10 +114,13 @@ class HFScorer:
         ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
         return ([self.bos_id] if (self.adds_bos if add_bos is None else add_bos) else []) + ids
 
-    def logits(self, tokens: list[int], *, reuse_prefix: bool = False) -> Any:
+    def logits(self, tokens: list[int], *, reuse_prefix: bool = False, first: int = 0) -> Any:
         torch = self.torch
+        if first >= len(tokens):
+            return torch.zeros((0, self.n_vocab)).numpy()
         with torch.inference_mode():
-            out = self.model(input_ids=torch.tensor([tokens]), use_cache=False)
+            # logits_to_keep: the output layer runs on the last len - first positions only.
+            out = self.model(input_ids=torch.tensor([tokens]), use_cache=False, logits_to_keep=len(tokens) - first)
         return out.logits[0].float().numpy()
 
     def close(self) -> None:

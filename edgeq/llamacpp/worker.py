@@ -18,12 +18,13 @@ class Worker:
     bench's worker, run's engine, eval's scorer and doctor's probe all start this way.
     """
 
-    def __init__(self, module: str, *, env: dict[str, str] | None = None, args: Sequence[str] = ()) -> None:
+    def __init__(self, module: str, *, env: dict[str, str] | None = None, args: Sequence[str] = (),
+                 pass_fds: Sequence[int] = ()) -> None:
         self.module = module
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([sys.executable, "-m", module, *args], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.stderr, env=env, start_new_session=True,
-                                     preexec_fn=die_with_parent if _PRCTL else None)
+                                     preexec_fn=die_with_parent if _PRCTL else None, pass_fds=tuple(pass_fds))
 
     def tail(self, n: int = 20) -> list[str]:
         """The last ``n`` non-empty lines the worker wrote to stderr."""

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 
+from ..backends import Scorer
 from ..errors import UsageError
 from ..output import Progress
 from .data import ChoiceItem
@@ -21,7 +22,7 @@ from .results import EvalResults, ModelRef, Row, stamp
 Encoded = tuple[list[int], list[list[int]], int]  # context tokens, ending tokens, label
 
 
-def encode(scorer: object, items: list[ChoiceItem]) -> list[Encoded]:
+def encode(scorer: Scorer, items: list[ChoiceItem]) -> list[Encoded]:
     """Token ids of each context and ending, split as lm-evaluation-harness splits them.
 
     The pair is tokenized whole and the context's tokens cut off, so a word is
@@ -29,22 +30,22 @@ def encode(scorer: object, items: list[ChoiceItem]) -> list[Encoded]:
     """
     out = []
     for n, it in enumerate(items, 1):
-        ctx = scorer.tokenize(it.context)  # type: ignore[attr-defined]
+        ctx = scorer.tokenize(it.context)
         if not ctx:
             raise UsageError(f"item {n}: the context is empty and the model adds no BOS token.",
                              hint="Give every item a non-empty context.")
         ends = []
         for e in it.endings:
-            whole = scorer.tokenize(it.context + e)  # type: ignore[attr-defined]
-            cont = whole[len(ctx):] if whole[:len(ctx)] == ctx else scorer.tokenize(e, add_bos=False)  # type: ignore[attr-defined]
-            ends.append(cont or scorer.tokenize(e, add_bos=False))  # type: ignore[attr-defined]
+            whole = scorer.tokenize(it.context + e)
+            cont = whole[len(ctx):] if whole[:len(ctx)] == ctx else scorer.tokenize(e, add_bos=False)
+            ends.append(cont or scorer.tokenize(e, add_bos=False))
         out.append((ctx, ends, it.label))
     return out
 
 
-def _loglik(scorer: object, ctx: list[int], cont: list[int]) -> float:
+def _loglik(scorer: Scorer, ctx: list[int], cont: list[int]) -> float:
     toks = ctx + cont
-    logits = scorer.logits(toks, reuse_prefix=True)  # type: ignore[attr-defined]
+    logits = scorer.logits(toks, reuse_prefix=True)
     lp = log_softmax(logits[len(ctx) - 1:len(toks) - 1])
     return float(lp[np.arange(len(cont)), cont].sum())
 

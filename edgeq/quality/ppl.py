@@ -14,23 +14,19 @@ from pathlib import Path
 
 import numpy as np
 
+from ..backends import Scorer
 from ..errors import UsageError
 from ..output import Progress
-from .metrics import Divergence, Perplexity, kld_rows, log_softmax, token_nll
+from .metrics import Divergence, Perplexity, kld_rows, log_softmax, nll_of_logits
 from .models import open_scorer
 from .results import Check, EvalResults, ModelRef, Row, stamp
 
 CONVERSION_TOLERANCE_PCT = 1.0  # F16 GGUF vs HF fp32: beyond this, conversion is suspect
 
 
-def tokenize_text(owner: ModelRef, text: str, threads: int) -> tuple[list[int], bool, int, int]:
+def tokenize_text(scorer: Scorer, text: str) -> tuple[list[int], bool, int, int]:
     """(tokens, add_bos, bos id, vocabulary size) as the owner's tokenizer makes them."""
-    scorer = open_scorer(owner, n_ctx=512, threads=threads)
-    try:
-        tokens = scorer.tokenize(text)
-        return tokens, bool(scorer.adds_bos), int(scorer.bos_id), int(scorer.n_vocab)
-    finally:
-        scorer.close()
+    return scorer.tokenize(text), bool(scorer.adds_bos), int(scorer.bos_id), int(scorer.n_vocab)
 
 
 def windows(tokens: list[int], ctx: int, max_tokens: int | None, add_bos: bool, bos: int) -> list[list[int]]:
@@ -50,18 +46,28 @@ def windows(tokens: list[int], ctx: int, max_tokens: int | None, add_bos: bool, 
     return out
 
 
-def _scored(logits: np.ndarray, window: list[int], n_vocab: int) -> tuple[np.ndarray, np.ndarray]:
+def _scored(logits: np.ndarray, window: list[int], n_vocab: int, *,
+            logprobs: bool) -> tuple[np.ndarray | None, np.ndarray]:
+    """(log-probs of the scored rows when KLD needs them, NLL of each scored token).
+
+    ``logits`` starts at the window's middle (``first``): the first half is context only.
+    """
     first = len(window) // 2
-    lp = log_softmax(logits[first:len(window) - 1, :n_vocab])
-    return lp, token_nll(lp, np.asarray(window[first + 1:]))
+    x = logits[:len(window) - 1 - first, :n_vocab]
+    targets = np.asarray(window[first + 1:])
+    return (log_softmax(x) if logprobs else None), nll_of_logits(x, targets)
 
 
 def score_model(ref: ModelRef, wins: list[list[int]], n_vocab: int, *, threads: int, progress: bool,
-                store: np.ndarray | None = None, reference: np.ndarray | None = None) -> Row:
-    """Score one model on every window; fill ``store`` with its log-probs, or compare with ``reference``'s."""
+                store: np.ndarray | None = None, reference: np.ndarray | None = None,
+                scorer: Scorer | None = None) -> Row:
+    """Score one model on every window; fill ``store`` with its log-probs, or compare with ``reference``'s.
+
+    ``scorer``: the model already open (the one that tokenized the text); it is closed here.
+    """
     t0 = time.perf_counter()
     ctx = len(wins[0])
-    scorer = open_scorer(ref, n_ctx=ctx, threads=threads)
+    scorer = scorer or open_scorer(ref, n_ctx=ctx, threads=threads)
     if scorer.n_vocab < n_vocab:
         scorer.close()
         raise UsageError(f"{ref.path} has a vocabulary of {scorer.n_vocab} tokens, the text was tokenized for {n_vocab}.",
@@ -70,11 +76,12 @@ def score_model(ref: ModelRef, wins: list[list[int]], n_vocab: int, *, threads: 
     try:
         with Progress(f"{ref.variant:>10}", len(wins), progress) as bar:
             for i, w in enumerate(wins):
-                lp, n = _scored(scorer.logits(w), w, n_vocab)
+                lp, n = _scored(scorer.logits(w, first=ctx // 2), w, n_vocab,
+                                logprobs=store is not None or reference is not None)
                 nll.append(n)
                 if store is not None:
                     store[i] = lp
-                if reference is not None:
+                if reference is not None and lp is not None:
                     kld.append(kld_rows(reference[i], lp))
                     same.append(reference[i].argmax(-1) == lp.argmax(-1))
                 bar.update_to(i + 1)
@@ -97,8 +104,19 @@ def perplexity(models: list[ModelRef], text: str, source: str, *, reference: Mod
     if not models:
         raise UsageError("no model to evaluate.", hint="Pass .gguf files, a folder or an HF checkpoint.")
     owner = next((m for m in [reference, *models] if m and m.backend == "llama.cpp"), reference or models[0])
-    tokens, add_bos, bos, n_vocab = tokenize_text(owner, text, threads)
-    wins = windows(tokens, ctx, max_tokens, add_bos, bos)
+    opened = open_scorer(owner, n_ctx=ctx, threads=threads)
+    try:
+        tokens, add_bos, bos, n_vocab = tokenize_text(opened, text)
+        wins = windows(tokens, ctx, max_tokens, add_bos, bos)
+    except BaseException:
+        opened.close()
+        raise
+    # The owner stays open for its own scoring when it is scored first (one model load, not two).
+    first_scored = reference or models[0]
+    kept: Scorer | None = opened
+    if (first_scored.backend, first_scored.path) != (owner.backend, owner.path):
+        opened.close()
+        kept = None
     used = len(wins) * ctx
     data = {"source": source, "ctx": ctx, "windows": len(wins), "tokens_total": len(tokens), "tokens_used": used,
             "tokens_unused": len(tokens) - used, "tokens_scored_per_window": ctx - 1 - ctx // 2,
@@ -106,13 +124,15 @@ def perplexity(models: list[ModelRef], text: str, source: str, *, reference: Mod
     res = EvalResults(task="ppl", data=data, reference=reference.label if reference else None)
     others = [m for m in models if not reference or (m.backend, m.path) != (reference.backend, reference.path)]
     if reference is None:
-        res.rows = [score_model(m, wins, n_vocab, threads=threads, progress=progress) for m in models]
+        res.rows = [score_model(m, wins, n_vocab, threads=threads, progress=progress, scorer=kept if i == 0 else None)
+                    for i, m in enumerate(models)]
     else:
         # The reference's log-probs for every scored position, on disk: they outgrow RAM on long texts.
         shape = (len(wins), ctx - 1 - ctx // 2, n_vocab)
         with tempfile.TemporaryDirectory(prefix="edgeq-kld-") as tmp:
             store = np.lib.format.open_memmap(Path(tmp) / "reference.npy", mode="w+", dtype=np.float32, shape=shape)
-            ref_row = score_model(reference, wins, n_vocab, threads=threads, progress=progress, store=store)
+            ref_row = score_model(reference, wins, n_vocab, threads=threads, progress=progress, store=store,
+                                  scorer=kept)
             rows = [score_model(m, wins, n_vocab, threads=threads, progress=progress, reference=store)
                     for m in others]
             del store
