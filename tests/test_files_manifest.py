@@ -133,3 +133,24 @@ def test_recorder_hashes_in_the_background_and_records_every_finished_file(tmp_p
     assert set(rec.seconds) == {f.name for f in files}
     assert manifest.verify(tmp_path).passed
 
+
+
+def test_tail_hash_follows_a_file_as_another_process_writes_it(tmp_path):
+    import hashlib
+    import subprocess
+    import sys
+
+    from edgeq.convert.recorder import TailHash
+
+    path = tmp_path / "f.gguf.incomplete"
+    writer = ("import sys, time\nwith open(sys.argv[1], 'wb') as f:\n    for i in range(40):\n"
+              "        f.write(bytes([i]) * 100_003); f.flush(); time.sleep(0.005)\n")
+    follower = TailHash(path)
+    subprocess.run([sys.executable, "-c", writer, str(path)], check=True)
+    assert follower.finish() == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_tail_hash_of_a_file_that_never_appears_is_none(tmp_path):
+    from edgeq.convert.recorder import TailHash
+
+    assert TailHash(tmp_path / "never.gguf").finish() is None

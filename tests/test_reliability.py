@@ -72,7 +72,7 @@ def stub_float(monkeypatch, seed_gguf):
         calls.append(dst)
         with atomic_output(dst) as tmp:
             shutil.copy(seed_gguf, tmp)
-        return 1
+        return 1, None, 0.0
 
     monkeypatch.setattr(pipeline, "_convert_float", fake)
     return calls

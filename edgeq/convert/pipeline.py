@@ -32,7 +32,7 @@ from ..quants import (
 from ..sources import Source, checkpoint, resolve
 from ..sources import gguf as gguf_info
 from . import steps
-from .recorder import Recorder
+from .recorder import Recorder, TailHash
 
 # Runs the vendored converter with transformers' remote-code loaders disabled.  The converter
 # itself passes trust_remote_code=True for some tokenizers; checkpoint.check already refuses
@@ -139,9 +139,12 @@ def convert(source: str | Path | Source | None = None, *, quants: list[str] | tu
                 continue
             t0 = time.perf_counter()
             stages: dict[str, float] = {}
+            digest = None
             if q.float_type:
-                result.convert_peak_rss_bytes = _convert_float(tc, ck, path, q, progress)
+                result.convert_peak_rss_bytes, digest, hashing = _convert_float(tc, ck, path, q, progress)
                 stages["convert_hf_to_gguf"] = time.perf_counter() - t0
+                if digest:
+                    stages["sha256_while_written"] = hashing
             else:
                 imatrix = None
                 if overrides.imatrix and calib and imatrix_recipe:
@@ -156,12 +159,12 @@ def convert(source: str | Path | Source | None = None, *, quants: list[str] | tu
             t2 = time.perf_counter()
             info = gguf_info.read(path)
             stages["read_header"] = time.perf_counter() - t2
-            rec.add(path, label, info.bits_per_weight, recipe)  # hashed while the next file is made
+            rec.add(path, label, info.bits_per_weight, recipe, sha256=digest)  # else hashed while the next is made
             o = _describe(path, q, label, time.perf_counter() - t0, info, reused=False)
             o.stages = {k: round(v, 3) for k, v in stages.items()}
             result.outputs.append(o)
-    for o in result.outputs:  # the hashes ran in the background; say what each took
-        if Path(o.path).name in rec.seconds:
+    for o in result.outputs:  # the others were hashed in the background; say what each took
+        if rec.seconds.get(Path(o.path).name):
             o.stages["sha256_background"] = rec.seconds[Path(o.path).name]
 
     if not keep_f16 and base.name not in [q.name for q in targets]:
@@ -174,8 +177,9 @@ def convert(source: str | Path | Source | None = None, *, quants: list[str] | tu
     return result
 
 
-def _convert_float(tc: Toolchain, ck: checkpoint.Checkpoint, dst: Path, q: QuantType, progress: bool) -> int | None:
-    """Write the float GGUF; return the converter's peak RSS.
+def _convert_float(tc: Toolchain, ck: checkpoint.Checkpoint, dst: Path, q: QuantType,
+                   progress: bool) -> tuple[int | None, str | None, float]:
+    """Write the float GGUF; return the converter's peak RSS and the file's sha256, hashed as it was written.
 
     The converter's default lazy mode (never pass --no-lazy) reads one tensor at a
     time from the memory-mapped checkpoint, so its peak RSS stays well under the
@@ -190,9 +194,13 @@ def _convert_float(tc: Toolchain, ck: checkpoint.Checkpoint, dst: Path, q: Quant
                 done += 1
                 bar.update_to(done)
 
-        out = run_tool([sys.executable, "-c", _NO_REMOTE_CODE, tc.converter, ck.path, "--outfile", tmp,
-                        "--outtype", q.name.lower()], name="convert_hf_to_gguf.py", on_line=on_line)
-    return out.peak_rss_bytes
+        follower = TailHash(tmp)
+        try:
+            out = run_tool([sys.executable, "-c", _NO_REMOTE_CODE, tc.converter, ck.path, "--outfile", tmp,
+                            "--outtype", q.name.lower()], name="convert_hf_to_gguf.py", on_line=on_line)
+        finally:
+            digest = follower.finish()
+    return out.peak_rss_bytes, digest, follower.seconds
 
 
 def _describe(path: Path, q: QuantType, label: str, seconds: float, info: gguf_info.GGUFInfo, *,

@@ -6,7 +6,7 @@ repo id) and recorded as ``hub`` with its commit whichever verb sees it first,
 and a folder means the same thing to all of them.  The modules beside this
 one read what a source holds: ``hub`` (downloads and their errors),
 ``checkpoint`` (pre-flight of an HF folder, the one safetensors header
-reader), ``gguf`` (GGUF headers), ``embedded`` (the default model) and
+reader), ``gguf`` and ``gguf_header`` (GGUF headers), ``embedded`` (the default model) and
 ``texts`` (the default evaluation and calibration texts).
 """
 from __future__ import annotations
