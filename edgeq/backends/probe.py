@@ -39,7 +39,6 @@ def main() -> None:
 def _probe(out: Any, path: str, threads: int) -> None:
     import numpy as np
 
-
     r = BatchRunner(path, threads=threads, n_ctx=256, n_batch=256, n_seq=1)
     info = r.ll.llama_print_system_info().decode(errors="replace").strip()
     r.ll.llama_memory_clear(r.ll.llama_get_memory(r.ctx), True)

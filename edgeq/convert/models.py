@@ -27,7 +27,6 @@ def plan_models(models: list[str], quants: list[str] | None, convert_progress: b
     converted (or its finished outputs reused).
     """
 
-
     ggufs: list[tuple[str, Path, str]] = []
     checkpoints: list[tuple[str, Path]] = []
     args: list[str | None] = list(models) or [None]

@@ -83,7 +83,6 @@ def this_machine(*, bandwidth_gbps: float | None = None) -> Device:
     """RAM available now (psutil), bandwidth from edgeq-bandwidth (the stream test bench uses), cores."""
     import psutil
 
-
     info = system_info()
     src = "measured by edgeq-bandwidth (read test)"
     if bandwidth_gbps is None:

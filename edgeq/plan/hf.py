@@ -138,7 +138,6 @@ def from_hub(src: Source, *, token: str | None = None, endpoint: str | None = No
     """config.json and tokenizer files by download, tensor shapes by range requests on the safetensors headers."""
     from huggingface_hub import HfApi, snapshot_download
 
-
     repo_id, commit = str(src.repo_id), str(src.revision)
     token = token or edgeq_config.hf_token()
     endpoint = endpoint or edgeq_config.hf_endpoint()

@@ -81,7 +81,6 @@ def stamp(res: EvalResults, threads: int) -> EvalResults:
     """Record when, with what and on how many threads the results were measured."""
     import time
 
-
     res.created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     res.edgeq_version, res.threads = __version__, threads
     res.llama_cpp = llama_cpp_version(find_toolchain())
