@@ -1,6 +1,7 @@
 """What a plan knows about a model: its shapes and tensors (``ModelSpec``), read from headers only."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 # Bytes of GGUF metadata besides the vocabulary: ~40 keys and their names.
@@ -17,10 +18,7 @@ class TensorSpec:
 
     @property
     def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
 
 @dataclass

@@ -7,6 +7,7 @@ sizes come from gguf-py's ``constants`` module, loaded without the package.
 from __future__ import annotations
 
 import importlib.util
+import math
 import mmap
 import struct
 import sys
@@ -57,10 +58,7 @@ class TensorEntry:
 
     @property
     def n_elements(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
 
 @dataclass
