@@ -168,16 +168,17 @@ class LogitScorer:
         return self.runner.tokenize(text, add_bos)
 
     def logits(self, tokens: list[int], *, reuse_prefix: bool = False, first: int = 0) -> Any:
-        """float32 array (len(tokens) - first, n_vocab): row i is the prediction after tokens[: first + i + 1]."""
+        """float32 array (len(tokens) - first, n_vocab): row i is the prediction after tokens[: first + i + 1].
+
+        llama.cpp computes output rows only where asked, so rows before ``first`` cost nothing.
+        """
         import numpy as np
 
         if len(tokens) > self.n_ctx:
             raise ValueError(f"{len(tokens)} tokens do not fit a context of {self.n_ctx}")
-        if first:
-            return self._logits_from(tokens, first)
         r, ll = self.runner, self.runner.ll
         keep = 0
-        if reuse_prefix and self._logits is not None:
+        if reuse_prefix and not first and self._logits is not None:
             while keep < min(len(tokens) - 1, len(self._tokens)) and tokens[keep] == self._tokens[keep]:
                 keep += 1
         mem = ll.llama_get_memory(r.ctx)
@@ -188,29 +189,15 @@ class LogitScorer:
         rows = [self._logits[:keep]] if keep else []
         for start in range(keep, len(tokens), r.n_batch):
             chunk = tokens[start:start + r.n_batch]
-            r._decode([(t, start + i, 0, True) for i, t in enumerate(chunk)])
-            ptr = ll.llama_get_logits(r.ctx)
-            rows.append(np.ctypeslib.as_array(ptr, shape=(len(chunk), self.n_vocab)).copy())
-        out = np.concatenate(rows) if len(rows) > 1 else rows[0]
-        self._tokens, self._logits = list(tokens), out
-        return out
-
-    def _logits_from(self, tokens: list[int], first: int) -> Any:
-        """Logits of positions ``first`` on only: llama.cpp computes output rows only where asked."""
-        import numpy as np
-
-        r, ll = self.runner, self.runner.ll
-        ll.llama_memory_clear(ll.llama_get_memory(r.ctx), True)
-        rows = []
-        for start in range(0, len(tokens), r.n_batch):
-            chunk = tokens[start:start + r.n_batch]
             r._decode([(t, start + i, 0, start + i >= first) for i, t in enumerate(chunk)])
             n_out = sum(1 for i in range(len(chunk)) if start + i >= first)
             if n_out:
                 ptr = ll.llama_get_logits(r.ctx)
                 rows.append(np.ctypeslib.as_array(ptr, shape=(n_out, self.n_vocab)).copy())
-        self._tokens, self._logits = [], None  # nothing to reuse: the prefix rows were never made
-        return np.concatenate(rows) if len(rows) > 1 else rows[0]
+        out = np.concatenate(rows) if len(rows) > 1 else rows[0]
+        # A prefix can be reused only when every row of it was made.
+        self._tokens, self._logits = (list(tokens), out) if not first else ([], None)
+        return out
 
     def close(self) -> None:
         self.runner.close()

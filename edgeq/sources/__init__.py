@@ -20,6 +20,7 @@ from typing import Literal
 from ..errors import GGUFError, SourceError, UsageError
 from ..files import safe_name
 from .embedded import ensure_embedded_model
+from .gguf_header import GGUF_MAGIC, magic_of
 from .hub import commit_of, download, is_repo_id
 
 Kind = Literal["embedded", "local", "hub", "gguf", "gguf-folder"]
@@ -75,9 +76,7 @@ def resolve(arg: str | Path | None, *, revision: str | None = None, token: str |
     text = str(arg)
     p = Path(text).expanduser()
     if p.is_file():
-        with open(p, "rb") as f:
-            magic = f.read(4)
-        if magic != b"GGUF":
+        if magic_of(p) != GGUF_MAGIC:
             raise GGUFError(f"{p} is not a GGUF file.", hint=BAD_SOURCE_HINT)
         return Source("gguf", gguf_stem(p), p, file_fingerprint(p), arg=text)
     if p.is_dir():

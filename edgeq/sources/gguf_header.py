@@ -77,12 +77,16 @@ class GGUFHeader:
     keys: list[str] = field(default_factory=list)  # every metadata key, in file order
 
 
+def magic_of(path: Path) -> bytes:
+    """The first four bytes of a file: b"GGUF" for a GGUF."""
+    with open(path, "rb") as f:
+        return f.read(4)
+
+
 def _check_magic(path: Path) -> None:
     if not path.is_file():
         raise GGUFError(f"{path} does not exist or is not a file.", hint="Pass the path of a .gguf file.")
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != GGUF_MAGIC:
+    if (magic := magic_of(path)) != GGUF_MAGIC:
         raise GGUFError(f"{path} is not a GGUF file (it starts with {magic!r}, not b'GGUF').",
                         hint="Convert the model first with `edgeq convert`.")
 
