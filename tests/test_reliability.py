@@ -383,7 +383,7 @@ FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=10_000, database=None,
 
 
 def _inspect_ok_or_one_error(path: Path, data: bytes) -> None:
-    """Both GGUF readers (GGUFReader for inspect/convert/bench, the struct one for plan)."""
+    """The GGUF reader both ways: the summary inspect prints, and the raw header plan reads."""
     path.write_bytes(data)
     for reader in (read_gguf, read_gguf_header):
         try:
