@@ -63,13 +63,21 @@ def note(message: str) -> None:
 class Progress:
     """A tqdm bar on stderr, or nothing when progress is off (``--json``, ``--quiet``, no TTY)."""
 
-    def __init__(self, desc: str, total: int | None, enabled: bool) -> None:
+    def __init__(self, desc: str, total: int | None, enabled: bool, *, unit: str = "tensor",
+                 own_eta: bool = False) -> None:
+        """``own_eta``: the caller says the time left with ``say`` (its steps differ in length)."""
         self._bar = None
         if enabled:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=desc, unit="tensor", file=sys.stderr, leave=True,
-                             dynamic_ncols=True)
+            fmt = f"{{desc}}: {{n_fmt}}/{{total_fmt}} {unit}s [{{elapsed}}] {{postfix}}" if own_eta else None
+            self._bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=True,
+                             dynamic_ncols=True, bar_format=fmt)
+
+    def say(self, text: str) -> None:
+        """Text beside the bar (what runs now, time left); tqdm's own ETA assumes equal steps."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=True)
 
     def update_to(self, done: int, total: int | None = None) -> None:
         if self._bar is not None:

@@ -6,6 +6,7 @@ import pytest
 from edgeq.bench import matrix
 from edgeq.bench.prompts import DEFAULT_PROMPTS, fit, load_prompts, sequences
 from edgeq.bench.results import CSV_FIELDS, BenchResults, RunResult, RunSpec, Stat, csv_rows
+from edgeq.bench.runs import run_worker
 from edgeq.bench.verdict import HOLDS_AT, roofline, verdicts
 from edgeq.cli import main
 from edgeq.errors import UsageError
@@ -44,10 +45,10 @@ def test_verdict_without_a_baseline_says_so():
 
 
 def test_roofline_fraction():
-    r = roofline([row("llama.cpp", "Q8_0", 100, 20, weight_bytes=2 * 10**9)], {"read_gbps": 40.0})
+    r = roofline([row("llama.cpp", "Q8_0", 100, 20, weight_bytes=2 * 10**9)], [{"read_gbps": 40.0}])
     (x,) = r["rows"]
     assert x["roofline_tps"] == pytest.approx(20.0) and x["fraction"] == pytest.approx(1.0)
-    assert roofline(RUNS, None)["rows"] == []
+    assert roofline(RUNS, [None])["rows"] == [] and not r["warnings"]
 
 
 def test_csv_rows_use_llama_bench_names():
@@ -77,7 +78,7 @@ def test_unavailable_backend_is_skipped_with_its_reason(monkeypatch):
 
     monkeypatch.setattr(hf, "unavailable_reason", lambda v, d: "no CUDA GPU is visible to torch")
     spec = RunSpec("m", "x", "transformers", "bnb-int8", "cuda", 2, 1, 8, 4, 1, {"en": "hi"})
-    (r,) = matrix.run_worker(spec)
+    (r,) = run_worker(spec)
     assert r.status == "skipped" and r.reason == "no CUDA GPU is visible to torch"
 
 
@@ -85,15 +86,25 @@ def test_ctrl_c_keeps_the_runs_already_measured(tmp_path, monkeypatch):
     gguf = tmp_path / "m-Q8_0.gguf"
     calls = []
 
-    def fake_worker(spec):
-        calls.append(spec)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return [row("llama.cpp", spec.variant, 10, 5)]
+    class FakePool:
+        def __init__(self, specs):
+            self.specs, self.live, self.loads = specs, {}, [0] * len(specs)
+
+        def measure(self, i):
+            calls.append(i)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return [row("llama.cpp", self.specs[i].variant, 10, 5)]
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
 
     monkeypatch.setattr(matrix, "plan_models", lambda models, q, p, **kw: ([("m", gguf, "Q8_0")], []))
-    monkeypatch.setattr(matrix, "run_worker", fake_worker)
-    monkeypatch.setattr(matrix, "measure_bandwidth", lambda: {"read_gbps": 40.0})
+    monkeypatch.setattr(matrix, "WorkerPool", FakePool)
+    monkeypatch.setattr(matrix, "measure_bandwidth", lambda threads=None: {"read_gbps": 40.0})
     out = tmp_path / "r.json"
     with pytest.raises(KeyboardInterrupt):
         matrix.bench([str(gguf)], batches=[1, 16], output=out, progress=False)
@@ -129,8 +140,7 @@ def test_report_writes_markdown_and_nonempty_pngs(tmp_path):
                                          "cpu_features": ["avx2"], "ram_total_bytes": 2**34, "os": "Linux",
                                          "threads": 2, "date": "2026-11-23", "versions": {"edgeq": "0.1.0"}},
                        {"n_prompt": 16}, runs=RUNS, verdicts=verdicts(RUNS),
-                       roofline=roofline(RUNS, {"read_gbps": 40.0}))
-    res.roofline["bandwidth"] = {"read_gbps": 40.0}
+                       roofline=roofline(RUNS, [{"read_gbps": 40.0}]))
     (tmp_path / "r.json").write_text(json.dumps(asdict(res)))
     main(["report", str(tmp_path / "r.json"), "-o", str(tmp_path / "rep")])
     md = (tmp_path / "rep" / "report.md").read_text()
@@ -169,6 +179,10 @@ def test_bench_end_to_end_on_the_embedded_model(embedded_checkpoint, tmp_path):
         assert r["load_s"] > 0 and r["peak_rss_bytes"] > 0 and r["ms_per_token"] > 0 and r["sample"]
     pids = {r["pid"] for r in ok}
     assert len(pids) == 3 * 2 and os.getpid() not in pids  # one process per variant × batch
+    assert {r["loads"] for r in ok} == {1} and data["timing"]["loads"] == 6  # each loaded once for both rounds
+    assert data["timing"]["matrix_s"] > 0 and data["timing"]["estimated_s"] > 0
+    assert len(data["roofline"]["bandwidth"]["readings_gbps"]) == 3  # before the first round, after each
+    assert all(r["fraction"] <= 1 for r in data["roofline"]["rows"]) or data["roofline"]["warnings"]
     assert any(v["variant"] == "Q8_0" and "F32 GGUF" in v["vs"] for v in data["verdicts"])
     assert data["roofline"]["bandwidth"]["read_gbps"] > 0 and data["roofline"]["rows"]
     assert {c["variant"] for c in data["llama_bench"]} == {"F32", "Q8_0"}

@@ -87,6 +87,9 @@ def reference_read(path: Path) -> dict:
         agg[1] += int(t.n_bytes)
         counts[t.tensor_type.name] += 1
     n_params, n_bytes = sum(v[0] for v in types.values()), sum(v[1] for v in types.values())
+    tied = not any(t.name == "output.weight" for t in reader.tensors)
+    per_token = sum(int(t.n_bytes) // (int(t.n_elements) // int(t.shape[0]))  # one row of n_elements / row length
+                    if t.name == "token_embd.weight" and not tied else int(t.n_bytes) for t in reader.tensors)
     arch = meta.get("general.architecture")
     return {"path": str(path), "file_size_bytes": path.stat().st_size, "architecture": arch,
             "name": meta.get("general.name"), "parameters": n_params,
@@ -96,7 +99,7 @@ def reference_read(path: Path) -> dict:
             "add_bos_token": meta.get("tokenizer.ggml.add_bos_token"), "tensor_count": len(reader.tensors),
             "tensor_types": {k: {"tensors": counts[k], "parameters": v[0], "bytes": v[1]}
                              for k, v in sorted(types.items(), key=lambda kv: -kv[1][0])},
-            "metadata": meta}
+            "metadata": meta, "bytes_per_token": per_token}
 
 
 def test_fast_reader_agrees_with_gguf_readers_summary(tmp_path):

@@ -50,6 +50,7 @@ class HFRunner:
         self.model.eval()
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.weight_bytes = self.model.get_memory_footprint()
+        self.bytes_per_token = self.weight_bytes - _unread_embedding_bytes(self.model)
 
     def tokenize(self, text: str) -> list[int]:
         ids = list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
@@ -125,3 +126,14 @@ class HFScorer:
 
     def close(self) -> None:
         del self.model
+
+
+def _unread_embedding_bytes(model: Any) -> int:
+    """Bytes of the input embedding a generated token does not read: all but one row, unless the
+    embedding is also the output matrix (tied), when it is read whole (``sources.gguf.bytes_read_per_token``)."""
+    emb, out = model.get_input_embeddings(), model.get_output_embeddings()
+    w = getattr(emb, "weight", None)
+    if w is None or (out is not None and getattr(out, "weight", None) is not None
+                     and out.weight.data_ptr() == w.data_ptr()):
+        return 0
+    return int(w.numel() * w.element_size() * (1 - 1 / max(1, w.shape[0])))

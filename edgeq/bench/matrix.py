@@ -15,12 +15,13 @@ from ..errors import EdgeqError, NativeCrash, UsageError
 from ..files import write_json_atomic
 from ..llamacpp import DOCTOR_HINT, find_toolchain, llama_cpp_version, measure_bandwidth
 from ..llamacpp.rpc import parse_endpoints, probe_all
-from ..output import Progress
+from ..output import Progress, note
 from ..quants import parse_quants
+from .eta import ETA, human_seconds
 from .llama_bench import cross_check
 from .prompts import load_prompts
 from .results import SCHEMA, BenchResults, RunResult, RunSpec, Stat
-from .runs import run_worker
+from .runs import WorkerPool
 from .verdict import roofline, verdicts
 
 GGUF_BACKEND = "llama.cpp"
@@ -108,8 +109,9 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
           token: str | None = None) -> BenchResults:
     """Benchmark GGUF quants (llama.cpp) against full precision (transformers) here; no ``models``: the embedded one.
 
-    Each model × backend × batch runs in its own process, once per repetition
-    (rounds over the whole matrix), after a warm-up inside that process.  When ``output`` is
+    Each model × backend × batch runs in its own process, which loads its model once
+    and measures it in every repetition round (rounds over the whole matrix), after a
+    warm-up each time; a process is restarted only where memory is short (``WorkerPool``).  When ``output`` is
     given, results are saved after every run, so Ctrl-C keeps what was measured.  With ``rpc``
     (``"host:port,..."``) the GGUF runs put their layers on those llama.cpp RPC servers.
     """
@@ -131,26 +133,45 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
     res = BenchResults(SCHEMA, environment(threads), {"n_prompt": n_prompt, "n_gen": n_gen, "batches": list(batches),
                                                       "reps": reps, "device": dev, "prompts": list(prompts),
                                                       "rpc": endpoints})
-    res.roofline = {"bandwidth": measure_bandwidth()}
+    t_start = time.perf_counter()
+    # The ceiling is the best of readings taken before the first round and after each one: this VM's
+    # speed drifts by a fifth within minutes, and one reading taken in a slow moment made F32 beat it.
+    readings = [measure_bandwidth(threads=threads)]
+    res.roofline = roofline([], readings)
+    eta = ETA(specs, reps, readings[0]["read_gbps"] if readings[0] else None)
+    res.timing = {"estimated_s": round(eta.total(), 1)}
+    if progress:
+        note(f"bench: {len(specs)} runs × {reps} rounds; about {human_seconds(eta.total())} (estimate)")
     try:
         # Repetitions go in rounds over the whole matrix, so slow drift of the
         # machine's speed hits every variant alike instead of whichever ran last.
         measured: dict[int, list[list[RunResult]]] = {}
-        with Progress("bench", len(specs) * reps, progress) as bar:
+        with WorkerPool(specs) as pool, Progress("bench", len(specs) * reps, progress, unit="run", own_eta=True) as bar:
+            left = eta.total()
             for rnd in range(reps):
                 for i, spec in enumerate(specs):
-                    measured.setdefault(i, []).append(run_worker(replace(spec, reps=1)))
+                    guess = " (estimate)" if eta.guessed else ""
+                    bar.say(f"{spec.variant} {spec.backend} batch {spec.batch} · about {human_seconds(left)} left{guess}")
+                    loads, t0 = pool.loads[i], time.perf_counter()
+                    rows = pool.measure(i)
+                    eta.record(i, time.perf_counter() - t0, rows, loaded=pool.loads[i] > loads)
+                    measured.setdefault(i, []).append(rows)
                     res.runs = [r for rows in measured.values() for r in merge_rounds(rows)]
                     _save(res, output)
                     bar.update_to(rnd * len(specs) + i + 1)
+                    left = eta.left(rnd, i, live=set(pool.live))
+                readings.append(measure_bandwidth(threads=threads))
+            res.timing["loads"] = sum(pool.loads)
+            res.timing["runs"] = eta.record_rows()
+        res.timing["matrix_s"] = round(time.perf_counter() - t_start, 1)
         if check_llama_bench:
             res.llama_bench = cross_check(res.runs, threads=threads, n_prompt=n_prompt, n_gen=n_gen, reps=reps)
     except KeyboardInterrupt:
         res.interrupted = True
-        _finish(res)
+        _finish(res, readings)
         _save(res, output)
         raise
-    _finish(res)
+    _finish(res, readings)
     _save(res, output)
     return res
 
@@ -171,15 +192,16 @@ def merge_rounds(rounds: list[list[RunResult]]) -> list[RunResult]:
         first.peak_rss_bytes = max(r.peak_rss_bytes or 0 for r in ok)
         gpu = [r.peak_gpu_bytes for r in ok if r.peak_gpu_bytes]
         first.peak_gpu_bytes = max(gpu) if gpu else None
+        first.loads = len({r.pid for r in ok})
         if len(ok) < len(rows):
             first.reason = f"{len(rows) - len(ok)} of {len(rows)} rounds failed: {rows[-1].reason}"
         merged.append(first)
     return merged
 
 
-def _finish(res: BenchResults) -> None:
+def _finish(res: BenchResults, readings: list[dict[str, Any] | None]) -> None:
     res.verdicts = verdicts(res.runs)
-    res.roofline.update(roofline(res.runs, res.roofline.get("bandwidth")))
+    res.roofline = roofline(res.runs, readings)
 
 
 def _save(res: BenchResults, output: str | Path | None) -> None:

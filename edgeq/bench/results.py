@@ -68,6 +68,7 @@ class RunResult:
     n_params: int | None = None
     sample: str | None = None  # start of the first sequence's continuation
     pid: int | None = None  # the worker process that measured it (one per model × backend × batch)
+    loads: int | None = None  # worker processes (model loads) its rounds took: 1 when one worker did them all
     rpc: list[str] | None = None  # RPC servers that held layers
     placement: list[dict[str, Any]] | None = None  # per device: layers, model/KV/compute MiB (rpc.DevicePlacement)
 
@@ -110,6 +111,8 @@ class BenchResults:
     roofline: dict[str, Any] = field(default_factory=dict)
     llama_bench: list[LlamaBenchCheck] = field(default_factory=list)
     interrupted: bool = False
+    # Seconds: estimated_s (before it ran), matrix_s (bandwidth readings and every run); loads: workers started.
+    timing: dict[str, Any] = field(default_factory=dict)
 
 
 CSV_FIELDS = ["model_filename", "model_type", "backend", "device", "n_threads", "n_seq", "prompt", "test",

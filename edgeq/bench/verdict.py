@@ -1,10 +1,15 @@
 """Does quantization make this CPU much faster? Speed-ups, the verdict sentences, the roofline."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from .results import RunResult, Verdict
 
 # "Much faster": generation at least this many times the full-precision speed.
 HOLDS_AT = 1.5
+# A bandwidth reading this much below another in the same run is reported as drift.
+DRIFT_WARN = 0.20
 FULL_PRECISION_GGUF = ("F32", "F16", "BF16")
 BASELINES = {  # name -> (backend, variant)
     "F32 GGUF": ("llama.cpp", "F32"),
@@ -66,18 +71,39 @@ def _sentence(r: RunResult, v: Verdict, ref: str, base: dict) -> str:
     return head + (f", {', '.join(others)}" if others else "") + tail + "."
 
 
-def roofline(runs: list[RunResult], bandwidth: dict[str, float] | None) -> dict[str, object]:
-    """Each generation speed as a fraction of bandwidth ÷ bytes of weights read per step."""
-    if not bandwidth:
-        return {"rows": [], "note": "edgeq-bandwidth is not built; no roofline."}
-    bps = bandwidth["read_gbps"] * 1e9
+def roofline(runs: list[RunResult], readings: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+    """Each generation speed as a fraction of bandwidth ÷ bytes of weights read per step.
+
+    ``readings`` are edgeq-bandwidth's results, taken at the start and the end of the
+    matrix; the ceiling is the best of them.  A run that reads faster than the ceiling
+    proves the ceiling wrong, and a reading that moved more than ``DRIFT_WARN`` within
+    the run says the machine drifted: both are warned of, never hidden.
+    """
+    got = [r for r in readings if r and r.get("read_gbps")]
+    if not got:
+        return {"rows": [], "warnings": [], "note": "edgeq-bandwidth is not built; no roofline."}
+    best = max(got, key=lambda r: float(r["read_gbps"]))
+    gbps = [float(r["read_gbps"]) for r in got]
+    spread = round(1 - min(gbps) / max(gbps), 3)
+    bandwidth = {**best, "readings_gbps": gbps, "spread": spread}
+    warnings = []
+    if spread > DRIFT_WARN:
+        warnings.append(f"the read bandwidth moved {spread:.0%} within this run ({' → '.join(f'{g:g}' for g in gbps)}"
+                        " GB/s): the machine's speed drifted, so its figures carry that much doubt.")
+    bps = best["read_gbps"] * 1e9
     rows = []
     for r in runs:
         if r.status != "ok" or not r.weight_bytes or not r.tg_tps or r.device != "cpu":
             continue
         limit_steps = bps / r.weight_bytes  # decode steps per second if only weights had to be read
         steps = r.tg_tps.median / r.batch
+        fraction = round(steps / limit_steps, 3)
         rows.append({"backend": r.backend, "variant": r.variant, "batch": r.batch, "prompt": r.prompt,
                      "weight_bytes": r.weight_bytes, "roofline_tps": round(limit_steps * r.batch, 2),
-                     "fraction": round(steps / limit_steps, 3)})
-    return {"rows": rows, "note": "fraction = measured decode steps/s ÷ (read bandwidth ÷ weight bytes)"}
+                     "read_gbps": round(steps * r.weight_bytes / 1e9, 2), "fraction": fraction})
+        if fraction > 1:
+            warnings.append(f"{r.backend} {r.variant} batch {r.batch} ({r.prompt}) read {rows[-1]['read_gbps']} GB/s, "
+                            f"above the measured {best['read_gbps']} GB/s: the bandwidth ceiling is wrong, "
+                            "so no roofline fraction here can be trusted.")
+    return {"bandwidth": bandwidth, "rows": rows, "warnings": warnings,
+            "note": "fraction = measured decode steps/s ÷ (read bandwidth ÷ weight bytes read per step)"}

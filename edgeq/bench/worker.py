@@ -1,7 +1,8 @@
-"""One benchmark run in a process of its own (``python -m edgeq.bench.worker < spec.json``).
+"""One benchmark spec in a process of its own (``python -m edgeq.bench.worker``; protocol in ``main``).
 
-A fresh process per model × backend × batch keeps peak RSS honest: nothing
-another model allocated, and no torch in a llama.cpp run.
+A process per model × backend × batch keeps peak RSS honest: nothing another
+model allocated, and no torch in a llama.cpp run.  The same process may measure
+its spec in every round (``runs.WorkerPool``): its peak is still its one model's.
 """
 from __future__ import annotations
 
@@ -53,15 +54,14 @@ def _runner(spec: RunSpec) -> tuple[Runner, dict[str, Any]]:
             LOAD_LOG.clear()
         r = BatchRunner(spec.path, threads=spec.threads, n_ctx=n_ctx, n_batch=min(2048, max(512, spec.batch)),
                         n_seq=spec.batch, n_gpu_layers=ngl, tensor_split=split)
-        tensor_bytes = sum(s.bytes for s in info.tensor_types.values())
         facts: dict[str, Any] = {"file_size_bytes": info.file_size_bytes, "bits_per_weight": info.bits_per_weight,
-                                 "n_params": info.parameters, "weight_bytes": tensor_bytes}
+                                 "n_params": info.parameters, "weight_bytes": info.bytes_per_token}
         if spec.rpc:
             facts["placement"] = [asdict(p) for p in parse_placement(LOAD_LOG, devices)]
         return r, facts
 
     hf = HFRunner(spec.path, spec.variant, threads=spec.threads, device=spec.device)
-    return hf, {"n_params": hf.n_params, "weight_bytes": hf.weight_bytes,
+    return hf, {"n_params": hf.n_params, "weight_bytes": hf.bytes_per_token,
                 "bits_per_weight": round(8 * hf.weight_bytes / hf.n_params, 3)}
 
 
@@ -72,18 +72,23 @@ def _base(spec: RunSpec) -> dict[str, Any]:
     return {**base, "rpc": spec.rpc or None}
 
 
-def measure(spec: RunSpec) -> list[RunResult]:
-    """Load once, then per prompt: a warm-up and ``reps`` timed repetitions."""
-    base = _base(spec)
+def load(spec: RunSpec) -> tuple[Runner, dict[str, Any], float]:
+    """The runner for ``spec``, the facts its rows carry, and the seconds loading took."""
     t0 = time.perf_counter()
     runner, facts = _runner(spec)
-    load_s = time.perf_counter() - t0
+    return runner, facts, time.perf_counter() - t0
+
+
+def measure(spec: RunSpec, runner: Runner, facts: dict[str, Any], load_s: float) -> list[RunResult]:
+    """Per prompt: a warm-up, then ``reps`` timed repetitions (with a runner already loaded)."""
+    base = _base(spec)
     rows = []
     for name, text in spec.prompts.items():
         toks = runner.tokenize(text)
         keep = 1 if getattr(runner, "adds_bos", False) else 0
         seqs = sequences(fit(toks, spec.n_prompt, keep_first=keep), spec.batch, keep_first=keep)
-        runner.run(seqs, min(4, spec.n_gen))  # warm-up: page in weights, build graphs
+        # Warm-up every time: another worker may have run since, and its pages and caches displaced ours.
+        runner.run(seqs, min(4, spec.n_gen))
         pp: list[float] = []
         tg: list[float] = []
         out: list[list[int]] = []
@@ -95,6 +100,7 @@ def measure(spec: RunSpec) -> list[RunResult]:
         rows.append(RunResult(**base, prompt=name, status="ok", load_s=round(load_s, 3), pp_tps=Stat.of(pp),
                               tg_tps=tg_stat, ms_per_token=round(1000 * spec.batch / tg_stat.median, 3),
                               sample=runner.decode(out[0][:32]), **facts))
+    # The process's own peak over its whole life: one model, however many rounds it measured.
     peak = peak_rss_bytes()
     gpu = runner.peak_gpu_bytes()
     for r in rows:
@@ -102,15 +108,38 @@ def measure(spec: RunSpec) -> list[RunResult]:
     return rows
 
 
-def main() -> None:
-    spec = RunSpec(**json.loads(sys.stdin.read()))
-    try:
-        rows = measure(spec)
-    except Exception as e:  # noqa: BLE001 - reported as a failed run, never a crash of the matrix
-        rows = [RunResult(**_base(spec), prompt=p, status="failed", reason=f"{type(e).__name__}: {e}".splitlines()[0])
-                for p in spec.prompts]
+def _failed(spec: RunSpec, e: Exception) -> list[RunResult]:
+    reason = f"{type(e).__name__}: {e}".splitlines()[0]
+    return [RunResult(**_base(spec), prompt=p, status="failed", reason=reason) for p in spec.prompts]
+
+
+def _send(rows: list[RunResult]) -> None:
     sys.stdout.write(json.dumps([asdict(r) for r in rows]) + "\n")
     sys.stdout.flush()
+
+
+def main() -> None:
+    """Protocol: the spec (one JSON line), then one ``{"op": "measure"}`` line per round, each answered
+    with one JSON line of rows; end of input (or ``{"op": "close"}``) ends the worker.
+
+    The model is loaded once, so a worker kept alive between rounds pays its load once; a
+    failure is reported as failed rows, never as a crash of the matrix, and ends the worker.
+    """
+    spec = RunSpec(**json.loads(sys.stdin.readline()))
+    try:
+        runner, facts, load_s = load(spec)
+    except Exception as e:  # noqa: BLE001 - reported as a failed run
+        _send(_failed(spec, e))
+        os._exit(0)
+    for line in sys.stdin:
+        if json.loads(line).get("op") != "measure":
+            break
+        try:
+            rows = measure(spec, runner, facts, load_s)
+        except Exception as e:  # noqa: BLE001 - reported as a failed run
+            _send(_failed(spec, e))
+            break
+        _send(rows)
     os._exit(0)  # skip slow interpreter teardown of torch / llama.cpp
 
 

@@ -200,11 +200,14 @@ def supported_architectures(llama_dir: Path) -> frozenset[str]:
     return frozenset(names)
 
 
-def measure_bandwidth(tc: Toolchain | None = None, *, mib: int = 512, reps: int = 5) -> dict[str, float] | None:
-    """Memory read/copy bandwidth from our C kernel (``edgeq-bandwidth``); None if it is not built."""
+def measure_bandwidth(tc: Toolchain | None = None, *, mib: int = 512, passes: int = 5,
+                      threads: int | None = None) -> dict[str, Any] | None:
+    """Memory read/copy bandwidth from our C kernel (``edgeq-bandwidth``): the best of ``passes`` over
+    ``mib`` MiB and 1–8 streams per thread, with ``threads`` threads (OpenMP's default when None); the
+    best configuration's passes as ``read_samples_gbps``.  None if the tool is not built."""
     tc = tc or find_toolchain()
     exe = tc.bin_dir / "edgeq-bandwidth"
     if not exe.exists():
         return None
-    out = run_tool([exe, str(mib), str(reps)], name="edgeq-bandwidth")
-    return json.loads(out[-1])
+    out = run_tool([exe, str(mib), str(passes), str(threads or 0)], name="edgeq-bandwidth")
+    return dict(json.loads(out[-1]))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
+from ..sources.gguf import bytes_read_per_token
 from .memory import CACHE_TYPES
 from .spec import ModelSpec
 
@@ -52,9 +53,7 @@ class SpeedEstimate:
 
 
 def _read_bytes(spec: ModelSpec, tensor_bytes: list[int]) -> list[int]:
-    tied = not any(t.name == "output.weight" for t in spec.tensors)
-    return [b // max(1, t.shape[-1]) if t.name == "token_embd.weight" and not tied else b  # one row looked up
-            for t, b in zip(spec.tensors, tensor_bytes)]
+    return bytes_read_per_token(spec.tensors, tensor_bytes)
 
 
 def kv_bytes_per_token(spec: ModelSpec, *, fill_tokens: int = DEFAULT_FILL_TOKENS, cache_type: str = "f16") -> int:

@@ -11,15 +11,35 @@ and the reader and writer.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .gguf_header import SHOWN_ITEMS, GGUFHeader, TensorEntry, gguf_constants, read_header
 
 # Metadata worth showing; the tokenizer vocab arrays are far too long.
 _SKIP_PREFIXES = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
                   "tokenizer.ggml.scores", "tokenizer.chat_template")
+
+
+class _Tensor(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def shape(self) -> list[int]: ...
+
+
+def bytes_read_per_token(tensors: Sequence[_Tensor], n_bytes: Sequence[int]) -> list[int]:
+    """Bytes of each tensor that generating one token reads (ggml order: ``shape[-1]`` is the row count).
+
+    Every weight is read once, except the token embedding, of which one row is looked
+    up, unless the model has no ``output.weight``: then the embedding is also the
+    output matrix and is read whole.  The roofline (bench) and the plan's speed both use this rule.
+    """
+    tied = not any(t.name == "output.weight" for t in tensors)
+    return [b // max(1, t.shape[-1]) if t.name == "token_embd.weight" and not tied else b
+            for t, b in zip(tensors, n_bytes)]
 
 
 @dataclass
@@ -45,6 +65,7 @@ class GGUFInfo:
     add_bos_token: bool | None
     tensor_count: int
     tensor_types: dict[str, TensorTypeShare] = field(default_factory=dict)
+    bytes_per_token: int = 0  # weights read to generate one token (``bytes_read_per_token``)
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def share_of(self, *types: str) -> float:
@@ -82,6 +103,7 @@ def read(path: str | Path) -> GGUFInfo:
         tokenizer_model=_str(meta.get("tokenizer.ggml.model")),
         add_bos_token=_bool(meta.get("tokenizer.ggml.add_bos_token")),
         tensor_count=len(h.tensors),
+        bytes_per_token=sum(bytes_read_per_token(h.tensors, [t.n_bytes for t in h.tensors])),
         tensor_types={k: TensorTypeShare(counts[k], v[0], v[1])
                       for k, v in sorted(types.items(), key=lambda kv: -kv[1][0])},
         metadata=meta,
