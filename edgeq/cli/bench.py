@@ -8,6 +8,7 @@ import click
 
 from ..bench import bench as run_bench
 from ..bench import failure
+from ..bench.eta import human_seconds
 from ..bench.matrix import DEFAULT_BATCHES, DEFAULT_N_GEN, DEFAULT_N_PROMPT, DEFAULT_QUANTS, DEFAULT_REPS, HF_VARIANTS
 from ..bench.results import CSV_FIELDS, BenchResults, RunResult, Stat, csv_rows
 from ..files import atomic_output
@@ -107,6 +108,12 @@ def print_results(res: BenchResults) -> None:
     _print_placement(res.runs)
     for v in res.verdicts:
         click.echo("• " + v.sentence)
+    readings = (res.roofline.get("bandwidth") or {}).get("readings_gbps") or []
+    if len(readings) > 1:
+        click.echo(f"read bandwidth: best of {len(readings)} readings ({', '.join(f'{g:g}' for g in readings)} GB/s)"
+                   + (f"; the matrix took {human_seconds(res.timing['matrix_s'])}" if res.timing.get("matrix_s") else ""))
+    for w in res.roofline.get("warnings", []):
+        note(f"warning: {w}")
     for c in res.llama_bench:
         flag = "agrees" if c.agrees else "DISAGREES (>10%)"
         click.echo(f"llama-bench {c.variant}: pp {c.llama_bench_pp_tps:.1f} vs ours {c.ours_pp_tps:.1f} "

@@ -193,7 +193,9 @@ def write_report(paths: list[Path], outdir: Path) -> ReportResult:
             ["OS", env["os"]], ["threads", env["threads"]], ["date", env["date"]],
             *[[k, v] for k, v in env["versions"].items()],
             ["settings", json.dumps(res["settings"])],
-            ["read bandwidth", f"{(res['roofline'].get('bandwidth') or {}).get('read_gbps', '?')} GB/s"]]))
+            ["read bandwidth", _bandwidth(res)],
+            *([["matrix time", f"{res['timing']['matrix_s']} s"]] if (res.get("timing") or {}).get("matrix_s") else [])]))
+        md += [f"> **Warning:** {w}" for w in res["roofline"].get("warnings", [])]
         roof = {(r["backend"], r["variant"], r["batch"], r["prompt"]): r["fraction"] for r in res["roofline"].get("rows", [])}
         md.append(markdown_table(["backend", "variant", "batch", "prompt", "status", "load s", "pp tok/s", "tg tok/s",
                           "ms/token", "peak RSS MiB", "bits/weight", "roofline"],
@@ -221,3 +223,11 @@ def write_report(paths: list[Path], outdir: Path) -> ReportResult:
     with atomic_output(path) as tmp:
         tmp.write_text("\n\n".join(md) + "\n", encoding="utf-8")
     return ReportResult(str(path), [str(outdir / c) for c in made])
+
+
+def _bandwidth(res: dict[str, Any]) -> str:
+    """The ceiling, and the readings it is the best of."""
+    bw = res["roofline"].get("bandwidth") or {}
+    readings = bw.get("readings_gbps") or []
+    more = f" (best of {', '.join(f'{g:g}' for g in readings)})" if len(readings) > 1 else ""
+    return f"{bw.get('read_gbps', '?')} GB/s{more}"
