@@ -2,21 +2,83 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .config import INCOMPLETE_SUFFIX
 from .errors import UsageError
+from .output import note
+
+_WRITER = re.compile(r"\.(\d+)-[0-9a-f]+" + re.escape(INCOMPLETE_SUFFIX) + "$")
 
 
 def incomplete_path(final: Path) -> Path:
-    """The temporary name a file is written under until it is whole."""
-    return final.with_name(final.name + INCOMPLETE_SUFFIX)
+    """The temporary name a file is written under until it is whole: ``NAME.<pid>-<tag>.incomplete``.
+
+    Unique to each writer, so two runs writing the same file (two converts into one
+    folder, two benches with one ``-o``) never rename or delete each other's.
+    """
+    return final.with_name(f"{final.name}.{os.getpid()}-{secrets.token_hex(4)}{INCOMPLETE_SUFFIX}")
+
+
+def final_name(tmp: Path) -> str:
+    """The name a temporary file would have had: ``m.gguf`` for ``m.gguf.123-ab12cd34.incomplete``."""
+    name = _WRITER.sub("", tmp.name)
+    return name[: -len(INCOMPLETE_SUFFIX)] if name.endswith(INCOMPLETE_SUFFIX) else name
+
+
+def _writer_alive(tmp: Path) -> bool:
+    m = _WRITER.search(tmp.name)
+    if not m:
+        return False  # an older edgeq's name: no writer to ask
+    try:
+        os.kill(int(m.group(1)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process (or a pid too large to be one)
+    return True
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, *, doing: str) -> Iterator[None]:
+    """Hold ``folder`` for this run: a second run that writes into it waits (saying so) until the first is done.
+
+    ``flock`` on the folder itself: no lock file to leave behind, and the kernel
+    releases it when the process dies, SIGKILL included.
+    """
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            note(f"waiting: another edgeq run is writing into {folder}; this one {doing} when it is done")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def ensure_folder(path: Path, *, option: str = "-o") -> Path:
+    """Create an output folder (and its parents) that this process can write, or raise one clear ``UsageError``."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), path)
+        raise UsageError(f"cannot make the output folder {path}: {blocker} is a file, not a folder.",
+                         hint=f"Pass another {option}.") from None
+    except OSError as e:  # PermissionError, a read-only file system, ...
+        raise UsageError(f"cannot make the output folder {path}: {e.strerror}.", hint=f"Pass another {option}.") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"the output folder {path} is not writable.", hint=f"Pass another {option}.")
+    return path
 
 
 @contextlib.contextmanager
@@ -26,9 +88,8 @@ def atomic_output(final: Path) -> Iterator[Path]:
     On any exception (Ctrl-C included) the temporary file is removed, so no
     half-written file ever sits under a final name.
     """
-    final.parent.mkdir(parents=True, exist_ok=True)
+    ensure_folder(final.parent)
     tmp = incomplete_path(final)
-    tmp.unlink(missing_ok=True)  # left by a run that was killed (SIGKILL)
     try:
         yield tmp
         if not tmp.exists():
@@ -52,8 +113,9 @@ def sha256_file(path: Path) -> str:
 
 
 def remove_stale_incomplete(folder: Path) -> list[Path]:
-    """Delete ``*.incomplete`` files a killed run left behind; return them."""
-    stale = sorted(folder.glob("*" + INCOMPLETE_SUFFIX)) if folder.is_dir() else []
+    """Delete ``*.incomplete`` files a killed run left behind (their writer is gone); return them."""
+    found = sorted(folder.glob("*" + INCOMPLETE_SUFFIX)) if folder.is_dir() else []
+    stale = [p for p in found if not _writer_alive(p)]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale

@@ -25,6 +25,7 @@ class FileRecord:
     bits_per_weight: float
     recipe: str  # fingerprint of source + options: equal recipe means up to date
     created: str
+    mtime_ns: int | None = None  # the file's mtime when recorded: reuse re-hashes a file whose mtime moved
 
 
 @dataclass
@@ -77,20 +78,33 @@ def save(outdir: Path, manifest: Manifest) -> Path:
 
 def record(path: Path, qtype: str, bits_per_weight: float, recipe: str, *, sha256: str | None = None) -> FileRecord:
     """The manifest entry of a finished file (``sha256``: its digest when already computed)."""
-    return FileRecord(type=qtype, sha256=sha256 or sha256_file(path), size_bytes=path.stat().st_size,
+    st = path.stat()
+    return FileRecord(type=qtype, sha256=sha256 or sha256_file(path), size_bytes=st.st_size,
                       bits_per_weight=bits_per_weight, recipe=recipe,
-                      created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                      created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), mtime_ns=st.st_mtime_ns)
 
 
 def is_current(outdir: Path, manifest: Manifest | None, name: str, recipe: str) -> bool:
-    """True when ``name`` exists, was made from the same recipe, and its size matches.
+    """True when ``name`` is a regular file made from the same recipe, of the recorded size, and unchanged.
 
-    Size, not sha256, keeps reuse instant on multi-GB files; ``verify`` does the full check.
+    Unchanged: the mtime recorded with it, which keeps reuse instant on multi-GB
+    files; a file whose mtime moved (or an entry from before mtimes were recorded)
+    is re-hashed against its sha256 instead, so a changed file is never reused.
     """
     if manifest is None or name not in manifest.files:
         return False
     rec, path = manifest.files[name], outdir / name
-    return rec.recipe == recipe and path.is_file() and path.stat().st_size == rec.size_bytes
+    if rec.recipe != recipe or path.is_symlink() or not path.is_file():
+        return False
+    st = path.stat()
+    if st.st_size != rec.size_bytes:
+        return False
+    if rec.mtime_ns is not None and st.st_mtime_ns == rec.mtime_ns:
+        return True
+    if sha256_file(path) != rec.sha256:
+        return False
+    rec.mtime_ns = st.st_mtime_ns  # the same bytes, touched: no need to hash it again next time
+    return True
 
 
 @dataclass
@@ -99,10 +113,11 @@ class VerifyResult:
     ok: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    linked: list[str] = field(default_factory=list)  # symlinks: a copy (rsync -a) would ship the link, not the file
 
     @property
     def passed(self) -> bool:
-        return not self.mismatched and not self.missing
+        return not self.mismatched and not self.missing and not self.linked
 
 
 def verify(outdir: str | Path) -> VerifyResult:
@@ -114,7 +129,9 @@ def verify(outdir: str | Path) -> VerifyResult:
     result = VerifyResult(str(folder))
     for name, rec in m.files.items():
         path = folder / name
-        if not path.is_file():
+        if path.is_symlink():
+            result.linked.append(name)
+        elif not path.is_file():
             result.missing.append(name)
         elif sha256_file(path) != rec.sha256:
             result.mismatched.append(name)

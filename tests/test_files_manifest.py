@@ -1,4 +1,8 @@
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,16 +12,24 @@ from edgeq import manifest
 from edgeq.cli import cli
 from edgeq.convert import output_name
 from edgeq.errors import UsageError
-from edgeq.files import atomic_output, incomplete_path, remove_stale_incomplete, safe_name
+from edgeq.files import (
+    atomic_output,
+    ensure_folder,
+    final_name,
+    incomplete_path,
+    remove_stale_incomplete,
+    safe_name,
+)
 
 
 def test_atomic_output_renames_only_when_whole(tmp_path):
     final = tmp_path / "m.gguf"
     with atomic_output(final) as tmp:
-        assert tmp.name == "m.gguf.incomplete"
+        assert re.fullmatch(rf"m\.gguf\.{os.getpid()}-[0-9a-f]{{8}}\.incomplete", tmp.name)
+        assert final_name(tmp) == "m.gguf"
         tmp.write_bytes(b"GGUF")
     assert final.read_bytes() == b"GGUF"
-    assert not incomplete_path(final).exists()
+    assert list(tmp_path.iterdir()) == [final]
 
 
 @pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
@@ -30,20 +42,59 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path, exc):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_atomic_output_replaces_a_stale_temporary(tmp_path):
+def test_two_writers_of_one_file_never_share_a_temporary(tmp_path):
     final = tmp_path / "m.gguf"
-    incomplete_path(final).write_bytes(b"left by kill -9")
-    with atomic_output(final) as tmp:
-        assert not tmp.exists()
-        tmp.write_bytes(b"new")
-    assert final.read_bytes() == b"new"
+    with atomic_output(final) as a, atomic_output(final) as b:
+        assert a != b
+        a.write_bytes(b"first")
+        b.write_bytes(b"second")
+    assert final.read_bytes() == b"first"  # the outer one renamed last; both were whole
+    assert list(tmp_path.iterdir()) == [final]
 
 
-def test_remove_stale_incomplete(tmp_path):
-    (tmp_path / "a.gguf.incomplete").write_text("x")
+def test_remove_stale_incomplete_spares_live_writers(tmp_path):
+    proc = subprocess.Popen(["sleep", "0"])  # a pid that has surely exited
+    proc.wait()
+    (tmp_path / f"a.gguf.{proc.pid}-00000000.incomplete").write_text("x")  # its writer is gone
+    (tmp_path / "old.gguf.incomplete").write_text("x")  # an older edgeq's name
+    mine = incomplete_path(tmp_path / "c.gguf")
+    mine.write_text("x")  # this process is writing it
     (tmp_path / "b.gguf").write_text("x")
-    assert [p.name for p in remove_stale_incomplete(tmp_path)] == ["a.gguf.incomplete"]
-    assert [p.name for p in tmp_path.iterdir()] == ["b.gguf"]
+    removed = [p.name for p in remove_stale_incomplete(tmp_path)]
+    assert removed == [f"a.gguf.{proc.pid}-00000000.incomplete", "old.gguf.incomplete"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.gguf", mine.name]
+
+
+def test_folder_lock_makes_a_second_writer_wait_and_says_so(tmp_path):
+    code = ("import sys, time; from pathlib import Path; from edgeq.files import folder_lock\n"
+            "with folder_lock(Path(sys.argv[1]), doing='converts'):\n"
+            "    print('in', time.time(), flush=True); time.sleep(float(sys.argv[2]))\n")
+    first = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), "1.5"], stdout=subprocess.PIPE, text=True)
+    assert first.stdout is not None and first.stdout.readline().startswith("in")
+    second = subprocess.run([sys.executable, "-c", code, str(tmp_path), "0"], capture_output=True, text=True,
+                            timeout=60)
+    first.wait(timeout=60)
+    assert "waiting: another edgeq run is writing into" in second.stderr and second.returncode == 0
+    # A holder killed by SIGKILL releases the folder with its death.
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), "60"], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().startswith("in")
+    holder.kill()
+    holder.wait()
+    assert subprocess.run([sys.executable, "-c", code, str(tmp_path), "0"], capture_output=True, text=True,
+                          timeout=30).stderr == ""
+
+
+@pytest.mark.parametrize("make,what", [("file", "is a file, not a folder"), ("ro", "not writable")])
+def test_an_output_folder_that_cannot_be_made_is_one_usage_error(make, what, tmp_path, monkeypatch):
+    if make == "file":
+        (tmp_path / "afile").write_text("x")
+        target = tmp_path / "afile" / "sub"
+    else:
+        target = tmp_path / "ro"
+        target.mkdir()
+        monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != target)  # root ignores chmod; this does not
+    with pytest.raises(UsageError, match=what):
+        ensure_folder(target)
 
 
 @pytest.mark.parametrize("src,stem", [
@@ -84,6 +135,33 @@ def test_manifest_round_trip_and_currency(tmp_path):
     assert not manifest.is_current(folder, m, "m-Q8_0.gguf", "other-recipe")
     (folder / "m-Q8_0.gguf").write_bytes(b"GGUF")  # truncated copy
     assert not manifest.is_current(folder, m, "m-Q8_0.gguf", "r1")
+
+
+def test_a_changed_file_with_a_newer_mtime_is_not_reused(tmp_path):
+    folder = _folder_with_manifest(tmp_path)
+    m = manifest.load(folder)
+    f = folder / "m-Q8_0.gguf"
+    with open(f, "r+b") as fh:  # one bit flipped, same size, mtime moves on
+        fh.seek(50)
+        fh.write(b"\x01")
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    assert not manifest.is_current(folder, m, "m-Q8_0.gguf", "r1")
+    f.write_bytes(b"GGUF" + b"\0" * 100)  # the recorded bytes again, with yet another mtime: hashed and reused
+    assert manifest.is_current(folder, m, "m-Q8_0.gguf", "r1")
+    assert m.files["m-Q8_0.gguf"].mtime_ns == f.stat().st_mtime_ns
+
+
+def test_verify_refuses_a_symlinked_output(tmp_path):
+    (tmp_path / "a").mkdir()
+    folder = _folder_with_manifest(tmp_path / "a")
+    real = tmp_path / "elsewhere.gguf"
+    (folder / "m-Q8_0.gguf").rename(real)
+    (folder / "m-Q8_0.gguf").symlink_to(real)  # same bytes, but `rsync -a` would ship the link
+    res = manifest.verify(folder)
+    assert res.linked == ["m-Q8_0.gguf"] and not res.passed
+    assert not manifest.is_current(folder, manifest.load(folder), "m-Q8_0.gguf", "r1")
+    out = CliRunner().invoke(cli, ["verify", str(folder)])
+    assert out.exit_code == 1 and "SYMLINK   m-Q8_0.gguf" in out.output
 
 
 def test_damaged_manifest_is_a_clear_error(tmp_path):

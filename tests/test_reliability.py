@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from edgeq import config, manifest, system
 from edgeq.cli import main
 from edgeq.errors import DiskSpaceError, GGUFError, SourceError
-from edgeq.files import atomic_output
+from edgeq.files import atomic_output, final_name
 from edgeq.llamacpp import find_toolchain, supported_architectures
 from edgeq.output import to_jsonable
 from edgeq.quants import parse_quant
@@ -265,13 +265,14 @@ def test_interrupted_convert_loses_nothing_and_resumes(tiny_llama, tmp_path):
     # SIGKILL while the converter is half-way through its file: the converter dies with edgeq.
     rc, _, _ = _interrupt_at(tmp_path / "a", args, slow_convert, signal.SIGKILL)
     assert rc == -signal.SIGKILL and _no_tools_left(out)
-    assert sorted(p.name for p in out.iterdir()) == ["tiny-llama-F16.gguf.incomplete"]
+    (left,) = out.iterdir()
+    assert final_name(left) == "tiny-llama-F16.gguf" and left.name.endswith(".incomplete")
 
     # SIGINT at the same point: the stale file goes first, the new partial one on the way out.
     rc, stdout, stderr = _interrupt_at(tmp_path / "b", args, slow_convert, signal.SIGINT)
     err = json.loads(stdout)
     assert rc == 130 and (err["error"], err["exit_code"]) == ("interrupted", 130) and "again" in err["message"]
-    assert "removed tiny-llama-F16.gguf.incomplete, left by an interrupted run" in stderr
+    assert f"removed {left.name}, left by an interrupted run" in stderr
     assert "Traceback" not in stderr and _no_tools_left(out) and list(out.iterdir()) == []
 
     # SIGINT while llama-quantize's file is whole but not yet renamed: F16 finished, so it is kept.
@@ -284,7 +285,10 @@ def test_interrupted_convert_loses_nothing_and_resumes(tiny_llama, tmp_path):
     # SIGKILL during quantization: the partial Q8_0 stays under its temporary name only.
     rc, _, _ = _interrupt_at(tmp_path / "d", args, slow_quantize, signal.SIGKILL)
     assert rc == -signal.SIGKILL and _no_tools_left(out)
-    assert sorted(p.name for p in out.iterdir()) == ["edgeq-manifest.json", f16.name, q8.name + ".incomplete"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names[:2] == ["edgeq-manifest.json", f16.name] and len(names) == 3
+    q8_left = out / names[2]
+    assert final_name(q8_left) == q8.name and q8_left.name.endswith(".incomplete")
 
     # A plain rerun removes the stale file, reuses F16 (per the manifest) and makes only Q8_0.
     proc = _edgeq(args, {})
@@ -293,13 +297,21 @@ def test_interrupted_convert_loses_nothing_and_resumes(tiny_llama, tmp_path):
     res = json.loads(stdout)
     assert {o["type"]: o["reused"] for o in res["outputs"]} == {"F16": True, "Q8_0": False}
     assert res["convert_peak_rss_bytes"] is None  # nothing was converted this time
-    assert f"removed {q8.name}.incomplete" in stderr and f16.stat().st_mtime_ns == f16_made
+    assert f"removed {q8_left.name}" in stderr and f16.stat().st_mtime_ns == f16_made
     assert sorted(p.name for p in out.iterdir()) == ["edgeq-manifest.json", f16.name, q8.name]
     assert manifest.verify(out).passed
     # The disk estimate made before converting was not short of what was written.
     ck = checkpoint.check(tiny_llama, supported=supported_architectures(find_toolchain().llama_dir))
     for o in res["outputs"]:
         assert convert_mod.estimate_output_bytes(ck.parameters, parse_quant(o["type"]), 256) >= o["size_bytes"]
+
+    # --force, killed while it remakes Q8_0: the old Q8_0 is still on disk and still recorded (it used to be
+    # dropped from the manifest as soon as a forced run started).
+    q8_bytes = q8.read_bytes()
+    rc, _, _ = _interrupt_at(tmp_path / "e", [*args, "--force"], slow_quantize, signal.SIGKILL)
+    assert rc == -signal.SIGKILL and _no_tools_left(out)
+    assert set(manifest.load(out).files) == {f16.name, q8.name} and q8.read_bytes() == q8_bytes
+    assert manifest.verify(out).passed
 
 
 # ---- 4. disk and memory --------------------------------------------------------------------------

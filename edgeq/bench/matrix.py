@@ -12,7 +12,7 @@ from .. import system
 from .._version import __version__
 from ..convert.models import plan_models
 from ..errors import EdgeqError, NativeCrash, UsageError
-from ..files import write_json_atomic
+from ..files import ensure_folder, write_json_atomic
 from ..llamacpp import DOCTOR_HINT, find_toolchain, llama_cpp_version, measure_bandwidth
 from ..llamacpp.rpc import parse_endpoints, probe_all
 from ..output import Progress, note
@@ -124,6 +124,8 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
     if (no_local or tensor_split) and not endpoints:
         raise UsageError("--no-local and --tensor-split need --rpc.")
     probe_all(endpoints)  # a bad server is one clear error before anything runs or is written
+    if output:
+        ensure_folder(Path(output).parent)  # a bad -o fails now, not after the first run
     threads = threads or system.default_threads()
     prompts = load_prompts(prompt_file)
     ggufs, checkpoints = plan_models(models, qnames, progress, revision=revision, token=token)

@@ -8,12 +8,14 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from .. import config
 from ..errors import EdgeqError, UsageError
+from ..files import ensure_folder
 from ..output import human_bytes, note, print_json, print_table
 from ..sources.texts import SOURCE
 from .options import (
@@ -65,6 +67,7 @@ def ppl(models: tuple[str, ...], quants: list[str], reference: str | None, threa
     from ..quality import default_text, load_text, perplexity
 
     progress = progress_wanted(as_json)
+    ensure_folder(Path(output).parent)  # a bad -o fails now, not after the evaluation
     text, source = load_text(text_file) if text_file else default_text()  # bad input fails before any conversion
     refs, ref = _models(models, quants, reference, progress, revision, token)
     n = threads or os.cpu_count() or 1
@@ -89,6 +92,7 @@ def choice(models: tuple[str, ...], quants: list[str], reference: str | None, th
     from ..quality import default_choices, load_choices
 
     progress = progress_wanted(as_json)
+    ensure_folder(Path(output).parent)
     items = load_choices(data_file) if data_file else default_choices()
     source = data_file or f"which line comes next — {SOURCE}"
     items = items[:limit] if limit else items

@@ -164,10 +164,13 @@ def verify(folder: str, as_json: bool) -> None:
             click.echo(f"MISMATCH  {n}")
         for n in res.missing:
             click.echo(f"MISSING   {n}")
+        for n in res.linked:
+            click.echo(f"SYMLINK   {n}")
     if not res.passed:
-        bad = res.mismatched + res.missing
+        bad = res.mismatched + res.missing + res.linked
         err = VerifyFailed(f"{len(bad)} file(s) in {folder} do not match the manifest: {', '.join(bad)}.",
-                           hint="Re-run `edgeq convert --force` or re-copy the folder.")
+                           hint="Re-run `edgeq convert --force` or re-copy the folder"
+                                + (" (with the files, not links to them)." if res.linked else "."))
         if as_json:
             raise click.exceptions.Exit(err.exit_code)
         raise err

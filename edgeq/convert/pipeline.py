@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import config, manifest
-from ..errors import UsageError
-from ..files import atomic_output, remove_stale_incomplete, safe_name
+from ..errors import SourceError, UsageError
+from ..files import atomic_output, ensure_folder, folder_lock, remove_stale_incomplete, safe_name
 from ..llamacpp import (
     Toolchain,
     find_toolchain,
@@ -31,6 +31,7 @@ from ..quants import (
 )
 from ..sources import Source, checkpoint, resolve
 from ..sources import gguf as gguf_info
+from ..sources.gguf_values import non_finite_tensors
 from . import steps
 from .recorder import Recorder, TailHash
 
@@ -115,66 +116,71 @@ def convert(source: str | Path | Source | None = None, *, quants: list[str] | tu
     overrides.check_layers(ck.config.get("num_hidden_layers"))
     calib = steps.calibration_text(calibration) if overrides.imatrix else None
     stem = safe_name(name) if name else src.name
-    out = Path(outdir) if outdir else config.models_dir() / stem
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in remove_stale_incomplete(out):
-        note(f"removed {stale.name}, left by an interrupted run")
+    out = ensure_folder(Path(outdir) if outdir else config.models_dir() / stem)
+    # One run at a time per folder: a second waits, then sees the first's files in the manifest and reuses
+    # them, instead of racing it for the same names (which lost finished outputs from the manifest).
+    with folder_lock(out, doing="converts"):
+        for stale in remove_stale_incomplete(out):
+            note(f"removed {stale.name}, left by an interrupted run")
 
-    old = None if force else manifest.load(out)
-    mf = manifest.Manifest(source=src_info, llama_cpp=llama_cpp_version(tc),
-                           options={"outtype": base.name, "quants": [q.name for q in targets]})
-    if old:
-        mf.files = dict(old.files)
-    base_recipe = steps.recipe(src_info, tc, base.name)
-    imatrix_recipe = steps.imatrix_recipe(base_recipe, calib, imatrix_chunks) if calib else None
-    plan = steps.plan_steps(out, stem, base, targets, base_recipe, old, overrides, imatrix_recipe)
-    steps.check_disk(out, ck, plan)
+        old = steps.same_model_or_refuse(out, manifest.load(out), src_info, force=force)
+        mf = manifest.Manifest(source=src_info, llama_cpp=llama_cpp_version(tc),
+                               options={"outtype": base.name, "quants": [q.name for q in targets]})
+        if old:
+            # Kept even under --force: each entry is replaced when its file is, so a run killed half-way
+            # leaves the files it had not reached yet still recorded.
+            mf.files = dict(old.files)
+        base_recipe = steps.recipe(src_info, tc, base.name)
+        imatrix_recipe = steps.imatrix_recipe(base_recipe, calib, imatrix_chunks) if calib else None
+        plan = steps.plan_steps(out, stem, base, targets, base_recipe, None if force else old, overrides,
+                                imatrix_recipe)
+        steps.check_disk(out, ck, plan)
 
-    result = ConvertResult(src_info, str(out), str(manifest.manifest_path(out)), mf.llama_cpp)
-    base_path = out / steps.output_name(stem, base.name)
-    with Recorder(out, mf) as rec:
-        for q, label, path, recipe, current in plan:
-            if current:
-                result.outputs.append(_describe(path, q, label, 0.0, gguf_info.read(path), reused=True))
-                continue
-            t0 = time.perf_counter()
-            stages: dict[str, float] = {}
-            digest = None
-            if q.float_type:
-                result.convert_peak_rss_bytes, digest, hashing = _convert_float(tc, ck, path, q, progress)
-                stages["convert_hf_to_gguf"] = time.perf_counter() - t0
-                if digest:
-                    stages["sha256_while_written"] = hashing
-            else:
-                imatrix = None
-                if overrides.imatrix and calib and imatrix_recipe:
-                    imatrix = steps.ensure_imatrix(tc, base_path, calib, out, stem, imatrix_recipe, imatrix_chunks,
-                                                   threads, progress)
-                    stages["llama-imatrix"] = time.perf_counter() - t0
-                t1 = time.perf_counter()
-                with Progress(f"{label:>7}", None, progress) as bar:
-                    quantize(tc, base_path, path, q, threads=threads, extra_args=overrides.args(imatrix),
-                             on_step=bar.update_to)
-                stages["llama-quantize"] = time.perf_counter() - t1
-            t2 = time.perf_counter()
-            info = gguf_info.read(path)
-            stages["read_header"] = time.perf_counter() - t2
-            rec.add(path, label, info.bits_per_weight, recipe, sha256=digest)  # else hashed while the next is made
-            o = _describe(path, q, label, time.perf_counter() - t0, info, reused=False)
-            o.stages = {k: round(v, 3) for k, v in stages.items()}
-            result.outputs.append(o)
-    for o in result.outputs:  # the others were hashed in the background; say what each took
-        if rec.seconds.get(Path(o.path).name):
-            o.stages["sha256_background"] = rec.seconds[Path(o.path).name]
+        result = ConvertResult(src_info, str(out), str(manifest.manifest_path(out)), mf.llama_cpp)
+        base_path = out / steps.output_name(stem, base.name)
+        with Recorder(out, mf) as rec:
+            for q, label, path, recipe, current in plan:
+                if current:
+                    result.outputs.append(_describe(path, q, label, 0.0, gguf_info.read(path), reused=True))
+                    continue
+                t0 = time.perf_counter()
+                stages: dict[str, float] = {}
+                digest = None
+                if q.float_type:
+                    result.convert_peak_rss_bytes, digest, hashing = _convert_float(tc, ck, path, q, progress)
+                    stages["convert_hf_to_gguf"] = time.perf_counter() - t0
+                    if digest:
+                        stages["sha256_while_written"] = hashing
+                else:
+                    imatrix = None
+                    if overrides.imatrix and calib and imatrix_recipe:
+                        imatrix = steps.ensure_imatrix(tc, base_path, calib, out, stem, imatrix_recipe, imatrix_chunks,
+                                                       threads, progress)
+                        stages["llama-imatrix"] = time.perf_counter() - t0
+                    t1 = time.perf_counter()
+                    with Progress(f"{label:>7}", None, progress) as bar:
+                        quantize(tc, base_path, path, q, threads=threads, extra_args=overrides.args(imatrix),
+                                 on_step=bar.update_to)
+                    stages["llama-quantize"] = time.perf_counter() - t1
+                t2 = time.perf_counter()
+                info = gguf_info.read(path)
+                stages["read_header"] = time.perf_counter() - t2
+                rec.add(path, label, info.bits_per_weight, recipe, sha256=digest)  # else hashed while the next is made
+                o = _describe(path, q, label, time.perf_counter() - t0, info, reused=False)
+                o.stages = {k: round(v, 3) for k, v in stages.items()}
+                result.outputs.append(o)
+        for o in result.outputs:  # the others were hashed in the background; say what each took
+            if rec.seconds.get(Path(o.path).name):
+                o.stages["sha256_background"] = rec.seconds[Path(o.path).name]
 
-    if not keep_f16 and base.name not in [q.name for q in targets]:
-        (out / steps.output_name(stem, base.name)).unlink(missing_ok=True)
-        mf.files.pop(steps.output_name(stem, base.name), None)
-    manifest.save(out, mf)
-    result.outputs = [o for o in result.outputs if Path(o.path).exists()]
-    result.notes = [n for o in result.outputs if (n := fallback_note(o, ck))]
-    result.seconds = round(time.perf_counter() - started, 2)
-    return result
+        if not keep_f16 and base.name not in [q.name for q in targets]:
+            (out / steps.output_name(stem, base.name)).unlink(missing_ok=True)
+            mf.files.pop(steps.output_name(stem, base.name), None)
+        manifest.save(out, mf)
+        result.outputs = [o for o in result.outputs if Path(o.path).exists()]
+        result.notes = [n for o in result.outputs if (n := fallback_note(o, ck))]
+        result.seconds = round(time.perf_counter() - started, 2)
+        return result
 
 
 def _convert_float(tc: Toolchain, ck: checkpoint.Checkpoint, dst: Path, q: QuantType,
@@ -200,7 +206,22 @@ def _convert_float(tc: Toolchain, ck: checkpoint.Checkpoint, dst: Path, q: Quant
                             "--outtype", q.name.lower()], name="convert_hf_to_gguf.py", on_line=on_line)
         finally:
             digest = follower.finish()
+        _refuse_non_finite(tmp, q)  # before the rename: a broken model never sits under its final name
     return out.peak_rss_bytes, digest, follower.seconds
+
+
+def _refuse_non_finite(path: Path, q: QuantType) -> None:
+    bad = non_finite_tensors(path)
+    if not bad:
+        return
+    first = bad[0]
+    more = f" and {len(bad) - 1} more tensor(s)" if len(bad) > 1 else ""
+    overflow = (" Values beyond F16's ±65504 become Inf, so finite weights that large need --outtype bf16 or f32."
+                if q.name == "F16" else "")
+    raise SourceError(f"the weights hold NaN or Inf: tensor {first.name!r} has {first.count:,} non-finite "
+                      f"{first.type} values{more} after conversion to {q.name}, so the model could only print "
+                      f"nothing or score nan.{overflow}",
+                      hint="Check the checkpoint (a damaged download or a diverged fine-tune); nothing was written.")
 
 
 def _describe(path: Path, q: QuantType, label: str, seconds: float, info: gguf_info.GGUFInfo, *,

@@ -11,7 +11,7 @@ from ..errors import DiskSpaceError, UsageError
 from ..files import safe_name, sha256_file
 from ..llamacpp import Toolchain, llama_cpp_version
 from ..llamacpp.quantize import Overrides, compute_imatrix
-from ..output import Progress
+from ..output import Progress, note
 from ..quants import FALLBACK, QuantType, parse_quant
 from ..sources import checkpoint
 from ..sources.texts import calibration_text_file
@@ -105,3 +105,24 @@ def check_disk(out: Path, ck: checkpoint.Checkpoint, plan: list[Step]) -> None:
     hidden = ck.config.get("hidden_size")
     check_free_disk(out, {label: estimate_output_bytes(ck.parameters, q, hidden)
                           for q, label, _, _, current in plan if not current})
+
+
+def _model_of(source: dict[str, object]) -> str:
+    """Which model a manifest's ``source`` names: the repo for a Hub source, else the checkpoint's path."""
+    return str(source.get("repo_id") if source.get("kind") == "hub" else source.get("path"))
+
+
+def same_model_or_refuse(out: Path, old: manifest.Manifest | None, src_info: dict[str, object], *,
+                         force: bool) -> manifest.Manifest | None:
+    """The folder's manifest, if it records the same model; a folder of another model is refused
+    (one manifest has one source, so its files would be relabelled as this model's), or, with
+    ``force``, forgotten with a note."""
+    if old is None or _model_of(old.source) == _model_of(src_info):
+        return old
+    if not force:
+        raise UsageError(f"{out} holds files converted from {_model_of(old.source)}; converting "
+                         f"{_model_of(src_info)} there would record them as this model's.",
+                         hint="Pass another -o (or --name), or --force to make this folder this model's.")
+    note(f"{out} held files of {_model_of(old.source)}; its manifest now records only this model's "
+         f"(left on disk, unrecorded: {', '.join(old.files) or 'none'})")
+    return None

@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_output, read_results, schema_of
+from ..files import atomic_output, ensure_folder, read_results, schema_of
 from .quality import quality_section
 from .tables import first_prompt_batch1, label, markdown_table
 
@@ -178,13 +178,13 @@ def write_report(paths: list[Path], outdir: Path) -> ReportResult:
     paths, plans = _split(paths, "plan")
     paths, evals = _split(paths, "eval")
     results = load_results(paths)
-    outdir.mkdir(parents=True, exist_ok=True)
+    ensure_folder(outdir)
     md = ["# edgeq bench report"]
     made: list[str] = []
     for i, res in enumerate(results):
         env, runs = res["environment"], res["runs"]
         sub = outdir if len(results) == 1 else outdir / f"run{i + 1}"
-        sub.mkdir(parents=True, exist_ok=True)
+        ensure_folder(sub)
         made += [str((sub / c).relative_to(outdir)) for c in charts(runs, res["verdicts"], sub)]
         md.append(f"## Run {i + 1}: {env['cpu']}, {env['threads']} threads" + (" (interrupted)" if res.get("interrupted") else ""))
         md.append(markdown_table(["fact", "value"], [

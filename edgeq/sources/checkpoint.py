@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,8 @@ def read_safetensors_header(path: Path, *, check_data: bool = True) -> dict[str,
                 _check_tensor_entry(name, t, size)
             elif not isinstance(t, dict) or not isinstance(t.get("shape"), list):
                 raise ValueError(f"tensor {name!r} has no shape")
+        if check_data:
+            _check_no_overlap(data)
         return data
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, OSError) as e:
         raise SourceError(f"{path.name} is not a valid safetensors file: {e}.",
@@ -85,6 +88,83 @@ def _check_tensor_entry(name: str, t: object, data_size: int) -> None:
         raise ValueError(f"tensor {name!r} holds {end - start} bytes, not the {math.prod(shape)} {dtype} values of its shape")
 
 
+def _check_no_overlap(entries: dict[str, Any]) -> None:
+    """No two tensors may share bytes: a header whose offsets overlap describes no real file."""
+    spans = sorted((t["data_offsets"][0], t["data_offsets"][1], name) for name, t in entries.items()
+                   if t["data_offsets"][1] > t["data_offsets"][0])
+    for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+        if start < end:
+            raise ValueError(f"tensors {a!r} and {b!r} overlap in the file")
+
+
+def _refuse_special_files(folder: Path) -> None:
+    """A FIFO, socket or device where a file should be would block or mislead every reader: one line instead."""
+    for p in sorted(folder.iterdir()):
+        try:
+            mode = p.stat().st_mode
+        except OSError as e:  # a dangling symlink, a file gone since listing
+            raise SourceError(f"{p} cannot be read ({e.strerror}).", hint="Re-download the checkpoint.") from e
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+            raise SourceError(f"{p} is {kind}, not a regular file.",
+                              hint="Replace it with the real file (re-download the checkpoint).")
+
+
+def _layer_shapes(cfg: dict[str, Any]) -> dict[str, list[int]] | None:
+    """What a llama-family layer's tensors must be, from config.json (None: the config lacks the sizes)."""
+    try:
+        hidden, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
+        kv, ffn = int(cfg.get("num_key_value_heads") or heads), int(cfg["intermediate_size"])
+        head_dim = int(cfg.get("head_dim") or hidden // heads)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+    return {"self_attn.q_proj.weight": [heads * head_dim, hidden], "self_attn.k_proj.weight": [kv * head_dim, hidden],
+            "self_attn.v_proj.weight": [kv * head_dim, hidden], "self_attn.o_proj.weight": [hidden, heads * head_dim],
+            "mlp.gate_proj.weight": [ffn, hidden], "mlp.up_proj.weight": [ffn, hidden],
+            "mlp.down_proj.weight": [hidden, ffn]}
+
+
+def check_against_config(shapes: dict[str, list[int]], cfg: dict[str, Any]) -> None:
+    """The tensors the converter will need, present and of the shapes config.json implies.
+
+    Checked for the llama-style names (``model.layers.N.self_attn.q_proj.weight`` …) that
+    most causal LMs use; a tensor kind the checkpoint does not have in layer 0 (fused
+    QKV, experts) is not asked for.  Without this a wrong shape converted "fine" and
+    only failed to load later, with a message about the context size.
+    """
+    want = _layer_shapes(cfg)
+    n_layer = cfg.get("num_hidden_layers")
+    if want is None or not isinstance(n_layer, int) or isinstance(n_layer, bool) or n_layer < 1:
+        return
+    prefix = next((p for p in ("model.layers.", "model.language_model.layers.")
+                   if any(k.startswith(p + "0.") for k in shapes)), None)
+    if prefix is None:
+        return
+    kinds = [k for k in want if f"{prefix}0.{k}" in shapes]
+    vocab, hidden = cfg.get("vocab_size"), cfg.get("hidden_size")
+    emb = shapes.get(prefix.replace("layers.", "embed_tokens.weight"))
+    if emb is not None and isinstance(vocab, int) and emb != [vocab, hidden]:
+        raise SourceError(f"tensor {prefix.replace('layers.', 'embed_tokens.weight')} has shape {emb}, but config.json "
+                          f"implies [{vocab}, {hidden}] (vocab_size, hidden_size).", hint=_MISMATCH_HINT)
+    for i in range(n_layer):
+        for k in kinds:
+            name = f"{prefix}{i}.{k}"
+            got = shapes.get(name)
+            if got is None:
+                raise SourceError(f"tensor {name} is missing: config.json says {n_layer} layers.", hint=_MISMATCH_HINT)
+            if got != want[k]:
+                raise SourceError(f"tensor {name} has shape {got}, but config.json implies {want[k]}.",
+                                  hint=_MISMATCH_HINT)
+    extra = sorted({int(k[len(prefix):].split(".")[0]) for k in shapes
+                    if k.startswith(prefix) and k[len(prefix):].split(".")[0].isdigit()} - set(range(n_layer)))
+    if extra:
+        raise SourceError(f"the weights have layer {extra[0]}, but config.json says {n_layer} layers.",
+                          hint=_MISMATCH_HINT)
+
+
+_MISMATCH_HINT = "The weights and config.json disagree: re-download the checkpoint, or fix config.json."
+
+
 def _load_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -100,6 +180,7 @@ def check(folder: Path, *, supported: frozenset[str], allow_pickle: bool = False
     """Validate a checkpoint folder; raise a one-line error for the first problem found."""
     if not folder.is_dir():
         raise SourceError(f"{folder} is not a folder.", hint="Pass a Hugging Face repo id or a checkpoint folder.")
+    _refuse_special_files(folder)
     cfg_path = folder / "config.json"
     if not cfg_path.is_file():
         raise SourceError(f"{folder} has no config.json, so it is not a Hugging Face checkpoint.",
@@ -118,10 +199,13 @@ def check(folder: Path, *, supported: frozenset[str], allow_pickle: bool = False
     ck = Checkpoint(folder, arch, cfg)
     safetensors = sorted(folder.glob("*.safetensors"))
     if safetensors:
+        shapes: dict[str, list[int]] = {}
         for p in safetensors:
-            for t in read_safetensors_header(p).values():
+            for name, t in read_safetensors_header(p).items():
                 ck.tensors += 1
                 ck.parameters += math.prod(t["shape"])  # validated above
+                shapes[name] = t["shape"]
+        check_against_config(shapes, cfg)
         ck.weight_files = safetensors
         return ck
     pickles = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)

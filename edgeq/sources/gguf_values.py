@@ -1,0 +1,47 @@
+"""Non-finite weights in a float GGUF: NaN or Inf in its F32, F16 and BF16 tensors.
+
+A checkpoint with a NaN tensor converts "successfully", and the model it makes
+prints nothing and scores ``nan``; values past F16's ±65504 become Inf the
+same way.  Checking the written file catches both, by the exponent bits alone
+(all ones: Inf or NaN), in chunks so memory stays flat.
+"""
+from __future__ import annotations
+
+import mmap
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .gguf_header import read_header
+
+# Per float type: the integer view and the exponent mask (all ones = Inf or NaN).
+_EXPONENT = {"F32": (np.uint32, 0x7F800000), "F16": (np.uint16, 0x7C00), "BF16": (np.uint16, 0x7F80)}
+_CHUNK = 1 << 24  # elements per pass
+
+
+@dataclass
+class BadTensor:
+    name: str
+    type: str
+    count: int  # values that are NaN or Inf
+
+
+def non_finite_tensors(path: str | Path) -> list[BadTensor]:
+    """Every float tensor of ``path`` that holds NaN or Inf, with how many such values (quantized ones are skipped)."""
+    h = read_header(path)
+    bad = []
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        for t in h.tensors:
+            if t.type not in _EXPONENT or not t.n_elements:
+                continue
+            dtype, mask = _EXPONENT[t.type]
+            values = np.frombuffer(m, dtype=dtype, count=t.n_elements, offset=h.data_offset_bytes + t.offset)
+            count = 0
+            for i in range(0, t.n_elements, _CHUNK):
+                part = values[i:i + _CHUNK]
+                count += int(np.count_nonzero((part & dtype(mask)) == mask))
+            del values, part  # the mmap cannot close while a view holds it
+            if count:
+                bad.append(BadTensor(t.name, t.type, count))
+    return bad

@@ -1,0 +1,205 @@
+"""Reliability, round two: concurrent runs, poisoned weights, hostile metadata, and every error one honest line.
+
+Each test reproduces one case a stranger's hostile run found (the README's Reliability table lists them).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_tiny_checkpoint, write_minimal_checkpoint
+
+from edgeq import manifest
+from edgeq.convert import steps
+from edgeq.errors import SourceError, UsageError
+from edgeq.llamacpp import find_toolchain, supported_architectures
+from edgeq.sources import checkpoint
+
+EDGEQ = str(Path(sys.executable).with_name("edgeq"))
+SUPPORTED = supported_architectures(find_toolchain().llama_dir)
+
+
+def edgeq(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([EDGEQ, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def one_line_error(p: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
+    """The failure contract: the exit code, one line on stderr (no traceback) naming the problem."""
+    err = p.stderr.strip()
+    assert p.returncode == code, (p.returncode, err[-2000:])
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err[-2000:]
+    for n in needles:
+        assert n in err, err
+
+
+def one_json_error(p: subprocess.CompletedProcess[str], code: int, kind: str | None = None) -> dict[str, object]:
+    assert p.returncode == code, (p.returncode, p.stderr[-2000:])
+    obj = json.loads(p.stdout)  # exactly one object: json.loads refuses trailing text
+    assert obj["exit_code"] == code and (kind is None or obj["error"] == kind), obj
+    assert "Traceback" not in p.stderr
+    return dict(obj)
+
+
+def llama_layers(tmp_path: Path, **shape_overrides: list[int]) -> Path:
+    """A checkpoint folder whose safetensors header holds a 2-layer llama's tensors (zeros), some reshaped."""
+    from safetensors.numpy import save_file
+
+    cfg = {"vocab_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+           "intermediate_size": 32, "hidden_size": 8}
+    src = write_minimal_checkpoint(tmp_path / "src", **cfg)
+    want = checkpoint._layer_shapes(cfg)
+    assert want is not None
+    tensors = {"model.embed_tokens.weight": [16, 8]}
+    tensors |= {f"model.layers.{i}.{k}": v for i in range(2) for k, v in want.items()}
+    tensors |= shape_overrides
+    save_file({k: np.zeros(v, dtype=np.float32) for k, v in tensors.items() if v}, str(src / "model.safetensors"))
+    return src
+
+
+# ---- 3. tensors that contradict config.json ------------------------------------------------------
+
+def test_tensors_that_agree_with_the_config_pass(tmp_path):
+    assert checkpoint.check(llama_layers(tmp_path), supported=SUPPORTED).tensors == 15
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"model.layers.1.self_attn.q_proj.weight": [8, 6]}, "has shape [8, 6], but config.json implies [8, 8]"),
+    ({"model.layers.1.mlp.down_proj.weight": []}, "model.layers.1.mlp.down_proj.weight is missing"),
+    ({"model.layers.2.self_attn.q_proj.weight": [8, 8]}, "the weights have layer 2, but config.json says 2 layers"),
+    ({"model.embed_tokens.weight": [15, 8]}, "implies [16, 8] (vocab_size, hidden_size)"),
+])
+def test_tensors_that_contradict_the_config_are_refused_before_converting(override, message, tmp_path):
+    src = llama_layers(tmp_path, **override)
+    with pytest.raises(SourceError, match="config.json") as e:
+        checkpoint.check(src, supported=SUPPORTED)
+    assert message in str(e.value) and "re-download" in (e.value.hint or "")
+
+
+def test_overlapping_safetensors_offsets_are_refused(tmp_path):
+    src = llama_layers(tmp_path)
+    f = src / "model.safetensors"
+    raw = f.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    a, b = sorted((k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0])[:2]
+    header[b]["data_offsets"] = [header[a]["data_offsets"][0], header[a]["data_offsets"][0]
+                                 + header[b]["data_offsets"][1] - header[b]["data_offsets"][0]]
+    new = json.dumps(header, separators=(",", ":")).encode().ljust(n)
+    assert len(new) == n
+    f.write_bytes(raw[:8] + new + raw[8 + n:])
+    with pytest.raises(SourceError, match="overlap in the file"):
+        checkpoint.check(src, supported=SUPPORTED)
+
+
+# ---- 7. a FIFO where a file should be ------------------------------------------------------------
+
+def test_a_fifo_named_like_the_weights_is_one_line_not_a_hang(tmp_path):
+    src = write_minimal_checkpoint(tmp_path / "src")
+    os.mkfifo(src / "model.safetensors")
+    p = edgeq("convert", str(src), "-o", str(tmp_path / "out"), timeout=60)
+    one_line_error(p, 1, "model.safetensors is a FIFO, not a regular file")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+# ---- 5. output paths that cannot be made ---------------------------------------------------------
+
+@pytest.mark.parametrize("args", [
+    ["convert", "{ckpt}", "-o", "{afile}/sub"],
+    ["bench", "{gguf}", "-o", "{afile}/b.json"],
+    ["report", "{results}", "-o", "{afile}/rep"],
+    ["eval", "ppl", "{gguf}", "-o", "{afile}/e.json"],
+])
+def test_an_output_path_under_a_file_is_one_line_and_one_json_object(args, tmp_path, embedded_outputs,
+                                                                    embedded_checkpoint):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps({"schema": "edgeq-bench/1", "environment": {}, "settings": {}, "runs": []}))
+    args = [a.format(afile=afile, gguf=embedded_outputs[0], results=results, ckpt=embedded_checkpoint) for a in args]
+    p = edgeq(*args)
+    one_line_error(p, 2, f"{afile} is a file, not a folder")
+    if args[0] != "report":  # report has no --json
+        one_json_error(edgeq(*args, "--json"), 2, "usage")
+
+
+# ---- 8. another model's folder -------------------------------------------------------------------
+
+def test_a_second_model_is_not_recorded_in_another_models_folder(tmp_path):
+    old = manifest.Manifest(source={"kind": "local", "path": "/models/a", "fingerprint": "1"}, llama_cpp="x",
+                            options={}, files={"a-Q8_0.gguf": manifest.FileRecord("Q8_0", "s", 1, 8.5, "r", "t")})
+    same = {"kind": "local", "path": "/models/a", "fingerprint": "2"}  # the same model, changed: reuse decides
+    other = {"kind": "local", "path": "/models/b", "fingerprint": "3"}
+    assert steps.same_model_or_refuse(tmp_path, old, same, force=False) is old
+    with pytest.raises(UsageError, match="holds files converted from /models/a; converting /models/b"):
+        steps.same_model_or_refuse(tmp_path, old, other, force=False)
+    assert steps.same_model_or_refuse(tmp_path, old, other, force=True) is None
+    hub = {"kind": "hub", "repo_id": "org/a", "path": "/cache/x", "fingerprint": "4"}
+    moved = {"kind": "hub", "repo_id": "org/a", "path": "/cache/y", "fingerprint": "5"}
+    hub_old = manifest.Manifest(source=hub, llama_cpp="x", options={})
+    assert steps.same_model_or_refuse(tmp_path, hub_old, moved, force=False) is hub_old
+
+
+# ---- 2. NaN, Inf and values too large for F16 ----------------------------------------------------
+
+def _poisoned(tmp_path: Path, tiny_llama: Path, value: float) -> Path:
+    from safetensors.numpy import load_file, save_file
+
+    src = tmp_path / "poisoned"
+    shutil.copytree(tiny_llama, src)
+    weights = load_file(str(src / "model.safetensors"))
+    w = weights["model.layers.0.mlp.down_proj.weight"]
+    w[3, :5] = value
+    save_file(weights, str(src / "model.safetensors"), metadata={"format": "pt"})
+    return src
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("value,extra", [(float("nan"), ""), (1e6, "need --outtype bf16 or f32")])
+def test_non_finite_weights_are_refused_with_the_tensors_name(value, extra, tmp_path, tiny_llama):
+    src = _poisoned(tmp_path, tiny_llama, value)
+    out = tmp_path / "out"
+    p = edgeq("convert", str(src), "--q8", "-o", str(out))
+    one_line_error(p, 1, "tensor 'blk.0.ffn_down.weight' has 5 non-finite F16 values", extra)
+    assert not list(out.glob("*.gguf")) and not list(out.glob("*.incomplete"))
+    if value > 1:  # finite, just too large for F16: F32 holds it
+        ok = edgeq("convert", str(src), "--outtype", "f32", "--quant", "F32", "-o", str(out), "--json")
+        assert ok.returncode == 0, ok.stderr[-2000:]
+
+
+# ---- 1. concurrent runs into one folder ----------------------------------------------------------
+
+@pytest.mark.slow
+def test_concurrent_converts_into_one_folder_lose_nothing(tmp_path, embedded_checkpoint):
+    """The issue's repro: F16 first, then two converts at once; every output ends up recorded and whole."""
+    src = make_tiny_checkpoint(tmp_path / "tiny", embedded_checkpoint, hidden=256)
+    out = tmp_path / "out"
+    first = edgeq("convert", str(src), "--quant", "F16", "-o", str(out))
+    assert first.returncode == 0, first.stderr[-2000:]
+    results: dict[str, subprocess.CompletedProcess[str]] = {}
+
+    def run(name: str, *args: str) -> None:
+        results[name] = edgeq("convert", str(src), *args, "-o", str(out), "--json")
+
+    threads = [threading.Thread(target=run, args=("a", "--q8", "--quant", "Q6_K")),
+               threading.Thread(target=run, args=("b", "--q4", "--quant", "Q5_K_M"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for r in results.values():
+        assert r.returncode == 0, r.stderr[-2000:]
+        json.loads(r.stdout)
+    assert any("waiting: another edgeq run is writing into" in r.stderr for r in results.values())
+    names = {f"tiny-{t}.gguf" for t in ("F16", "Q8_0", "Q6_K", "Q4_K_M", "Q5_K_M")}
+    assert set(manifest.load(out).files) == names
+    assert {p.name for p in out.glob("*.gguf")} == names and not list(out.glob("*.incomplete"))
+    v = manifest.verify(out)
+    assert v.passed and sorted(v.ok) == sorted(names)
