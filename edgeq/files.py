@@ -14,7 +14,7 @@ from typing import Any
 
 from .config import INCOMPLETE_SUFFIX
 from .errors import UsageError
-from .output import note
+from .output import note, to_jsonable
 
 _WRITER = re.compile(r"\.(\d+)-[0-9a-f]+" + re.escape(INCOMPLETE_SUFFIX) + "$")
 
@@ -100,8 +100,10 @@ def atomic_output(final: Path) -> Iterator[Path]:
 
 
 def write_json_atomic(path: Path, data: object) -> None:
+    """``data`` as standard JSON (NaN and Inf as null: ``output.to_jsonable``), written whole or not at all."""
     with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(to_jsonable(data), indent=2, sort_keys=False, allow_nan=False) + "\n",
+                       encoding="utf-8")
 
 
 def sha256_file(path: Path) -> str:

@@ -3,13 +3,37 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import sys
 from typing import Any
 
 import click
 
+# C0 controls but tab and newline, DEL, C1 controls, and the bidirectional overrides that reorder text.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: object) -> str:
+    """``text`` safe for a terminal: every control character shown as ``\\xNN`` (``\\u202e``...) instead of obeyed.
+
+    Names, templates and paths come from files anyone can write; an ``ESC[2J`` in a
+    GGUF's ``general.name`` must not clear the screen of whoever inspects it.
+    """
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                            else f"\\u{ord(m.group()):04x}", str(text))
+
+
+def echo(text: object = "", *, err: bool = False) -> None:
+    """A line for people, made ``printable``."""
+    click.echo(printable(text), err=err)
+
 
 def to_jsonable(obj: Any) -> Any:
+    """Plain JSON values; NaN and ±Inf become null (JSON has no such numbers, and a result that holds one is
+    unreadable to strict parsers)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {k: to_jsonable(v) for k, v in dataclasses.asdict(obj).items()}
     if isinstance(obj, dict):
@@ -22,7 +46,7 @@ def to_jsonable(obj: Any) -> Any:
 
 
 def print_json(obj: Any) -> None:
-    click.echo(json.dumps(to_jsonable(obj), indent=2, default=str))
+    click.echo(json.dumps(to_jsonable(obj), indent=2, default=str, allow_nan=False))
 
 
 def human_bytes(n: float) -> str:
@@ -38,18 +62,20 @@ def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) ->
     try:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
     except ImportError:  # pragma: no cover
         widths = [max(len(str(c)), *(len(str(r[i])) for r in rows)) for i, c in enumerate(columns)]
         if title:
-            click.echo(title)
+            echo(title)
         for r in [columns, *rows]:
-            click.echo("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
+            echo("  ".join(str(v).ljust(w) for v, w in zip(r, widths)))
         return
-    table = Table(title=title, title_justify="left")
+    # Text, not str: rich would read "[...]" in a file's metadata as its own markup.
+    table = Table(title=Text(printable(title)) if title else None, title_justify="left")
     for c in columns:
         table.add_column(c, overflow="fold")
     for r in rows:
-        table.add_row(*(str(v) for v in r))
+        table.add_row(*(Text(printable(v)) for v in r))
     # A terminal's own width; when piped, wide enough that file names don't wrap.
     width = Console().width if sys.stdout.isatty() else 200
     Console(file=sys.stdout, soft_wrap=False, width=width).print(table)
@@ -57,7 +83,7 @@ def print_table(title: str | None, columns: list[str], rows: list[list[Any]]) ->
 
 def note(message: str) -> None:
     """A line for people: stderr, so stdout stays clean for pipes and --json."""
-    click.echo(message, err=True)
+    echo(message, err=True)
 
 
 class Progress:

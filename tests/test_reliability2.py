@@ -203,3 +203,195 @@ def test_concurrent_converts_into_one_folder_lose_nothing(tmp_path, embedded_che
     assert {p.name for p in out.glob("*.gguf")} == names and not list(out.glob("*.incomplete"))
     v = manifest.verify(out)
     assert v.passed and sorted(v.ok) == sorted(names)
+
+
+# ---- 4. hostile metadata never reaches the terminal raw ------------------------------------------
+
+HOSTILE = "evil\x1b[2J\x1b]0;pwned\x07\x1b[8mhidden\u202e"
+
+
+@pytest.mark.parametrize("command", ["inspect", "plan"])
+def test_escape_sequences_from_a_file_are_shown_not_obeyed(command, tmp_path):
+    from conftest import write_small_gguf
+
+    f = write_small_gguf(tmp_path / "m.gguf", name=HOSTILE, add_bos=False, tokens=["a", "b"], file_type=7)
+    p = edgeq(command, str(f))
+    for stream in (p.stdout, p.stderr):
+        assert "\x1b" not in stream and "\x07" not in stream and "\u202e" not in stream
+    if command == "inspect":
+        assert p.returncode == 0 and "evil\\x1b[2J\\x1b]0;pwned\\x07" in p.stdout
+    j = edgeq(command, str(f), "--json")
+    assert "\x1b" not in j.stdout  # JSON escapes it (\u001b), and still holds the name
+    if command == "inspect":
+        assert json.loads(j.stdout)["name"] == HOSTILE
+
+
+def test_printable_keeps_text_and_shows_controls():
+    from edgeq.output import printable, to_jsonable
+
+    assert printable("héllo\tworld\n") == "héllo\tworld\n"
+    assert printable("a\x1b[31mb\r\x9bc\u202e") == "a\\x1b[31mb\\x0d\\x9bc\\u202e"
+    assert to_jsonable({"ppl": float("nan"), "x": [float("inf"), 1.5]}) == {"ppl": None, "x": [None, 1.5]}
+
+
+# ---- 6. user errors named as such, with honest messages ------------------------------------------
+
+@pytest.mark.parametrize("content,message", [
+    (b"\xff\xfe" + b"\x00garbage" * 50, "not UTF-8 text"),
+    (b"hello \x00 world " * 600, "holds NUL bytes"),
+    (b"word", "has 1 words; llama-imatrix needs at least 1024 tokens"),
+])
+def test_a_calibration_text_that_cannot_work_is_a_usage_error(content, message, tmp_path, embedded_checkpoint):
+    f = tmp_path / "calib.txt"
+    f.write_bytes(content)
+    p = edgeq("convert", str(embedded_checkpoint), "--quant", "Q4_K_M", "--imatrix", "--calibration", str(f),
+              "-o", str(tmp_path / "out"))
+    one_line_error(p, 2, message)
+
+
+def test_a_garbage_tokenizer_is_refused_before_converting(tmp_path):
+    src = llama_layers(tmp_path)
+    (src / "tokenizer.json").write_bytes(b"\xff\xfe\x00\x01 not json")
+    with pytest.raises(SourceError, match="tokenizer.json in .* is not valid JSON"):
+        checkpoint.check(src, supported=SUPPORTED)
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["run", "{gguf}", ""], 2, "the prompt is empty"),
+    (["run", "{gguf}", "hi", "--ctx", "100000000"], 2, "--ctx 100,000,000 is beyond any model's context"),
+    (["bench", "{gguf}", "--rpc", ",", "-o", "{tmp}/b.json"], 2, "--rpc ',' names no server"),
+    (["eval", "ppl", "{gguf}", "--text", "{tmp}/short.txt", "-o", "{tmp}/e.json"], 2,
+     "one window needs 512 (--ctx)"),
+])
+def test_misleading_messages_now_say_what_is_wrong(args, code, message, tmp_path, embedded_outputs):
+    (tmp_path / "short.txt").write_text("Only a few words here.")
+    p = edgeq(*[a.format(gguf=embedded_outputs[1], tmp=tmp_path) for a in args])
+    one_line_error(p, code, message)
+    assert "None" not in p.stderr
+
+
+def test_rpc_server_host_names_are_resolved_to_an_address():
+    from edgeq.llamacpp.rpc_server import numeric_host
+
+    assert numeric_host("localhost") == "127.0.0.1" and numeric_host("[::1]") == "::1"
+    with pytest.raises(UsageError, match="cannot resolve --host no.such.host.invalid"):
+        numeric_host("no.such.host.invalid")
+
+
+# ---- 2 (continued). a broken GGUF made elsewhere -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def nan_gguf(tmp_path_factory, embedded_outputs) -> Path:
+    """The embedded F16 with four NaNs written into blk.0.ffn_down.weight (as a file made by another tool)."""
+    from edgeq.sources.gguf_header import read_header
+
+    src = next(p for p in embedded_outputs if p.name.endswith("-F16.gguf"))
+    dst = tmp_path_factory.mktemp("nan") / "nan-F16.gguf"
+    shutil.copy(src, dst)
+    h = read_header(dst)
+    t = next(t for t in h.tensors if t.name == "blk.0.ffn_down.weight")
+    with open(dst, "r+b") as f:
+        f.seek(h.data_offset_bytes + t.offset + 100)
+        f.write(b"\x00\x7e" * 4)
+    return dst
+
+
+def test_quantizing_nan_weights_names_the_tensor_llama_quantize_refused(nan_gguf, tmp_path):
+    from edgeq.llamacpp.quantize import quantize
+    from edgeq.quants import parse_quant
+    from edgeq.sources.gguf_values import non_finite_tensors
+
+    assert [(b.name, b.count) for b in non_finite_tensors(nan_gguf)] == [("blk.0.ffn_down.weight", 4)]
+    with pytest.raises(SourceError, match="refused tensor 'blk.0.ffn_down.weight' as invalid data"):
+        quantize(find_toolchain(), nan_gguf, tmp_path / "q.gguf", parse_quant("Q8_0"))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["run", "{f}", "Hello there", "-n", "8"],
+                                  ["eval", "ppl", "{f}", "--max-tokens", "1024", "-o", "{tmp}/e.json"]])
+def test_a_model_with_nan_weights_is_an_error_not_silence(args, nan_gguf, tmp_path):
+    p = edgeq(*[a.format(f=nan_gguf, tmp=tmp_path) for a in args])
+    one_line_error(p, 1, "gives non-finite logits")
+    assert not (tmp_path / "e.json").exists()  # no result JSON, so none can hold NaN
+
+
+def test_a_disk_that_fills_during_quantization_says_so(tmp_path, embedded_outputs):
+    """A real full disk: a 40 MiB tmpfs in a private mount namespace, and the embedded F16 quantized into it."""
+    f16 = next(p for p in embedded_outputs if p.name.endswith("-F16.gguf"))
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    code = ("import sys; from pathlib import Path; from edgeq.llamacpp import find_toolchain; "
+            "from edgeq.llamacpp.quantize import quantize; from edgeq.quants import parse_quant; "
+            "from edgeq.errors import DiskSpaceError\n"
+            "try:\n    quantize(find_toolchain(), Path(sys.argv[1]), Path(sys.argv[2]), parse_quant('Q8_0'))\n"
+            "except DiskSpaceError as e:\n    print('DISK', e, e.exit_code)\n")
+    p = subprocess.run(["unshare", "-m", "sh", "-c", f'mount -t tmpfs -o size=40m tmpfs "{disk}" && '
+                        f'"{sys.executable}" -c "$0" "{f16}" "{disk}/q.gguf" && ls -A "{disk}"', code],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "DISK the disk filled up while llama-quantize wrote" in p.stdout and p.stdout.rstrip().endswith(" 1")
+    assert "q.gguf" not in p.stdout.split("1\n")[-1]  # the partial file was removed (ls printed nothing)
+
+
+@pytest.mark.slow
+def test_an_evil_pickle_under_allow_pickle_is_one_line(tmp_path, tiny_llama):
+    import torch
+
+    class Marker:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "pwned"), "w"))
+
+    src = tmp_path / "pickled"
+    shutil.copytree(tiny_llama, src)
+    (src / "model.safetensors").unlink()
+    torch.save({"model.embed_tokens.weight": Marker()}, src / "pytorch_model.bin")
+    assert not (tmp_path / "pwned").exists()
+    p = edgeq("convert", str(src), "--q8", "--allow-pickle", "-o", str(tmp_path / "out"))
+    one_line_error(p, 1, "holds a pickle that torch's safe loader refused")
+    assert not (tmp_path / "pwned").exists()
+
+
+# ---- the convert pre-flight, fuzzed ----------------------------------------------------------------
+
+FUZZ_EXAMPLES = int(os.environ.get("EDGEQ_FUZZ_EXAMPLES", "200"))
+_NAMES = ["model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"] + [
+    f"model.layers.{i}.{k}" for i in range(3) for k in ("self_attn.q_proj.weight", "self_attn.k_proj.weight",
+                                                        "mlp.down_proj.weight", "input_layernorm.weight")]
+
+
+def _fuzz_cases():
+    from hypothesis import strategies as st
+
+    num = st.one_of(st.integers(-2, 40), st.none(), st.text(max_size=3), st.floats(allow_nan=True), st.booleans())
+    config = st.fixed_dictionaries({k: num for k in ("hidden_size", "num_attention_heads", "num_key_value_heads",
+                                                     "intermediate_size", "num_hidden_layers", "vocab_size",
+                                                     "head_dim")})
+    entry = st.fixed_dictionaries({
+        "dtype": st.sampled_from(["F32", "F16", "BF16", "I8", "Q9", 7]),
+        "shape": st.one_of(st.lists(st.integers(-1, 40), max_size=3), st.text(max_size=2)),
+        "data_offsets": st.one_of(st.lists(st.integers(-8, 5000), min_size=2, max_size=2), st.none()),
+    })
+    header = st.dictionaries(st.sampled_from(_NAMES), entry, max_size=8)
+    return config, header, st.integers(0, 6000)
+
+
+def test_fuzz_convert_preflight(tmp_path_factory):
+    """Random configs × random safetensors headers: checkpoint.check passes or raises one SourceError, never more."""
+    from hypothesis import HealthCheck, given, settings
+
+    config, header, data_size = _fuzz_cases()
+
+    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(config, header, data_size)
+    def run(cfg, hdr, size):
+        src = write_minimal_checkpoint(tmp_path_factory.mktemp("fz"), **cfg)
+        raw = json.dumps(hdr).encode()
+        (src / "model.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw + b"\0" * size)
+        try:
+            ck = checkpoint.check(src, supported=SUPPORTED)
+        except SourceError as e:
+            assert str(e) and "\n" not in str(e)
+        else:
+            assert ck.tensors == len(hdr)
+
+    run()

@@ -5,6 +5,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import GGUFError
 from ..llamacpp.rpc import layer_split, parse_placement
 from ..sources.gguf import read as read_gguf
 from .llamacpp import LOAD_LOG, lib
@@ -53,6 +54,8 @@ def stream_generate(model_path: str | Path, prompt: str, *, n_predict: int, temp
                 pieces.append(text)
                 on_event({"event": "text", "text": text})
         perf = ll.llama_perf_context(llm.ctx)
+        if not "".join(pieces).strip(" ."):  # nothing, or the dots NaN logits sample
+            _refuse_non_finite_logits(ll, llm, model_path)
     finally:
         llm.close()
     # The last sampled token is never decoded: n_eval is one short when generation stopped on -n.
@@ -61,3 +64,17 @@ def stream_generate(model_path: str | Path, prompt: str, *, n_predict: int, temp
             "generated_tokens": n_gen, "prompt_s": perf.t_p_eval_ms / 1000, "gen_s": perf.t_eval_ms / 1000,
             "decoded_tokens": int(perf.n_eval), "load_s": load_s, "n_layer": n_layer,
             "offloaded_layers": ngl if ngl >= 0 else n_layer + 1, "placement": [vars(p) for p in placement]}
+
+
+def _refuse_non_finite_logits(ll: Any, llm: Any, model_path: str | Path) -> None:
+    """Nothing printed: say so when the model's last logits are NaN/Inf, instead of printing nothing and exit 0.
+
+    (llama-cpp-python keeps a logits row per token only with ``logits_all``; the context's own last row is read.)
+    """
+    import numpy as np
+
+    ptr = ll.llama_get_logits_ith(llm.ctx, -1)
+    if ptr and not np.isfinite(np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),))).all():
+        raise GGUFError(f"{Path(model_path).name} gives non-finite logits (NaN/Inf): its weights are broken, "
+                        "so it can generate nothing.",
+                        hint="Convert it again with edgeq convert, which refuses non-finite weights.")

@@ -15,6 +15,7 @@ import click
 from .. import config
 from .._version import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, EdgeqError
+from ..output import echo
 from . import bench as _bench
 from . import eval as _eval
 from . import models as _models
@@ -32,7 +33,7 @@ def _report(err: EdgeqError, as_json: bool) -> int:
     if as_json:
         click.echo(json.dumps(err.to_dict()))
     else:
-        click.echo(f"Error: {err}", err=True)
+        echo(f"Error: {err}", err=True)
     return err.exit_code
 
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
         if as_json:
             click.echo(json.dumps({"error": "usage", "message": message, "exit_code": code}))
         else:
-            click.echo(f"Error: {message}", err=True)
+            echo(f"Error: {message}", err=True)
         sys.exit(code)
 
 

@@ -13,7 +13,7 @@ from ..bench.matrix import DEFAULT_BATCHES, DEFAULT_N_GEN, DEFAULT_N_PROMPT, DEF
 from ..bench.results import CSV_FIELDS, BenchResults, RunResult, Stat, csv_rows
 from ..files import atomic_output
 from ..llamacpp.rpc import layer_ranges
-from ..output import human_bytes, note, print_json, print_table
+from ..output import echo, human_bytes, note, print_json, print_table
 from ..report import write_report
 from .options import (
     integers,
@@ -63,7 +63,7 @@ def bench(models: tuple[str, ...], quants: list[str], hf_variants: list[str], de
     if as_json:
         print_json(res)
         if err:  # the results are the JSON document; the error goes to stderr, the code says it
-            click.echo(f"Error: {err}", err=True)
+            echo(f"Error: {err}", err=True)
             raise click.exceptions.Exit(err.exit_code)
         return
     print_results(res)
@@ -107,16 +107,16 @@ def print_results(res: BenchResults) -> None:
                  "ms/token", "peak RSS", "bits/w", "roofline"], rows)
     _print_placement(res.runs)
     for v in res.verdicts:
-        click.echo("• " + v.sentence)
+        echo("• " + v.sentence)
     readings = (res.roofline.get("bandwidth") or {}).get("readings_gbps") or []
     if len(readings) > 1:
-        click.echo(f"read bandwidth: best of {len(readings)} readings ({', '.join(f'{g:g}' for g in readings)} GB/s)"
+        echo(f"read bandwidth: best of {len(readings)} readings ({', '.join(f'{g:g}' for g in readings)} GB/s)"
                    + (f"; the matrix took {human_seconds(res.timing['matrix_s'])}" if res.timing.get("matrix_s") else ""))
     for w in res.roofline.get("warnings", []):
         note(f"warning: {w}")
     for c in res.llama_bench:
         flag = "agrees" if c.agrees else "DISAGREES (>10%)"
-        click.echo(f"llama-bench {c.variant}: pp {c.llama_bench_pp_tps:.1f} vs ours {c.ours_pp_tps:.1f} "
+        echo(f"llama-bench {c.variant}: pp {c.llama_bench_pp_tps:.1f} vs ours {c.ours_pp_tps:.1f} "
                    f"({c.pp_diff:+.0%}), tg {c.llama_bench_tg_tps:.1f} vs ours {c.ours_tg_tps:.1f} ({c.tg_diff:+.0%}): {flag}")
     if res.interrupted:
         note("interrupted: the table shows the runs finished before Ctrl-C")
@@ -132,7 +132,7 @@ def _print_placement(runs: list[RunResult]) -> None:
         n_layer = max(x for p in r.placement for x in p["layers"] or [0])
         for p in r.placement:
             where = f"RPC {p['endpoint']}" if p["endpoint"] else "this machine"
-            click.echo(f"{r.variant} batch {r.batch} · {where}: layers {layer_ranges(p['layers'], n_layer)}, "
+            echo(f"{r.variant} batch {r.batch} · {where}: layers {layer_ranges(p['layers'], n_layer)}, "
                        f"model {p['model_mib']:.1f} MiB, KV {p['kv_mib']:.1f} MiB")
 
 
@@ -146,4 +146,4 @@ def report(results: tuple[str, ...], outdir: str, as_json: bool) -> None:
     if as_json:
         print_json(out)
     else:
-        click.echo(out.markdown)
+        echo(out.markdown)

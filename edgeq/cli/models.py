@@ -11,7 +11,7 @@ from ..doctor import doctor as run_doctor
 from ..errors import ToolchainError, VerifyFailed
 from ..llamacpp.quantize import Overrides, parse_keep_layers, parse_tensor_type
 from ..manifest import verify as run_verify
-from ..output import human_bytes, note, print_json, print_table
+from ..output import echo, human_bytes, note, print_json, print_table
 from ..sources.gguf import read
 from ..sources.hub import download as run_download
 from .options import json_option, progress_wanted, revision_option, token_option
@@ -55,7 +55,7 @@ def download(repo_id: str, revision: str | None, token: str | None, local_dir: s
     if as_json:
         print_json(res)
     else:
-        click.echo(res.path)
+        echo(res.path)
 
 
 @click.command()
@@ -159,13 +159,13 @@ def verify(folder: str, as_json: bool) -> None:
         print_json({**res.__dict__, "passed": res.passed})
     else:
         for n in res.ok:
-            click.echo(f"ok        {n}")
+            echo(f"ok        {n}")
         for n in res.mismatched:
-            click.echo(f"MISMATCH  {n}")
+            echo(f"MISMATCH  {n}")
         for n in res.missing:
-            click.echo(f"MISSING   {n}")
+            echo(f"MISSING   {n}")
         for n in res.linked:
-            click.echo(f"SYMLINK   {n}")
+            echo(f"SYMLINK   {n}")
     if not res.passed:
         bad = res.mismatched + res.missing + res.linked
         err = VerifyFailed(f"{len(bad)} file(s) in {folder} do not match the manifest: {', '.join(bad)}.",

@@ -7,7 +7,7 @@ import click
 
 from .. import plan as planlib
 from ..errors import UsageError
-from ..output import human_bytes, note, print_json, print_table
+from ..output import echo, human_bytes, note, print_json, print_table
 from ..plan import devices
 from ..plan.devices import parse_size
 from ..plan.planner import DEFAULT_QUANTS, PlanResult
@@ -86,7 +86,7 @@ def plan(source: str | None, quants: str, ctx: int, cache_type: str, device: str
     rec = res.recommendation
     if rec is not None and not rec.ok:
         if not as_json:
-            click.echo(f"Error: {rec.sentence}", err=True)
+            echo(f"Error: {rec.sentence}", err=True)
         click.get_current_context().exit(1)
 
 
@@ -110,12 +110,12 @@ def print_plan(res: PlanResult, *, largest: bool = False) -> None:
         "quant", "size", "bits/w", f"RAM @{res.ctx}", "fits", "tg tok/s*", "pp tok/s*",
         "KLD", "ΔPPL", "quality from"], rows)
     for f in res.fit_params:
-        click.echo(f"llama-fit-params {f.quant} on {f.device}: {f.explanation}.")
+        echo(f"llama-fit-params {f.quant} on {f.device}: {f.explanation}.")
     for n in res.notes:
-        click.echo(f"• {n}")
-    click.echo("* predictions (memory-bandwidth roofline for tg, compute estimate for pp), not measurements.")
+        echo(f"• {n}")
+    echo("* predictions (memory-bandwidth roofline for tg, compute estimate for pp), not measurements.")
     rec = res.recommendation
     if rec is not None and rec.ok:
-        click.echo(f"Recommendation: {rec.sentence}")
+        echo(f"Recommendation: {rec.sentence}")
     elif rec is None:
         note("no recommendation")

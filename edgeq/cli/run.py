@@ -10,7 +10,7 @@ from ..errors import EXIT_INTERRUPTED
 from ..generate import generate
 from ..llamacpp.rpc import DEFAULT_HOST, NO_AUTH_WARNING, layer_ranges
 from ..llamacpp.rpc_server import check_bind, check_port, is_loopback, serve
-from ..output import note, print_json
+from ..output import note, print_json, printable
 from .options import json_option, rpc_options
 
 
@@ -31,8 +31,11 @@ def run(model: str, prompt: str, n_predict: int, temp: float, seed: int, n_ctx: 
         timeout_s: float, rpc: str | None, no_local: bool, tensor_split: list[float] | None, as_json: bool) -> None:
     """Generate text with MODEL (a GGUF) after PROMPT, streamed to stdout; tok/s on stderr."""
 
+    tty = sys.stdout.isatty()
+
     def show(text: str) -> None:
-        sys.stdout.write(text)
+        # On a terminal a model's control characters are shown, not obeyed; a pipe gets the text as generated.
+        sys.stdout.write(printable(text) if tty else text)
         sys.stdout.flush()
 
     res = generate(model, prompt, n_predict=n_predict, temp=temp, seed=seed, n_ctx=n_ctx, threads=threads, chat=chat,

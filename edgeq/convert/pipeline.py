@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import config, manifest
-from ..errors import SourceError, UsageError
+from ..errors import SourceError, ToolFailed, UsageError
 from ..files import atomic_output, ensure_folder, folder_lock, remove_stale_incomplete, safe_name
 from ..llamacpp import (
     Toolchain,
@@ -20,7 +20,7 @@ from ..llamacpp import (
     run_tool,
     supported_architectures,
 )
-from ..llamacpp.quantize import Overrides, quantize
+from ..llamacpp.quantize import Overrides, quantize, what_failed
 from ..output import Progress, note
 from ..quants import (
     FLOAT_OUTTYPES,
@@ -204,6 +204,8 @@ def _convert_float(tc: Toolchain, ck: checkpoint.Checkpoint, dst: Path, q: Quant
         try:
             out = run_tool([sys.executable, "-c", _NO_REMOTE_CODE, tc.converter, ck.path, "--outfile", tmp,
                             "--outtype", q.name.lower()], name="convert_hf_to_gguf.py", on_line=on_line)
+        except ToolFailed as e:
+            raise what_failed(e, tmp, ck.path) from None
         finally:
             digest = follower.finish()
         _refuse_non_finite(tmp, q)  # before the rename: a broken model never sits under its final name

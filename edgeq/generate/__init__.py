@@ -69,6 +69,10 @@ class GenerateResult:
     placement: list[DevicePlacement] = field(default_factory=list)
 
 
+# The largest context edgeq asks llama.cpp for: past it the KV cache of even a small model is tens of GB.
+MAX_CTX = 1 << 20
+
+
 def generate(model: str | Path, prompt: str, *, n_predict: int = DEFAULT_N_PREDICT, temp: float = 0.0, seed: int = 0,
              n_ctx: int = DEFAULT_CTX, threads: int | None = None, chat: bool = False,
              rpc: str | list[str] | None = None, no_local: bool = False, tensor_split: list[float] | None = None,
@@ -84,6 +88,11 @@ def generate(model: str | Path, prompt: str, *, n_predict: int = DEFAULT_N_PREDI
         raise UsageError(f"{path} does not exist.", hint="Pass a .gguf file (see `edgeq convert`).")
     if n_predict < 1 or n_ctx < 16:
         raise UsageError("-n must be at least 1 and --ctx at least 16.")
+    if not prompt.strip():
+        raise UsageError("the prompt is empty.", hint='Pass the text to continue, e.g. edgeq run MODEL.gguf "Once upon a time".')
+    if n_ctx > MAX_CTX:
+        raise UsageError(f"--ctx {n_ctx:,} is beyond any model's context; its KV cache alone would not fit in memory.",
+                         hint=f"Use at most the model's trained context (`edgeq inspect` shows it); the limit here is {MAX_CTX:,}.")
     endpoints = parse_endpoints(rpc)
     if (no_local or tensor_split) and not endpoints:
         raise UsageError("--no-local and --tensor-split need --rpc.")

@@ -30,8 +30,11 @@ def main() -> None:
     except EdgeqError as e:
         _emit({"event": "error", "kind": e.kind, "message": str(e), "exit_code": e.exit_code})
     except ValueError as e:  # llama-cpp-python's own checks, e.g. a prompt longer than the context
-        _emit({"event": "error", "kind": "usage", "message": f"{e} (raise --ctx or shorten the prompt).",
-               "exit_code": 2})
+        why = str(e)
+        hint = ("shorten the prompt or raise --ctx" if "exceed context window" in why
+                else "lower --ctx: llama.cpp could not allocate a context that large" if "llama_context" in why
+                else "check -n, --ctx and the prompt")
+        _emit({"event": "error", "kind": "usage", "message": f"{why} ({hint}).", "exit_code": 2})
     sys.stdout.flush()
     os._exit(0)  # skip the interpreter's teardown of llama.cpp (and its RPC connections)
 

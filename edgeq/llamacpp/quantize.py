@@ -7,14 +7,16 @@ importance-weighted; it gives each such variant a deterministic file-name label.
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UsageError
-from ..files import atomic_output
+from ..errors import DiskSpaceError, EdgeqError, SourceError, ToolFailed, UnsafeSourceError, UsageError
+from ..files import atomic_output, final_name
 from ..quants import QUANT_TYPES, QuantType
 from . import Toolchain, run_tool
+from .process import DISK_FULL_HINT
 
 _STEP = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
 _IMATRIX_CHUNK = re.compile(r"\[(\d+)\]")
@@ -128,8 +130,47 @@ def quantize(tc: Toolchain, src: Path, dst: Path, qtype: QuantType, *, threads: 
         argv: list[str | Path] = [tc.tool("llama-quantize"), *extra_args, src, tmp, qtype.name]
         if threads:
             argv.append(str(threads))
-        run_tool(argv, name="llama-quantize", on_line=on_line)
+        try:
+            run_tool(argv, name="llama-quantize", on_line=on_line)
+        except ToolFailed as e:
+            raise what_failed(e, tmp, src) from None
     return dst
+
+
+# llama-quantize's own reason, on the line before its generic last one.
+_REASON = re.compile(r"failed to quantize: (.+)$")
+_INVALID = re.compile(r"tensor '([^']+)' has invalid data")
+DISK_FULL_BYTES = 8 << 20
+# torch.load(weights_only=True) refusing a pickle (the converter's traceback ends in one of these).
+_PICKLE_REFUSED = re.compile(r"Weights only load failed|UnpicklingError")
+
+
+def what_failed(e: ToolFailed, partial: Path, src: Path) -> EdgeqError:
+    """Name a llama tool's failure for what it is, while its partial output still takes its room.
+
+    A full disk: llama-quantize says only ``basic_ios::clear: iostream error``, so the
+    free space left beside the partial file tells.  Invalid data (NaN/Inf): the
+    tensor's name, a user's problem (exit 1), not the environment's.  Else the tool's
+    own reason rather than its generic last line.
+    """
+    try:
+        free = shutil.disk_usage(partial.parent).free
+    except OSError:
+        free = DISK_FULL_BYTES
+    if free < DISK_FULL_BYTES or e.hint == DISK_FULL_HINT:
+        return DiskSpaceError(f"the disk filled up while {e.tool} wrote {partial.parent / final_name(partial)} "
+                              f"({free / 2**20:.1f} MiB left).", hint=DISK_FULL_HINT)
+    if _PICKLE_REFUSED.search(e.tail):
+        return UnsafeSourceError(f"{src} holds a pickle that torch's safe loader refused: unpickling it would "
+                                 "run code or build objects that are not tensors, and nothing of it ran.",
+                                 hint="Use the safetensors version of the model; --allow-pickle only loads plain tensors.")
+    reasons = [m.group(1).strip() for line in e.tail.splitlines() if (m := _REASON.search(line))]
+    if reasons and (bad := _INVALID.search(reasons[-1])):
+        return SourceError(f"{src.name} holds NaN or Inf: {e.tool} refused tensor {bad.group(1)!r} as invalid data.",
+                           hint="Convert again from a checkpoint whose weights are finite (edgeq convert checks).")
+    if reasons:
+        return ToolFailed(e.tool, e.returncode, reasons[-1], hint=e.hint)
+    return e
 
 
 def compute_imatrix(tc: Toolchain, model: Path, text: Path, dst: Path, *, ctx: int = 512, chunks: int = 64,
@@ -146,5 +187,8 @@ def compute_imatrix(tc: Toolchain, model: Path, text: Path, dst: Path, *, ctx: i
                                   "--output-format", "gguf", "-c", str(ctx), "--chunks", str(chunks), "--no-ppl"]
         if threads:
             argv += ["-t", str(threads)]
-        run_tool(argv, name="llama-imatrix", on_line=on_line)
+        try:
+            run_tool(argv, name="llama-imatrix", on_line=on_line)
+        except ToolFailed as e:
+            raise what_failed(e, tmp, model) from None
     return dst

@@ -46,6 +46,9 @@ class ServerInfo:
 def parse_endpoints(text: str | Iterable[str] | None) -> list[str]:
     """``"host:port,host:port"`` → a checked list; a bare host gets the default port."""
     items = text.split(",") if isinstance(text, str) else list(text or [])
+    if text is not None and items and not any(i.strip() for i in items):
+        # `--rpc ","` used to run locally without a word: the user asked for servers and named none.
+        raise UsageError(f"--rpc {text!r} names no server.", hint="Write e.g. --rpc 192.168.1.10:50052, or leave --rpc out.")
     out = []
     for raw in (i.strip() for i in items):
         if not raw:

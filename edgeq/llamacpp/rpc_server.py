@@ -27,6 +27,22 @@ def is_loopback(host: str) -> bool:
     return bool(addrs) and all(ipaddress.ip_address(str(a).split("%")[0]).is_loopback for a in addrs)
 
 
+def numeric_host(host: str) -> str:
+    """``host`` as the IP address ggml-rpc-server can bind (a name is resolved here, once)."""
+    bare = host.strip("[]")
+    try:
+        ipaddress.ip_address(bare)
+        return bare
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(bare, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise UsageError(f"cannot resolve --host {host}: {e.strerror}.", hint="Pass an address of this machine.") from e
+    v4 = [i[4][0] for i in infos if i[0] == socket.AF_INET]
+    return str(v4[0] if v4 else infos[0][4][0])
+
+
 def check_bind(host: str, allow_remote: bool) -> None:
     """Refuse a non-loopback address unless the caller said it knows the protocol has no authentication."""
     if not is_loopback(host) and not allow_remote:
@@ -47,6 +63,7 @@ def serve(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, threads: int | 
     Anything but loopback needs ``allow_remote``: the protocol has no authentication.
     """
     check_bind(host, allow_remote)
+    host = numeric_host(host)  # ggml-rpc-server takes an address only: "localhost" made it fail to bind
     if not 0 < port < 65536:
         raise UsageError(f"--port {port} is not a TCP port.")
     check_port(host, port)

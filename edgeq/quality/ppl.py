@@ -8,6 +8,7 @@ ctx/2 tokens of context.
 """
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..backends import Scorer
-from ..errors import UsageError
+from ..errors import GGUFError, UsageError
 from ..output import Progress
 from .metrics import Divergence, Perplexity, kld_rows, log_softmax, nll_of_logits
 from .models import open_scorer
@@ -37,8 +38,9 @@ def windows(tokens: list[int], ctx: int, max_tokens: int | None, add_bos: bool, 
     if max_tokens is not None:
         n = min(n, max_tokens // ctx)
     if n == 0:
-        raise UsageError(f"the text has {len(tokens)} tokens and --max-tokens {max_tokens}; "
-                         f"one window needs {ctx} (--ctx).", hint="Use a longer text, a larger --max-tokens or a smaller --ctx.")
+        limit = f" and --max-tokens {max_tokens}" if max_tokens is not None else ""
+        raise UsageError(f"the text has {len(tokens)} tokens{limit}; one window needs {ctx} (--ctx).",
+                         hint="Use a longer text" + (", a larger --max-tokens" if limit else "") + " or a smaller --ctx.")
     out = [list(tokens[i * ctx:(i + 1) * ctx]) for i in range(n)]
     if add_bos:
         for w in out:
@@ -88,6 +90,11 @@ def score_model(ref: ModelRef, wins: list[list[int]], n_vocab: int, *, threads: 
     finally:
         scorer.close()
     p = Perplexity.of(np.concatenate(nll))
+    if not math.isfinite(p.ppl):
+        # NaN/Inf logits: a broken file, never a score; writing "nan ± nan" with exit 0 hid it.
+        raise GGUFError(f"{Path(ref.path).name} gives non-finite logits (perplexity {p.ppl}): its weights hold NaN or "
+                        "Inf, so no quality figure exists for it.",
+                        hint="Convert it again with edgeq convert, which refuses non-finite weights.")
     row = Row(model=ref, seconds=round(time.perf_counter() - t0, 2), ppl=p.ppl, ppl_stderr=p.ppl_stderr,
               tokens_scored=p.tokens)
     if kld:

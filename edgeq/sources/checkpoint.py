@@ -16,6 +16,8 @@ from typing import Any
 from ..errors import SourceError, UnsafeSourceError
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer.tiktoken", "vocab.json", "tekken.json")
+_TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+                   "added_tokens.json")
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt", ".ckpt", ".pkl")
 # A safetensors header is JSON; anything past this is not a real checkpoint.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -110,14 +112,17 @@ def _refuse_special_files(folder: Path) -> None:
                               hint="Replace it with the real file (re-download the checkpoint).")
 
 
+def _positive_int(v: object) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
 def _layer_shapes(cfg: dict[str, Any]) -> dict[str, list[int]] | None:
-    """What a llama-family layer's tensors must be, from config.json (None: the config lacks the sizes)."""
-    try:
-        hidden, heads = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
-        kv, ffn = int(cfg.get("num_key_value_heads") or heads), int(cfg["intermediate_size"])
-        head_dim = int(cfg.get("head_dim") or hidden // heads)
-    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+    """What a llama-family layer's tensors must be, from config.json (None: the config lacks usable sizes)."""
+    hidden, heads, ffn = (_positive_int(cfg.get(k)) for k in ("hidden_size", "num_attention_heads", "intermediate_size"))
+    if hidden is None or heads is None or ffn is None:
         return None
+    kv = _positive_int(cfg.get("num_key_value_heads")) or heads
+    head_dim = _positive_int(cfg.get("head_dim")) or hidden // heads
     return {"self_attn.q_proj.weight": [heads * head_dim, hidden], "self_attn.k_proj.weight": [kv * head_dim, hidden],
             "self_attn.v_proj.weight": [kv * head_dim, hidden], "self_attn.o_proj.weight": [hidden, heads * head_dim],
             "mlp.gate_proj.weight": [ffn, hidden], "mlp.up_proj.weight": [ffn, hidden],
@@ -196,6 +201,9 @@ def check(folder: Path, *, supported: frozenset[str], allow_pickle: bool = False
     if not any((folder / f).is_file() for f in TOKENIZER_FILES):
         raise SourceError(f"{folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}).",
                           hint="Download the tokenizer files too, or copy them from the base model.")
+    for f in _TOKENIZER_JSON:  # the converter would die on them with a UnicodeDecodeError or a JSON traceback
+        if (folder / f).is_file():
+            _load_json(folder / f)
     ck = Checkpoint(folder, arch, cfg)
     safetensors = sorted(folder.glob("*.safetensors"))
     if safetensors:

@@ -11,12 +11,10 @@ import mmap
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from .gguf_header import read_header
 
-# Per float type: the integer view and the exponent mask (all ones = Inf or NaN).
-_EXPONENT = {"F32": (np.uint32, 0x7F800000), "F16": (np.uint16, 0x7C00), "BF16": (np.uint16, 0x7F80)}
+# Per float type: the integer width and the exponent mask (all ones = Inf or NaN).
+_EXPONENT = {"F32": ("uint32", 0x7F800000), "F16": ("uint16", 0x7C00), "BF16": ("uint16", 0x7F80)}
 _CHUNK = 1 << 24  # elements per pass
 
 
@@ -29,13 +27,16 @@ class BadTensor:
 
 def non_finite_tensors(path: str | Path) -> list[BadTensor]:
     """Every float tensor of ``path`` that holds NaN or Inf, with how many such values (quantized ones are skipped)."""
+    import numpy as np  # here, not at the top: `edgeq --help` must not pay for numpy
+
     h = read_header(path)
     bad = []
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
         for t in h.tensors:
             if t.type not in _EXPONENT or not t.n_elements:
                 continue
-            dtype, mask = _EXPONENT[t.type]
+            width, mask = _EXPONENT[t.type]
+            dtype = np.dtype(width).type
             values = np.frombuffer(m, dtype=dtype, count=t.n_elements, offset=h.data_offset_bytes + t.offset)
             count = 0
             for i in range(0, t.n_elements, _CHUNK):
