@@ -8,6 +8,7 @@ import json
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,21 @@ def folder_lock(folder: Path, *, doing: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def missing_file(path: Path) -> str:
+    """Why ``path`` is not a readable regular file, in words: ``does not exist``, ``is a FIFO, not a file`` ..."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as e:
+        return f"cannot be read ({e.strerror})"
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return f"is {kind}, not a file"
+    return "is not a regular file"
 
 
 def ensure_folder(path: Path, *, option: str = "-o") -> Path:

@@ -177,32 +177,47 @@ def test_non_finite_weights_are_refused_with_the_tensors_name(value, extra, tmp_
 # ---- 1. concurrent runs into one folder ----------------------------------------------------------
 
 @pytest.mark.slow
-def test_concurrent_converts_into_one_folder_lose_nothing(tmp_path, embedded_checkpoint):
-    """The issue's repro: F16 first, then two converts at once; every output ends up recorded and whole."""
+def test_concurrent_converts_evals_and_benches_into_one_folder_lose_nothing(tmp_path, embedded_checkpoint):
+    """The issue's repro (F16 first, then two converts at once), with an eval and two benches beside them
+    writing into the same model folder (and the two benches into one results file)."""
+    from edgeq import config
+
     src = make_tiny_checkpoint(tmp_path / "tiny", embedded_checkpoint, hidden=256)
-    out = tmp_path / "out"
-    first = edgeq("convert", str(src), "--quant", "F16", "-o", str(out))
+    env = {config.ENV_MODELS_DIR: str(tmp_path / "models")}
+    out = tmp_path / "models" / "tiny"  # where convert, bench and eval all put this model's files by default
+    first = edgeq("convert", str(src), "--quant", "F16", env=env)
     assert first.returncode == 0, first.stderr[-2000:]
+    bench_json = tmp_path / "bench.json"
+    runs = {"convert-a": ["convert", str(src), "--q8", "--quant", "Q6_K", "--json"],
+            "convert-b": ["convert", str(src), "--q4", "--quant", "Q5_K_M", "--json"],
+            "eval": ["eval", "ppl", str(src), "--quants", "Q4_0", "--max-tokens", "1024", "-o",
+                     str(tmp_path / "e.json"), "--json"],
+            "bench-a": ["bench", str(src), "--quants", "Q5_0", "--hf", "", "-p", "8", "-n", "2", "-r", "1",
+                        "--batch", "1", "-o", str(bench_json), "--json"],
+            "bench-b": ["bench", str(src), "--quants", "Q3_K_M", "--hf", "", "-p", "8", "-n", "2", "-r", "1",
+                        "--batch", "1", "-o", str(bench_json), "--json"]}
     results: dict[str, subprocess.CompletedProcess[str]] = {}
 
-    def run(name: str, *args: str) -> None:
-        results[name] = edgeq("convert", str(src), *args, "-o", str(out), "--json")
+    def run(name: str) -> None:
+        results[name] = edgeq(*runs[name], env=env)
 
-    threads = [threading.Thread(target=run, args=("a", "--q8", "--quant", "Q6_K")),
-               threading.Thread(target=run, args=("b", "--q4", "--quant", "Q5_K_M"))]
+    threads = [threading.Thread(target=run, args=(n,)) for n in runs]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    for r in results.values():
-        assert r.returncode == 0, r.stderr[-2000:]
-        json.loads(r.stdout)
+    for name, r in results.items():
+        assert r.returncode == 0, (name, r.stderr[-2000:])
+        json.loads(r.stdout)  # each printed one whole object
     assert any("waiting: another edgeq run is writing into" in r.stderr for r in results.values())
-    names = {f"tiny-{t}.gguf" for t in ("F16", "Q8_0", "Q6_K", "Q4_K_M", "Q5_K_M")}
+    types = ("F16", "Q8_0", "Q6_K", "Q4_K_M", "Q5_K_M", "Q4_0", "Q5_0", "Q3_K_M")
+    names = {f"tiny-{t}.gguf" for t in types}
     assert set(manifest.load(out).files) == names
     assert {p.name for p in out.glob("*.gguf")} == names and not list(out.glob("*.incomplete"))
     v = manifest.verify(out)
     assert v.passed and sorted(v.ok) == sorted(names)
+    assert json.loads(bench_json.read_text())["schema"].startswith("edgeq-bench/")  # whole: one bench's, not a mix
+    assert not list(tmp_path.glob("*.incomplete"))
 
 
 # ---- 4. hostile metadata never reaches the terminal raw ------------------------------------------
@@ -395,3 +410,21 @@ def test_fuzz_convert_preflight(tmp_path_factory):
             assert ck.tensors == len(hdr)
 
     run()
+
+
+def test_a_gguf_llama_cpp_cannot_load_is_blamed_on_the_file_not_on_ctx(tmp_path):
+    from conftest import write_small_gguf
+
+    f = write_small_gguf(tmp_path / "m.gguf", name="incomplete", add_bos=False, tokens=["a", "b"])
+    p = edgeq("run", str(f), "hello", "-n", "2")
+    one_line_error(p, 1, "llama.cpp cannot load", "does not match the model's metadata")
+    assert "--ctx" not in p.stderr
+
+
+@pytest.mark.parametrize("command", [["inspect"], ["run", "{f}", "hi"], ["bench"], ["plan"]])
+def test_a_fifo_where_a_gguf_should_be_is_named(command, tmp_path):
+    f = tmp_path / "f.gguf"
+    os.mkfifo(f)
+    args = [a.format(f=f) for a in command]
+    p = edgeq(*args, *([] if len(command) > 1 else [str(f)]), timeout=60)
+    assert p.returncode in (1, 2) and "is a FIFO, not a file" in p.stderr, p.stderr

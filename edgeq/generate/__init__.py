@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import system
 from ..errors import EdgeqError, RpcError, UsageError, from_dict
+from ..files import missing_file
 from ..llamacpp import Worker
 from ..llamacpp.rpc import (
     RESTART_HINT,
@@ -85,7 +86,7 @@ def generate(model: str | Path, prompt: str, *, n_predict: int = DEFAULT_N_PREDI
     """
     path = Path(model).expanduser()
     if not path.is_file():
-        raise UsageError(f"{path} does not exist.", hint="Pass a .gguf file (see `edgeq convert`).")
+        raise UsageError(f"{path} {missing_file(path)}.", hint="Pass a .gguf file (see `edgeq convert`).")
     if n_predict < 1 or n_ctx < 16:
         raise UsageError("-n must be at least 1 and --ctx at least 16.")
     if not prompt.strip():

@@ -31,10 +31,16 @@ def main() -> None:
         _emit({"event": "error", "kind": e.kind, "message": str(e), "exit_code": e.exit_code})
     except ValueError as e:  # llama-cpp-python's own checks, e.g. a prompt longer than the context
         why = str(e)
-        hint = ("shorten the prompt or raise --ctx" if "exceed context window" in why
-                else "lower --ctx: llama.cpp could not allocate a context that large" if "llama_context" in why
-                else "check -n, --ctx and the prompt")
-        _emit({"event": "error", "kind": "usage", "message": f"{why} ({hint}).", "exit_code": 2})
+        if "Failed to load model" in why:  # the file, not the options: it used to be blamed on --ctx
+            _emit({"event": "error", "kind": "gguf", "exit_code": 1,
+                   "message": f"llama.cpp cannot load {spec.model}: a tensor's shape or type does not match the "
+                              "model's metadata, or the file is damaged. Check it with `edgeq inspect`, then convert "
+                              "it again."})
+        else:
+            hint = ("shorten the prompt or raise --ctx" if "exceed context window" in why
+                    else "lower --ctx: llama.cpp could not allocate a context that large" if "llama_context" in why
+                    else "check -n, --ctx and the prompt")
+            _emit({"event": "error", "kind": "usage", "message": f"{why} ({hint}).", "exit_code": 2})
     sys.stdout.flush()
     os._exit(0)  # skip the interpreter's teardown of llama.cpp (and its RPC connections)
 

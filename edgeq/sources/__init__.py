@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import GGUFError, SourceError, UsageError
-from ..files import safe_name
+from ..files import missing_file, safe_name
 from .embedded import ensure_embedded_model
 from .gguf_header import GGUF_MAGIC, magic_of
 from .hub import commit_of, download, is_repo_id
@@ -88,7 +88,7 @@ def resolve(arg: str | Path | None, *, revision: str | None = None, token: str |
         raise SourceError(f"{p} has no config.json and no .gguf files: it is neither an HF checkpoint nor GGUFs.",
                           hint="Pass an HF checkpoint folder (config.json, tokenizer, weights) or a folder of GGUFs.")
     if p.suffix == ".gguf" or text.startswith((".", "/", "~")) or not is_repo_id(text):
-        what = "does not exist" if p.suffix == ".gguf" else "is neither a local folder nor a Hugging Face repo id"
+        what = missing_file(p) if p.suffix == ".gguf" or p.exists() else "is neither a local folder nor a Hugging Face repo id"
         raise UsageError(f"{text!r} {what}.", hint=BAD_SOURCE_HINT)
     return _hub(text, revision=revision, token=token, endpoint=endpoint, fetch=fetch, progress=progress)
 

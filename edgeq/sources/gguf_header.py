@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import GGUFError
+from ..files import missing_file
 
 GGUF_MAGIC = b"GGUF"
 SHOWN_ITEMS = 16  # arrays longer than this are shown as "[N items]"
@@ -85,7 +86,7 @@ def magic_of(path: Path) -> bytes:
 
 def _check_magic(path: Path) -> None:
     if not path.is_file():
-        raise GGUFError(f"{path} does not exist or is not a file.", hint="Pass the path of a .gguf file.")
+        raise GGUFError(f"{path} {missing_file(path)}.", hint="Pass the path of a .gguf file.")
     if (magic := magic_of(path)) != GGUF_MAGIC:
         raise GGUFError(f"{path} is not a GGUF file (it starts with {magic!r}, not b'GGUF').",
                         hint="Convert the model first with `edgeq convert`.")
