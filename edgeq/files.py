@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from .config import INCOMPLETE_SUFFIX
 from .errors import UsageError
 from .output import note, to_jsonable
@@ -36,16 +38,24 @@ def final_name(tmp: Path) -> str:
 
 
 def _writer_alive(tmp: Path) -> bool:
+    """Whether the process named in a temporary file's name is still the one writing it.
+
+    A pid alone can lie: pids are reused (in a container edgeq is often pid 1 every
+    time), so a process that started after the file was last written is not its writer.
+    """
     m = _WRITER.search(tmp.name)
     if not m:
         return False  # an older edgeq's name: no writer to ask
     try:
-        os.kill(int(m.group(1)), 0)
-    except ProcessLookupError:
+        started = psutil.Process(int(m.group(1))).create_time()
+    except (psutil.NoSuchProcess, OverflowError, ValueError):
         return False
-    except (PermissionError, OverflowError):
-        return True  # someone else's process (or a pid too large to be one)
-    return True
+    except psutil.Error:
+        return True  # someone else's process we may not inspect: leave its file alone
+    try:
+        return tmp.stat().st_mtime >= started - 1
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager

@@ -41,6 +41,19 @@ def test_pool_restarts_workers_when_memory_is_short(embedded_outputs):
         assert len(pool.live) <= 1  # only the worker just used is ever kept
 
 
+def test_a_worker_killed_between_rounds_is_a_failed_round_then_a_fresh_worker(embedded_outputs):
+    import os
+    import signal
+
+    q8 = next(str(p) for p in embedded_outputs if p.name.endswith("Q8_0.gguf"))
+    with WorkerPool([_spec(q8)], budget_bytes=1 << 40) as pool:
+        assert all(r.status == "ok" for r in pool.measure(0))
+        os.kill(pool.live[0].pid, signal.SIGKILL)  # say, the OOM killer while another spec loaded
+        (dead,) = pool.measure(0)
+        assert dead.status == "failed" and "exited -9" in (dead.reason or "") and not pool.live
+        assert all(r.status == "ok" for r in pool.measure(0)) and pool.loads == [2]
+
+
 def test_a_worker_that_fails_is_replaced_next_round(tmp_path):
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUF" + b"\0" * 64)

@@ -83,6 +83,30 @@ def test_tensors_that_contradict_the_config_are_refused_before_converting(overri
     assert message in str(e.value) and "re-download" in (e.value.hint or "")
 
 
+def test_architectures_that_break_the_dense_rules_legitimately_are_not_refused(tmp_path):
+    """DeepSeek-style: dense layer 0, expert layers after it, MLA attention shapes, a next-token layer past
+    num_hidden_layers.  The converter supports them; the pre-flight must not call them broken."""
+    src = llama_layers(tmp_path, **{"model.layers.1.mlp.gate_proj.weight": [], "model.layers.1.mlp.up_proj.weight": [],
+                                    "model.layers.1.mlp.down_proj.weight": [],
+                                    "model.layers.0.self_attn.q_proj.weight": [12, 8],
+                                    "model.layers.2.self_attn.q_proj.weight": [12, 8]})
+    cfg = json.loads((src / "config.json").read_text())
+    for arch in ("DeepseekV3ForCausalLM", "Glm4MoeForCausalLM"):
+        (src / "config.json").write_text(json.dumps({**cfg, "architectures": [arch], "first_k_dense_replace": 1}))
+        if arch in SUPPORTED:
+            assert checkpoint.check(src, supported=SUPPORTED).tensors > 0
+
+
+def test_bench_and_eval_give_a_second_model_of_the_same_name_its_own_folder(tmp_path):
+    out = tmp_path / "X"
+    out.mkdir()
+    manifest.save(out, manifest.Manifest(source={"kind": "hub", "repo_id": "Qwen/X"}, llama_cpp="x", options={}))
+    assert steps.own_folder(out, {"kind": "hub", "repo_id": "Qwen/X"}) == out
+    other = steps.own_folder(out, {"kind": "hub", "repo_id": "unsloth/X"})
+    assert other.parent == tmp_path and other.name.startswith("X-") and len(other.name) == 10
+    assert steps.own_folder(out, {"kind": "hub", "repo_id": "unsloth/X"}) == other  # deterministic
+
+
 def test_overlapping_safetensors_offsets_are_refused(tmp_path):
     src = llama_layers(tmp_path)
     f = src / "model.safetensors"
@@ -216,7 +240,9 @@ def test_concurrent_converts_evals_and_benches_into_one_folder_lose_nothing(tmp_
     assert {p.name for p in out.glob("*.gguf")} == names and not list(out.glob("*.incomplete"))
     v = manifest.verify(out)
     assert v.passed and sorted(v.ok) == sorted(names)
-    assert json.loads(bench_json.read_text())["schema"].startswith("edgeq-bench/")  # whole: one bench's, not a mix
+    bench_res = json.loads(bench_json.read_text())
+    assert bench_res["schema"].startswith("edgeq-bench/")  # whole: one bench's, not a mix
+    assert {r["backend"] for r in bench_res["runs"]} == {"llama.cpp"}  # `--hf ""` means no transformers runs
     assert not list(tmp_path.glob("*.incomplete"))
 
 
@@ -418,7 +444,7 @@ def test_a_gguf_llama_cpp_cannot_load_is_blamed_on_the_file_not_on_ctx(tmp_path)
     f = write_small_gguf(tmp_path / "m.gguf", name="incomplete", add_bos=False, tokens=["a", "b"])
     p = edgeq("run", str(f), "hello", "-n", "2")
     one_line_error(p, 1, "llama.cpp cannot load", "does not match the model's metadata")
-    assert "--ctx" not in p.stderr
+    assert "raise --ctx" not in p.stderr
 
 
 @pytest.mark.parametrize("command", [["inspect"], ["run", "{f}", "hi"], ["bench"], ["plan"]])

@@ -56,8 +56,9 @@ class _Timing:
 class ETA:
     """Seconds left in a matrix of ``specs`` × ``rounds``, visited round by round in spec order."""
 
-    def __init__(self, specs: list[RunSpec], rounds: int, bandwidth_gbps: float | None) -> None:
-        self.specs, self.rounds = specs, rounds
+    def __init__(self, specs: list[RunSpec], rounds: int, bandwidth_gbps: float | None, *,
+                 per_round_s: float = 0.0) -> None:
+        self.specs, self.rounds, self.per_round_s = specs, rounds, per_round_s
         self.timing = [_Timing(*prior(s, bandwidth_gbps)) for s in specs]
         self.seconds: list[list[float]] = [[] for _ in specs]  # each round's whole time, load included
 
@@ -88,11 +89,11 @@ class ETA:
             j = pos % n
             total += self.timing[j].round_s + (0.0 if j in loaded else self.timing[j].load_s)
             loaded.add(j)  # kept alive after its load (the pool stops it only when memory is short)
-        return total
+        return total + (self.rounds - rnd) * self.per_round_s  # the reading after this round and each later one
 
     def total(self) -> float:
         """The whole matrix, before it starts (every spec loads once)."""
-        return sum(t.load_s + self.rounds * t.round_s for t in self.timing)
+        return sum(t.load_s + self.rounds * t.round_s for t in self.timing) + self.rounds * self.per_round_s
 
     @property
     def guessed(self) -> bool:

@@ -16,7 +16,10 @@ from ..files import ensure_folder, write_json_atomic
 from ..llamacpp import DOCTOR_HINT, find_toolchain, llama_cpp_version, measure_bandwidth
 from ..llamacpp.rpc import parse_endpoints, probe_all
 from ..output import Progress, note
+from ..plan.calibrate import terms_of_file
+from ..plan.devices import local_repack_types
 from ..quants import parse_quants
+from ..sources import file_fingerprint
 from .eta import ETA, human_seconds
 from .llama_bench import cross_check
 from .prompts import load_prompts
@@ -49,11 +52,12 @@ def build_specs(ggufs: list[tuple[str, Path, str]], checkpoints: list[tuple[str,
     common: dict[str, Any] = dict(threads=threads, n_prompt=n_prompt, n_gen=n_gen, reps=reps, prompts=prompts)
     # Our llama.cpp build has CPU (and Metal on Apple) backends only; CUDA is for the transformers runs.
     gguf_device = device if device in ("cpu", "metal") else "cpu"
-    specs = [RunSpec(model=name, path=str(path), backend=GGUF_BACKEND, variant=variant, device=gguf_device, batch=b,
+    specs = [RunSpec(model=name, path=str(Path(path).resolve()), backend=GGUF_BACKEND, variant=variant,
+                     device=gguf_device, batch=b,
                      rpc=list(rpc or []), no_local=no_local, tensor_split=tensor_split, **common)
              for name, path, variant in ggufs for b in batches]
     hf_devices = ["cpu"] + (["cuda"] if _cuda_available() and checkpoints else [])
-    specs += [RunSpec(model=name, path=str(path), backend="transformers", variant=v, device=d, batch=b, **common)
+    specs += [RunSpec(model=name, path=str(Path(path).resolve()), backend="transformers", variant=v, device=d, batch=b, **common)
               for name, path in checkpoints for d in hf_devices for v in hf_variants for b in batches]
     return specs
 
@@ -129,18 +133,22 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
     threads = threads or system.default_threads()
     prompts = load_prompts(prompt_file)
     ggufs, checkpoints = plan_models(models, qnames, progress, revision=revision, token=token)
-    specs = build_specs(ggufs, checkpoints, hf_variants=list(hf_variants or HF_VARIANTS), device=dev, threads=threads,
+    hf = list(HF_VARIANTS if hf_variants is None else hf_variants)  # [] (`--hf ""`): none, as the help says
+    specs = build_specs(ggufs, checkpoints, hf_variants=hf, device=dev, threads=threads,
                         batches=list(batches), n_prompt=n_prompt, n_gen=n_gen, reps=reps, prompts=prompts,
                         rpc=endpoints, no_local=no_local, tensor_split=tensor_split)
     res = BenchResults(SCHEMA, environment(threads), {"n_prompt": n_prompt, "n_gen": n_gen, "batches": list(batches),
                                                       "reps": reps, "device": dev, "prompts": list(prompts),
                                                       "rpc": endpoints})
+    terms = [_calibration_terms(s) for s in specs]
     t_start = time.perf_counter()
     # The ceiling is the best of readings taken before the first round and after each one: this VM's
     # speed drifts by a fifth within minutes, and one reading taken in a slow moment made F32 beat it.
-    readings = [measure_bandwidth(threads=threads)]
+    t_reading = time.perf_counter()
+    readings = [_bandwidth(threads)]
     res.roofline = roofline([], readings)
-    eta = ETA(specs, reps, readings[0]["read_gbps"] if readings[0] else None)
+    eta = ETA(specs, reps, readings[0]["read_gbps"] if readings[0] else None,
+              per_round_s=time.perf_counter() - t_reading)  # each round ends with a reading too
     res.timing = {"estimated_s": round(eta.total(), 1)}
     if progress:
         note(f"bench: {len(specs)} runs × {reps} rounds; about {human_seconds(eta.total())} (estimate)")
@@ -157,12 +165,12 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
                     loads, t0 = pool.loads[i], time.perf_counter()
                     rows = pool.measure(i)
                     eta.record(i, time.perf_counter() - t0, rows, loaded=pool.loads[i] > loads)
-                    measured.setdefault(i, []).append(rows)
+                    measured.setdefault(i, []).append([replace(r, **terms[i]) for r in rows])
                     res.runs = [r for rows in measured.values() for r in merge_rounds(rows)]
                     _save(res, output)
                     bar.update_to(rnd * len(specs) + i + 1)
                     left = eta.left(rnd, i, live=set(pool.live))
-                readings.append(measure_bandwidth(threads=threads))
+                readings.append(_bandwidth(threads))
             res.timing["loads"] = sum(pool.loads)
             res.timing["runs"] = eta.record_rows()
         res.timing["matrix_s"] = round(time.perf_counter() - t_start, 1)
@@ -176,6 +184,31 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
     _finish(res, readings)
     _save(res, output)
     return res
+
+
+def _bandwidth(threads: int) -> dict[str, Any] | None:
+    """One edgeq-bandwidth reading; None (no ceiling from it) if the tool fails, say for memory the idle
+    workers hold: a matrix nearly done must not die of its ruler."""
+    try:
+        return measure_bandwidth(threads=threads)
+    except EdgeqError:
+        return None
+
+
+def _calibration_terms(spec: RunSpec) -> dict[str, Any]:
+    """A GGUF run's fingerprint and calibration terms (none for RPC runs: their layers are elsewhere)."""
+    if spec.backend != GGUF_BACKEND:
+        return {}
+    path = Path(spec.path)
+    try:
+        out: dict[str, Any] = {"fingerprint": file_fingerprint(path)}
+        if not spec.rpc:  # repacking is the CPU backend's; Metal keeps the file's layout
+            repack = local_repack_types() if spec.device == "cpu" else []
+            out["calibration"] = terms_of_file(path, batch=spec.batch, n_prompt=spec.n_prompt, n_gen=spec.n_gen,
+                                               repack_types=repack)
+    except (OSError, EdgeqError):  # unreadable: its worker will say why, as a failed row
+        return {}
+    return out
 
 
 def merge_rounds(rounds: list[list[RunResult]]) -> list[RunResult]:
@@ -203,7 +236,7 @@ def merge_rounds(rounds: list[list[RunResult]]) -> list[RunResult]:
 
 def _finish(res: BenchResults, readings: list[dict[str, Any] | None]) -> None:
     res.verdicts = verdicts(res.runs)
-    res.roofline = roofline(res.runs, readings)
+    res.roofline = roofline(res.runs, readings, threads=res.environment.get("threads"))
 
 
 def _save(res: BenchResults, output: str | Path | None) -> None:

@@ -71,6 +71,9 @@ class RunResult:
     loads: int | None = None  # worker processes (model loads) its rounds took: 1 when one worker did them all
     rpc: list[str] | None = None  # RPC servers that held layers
     placement: list[dict[str, Any]] | None = None  # per device: layers, model/KV/compute MiB (rpc.DevicePlacement)
+    fingerprint: str | None = None  # the GGUF's (name, size, mtime) hash: which file ``path`` was
+    # What `plan --calibrate` needs of this run (plan.calibrate.terms_of_file), so it never needs the file.
+    calibration: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> RunResult:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import signal
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -25,6 +27,10 @@ WORKER_TIMEOUT_S = 3600
 MEASURE = b'{"op": "measure"}\n'
 # Share of the memory available when the matrix starts that idle workers may hold between rounds.
 POOL_MEMORY_SHARE = 0.6
+# Each live worker holds three of this process's file descriptors (stdin, stdout, its stderr file); macOS
+# allows 256 by default.
+_NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+MAX_LIVE = 1 << 20 if _NOFILE in (resource.RLIM_INFINITY, -1) else max(1, (_NOFILE - 64) // 3)
 
 
 def _env(spec: RunSpec) -> dict[str, str]:
@@ -81,7 +87,10 @@ class LiveWorker:
 
         def expire() -> None:
             expired.set()
-            proc.kill()
+            try:  # the whole session: a grandchild holding the pipe would keep readline blocked
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                proc.kill()
 
         timer = threading.Timer(WORKER_TIMEOUT_S, expire)
         timer.daemon = True
@@ -92,11 +101,11 @@ class LiveWorker:
                 line = proc.stdout.readline()
         finally:
             timer.cancel()
+        if line:
+            return _rows(self.spec, line.decode(errors="replace"))
         if expired.is_set():
             return [_row(self.spec, p, "failed", f"timed out after {WORKER_TIMEOUT_S} s") for p in self.spec.prompts]
-        if not line:
-            return _dead(self.spec, self.worker.wait(), self.worker.tail())
-        return _rows(self.spec, line.decode(errors="replace"))
+        return _dead(self.spec, self.worker.wait(), self.worker.tail())
 
     def _send(self, data: bytes) -> bool:
         stdin = self.worker.proc.stdin
@@ -105,7 +114,7 @@ class LiveWorker:
             stdin.write(data)
             stdin.flush()
             return True
-        except (BrokenPipeError, OSError):
+        except OSError:  # it died (between rounds, say): its failure is read from its exit and stderr
             return False
 
     def stop(self) -> None:
@@ -141,7 +150,11 @@ class WorkerPool:
             self._make_room(i)
             w = LiveWorker(spec)
             self.loads[i] += 1
-        rows = w.measure()
+        try:
+            rows = w.measure()
+        except BaseException:  # Ctrl-C, SIGTERM: the worker being asked is not in `live`, so stop it here
+            w.stop()
+            raise
         if any(r.status != "ok" for r in rows):
             w.stop()  # a failed worker is never asked again: the next round starts afresh
         else:
@@ -152,7 +165,8 @@ class WorkerPool:
     def _make_room(self, i: int) -> None:
         need = self.peak.get(i) or _expected_bytes(self.specs[i])
         n = len(self.specs)
-        while self.live and sum(w.rss_bytes() for w in self.live.values()) + need > self.budget:
+        while self.live and (sum(w.rss_bytes() for w in self.live.values()) + need > self.budget
+                             or len(self.live) >= MAX_LIVE):
             furthest = max(self.live, key=lambda j: (j - i) % n)
             self.live.pop(furthest).stop()
 
@@ -179,7 +193,11 @@ def _expected_bytes(spec: RunSpec) -> int:
 
 
 def _rows(spec: RunSpec, line: str) -> list[RunResult]:
-    rows = [RunResult.from_dict(d) for d in json.loads(line)]
+    try:
+        rows = [RunResult.from_dict(d) for d in json.loads(line)]
+    except (ValueError, TypeError, AttributeError):
+        return [_row(spec, p, "failed", f"the worker answered something other than its rows: {line[:120]!r}")
+                for p in spec.prompts]
     gone = went_away(spec.rpc) if any(r.status == "failed" for r in rows) else None
     return [replace(r, reason=gone.message) if gone and r.status == "failed" else r for r in rows]
 

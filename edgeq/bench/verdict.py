@@ -71,7 +71,8 @@ def _sentence(r: RunResult, v: Verdict, ref: str, base: dict) -> str:
     return head + (f", {', '.join(others)}" if others else "") + tail + "."
 
 
-def roofline(runs: list[RunResult], readings: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+def roofline(runs: list[RunResult], readings: Sequence[dict[str, Any] | None], *,
+             threads: int | None = None) -> dict[str, Any]:
     """Each generation speed as a fraction of bandwidth ÷ bytes of weights read per step.
 
     ``readings`` are edgeq-bandwidth's results, taken at the start and the end of the
@@ -87,6 +88,9 @@ def roofline(runs: list[RunResult], readings: Sequence[dict[str, Any] | None]) -
     spread = round(1 - min(gbps) / max(gbps), 3)
     bandwidth = {**best, "readings_gbps": gbps, "spread": spread}
     warnings = []
+    if threads and best.get("threads") and int(best["threads"]) != threads:
+        warnings.append(f"edgeq-bandwidth ran with {best['threads']} thread(s) and the runs with {threads} (a build "
+                        "without OpenMP?): the ceiling is not what those runs could reach.")
     if spread > DRIFT_WARN:
         warnings.append(f"the read bandwidth moved {spread:.0%} within this run ({' → '.join(f'{g:g}' for g in gbps)}"
                         " GB/s): the machine's speed drifted, so its figures carry that much doubt.")

@@ -113,9 +113,12 @@ def _failed(spec: RunSpec, e: Exception) -> list[RunResult]:
     return [RunResult(**_base(spec), prompt=p, status="failed", reason=reason) for p in spec.prompts]
 
 
+_REPLIES = sys.stdout  # replaced in main by a private copy of fd 1
+
+
 def _send(rows: list[RunResult]) -> None:
-    sys.stdout.write(json.dumps([asdict(r) for r in rows]) + "\n")
-    sys.stdout.flush()
+    _REPLIES.write(json.dumps([asdict(r) for r in rows]) + "\n")
+    _REPLIES.flush()
 
 
 def main() -> None:
@@ -125,6 +128,11 @@ def main() -> None:
     The model is loaded once, so a worker kept alive between rounds pays its load once; a
     failure is reported as failed rows, never as a crash of the matrix, and ends the worker.
     """
+    global _REPLIES
+    # Replies go on a private copy of stdout; fd 1 itself becomes stderr, so a library's stray print (Python
+    # or C) can never put a line where the parent reads its rows.
+    _REPLIES = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     spec = RunSpec(**json.loads(sys.stdin.readline()))
     try:
         runner, facts, load_s = load(spec)

@@ -116,7 +116,7 @@ def convert(source: str | Path | Source | None = None, *, quants: list[str] | tu
     overrides.check_layers(ck.config.get("num_hidden_layers"))
     calib = steps.calibration_text(calibration) if overrides.imatrix else None
     stem = safe_name(name) if name else src.name
-    out = ensure_folder(Path(outdir) if outdir else config.models_dir() / stem)
+    out = ensure_folder(Path(outdir) if outdir else steps.own_folder(config.models_dir() / stem, src_info))
     # One run at a time per folder: a second waits, then sees the first's files in the manifest and reuses
     # them, instead of racing it for the same names (which lost finished outputs from the manifest).
     with folder_lock(out, doing="converts"):

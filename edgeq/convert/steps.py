@@ -119,8 +119,19 @@ def check_disk(out: Path, ck: checkpoint.Checkpoint, plan: list[Step]) -> None:
 
 
 def _model_of(source: dict[str, object]) -> str:
-    """Which model a manifest's ``source`` names: the repo for a Hub source, else the checkpoint's path."""
-    return str(source.get("repo_id") if source.get("kind") == "hub" else source.get("path"))
+    """Which model a manifest's ``source`` names: the repo for a Hub source, else the checkpoint's resolved path."""
+    if source.get("kind") == "hub":
+        return str(source.get("repo_id"))
+    return str(Path(str(source.get("path"))).expanduser().resolve())
+
+
+def own_folder(out: Path, src_info: dict[str, object]) -> Path:
+    """``out``, or, when it holds another model's files, ``out-<hash>``: where bench and eval (which take no
+    -o) convert a model whose name another one already uses (``Qwen/X`` and ``unsloth/X``)."""
+    old = manifest.load(out) if out.is_dir() else None
+    if old is None or _model_of(old.source) == _model_of(src_info):
+        return out
+    return out.with_name(f"{out.name}-{short_hash(_model_of(src_info))[:8]}")
 
 
 def same_model_or_refuse(out: Path, old: manifest.Manifest | None, src_info: dict[str, object], *,

@@ -33,9 +33,9 @@ def main() -> None:
         why = str(e)
         if "Failed to load model" in why:  # the file, not the options: it used to be blamed on --ctx
             _emit({"event": "error", "kind": "gguf", "exit_code": 1,
-                   "message": f"llama.cpp cannot load {spec.model}: a tensor's shape or type does not match the "
-                              "model's metadata, or the file is damaged. Check it with `edgeq inspect`, then convert "
-                              "it again."})
+                   "message": f"llama.cpp cannot load {spec.model} (not a --ctx problem): a tensor that does not "
+                              "match the model's metadata, a damaged file, or too little memory for its weights. "
+                              "Check it with `edgeq inspect` and `edgeq plan`, then convert it again."})
         else:
             hint = ("shorten the prompt or raise --ctx" if "exceed context window" in why
                     else "lower --ctx: llama.cpp could not allocate a context that large" if "llama_context" in why

@@ -52,7 +52,10 @@ class Worker:
             self.proc.wait()
         for f in (self.proc.stdin, self.proc.stdout):
             if f:
-                f.close()
+                try:
+                    f.close()
+                except OSError:  # a request still buffered for a worker that died: nothing to deliver it to
+                    pass
         self.stderr.close()
 
 

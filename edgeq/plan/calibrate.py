@@ -19,7 +19,7 @@ from ..files import read_results
 from . import memory
 from .size import tensor_bytes
 from .source import from_gguf
-from .speed import FAMILIES, family, family_bytes, matmul_flops_per_token, matmul_weights
+from .speed import FAMILIES, family, family_bytes, matmul_flops_per_token, matmul_weights, tg_tps
 
 
 @dataclass
@@ -35,7 +35,8 @@ class Calibration:
     tg_model_weights: list[int]  # matmul weights of the models the runs used, each once
     pp_gflops: float | None  # achieved in prompt processing
     overhead_bytes: int
-    samples: list[dict[str, float]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)  # per run: label, measured and predicted-back tg
+    warnings: list[str] = field(default_factory=list)  # inputs that were incomplete
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -48,19 +49,36 @@ def _bench_ctx(run: dict[str, Any]) -> int:
     return -(-need // 256) * 256
 
 
-def _run_terms(run: dict[str, Any], repack_types: list[str]) -> tuple[dict[str, int], int, int, float]:
-    """(bytes per token by family, weights per token, resident bytes before overhead, FLOP per token) of a run."""
+def terms_of_file(path: Path, *, batch: int, n_prompt: int, n_gen: int, repack_types: list[str]) -> dict[str, Any]:
+    """What calibration needs of one benched file, from its header: recorded by ``edgeq bench`` with each run,
+    so results calibrate as well on another machine, in another folder, or after the GGUF is gone."""
+    spec = from_gguf(path)
+    sizes = [tensor_bytes(t.shape, ty) for t, ty in zip(spec.tensors, spec.current_types)]
+    repacked = sum(b for b, ty in zip(sizes, spec.current_types) if ty in repack_types)
+    ctx = _bench_ctx({"batch": batch, "n_prompt": n_prompt, "n_gen": n_gen})
+    mem = memory.estimate(spec, path.stat().st_size, ctx=ctx, repacked_bytes=repacked, overhead_bytes=0)
+    return {"bytes_by_family": family_bytes(spec, spec.current_types, sizes, fill_tokens=n_prompt),
+            "matmul_weights": matmul_weights(spec), "resident_bytes": mem.total_bytes,
+            "flops_per_token": matmul_flops_per_token(spec, fill_tokens=n_prompt), "ctx": ctx, "fill_tokens": n_prompt,
+            "repack_types": sorted(repack_types)}
+
+
+def _run_terms(run: dict[str, Any], repack_types: list[str],
+               warnings: list[str]) -> tuple[dict[str, int], int, int, float]:
+    """(bytes per token by family, weights per token, resident bytes before overhead, FLOP per token) of a run:
+    as bench recorded them, else from the file if it is still here, else a rough fallback that is warned of."""
+    t = run.get("calibration")
     path = Path(run["path"])
-    if path.is_file():
-        spec = from_gguf(path)
-        sizes = [tensor_bytes(t.shape, ty) for t, ty in zip(spec.tensors, spec.current_types)]
-        repacked = sum(b for b, ty in zip(sizes, spec.current_types) if ty in repack_types)
-        ctx = _bench_ctx(run)
-        mem = memory.estimate(spec, path.stat().st_size, ctx=ctx, repacked_bytes=repacked, overhead_bytes=0)
-        fam = family_bytes(spec, spec.current_types, sizes, fill_tokens=run["n_prompt"])
-        return (fam, matmul_weights(spec), mem.total_bytes,
-                matmul_flops_per_token(spec, fill_tokens=run["n_prompt"]))
-    # The GGUF is gone: fall back to the totals the run recorded, under the family its name says.
+    if not t and path.is_file():
+        t = terms_of_file(path, batch=run["batch"], n_prompt=run["n_prompt"], n_gen=run["n_gen"],
+                          repack_types=repack_types)
+    if t:
+        fam = {f: int(t["bytes_by_family"].get(f, 0)) for f in FAMILIES}
+        return fam, int(t["matmul_weights"]), int(t["resident_bytes"]), float(t["flops_per_token"])
+    # An older results file whose GGUF is gone: totals only, under the family its name says.
+    warnings.append(f"{path.name}: the results predate recorded calibration terms and the file is not here, so its "
+                    "bytes per token are a rough total (all weights, one kernel family, no KV cache); re-run "
+                    "`edgeq bench` for an exact calibration.")
     weights = int(run.get("weight_bytes") or run.get("file_size_bytes") or 0)
     n = int(run.get("n_params") or 0)
     fam = dict.fromkeys(FAMILIES, 0)
@@ -144,12 +162,15 @@ def from_bench(path: Path, *, repack_types: list[str]) -> Calibration:
     if not runs:
         raise UsageError(f"{path} has no finished llama.cpp run at batch 1 to calibrate from.",
                          hint="Run `edgeq bench` on a GGUF (batch 1 is in the default matrix).")
-    samples, points = [], []
+    samples: list[dict[str, Any]] = []
+    points: list[tuple[dict[str, int], int, float]] = []
+    warnings: list[str] = []
     for r in runs:
-        fam, weights, resident, flops = _run_terms(r, repack_types)
+        fam, weights, resident, flops = _run_terms(r, repack_types, warnings)
         points.append((fam, weights, r["tg_tps"]["median"]))
-        s = {"tg_tps": r["tg_tps"]["median"], "bytes_per_token": sum(fam.values()),
-             **{f"bytes_{f}": b for f, b in fam.items() if b}}
+        s: dict[str, Any] = {"run": f"{r.get('model', '?')} {r.get('variant', '?')} ({r.get('prompt', '?')})",
+                             "tg_tps": r["tg_tps"]["median"], "bytes_per_token": sum(fam.values()),
+                             **{f"bytes_{f}": b for f, b in fam.items() if b}}
         if r.get("pp_tps") and flops:
             s["pp_gflops"] = r["pp_tps"]["median"] * flops / 1e9
         if r.get("peak_rss_bytes"):
@@ -162,10 +183,17 @@ def from_bench(path: Path, *, repack_types: list[str]) -> Calibration:
 
     env = data.get("environment") or {}
     fit = fit_families(points, bw)
+    for smp, (fam, _, _) in zip(samples, points):  # each run predicted back: the calibration's own check
+        if not any(fam.values()):
+            continue
+        smp["predicted_tg_tps"] = round(tg_tps(fam, bandwidth_gbps=bw, efficiency=fit.efficiency,
+                                               family_efficiency=fit.family_efficiency,
+                                               overhead_s=fit.overhead_s)[0], 2)
     return Calibration(source=str(path), machine=str(env.get("cpu", "?")), date=env.get("date"), runs=len(runs),
                        bandwidth_gbps=bw, tg_efficiency=round(fit.efficiency, 4),
                        tg_family_efficiency={f: round(e, 4) for f, e in fit.family_efficiency.items()},
                        tg_overhead_ms=round(fit.overhead_s * 1e3, 3),
                        tg_model_weights=sorted({w for _, w, _ in points if w}),
                        pp_gflops=round(pp, 1) if (pp := med("pp_gflops")) else None,
-                       overhead_bytes=int(med("overhead_bytes") or memory.DEFAULT_OVERHEAD_BYTES), samples=samples)
+                       overhead_bytes=int(med("overhead_bytes") or memory.DEFAULT_OVERHEAD_BYTES), samples=samples,
+                       warnings=list(dict.fromkeys(warnings)))

@@ -183,6 +183,11 @@ def _notes(spec: source.ModelSpec, ctx: int, rows: list[QuantPlan], calib: Calib
     if calib:
         notes.append(f"speed and overhead calibrated from {calib.source} ({calib.runs} runs on {calib.machine}, "
                      f"{calib.date or 'undated'}).{_size_warning(spec, calib)}")
+        back = [f"{s['run']} {s['tg_tps']:.1f} → {s['predicted_tg_tps']:.1f}" for s in calib.samples
+                if "run" in s and "predicted_tg_tps" in s]
+        if back:
+            notes.append("calibration runs, measured tg tok/s → predicted back: " + "; ".join(back) + ".")
+        notes += [f"calibration warning: {w}" for w in calib.warnings]
     else:
         notes.append("speeds are uncalibrated roofline predictions; pass --calibrate with `edgeq bench` results "
                      "measured on the target to fit them.")

@@ -129,28 +129,37 @@ def _layer_shapes(cfg: dict[str, Any]) -> dict[str, list[int]] | None:
             "mlp.down_proj.weight": [hidden, ffn]}
 
 
+# Dense llama-style models: every layer has every attention and MLP tensor, of the shapes the config implies.
+# Others (mixture-of-experts with dense first layers, MLA attention, hybrid SSM layers, next-token-prediction
+# layers past num_hidden_layers) break those rules legitimately, so they are not checked here.
+CHECKED_ARCHITECTURES = frozenset({
+    "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "GemmaForCausalLM",
+    "Gemma2ForCausalLM", "Gemma3ForCausalLM", "OlmoForCausalLM", "Olmo2ForCausalLM", "GraniteForCausalLM",
+    "SmolLM3ForCausalLM", "InternLM3ForCausalLM", "ExaoneForCausalLM"})
+
+
 def check_against_config(shapes: dict[str, list[int]], cfg: dict[str, Any]) -> None:
     """The tensors the converter will need, present and of the shapes config.json implies.
 
-    Checked for the llama-style names (``model.layers.N.self_attn.q_proj.weight`` …) that
-    most causal LMs use; a tensor kind the checkpoint does not have in layer 0 (fused
-    QKV, experts) is not asked for.  Without this a wrong shape converted "fine" and
+    Checked for dense llama-style architectures (``CHECKED_ARCHITECTURES``), by their
+    names (``model.layers.N.self_attn.q_proj.weight`` …); a tensor kind layer 0 does not
+    have (fused QKV) is not asked for.  Without this a wrong shape converted "fine" and
     only failed to load later, with a message about the context size.
     """
+    archs = cfg.get("architectures")
+    if not (isinstance(archs, list) and archs and archs[0] in CHECKED_ARCHITECTURES):
+        return
     want = _layer_shapes(cfg)
-    n_layer = cfg.get("num_hidden_layers")
-    if want is None or not isinstance(n_layer, int) or isinstance(n_layer, bool) or n_layer < 1:
+    n_layer = _positive_int(cfg.get("num_hidden_layers"))
+    if want is None or n_layer is None:
         return
-    prefix = next((p for p in ("model.layers.", "model.language_model.layers.")
-                   if any(k.startswith(p + "0.") for k in shapes)), None)
-    if prefix is None:
-        return
+    prefix = "model.layers."
     kinds = [k for k in want if f"{prefix}0.{k}" in shapes]
     vocab, hidden = cfg.get("vocab_size"), cfg.get("hidden_size")
-    emb = shapes.get(prefix.replace("layers.", "embed_tokens.weight"))
+    emb = shapes.get("model.embed_tokens.weight")
     if emb is not None and isinstance(vocab, int) and emb != [vocab, hidden]:
-        raise SourceError(f"tensor {prefix.replace('layers.', 'embed_tokens.weight')} has shape {emb}, but config.json "
-                          f"implies [{vocab}, {hidden}] (vocab_size, hidden_size).", hint=_MISMATCH_HINT)
+        raise SourceError(f"tensor model.embed_tokens.weight has shape {emb}, but config.json implies "
+                          f"[{vocab}, {hidden}] (vocab_size, hidden_size).", hint=_MISMATCH_HINT)
     for i in range(n_layer):
         for k in kinds:
             name = f"{prefix}{i}.{k}"

@@ -39,10 +39,11 @@ def non_finite_tensors(path: str | Path) -> list[BadTensor]:
             dtype = np.dtype(width).type
             values = np.frombuffer(m, dtype=dtype, count=t.n_elements, offset=h.data_offset_bytes + t.offset)
             count = 0
-            for i in range(0, t.n_elements, _CHUNK):
-                part = values[i:i + _CHUNK]
-                count += int(np.count_nonzero((part & dtype(mask)) == mask))
-            del values, part  # the mmap cannot close while a view holds it
+            try:
+                for i in range(0, t.n_elements, _CHUNK):
+                    count += int(np.count_nonzero((values[i:i + _CHUNK] & dtype(mask)) == mask))
+            finally:
+                del values  # the mmap cannot close while a view holds it (a BufferError would hide a Ctrl-C)
             if count:
                 bad.append(BadTensor(t.name, t.type, count))
     return bad
