@@ -25,7 +25,7 @@ _LAYER_NAMES = [("self_attn.q_proj", "attn_q"), ("self_attn.k_proj", "attn_k"), 
                 ("self_attn.k_norm", "attn_k_norm"), ("mlp.gate_proj", "ffn_gate"), ("mlp.up_proj", "ffn_up"),
                 ("mlp.down_proj", "ffn_down"), ("post_attention_layernorm", "post_attention_norm"),
                 ("pre_feedforward_layernorm", "ffn_norm"), ("post_feedforward_layernorm", "post_ffw_norm"),
-                ("input_layernorm", "attn_norm")]
+                ("input_layernorm", "attn_norm"), ("mlp.c_fc", "ffn_up"), ("mlp.c_proj", "ffn_down")]  # c_*: StarCoder2
 
 
 def gguf_name(hf_name: str, arch: str) -> str | None:
@@ -37,15 +37,16 @@ def gguf_name(hf_name: str, arch: str) -> str | None:
         return "token_embd.weight"
     if name in ("lm_head.weight",):
         return "output.weight"
-    if name == "norm.weight":
-        return "output_norm.weight"
+    if name in ("norm.weight", "norm.bias"):  # the bias: LayerNorm families (StarCoder2)
+        return "output_norm." + name.split(".")[1]
     parts = name.split(".")
     if parts[0] == "layers" and len(parts) > 2:
         rest = ".".join(parts[2:])
         for hf, gg in _LAYER_NAMES:
             if rest.startswith(hf + "."):
-                # Llama-style models: post_attention_layernorm is the pre-FFN norm (ffn_norm).
-                if hf == "post_attention_layernorm" and arch not in ("gemma2", "gemma3"):
+                # Llama-style models: post_attention_layernorm is the pre-FFN norm (ffn_norm); in the
+                # post-norm families it is what its name says (found by the architecture matrix for OLMo 2).
+                if hf == "post_attention_layernorm" and arch not in ("gemma2", "gemma3", "olmo2"):
                     gg = "ffn_norm"
                 return f"blk.{parts[1]}.{gg}.{rest[len(hf) + 1:]}"
         return f"blk.{parts[1]}.{rest}"
