@@ -77,7 +77,7 @@ def folder_lock(folder: Path, *, doing: str) -> Iterator[None]:
         os.close(fd)
 
 
-def missing_file(path: Path) -> str:
+def missing_file(path: Path, *, noun: str = "file") -> str:
     """Why ``path`` is not a readable regular file, in words: ``does not exist``, ``is a FIFO, not a file`` ..."""
     try:
         mode = path.stat().st_mode
@@ -88,7 +88,7 @@ def missing_file(path: Path) -> str:
     for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
                        (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
         if test(mode):
-            return f"is {kind}, not a file"
+            return f"is {kind}, not a {noun}"
     return "is not a regular file"
 
 

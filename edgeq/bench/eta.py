@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .results import RunResult, RunSpec
+from .results import RunResult, RunSpec, weight_file_bytes
 
 # Generation speed as a share of bandwidth ÷ the weights' bytes (a GGUF's size; a checkpoint's as loaded:
 # twice its 16-bit files for fp32), how much faster prompt processing is per token, and load speeds: rough
@@ -25,13 +25,8 @@ WARMUP_TOKENS = 4  # the worker's warm-up: the whole prompt, then this many toke
 
 
 def _weight_bytes(spec: RunSpec) -> int:
-    p = Path(spec.path)
-    if p.is_file():
-        return p.stat().st_size
-    if not p.is_dir():
-        return 0
-    size = sum(f.stat().st_size for f in p.glob("*.safetensors"))
-    return 2 * size if spec.variant == "fp32" else size
+    """The weights' bytes as loaded: fp32 widens a 16-bit checkpoint to twice its files."""
+    return weight_file_bytes(spec) * (2 if spec.variant == "fp32" and Path(spec.path).is_dir() else 1)
 
 
 def prior(spec: RunSpec, bandwidth_gbps: float | None) -> tuple[float, float]:

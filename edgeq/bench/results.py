@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 SCHEMA = "edgeq-bench/1"
@@ -38,6 +39,16 @@ class RunSpec:
     rpc: list[str] = field(default_factory=list)  # llama.cpp RPC servers holding layers (host:port)
     no_local: bool = False  # every layer on the servers
     tensor_split: list[float] | None = None  # layer shares: [this machine,] server 1..n
+
+
+def weight_file_bytes(spec: RunSpec) -> int:
+    """Bytes of a spec's weights on disk: its GGUF, or its checkpoint's weight files (0 if neither is there)."""
+    p = Path(spec.path)
+    if p.is_file():
+        return p.stat().st_size
+    if not p.is_dir():
+        return 0
+    return sum(f.stat().st_size for f in p.glob("*") if f.suffix in (".safetensors", ".bin"))
 
 
 @dataclass

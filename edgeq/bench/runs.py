@@ -20,7 +20,7 @@ import psutil
 from ..backends.transformers import unavailable_reason
 from ..llamacpp import Worker, crash_error, run_worker_once
 from ..llamacpp.rpc import went_away
-from .results import RunResult, RunSpec
+from .results import RunResult, RunSpec, weight_file_bytes
 from .worker import _base
 
 WORKER_TIMEOUT_S = 3600
@@ -185,11 +185,7 @@ class WorkerPool:
 def _expected_bytes(spec: RunSpec) -> int:
     """Memory a spec's first load may take: its GGUF's size, or twice a checkpoint's weight files
     (fp32 from 16-bit weights)."""
-    p = Path(spec.path)
-    if p.is_file():
-        return p.stat().st_size
-    weights = [f for f in p.glob("*") if f.suffix in (".safetensors", ".bin")] if p.is_dir() else []
-    return 2 * sum(f.stat().st_size for f in weights)
+    return weight_file_bytes(spec) * (1 if Path(spec.path).is_file() else 2)
 
 
 def _rows(spec: RunSpec, line: str) -> list[RunResult]:

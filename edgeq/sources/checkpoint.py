@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import math
-import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import SourceError, UnsafeSourceError
+from ..files import missing_file
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer.tiktoken", "vocab.json", "tekken.json")
 _TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
@@ -102,13 +102,8 @@ def _check_no_overlap(entries: dict[str, Any]) -> None:
 def _refuse_special_files(folder: Path) -> None:
     """A FIFO, socket or device where a file should be would block or mislead every reader: one line instead."""
     for p in sorted(folder.iterdir()):
-        try:
-            mode = p.stat().st_mode
-        except OSError as e:  # a dangling symlink, a file gone since listing
-            raise SourceError(f"{p} cannot be read ({e.strerror}).", hint="Re-download the checkpoint.") from e
-        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
-            raise SourceError(f"{p} is {kind}, not a regular file.",
+        if not (p.is_file() or p.is_dir()):  # a dangling symlink too
+            raise SourceError(f"{p} {missing_file(p, noun='regular file')}.",
                               hint="Replace it with the real file (re-download the checkpoint).")
 
 
