@@ -236,21 +236,14 @@ def _headers_only_checkpoint(dest: Path, tokenizer_from: Path, *, hidden: int = 
     return dest
 
 
-def test_hf_source_reads_no_weights(tmp_path, embedded_checkpoint, monkeypatch):
+def test_hf_source_reads_no_weights(tmp_path, embedded_checkpoint):
+    """The safetensors file is its header alone: a plan that read one weight (here, or in the converter it
+    asks for the header it would write) would fail on it."""
     ck = _headers_only_checkpoint(tmp_path / "headers-only", embedded_checkpoint)
-    real_open, opened = open, []
-
-    def tracking_open(file, mode="r", *a, **k):
-        if str(file).endswith(".safetensors"):
-            opened.append(mode)
-        return real_open(file, mode, *a, **k)
-
-    monkeypatch.setattr("builtins.open", tracking_open)
     res = invoke(["plan", str(ck), "--ram", "8G", "--bandwidth", "50", "--json"])
     data = json.loads(res.stdout)
     assert data["schema"] == "edgeq-plan/1" and data["source"]["kind"] == "hf-folder"
     assert [r["quant"] for r in data["rows"]] == ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0"]
-    assert opened == ["rb"]  # one header read, of a file that holds no tensor data at all
     row = data["rows"][0]
     for key in ("file_size_bytes", "bits_per_weight", "memory", "tg_tps", "pp_tps", "quality", "fits", "reason"):
         assert key in row

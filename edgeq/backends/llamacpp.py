@@ -15,6 +15,7 @@ from ..sources.gguf import read as read_gguf
 
 _QUIET: list[Any] = []  # keeps the ctypes log callback alive
 LOAD_LOG: list[str] = []  # the load-log lines that say where layers and buffers went (see rpc.parse_placement)
+ERRORS: list[str] = []  # llama.cpp's error lines, so a failed load can say why
 
 
 def lib() -> Any:
@@ -29,6 +30,8 @@ def lib() -> Any:
                 import sys
 
                 sys.stderr.write(line)
+                if line.strip():
+                    ERRORS.append(line.strip())
             elif LOG_PATTERN.search(line):
                 LOAD_LOG.append(line.rstrip())
 
@@ -36,6 +39,14 @@ def lib() -> Any:
         _QUIET.append(quiet)
     llama_cpp.llama_backend_init()
     return llama_cpp
+
+
+def load_error() -> str:
+    """The reason llama.cpp logged for the last failed load, as ': reason' (its first specific line), or ''."""
+    for line in ERRORS:
+        if "failed to load model" not in line and "error loading model:" in line:
+            return ": " + line.split("error loading model:", 1)[1].strip()
+    return f": {ERRORS[0]}" if ERRORS else ""
 
 
 class BatchRunner:
@@ -57,9 +68,10 @@ class BatchRunner:
             # Kept on self: llama.cpp reads the array during the load.
             self._split = (ctypes.c_float * ll.LLAMA_MAX_DEVICES)(*tensor_split)
             mparams.tensor_split = self._split
+        del ERRORS[:]
         self.model = ll.llama_model_load_from_file(str(model_path).encode(), mparams)
         if not self.model:
-            raise RuntimeError(f"llama.cpp could not load {model_path}")
+            raise RuntimeError(f"llama.cpp could not load {model_path}" + load_error())
         self.vocab = ll.llama_model_get_vocab(self.model)
         cparams = ll.llama_context_default_params()
         cparams.n_ctx, cparams.n_batch, cparams.n_ubatch = n_ctx, n_batch, min(n_batch, 512)

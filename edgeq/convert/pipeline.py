@@ -21,6 +21,7 @@ from ..llamacpp import (
     supported_architectures,
 )
 from ..llamacpp.quantize import Overrides, quantize, what_failed
+from ..llamacpp.would_write import NO_REMOTE_CODE
 from ..output import Progress, note
 from ..quants import (
     FLOAT_OUTTYPES,
@@ -38,13 +39,7 @@ from .recorder import Recorder, TailHash
 # Runs the vendored converter with transformers' remote-code loaders disabled.  The converter
 # itself passes trust_remote_code=True for some tokenizers; checkpoint.check already refuses
 # any auto_map, and this makes sure no path through transformers can import a repo's Python.
-_NO_REMOTE_CODE = """
-import os, runpy, sys
-import transformers.dynamic_module_utils as d
-def refuse(*args, **kwargs):
-    raise RuntimeError("edgeq: this checkpoint asks transformers to run its own Python code; refused")
-d.get_class_from_dynamic_module = d.get_cached_module_file = refuse
-d.resolve_trust_remote_code = lambda *args, **kwargs: False
+_NO_REMOTE_CODE = NO_REMOTE_CODE + """
 sys.argv = sys.argv[1:]
 sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
 runpy.run_path(sys.argv[0], run_name="__main__")

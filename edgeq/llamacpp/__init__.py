@@ -3,7 +3,7 @@
 ``build`` finds the build, its versions and CPU levels; ``process`` runs its tools
 (``run_tool``: deadline, peak RSS, crashes as one line) and ``worker`` edgeq's own
 worker processes; ``quantize`` (llama-quantize, llama-imatrix), ``fitparams``
-(llama-fit-params), ``rpc`` (servers seen from outside) and ``rpc_server``
+(llama-fit-params), ``would_write`` (the converter's header for a checkpoint, no weight read), ``rpc`` (servers seen from outside) and ``rpc_server``
 (``edgeq rpc-server``) are the tools edgeq drives.
 """
 from .build import (
@@ -34,8 +34,10 @@ from .process import (
     run_tool,
 )
 from .worker import Worker, run_worker_once
+from .would_write import converter_header, stub_checkpoint
 
 __all__ = ["CRASH_CAUSES", "DISK_FULL_HINT", "DOCTOR_HINT", "SETUP_HINT", "TOOLS", "ToolOutput", "Toolchain", "Worker",
-           "cpu_variants", "crash_error", "die_with_parent", "find_toolchain", "import_llama_cpp", "json_array", "level_bin_dir",
+           "converter_header", "cpu_variants", "crash_error", "die_with_parent", "find_toolchain", "import_llama_cpp", "json_array", "level_bin_dir",
            "llama_cpp_commit", "llama_cpp_version", "loaded_cpu_variant", "measure_bandwidth", "own_peak_rss",
-           "run_tool", "run_worker_once", "source_stamp", "supported_architectures", "use_our_libllama"]
+           "run_tool", "run_worker_once", "source_stamp", "stub_checkpoint", "supported_architectures",
+           "use_our_libllama"]

@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..quants import FALLBACK, QUANT_TYPES, parse_quant
+from ..sources.gguf_header import tensor_table_bytes
 from .spec import ModelSpec, TensorSpec
 
 FLOAT_TYPES = ("F32", "F16", "BF16")
@@ -66,16 +67,19 @@ class _State:
     n_gqa: int
     tied: bool
     big70b: bool
+    n_expert: int = 1
+    falcon: bool = False
     i_attn_v: int = 0
     i_ffn_down: int = 0
     i_ffn_gate: int = 0
     i_ffn_up: int = 0
 
 
-def _mix(st: _State, new: str, ncols: int, ftype: str, cat: str) -> str:  # noqa: C901 - mirrors llama-quant.cpp
-    """llama_tensor_get_type_impl for dense models (no experts, no imatrix)."""
+def _mix(st: _State, new: str, ncols: int, ftype: str, cat: str, layer: int) -> str:  # noqa: C901 - mirrors llama-quant.cpp
+    """llama_tensor_get_type_impl without an imatrix (``layer``: the tensor's block, from its name)."""
+    moe8 = st.n_expert == 8
     if cat == "output" or (st.tied and cat == "token_embd"):
-        if ncols % block_and_bytes(new)[0] != 0:
+        if st.falcon or ncols % block_and_bytes(new)[0] != 0:
             return "Q8_0"
         if ftype in _IQ_LOW | {"IQ3_XXS"}:
             return "Q5_K"
@@ -86,14 +90,17 @@ def _mix(st: _State, new: str, ncols: int, ftype: str, cat: str) -> str:  # noqa
     attn_v = cat in ("attn_v", "attn_qkv", "attn_kv_b")
     if ftype in _IQ_LOW:
         if attn_v:
-            new = "Q4_K" if st.n_gqa >= 4 else ("IQ3_S" if ftype in ("IQ2_S", "IQ2_M") else "Q2_K")
+            new = "Q4_K" if st.n_gqa >= 4 or st.n_expert >= 4 else ("IQ3_S" if ftype in ("IQ2_S", "IQ2_M") else "Q2_K")
             st.i_attn_v += 1
+        elif moe8 and cat == "attn_k":
+            new = "Q4_K"
         elif cat == "ffn_down":
             if st.i_ffn_down < st.n_layer // 8:
                 new = "IQ3_S" if ftype in ("IQ2_S", "IQ2_M") else "Q2_K"
             st.i_ffn_down += 1
         elif cat == "attn_output":
-            new = {"IQ1_S": "IQ2_XXS", "IQ1_M": "IQ2_XXS", "IQ2_S": "IQ3_S", "IQ2_M": "IQ3_S"}.get(ftype, new)
+            new = "Q5_K" if moe8 else {"IQ1_S": "IQ2_XXS", "IQ1_M": "IQ2_XXS", "IQ2_S": "IQ3_S",
+                                       "IQ2_M": "IQ3_S"}.get(ftype, new)
         return new
     if attn_v:
         i, n, g = st.i_attn_v, st.n_attn_v, st.n_gqa
@@ -119,11 +126,16 @@ def _mix(st: _State, new: str, ncols: int, ftype: str, cat: str) -> str:  # noqa
             new = "Q5_K"
         if st.big70b and new in ("Q3_K", "Q4_K"):
             new = "Q5_K"
+        if moe8:  # llama.cpp: "for the 8-expert model, bumping this to Q8_0 trades just ~128MB"
+            new = "Q8_0"
         st.i_attn_v += 1
+    elif cat == "attn_k" and moe8:
+        new = "Q8_0"
     elif cat in ("attn_k", "attn_q"):
         new = {"IQ3_XS": "IQ3_XXS", "IQ3_XXS": "IQ2_S"}.get(ftype, new)
     elif cat == "ffn_down":
-        i, n = st.i_ffn_down, st.n_layer
+        # Dense models count ffn_down tensors; MoE ones read the layer from the name (experts are not in order).
+        i, n = (layer if st.n_expert > 1 else st.i_ffn_down), st.n_layer
         if ftype == "Q2_K":
             new = "Q3_K"
         elif ftype == "Q2_K_S":
@@ -131,26 +143,33 @@ def _mix(st: _State, new: str, ncols: int, ftype: str, cat: str) -> str:  # noqa
         elif ftype == "IQ3_XXS":
             new = "Q4_K" if i < n // 8 else "Q3_K"
         elif ftype == "Q3_K_M":
-            new = "Q5_K" if i < n // 16 else "Q4_K"
-        elif ftype == "IQ3_M" and i < n // 8:
+            new = "Q5_K" if i < n // 16 else ("Q4_K" if not st.falcon or _more_bits(i, n) else "Q3_K")
+        elif ftype == "IQ3_M" and (i < n // 8 or (moe8 and _more_bits(i, n))):
             new = "Q4_K"
         elif ftype == "Q3_K_L":
-            new = "Q5_K"
+            new = "Q4_K" if st.falcon else "Q5_K"
+        elif ftype == "Q4_K_M" and st.falcon:
+            new = "Q6_K" if i < n // 16 else ("Q5_K" if _more_bits(i, n) else "Q4_K")
         elif ftype == "Q4_K_M":
             new = "Q6_K" if _more_bits(i, n) else new
         elif i < n // 8 and ftype in ("IQ4_NL", "IQ4_XS"):
             new = "Q5_K"
         elif ftype == "Q5_K_M" and _more_bits(i, n):
             new = "Q6_K"
-        elif ftype == "Q4_K_S" and i < n // 8:
+        elif ftype == "Q4_K_S" and not st.falcon and i < n // 8:
             new = "Q5_K"
         st.i_ffn_down += 1
+    elif cat == "attn_output" and st.falcon:
+        new = "Q4_K" if ftype == "Q3_K_L" else new
+    elif cat == "attn_output" and moe8:
+        new = "Q5_K" if ftype in ("Q2_K", "IQ3_XS", "IQ3_XXS", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M",
+                                  "IQ3_S", "IQ3_M", "IQ4_XS") else new
     elif cat == "attn_output":
         new = {"Q2_K": "Q3_K", "IQ3_XXS": "IQ3_S", "Q3_K_M": "Q4_K", "Q3_K_L": "Q5_K", "IQ3_M": "Q4_K"}.get(ftype, new)
     elif cat == "attn_qkv":
         new = {"Q3_K_M": "Q4_K", "Q3_K_L": "Q4_K", "IQ3_M": "Q4_K", "Q4_K_M": "Q5_K", "Q5_K_M": "Q6_K"}.get(ftype, new)
     elif cat in ("ffn_gate", "ffn_up"):
-        i = st.i_ffn_gate if cat == "ffn_gate" else st.i_ffn_up
+        i = layer if st.n_expert > 1 else (st.i_ffn_gate if cat == "ffn_gate" else st.i_ffn_up)
         if ftype == "IQ3_XS" and st.n_layer // 8 <= i < 7 * st.n_layer // 8:
             new = "IQ3_XXS"
         if cat == "ffn_gate":
@@ -183,14 +202,15 @@ def tensor_types(spec: ModelSpec, quant: str) -> list[str]:
     st = _State(n_attn_v=sum(c in ("attn_v", "attn_qkv", "attn_kv_b") for c in cats.values()),
                 n_layer=spec.n_layer, n_gqa=spec.n_head // max(1, spec.n_head_kv),
                 tied=not any(c == "output" for c in cats.values()),
-                big70b=spec.arch == "llama" and spec.n_layer == 80)
+                big70b=spec.arch == "llama" and spec.n_layer == 80, n_expert=max(1, spec.n_expert),
+                falcon=spec.arch == "falcon")
     out = [""] * len(spec.tensors)
     for i in order:
         t = spec.tensors[i]
         if not allows_quantization(t):
             out[i] = t.base_type
             continue
-        out[i] = _fallback(_mix(st, DEFAULT_TYPE[q], t.shape[0], q, cats[i]), t.shape[0])
+        out[i] = _fallback(_mix(st, DEFAULT_TYPE[q], t.shape[0], q, cats[i], _layer(t.name)), t.shape[0])
     return out
 
 
@@ -220,7 +240,7 @@ def predict_size(spec: ModelSpec, quant: str) -> SizePrediction:
         nbytes += b
         data += -(-b // align) * align
         params[ty] += t.n_elements
-    table = sum(8 + len(t.name.encode()) + 4 + 8 * len(t.shape) + 4 + 8 for t in spec.tensors)
+    table = tensor_table_bytes(spec.tensors)
     header = -(-(spec.metadata_bytes + table) // align) * align
     n = sum(params.values())
     by_name = dict(zip((t.name for t in spec.tensors), types))

@@ -12,36 +12,15 @@ from ..quants import QUANT_TYPES
 from ..sources import resolve
 from ..sources.gguf import file_type_name, read_header
 from .hf import from_hf_folder, from_hub
-from .spec import ModelSpec, TensorSpec
+from .spec import ModelSpec, from_header
 
 
 def from_gguf(path: Path, source: str | None = None) -> ModelSpec:
     h = read_header(path)
-    m = h.metadata
-    arch = str(m.get("general.architecture", "unknown"))
-
-    def key(k: str, default: int = 0) -> int:
-        v = m.get(f"{arch}.{k}", default)
-        return int(v[0] if isinstance(v, list) else v)
-
-    n_embd, n_head = key("embedding_length"), key("attention.head_count")
-    hd = n_embd // max(1, n_head)
-    n_vocab = key("vocab_size") or h.array_lengths.get("tokenizer.ggml.tokens", 0)
-    tensors = [TensorSpec(t.name, t.shape, "F32" if len(t.shape) < 2 or t.type == "F32" else "F16")
-               for t in h.tensors]
-    window = key("attention.sliding_window") or None
-    return ModelSpec(
-        name=str(m.get("general.name") or path.stem), source=source or str(path), kind="gguf", arch=arch,
-        n_layer=key("block_count"), n_embd=n_embd, n_head=n_head, n_head_kv=key("attention.head_count_kv", n_head),
-        head_dim_k=key("attention.key_length", hd), head_dim_v=key("attention.value_length", hd),
-        n_ff=key("feed_forward_length"), n_vocab=n_vocab, ctx_train=key("context_length") or None,
-        sliding_window=window, swa_layers=key("block_count") // 2 if window and arch.startswith("gemma2") else 0,
-        metadata_bytes=h.data_offset_bytes - _table_bytes(tensors), alignment=h.alignment, tensors=tensors,
-        files={file_type_name(m.get("general.file_type")) or "unknown": str(path)}, current_types=[t.type for t in h.tensors])
-
-
-def _table_bytes(tensors: list[TensorSpec]) -> int:
-    return sum(8 + len(t.name.encode()) + 4 + 8 * len(t.shape) + 4 + 8 for t in tensors)
+    spec = from_header(h, name=str(h.metadata.get("general.name") or path.stem), source=source or str(path), kind="gguf")
+    spec.files = {file_type_name(h.metadata.get("general.file_type")) or "unknown": str(path)}
+    spec.current_types = [t.type for t in h.tensors]
+    return spec
 
 
 def from_gguf_folder(folder: Path, source: str) -> ModelSpec:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..sources.gguf_header import GGUFHeader, tensor_table_bytes
+
 # Bytes of GGUF metadata besides the vocabulary: ~40 keys and their names.
 FIXED_METADATA_BYTES = 2048
 # Per vocabulary entry when only the size is known: a token string, its type and a merge (SmolLM2: 36).
@@ -38,6 +40,7 @@ class ModelSpec:
     ctx_train: int | None = None
     sliding_window: int | None = None  # tokens, for the layers that use it
     swa_layers: int = 0  # how many layers attend through the window
+    n_expert: int = 0  # experts per MoE layer (llama-quantize's recipes change at 4 and 8)
     metadata_bytes: int = 0  # GGUF key/value section, mostly the vocabulary
     alignment: int = 32
     tensors: list[TensorSpec] = field(default_factory=list)
@@ -47,3 +50,28 @@ class ModelSpec:
     @property
     def parameters(self) -> int:
         return sum(t.n_elements for t in self.tensors)
+
+
+def from_header(h: GGUFHeader, *, name: str, source: str, kind: str) -> ModelSpec:
+    """A spec from a GGUF header: a file's, or the one the converter would write for a checkpoint."""
+    m = h.metadata
+    arch = str(m.get("general.architecture", "unknown"))
+
+    def key(k: str, default: int = 0) -> int:
+        v = m.get(f"{arch}.{k}", default)
+        v = v[0] if isinstance(v, list) else v  # per-layer arrays (head counts of hybrid models): the first
+        return int(v or 0)
+
+    n_embd, n_head = key("embedding_length"), key("attention.head_count")
+    hd = n_embd // max(1, n_head)
+    n_vocab = key("vocab_size") or h.array_lengths.get("tokenizer.ggml.tokens", 0)
+    tensors = [TensorSpec(t.name, t.shape, "F32" if len(t.shape) < 2 or t.type == "F32" else "F16") for t in h.tensors]
+    window = key("attention.sliding_window") or None
+    return ModelSpec(
+        name=name, source=source, kind=kind, arch=arch,
+        n_layer=key("block_count"), n_embd=n_embd, n_head=n_head, n_head_kv=key("attention.head_count_kv", n_head),
+        head_dim_k=key("attention.key_length", hd), head_dim_v=key("attention.value_length", hd),
+        n_ff=key("feed_forward_length"), n_vocab=n_vocab, ctx_train=key("context_length") or None,
+        sliding_window=window, swa_layers=key("block_count") // 2 if window and arch.startswith("gemma2") else 0,
+        n_expert=key("expert_count"), metadata_bytes=h.data_offset_bytes - tensor_table_bytes(tensors),
+        alignment=h.alignment, tensors=tensors)

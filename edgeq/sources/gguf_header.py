@@ -11,6 +11,7 @@ import math
 import mmap
 import struct
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -60,6 +61,12 @@ class TensorEntry:
     @property
     def n_elements(self) -> int:
         return math.prod(self.shape)
+
+
+def tensor_table_bytes(tensors: Iterable[Any]) -> int:
+    """Bytes of a GGUF's tensor table: per tensor (anything with ``name`` and ``shape``) its name, dimensions,
+    type and offset."""
+    return sum(8 + len(t.name.encode()) + 4 + 8 * len(t.shape) + 4 + 8 for t in tensors)
 
 
 @dataclass

@@ -1,0 +1,271 @@
+"""The architecture matrix (issue 16): tiny random models of each family, made on the fly, checked through edgeq.
+
+Shared by ``tests/test_architectures.py`` (which asserts every column) and ``benchmarks/architectures.py``
+(which runs the same checks and writes the README's table), so the table is what the test saw.
+
+Each case is a model built from a transformers config (2 layers, hidden 64, weights drawn with
+``initializer_range`` 0.5 so the logits are peaked and a wrong tensor cannot hide in near-uniform noise) and a
+real tokenizer from the vocab-only GGUFs llama.cpp ships.  SentencePiece converters (Gemma, Phi-3) read
+``tokenizer.model``; it is written here from the same GGUF vocabulary (pieces, scores, types), so the model
+the converter sees has the tokenizer of the family, not a stand-in.
+"""
+from __future__ import annotations
+
+import struct
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeq import config
+
+# F16 rounding of these weights moves a log-prob by ~2e-3 at most and gives a KLD to HF fp32 of ~1e-3 at most;
+# a transposed, swapped, mis-scaled or mis-routed tensor gives O(0.1–1).  Top-1 is compared wherever HF's
+# leader is ahead by more than TIE nats (~10× that shift); random weights make near-ties that may fall either way.
+KLD_MAX = 0.01
+TIE = 0.02
+TEXT = "The quick brown fox jumps over the lazy dog. Once upon a time, in a land far away, there lived a king."
+EVAL_TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
+             "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light. ")
+QUANTS = ("F16", "Q8_0", "Q4_K_M")
+BASE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "max_position_embeddings": 512, "initializer_range": 0.5}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the matrix: which transformers classes, which tokenizer, and what the case is there to test."""
+
+    config: str
+    model: str
+    vocab: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    spm: bool = False  # write tokenizer.model (the family's converter reads SentencePiece)
+    base: bool = True  # start from BASE (False for configs with other field names)
+    covers: str = ""
+
+
+# Sliding windows are 8 tokens so the 32-token text crosses them; MoE cases route 2 of 4 experts.
+_MOE = {"num_experts": 4, "num_experts_per_tok": 2}
+CASES: dict[str, Case] = {
+    "llama (BPE)": Case("LlamaConfig", "LlamaForCausalLM", "llama-bpe", covers="Llama 3.x (the seeds' 1B/3B/8B)"),
+    "llama (SentencePiece)": Case("LlamaConfig", "LlamaForCausalLM", "llama-spm", spm=True, covers="Llama 2, SPM vocab"),
+    "mistral": Case("MistralConfig", "MistralForCausalLM", "llama-spm", covers="SPM via tokenizer.json"),
+    "qwen2": Case("Qwen2Config", "Qwen2ForCausalLM", "qwen2", covers="QKV biases"),
+    "qwen3": Case("Qwen3Config", "Qwen3ForCausalLM", "qwen2", {"head_dim": 16}, covers="QK norms"),
+    "phi (phi-1_5)": Case("PhiConfig", "PhiForCausalLM", "gpt-2", {"partial_rotary_factor": 0.5, "num_key_value_heads": 4},
+                          covers="the seeds' phi-1_5: parallel block, partial RoPE, biases"),
+    "phi3": Case("Phi3Config", "Phi3ForCausalLM", "phi-3", {"pad_token_id": 0}, spm=True, covers="fused QKV and gate-up"),
+    "gemma": Case("GemmaConfig", "GemmaForCausalLM", "llama-spm", {"head_dim": 16}, spm=True,
+                  covers="the seeds' gemma-7b: (1+w) norms, scaled embedding"),
+    "gemma2": Case("Gemma2Config", "Gemma2ForCausalLM", "llama-spm",
+                   {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8}, spm=True,
+                   covers="sliding window, logit soft-capping"),
+    "gemma3": Case("Gemma3TextConfig", "Gemma3ForCausalLM", "llama-spm",
+                   {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8,
+                    "layer_types": ["sliding_attention", "full_attention"]}, spm=True,
+                   covers="interleaved sliding/full attention, QK norms"),
+    "olmo2": Case("Olmo2Config", "Olmo2ForCausalLM", "llama-bpe", covers="post-norms"),
+    "granite": Case("GraniteConfig", "GraniteForCausalLM", "llama-bpe", covers="embedding/residual/logit multipliers"),
+    "starcoder2": Case("Starcoder2Config", "Starcoder2ForCausalLM", "starcoder", covers="LayerNorm with bias, GELU MLP"),
+    "smollm3": Case("SmolLM3Config", "SmolLM3ForCausalLM", "llama-bpe", {"no_rope_layer_interval": 2},
+                    covers="layers without RoPE"),
+    "qwen3_moe": Case("Qwen3MoeConfig", "Qwen3MoeForCausalLM", "qwen2",
+                      {"head_dim": 16, "moe_intermediate_size": 32, "norm_topk_prob": True, **_MOE}, covers="mixture of experts"),
+    "olmoe": Case("OlmoeConfig", "OlmoeForCausalLM", "llama-bpe", {"num_key_value_heads": 4, **_MOE},
+                   covers="mixture of experts, full-width QK norms"),
+    "granitemoe": Case("GraniteMoeConfig", "GraniteMoeForCausalLM", "llama-bpe",
+                       {"num_local_experts": 4, "num_experts_per_tok": 2}, covers="mixture of experts"),
+    "mamba": Case("MambaConfig", "MambaForCausalLM", "llama-bpe",
+                  {"hidden_size": 64, "num_hidden_layers": 2, "state_size": 16, "initializer_range": 0.5},
+                  base=False, covers="state-space model, no attention"),
+    "falcon_h1": Case("FalconH1Config", "FalconH1ForCausalLM", "llama-bpe",
+                      {"head_dim": 16, "mamba_d_ssm": 128, "mamba_n_heads": 8, "mamba_d_head": 16,
+                       "mamba_d_state": 16, "mamba_n_groups": 1, "mamba_chunk_size": 16}, covers="hybrid attention + SSM"),
+    "gpt_oss": Case("GptOssConfig", "GptOssForCausalLM", "llama-bpe",
+                    {"head_dim": 16, "num_local_experts": 4, "num_experts_per_tok": 2, "sliding_window": 8,
+                     "layer_types": ["sliding_attention", "full_attention"]}, covers="MoE with sinks, sliding window"),
+}
+
+
+# --- tokenizer.model from a vocab GGUF ---------------------------------------------------------------------------
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(num: int, payload: bytes) -> bytes:  # a length-delimited protobuf field
+    return _varint(num << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _int_field(num: int, value: int) -> bytes:
+    return _varint(num << 3) + _varint(value)
+
+
+def write_sentencepiece_model(vocab_gguf: Path, dest: Path) -> None:
+    """A SentencePiece ``ModelProto`` with the GGUF's pieces, scores and token types (the GGUF's types use
+    SentencePiece's numbering: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte).  Written
+    by hand (a dozen protobuf fields) rather than adding protobuf for one test helper."""
+    from gguf import GGUFReader
+
+    r = GGUFReader(vocab_gguf)
+
+    def values(key: str) -> list[Any]:
+        f = r.fields[key]
+        return [f.contents(i) for i in range(len(f.data))]
+
+    tokens, scores, types = (values(f"tokenizer.ggml.{k}") for k in ("tokens", "scores", "token_type"))
+    # SentencePiece allows one unknown piece; vocabularies with added tokens (Phi-3's placeholders) mark more.
+    unk = int(r.fields["tokenizer.ggml.unknown_token_id"].contents()) if "tokenizer.ggml.unknown_token_id" in r.fields else 0
+    types = [4 if ty == 2 and i != unk else ty for i, ty in enumerate(types)]
+    model = b"".join(_field(1, _field(1, str(t).encode()) + b"\x15" + struct.pack("<f", float(s))
+                            + _int_field(3, int(ty))) for t, s, ty in zip(tokens, scores, types))
+    # TrainerSpec: model_type BPE (2) as Llama's and Gemma's are, vocab_size, byte_fallback; ids as the vocab has them.
+    trainer = _int_field(3, 2) + _int_field(4, len(tokens)) + _varint(35 << 3) + b"\x01"
+    for num, key in ((40, "unknown_token_id"), (41, "bos_token_id"), (42, "eos_token_id")):
+        if f"tokenizer.ggml.{key}" in r.fields:
+            trainer += _int_field(num, int(r.fields[f"tokenizer.ggml.{key}"].contents()))
+    normalizer = _field(1, b"identity") + _int_field(3, 1) + _int_field(4, 0) + _int_field(5, 1)
+    dest.write_bytes(model + _field(2, trainer) + _field(3, normalizer))
+
+
+# --- the model ---------------------------------------------------------------------------------------------------
+
+def make_model(dest: Path, case: Case) -> tuple[Any, Any]:
+    """Save a random model of ``case`` with its tokenizer to ``dest``; return (model in fp32, tokenizer)."""
+    import torch
+    import transformers
+
+    vocab = config.llama_dir() / "models" / f"ggml-vocab-{case.vocab}.gguf"
+    tok = transformers.AutoTokenizer.from_pretrained(vocab.parent, gguf_file=vocab.name)
+    kwargs = {**(BASE if case.base else {}), **case.extra}
+    cfg = getattr(transformers, case.config)(vocab_size=len(tok), **kwargs)
+    torch.manual_seed(0)
+    model = getattr(transformers, case.model)(cfg).to(torch.float32).eval()
+    model.save_pretrained(dest)
+    tok.save_pretrained(dest)
+    if case.spm:
+        write_sentencepiece_model(vocab, dest / "tokenizer.model")
+    return model, tok
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    m = x.max(-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
+
+
+def _cli(args: list[str]) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from edgeq.cli import cli
+
+    r = CliRunner().invoke(cli, args)
+    return r.exit_code, (r.output.strip().splitlines() or [""])[-1]
+
+
+def check(name: str, work: Path) -> dict[str, Any]:
+    """Every column of one row: each step's result, or the one-line reason it failed (the steps after a failed
+    conversion are not attempted)."""
+    import torch
+
+    from edgeq.backends.isolated import ChildScorer
+    from edgeq.convert import convert
+    from edgeq.plan.size import tensor_types
+    from edgeq.plan.source import load
+    from edgeq.sources.gguf import read_header
+
+    case, t0 = CASES[name], time.monotonic()
+    row: dict[str, Any] = {"architecture": name, "hf_class": case.model, "tokenizer": case.vocab, "covers": case.covers}
+    try:
+        model, tok = make_model(work / "hf", case)
+        row["gguf_arch"] = ""
+        res = convert(str(work / "hf"), quants=list(QUANTS), outdir=work / "out", progress=False)
+    except Exception as e:  # the row records the converter's own message
+        row["converts"] = False
+        row["error"] = _last_line(e)
+        return row
+    files = {o.type: Path(o.path) for o in res.outputs}
+    row["converts"] = set(files) == set(QUANTS)
+    row["gguf_arch"] = str(read_header(files["F16"]).metadata.get("general.architecture"))
+
+    ids = tok(TEXT, add_special_tokens=False)["input_ids"][:32]
+    with torch.no_grad():
+        ref = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1).numpy().astype(np.float64)
+    top2 = np.sort(ref, -1)[:, -2:]
+    decided = top2[:, 1] - top2[:, 0] > TIE
+    row["loads"], row["finite"] = {}, {}
+    for quant, path in files.items():
+        try:
+            scorer = ChildScorer("llama.cpp", str(path), n_ctx=64, threads=2)
+            try:
+                got = log_softmax(np.array(scorer.logits(ids), dtype=np.float64))
+            finally:
+                scorer.close()
+        except Exception as e:
+            row["loads"][quant] = False
+            row.setdefault("error", f"{quant}: {_last_line(e)}")
+            continue
+        row["loads"][quant] = got.shape == ref.shape
+        row["finite"][quant] = bool(np.isfinite(got).all())
+        if quant == "F16" and row["loads"][quant]:
+            kld = (np.exp(ref) * (ref - got)).sum(-1)
+            row["kld_max"] = float(kld.max())
+            row["decided_frac"] = float(decided.mean())
+            row["top1_decided_agree"] = bool((got.argmax(-1) == ref.argmax(-1))[decided].all())
+            row["top1_all_pct"] = float((got.argmax(-1) == ref.argmax(-1)).mean() * 100)
+    row["logits_match"] = bool(row.get("top1_decided_agree") and row.get("kld_max", 1.0) < KLD_MAX
+                               and row.get("decided_frac", 0) > 0.5)
+
+    spec = load(str(work / "hf"))
+    row["plan_exact"], row["plan_diff"] = {}, {}
+    for quant, path in files.items():
+        written = {t.name: t.type for t in read_header(path).tensors}
+        predicted = dict(zip([t.name for t in spec.tensors], tensor_types(spec, quant)))
+        row["plan_exact"][quant] = predicted == written
+        diff = sorted(set(predicted.items()) ^ set(written.items()))
+        if diff:
+            row["plan_diff"][quant] = [f"{n}: {t}" for n, t in diff[:6]]
+    row["plan_size_exact"] = _plan_sizes_exact(work / "hf", files)
+
+    text = work / "eval.txt"
+    text.write_text(EVAL_TEXT * 4, encoding="utf-8")
+    row["cli"] = {}
+    for verb, args in (("inspect", ["inspect", str(files["Q4_K_M"])]),
+                       ("eval ppl", ["eval", "ppl", str(files["Q8_0"]), "--reference", str(files["F16"]),
+                                     "--text", str(text), "--ctx", "32", "--max-tokens", "64"]),
+                       ("bench -r 1", ["bench", str(files["Q4_K_M"]), "-p", "8", "-n", "4", "-r", "1",
+                                       "--batch", "1", "--threads", "2", "-o", str(work / "bench.json")])):
+        code, last = _cli(args)
+        row["cli"][verb] = code == 0
+        if code:
+            row.setdefault("error", f"{verb}: exit {code}: {last}")
+    row["seconds"] = round(time.monotonic() - t0, 1)
+    return row
+
+
+def _plan_sizes_exact(hf: Path, files: dict[str, Path]) -> bool:
+    from edgeq.plan import plan
+
+    sizes = {r.quant: r.file_size_bytes for r in plan(str(hf), quants=list(files), fit_params=False).rows}
+    return all(sizes.get(q) == p.stat().st_size for q, p in files.items())
+
+
+def _last_line(e: BaseException) -> str:
+    text = str(e).strip() or "".join(traceback.format_exception_only(type(e), e)).strip()
+    return text.splitlines()[-1][:300]
+
+
+def passes(row: dict[str, Any]) -> bool:
+    """Every column holds: converts, F16 logits match, every quant loads with finite logits, plan exact, CLI runs."""
+    return bool(row.get("converts") and row.get("logits_match")
+                and all(row.get("loads", {}).get(q) and row["finite"].get(q) for q in QUANTS)
+                and all(row.get("plan_exact", {}).get(q) for q in QUANTS) and row.get("plan_size_exact")
+                and all(row.get("cli", {}).values()) and len(row.get("cli", {})) == 3)
