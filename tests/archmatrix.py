@@ -56,8 +56,8 @@ CASES: dict[str, Case] = {
     "mistral": Case("MistralConfig", "MistralForCausalLM", "llama-spm", covers="SPM via tokenizer.json"),
     "qwen2": Case("Qwen2Config", "Qwen2ForCausalLM", "qwen2", covers="QKV biases"),
     "qwen3": Case("Qwen3Config", "Qwen3ForCausalLM", "qwen2", {"head_dim": 16}, covers="QK norms"),
-    "phi (phi-1_5)": Case("PhiConfig", "PhiForCausalLM", "gpt-2", {"partial_rotary_factor": 0.5, "num_key_value_heads": 4},
-                          covers="the seeds' phi-1_5: parallel block, partial RoPE, biases"),
+    "phi (phi-1_5)": Case("PhiConfig", "PhiForCausalLM", "gpt-2", {"partial_rotary_factor": 0.5, "num_key_value_heads": 4, "intermediate_size": 256},
+                          covers="the seeds' phi-1_5: parallel block, partial RoPE, biases (llama.cpp assumes MHA and a 4x FFN)"),
     "phi3": Case("Phi3Config", "Phi3ForCausalLM", "phi-3", {"pad_token_id": 0}, spm=True, covers="fused QKV and gate-up"),
     "gemma": Case("GemmaConfig", "GemmaForCausalLM", "llama-spm", {"head_dim": 16}, spm=True,
                   covers="the seeds' gemma-7b: (1+w) norms, scaled embedding"),
@@ -240,7 +240,7 @@ def check(name: str, work: Path) -> dict[str, Any]:
     row["cli"] = {}
     for verb, args in (("inspect", ["inspect", str(files["Q4_K_M"])]),
                        ("eval ppl", ["eval", "ppl", str(files["Q8_0"]), "--reference", str(files["F16"]),
-                                     "--text", str(text), "--ctx", "32", "--max-tokens", "64"]),
+                                     "--text", str(text), "--ctx", "32", "--max-tokens", "64", "-o", str(work / "eval.json")]),
                        ("bench -r 1", ["bench", str(files["Q4_K_M"]), "-p", "8", "-n", "4", "-r", "1",
                                        "--batch", "1", "--threads", "2", "-o", str(work / "bench.json")])):
         code, last = _cli(args)
@@ -269,3 +269,24 @@ def passes(row: dict[str, Any]) -> bool:
                 and all(row.get("loads", {}).get(q) and row["finite"].get(q) for q in QUANTS)
                 and all(row.get("plan_exact", {}).get(q) for q in QUANTS) and row.get("plan_size_exact")
                 and all(row.get("cli", {}).values()) and len(row.get("cli", {})) == 3)
+
+
+# --- the seeds' architectures the pinned converter has no class for ----------------------------------------------
+
+def make_seed_model(dest: Path, kind: str) -> Path:
+    """A tiny random OPT or GPT-Neo (the seeds' opt-350m/1.3b and gpt-neo-1.3B) with the GPT-2 tokenizer they use."""
+    import torch
+    import transformers
+
+    vocab = config.llama_dir() / "models" / "ggml-vocab-gpt-2.gguf"
+    tok = transformers.AutoTokenizer.from_pretrained(vocab.parent, gguf_file=vocab.name)
+    cfg = (transformers.OPTConfig(vocab_size=len(tok), hidden_size=64, ffn_dim=128, num_hidden_layers=2,
+                                  num_attention_heads=4, max_position_embeddings=512, word_embed_proj_dim=64)
+           if kind == "opt" else
+           transformers.GPTNeoConfig(vocab_size=len(tok), hidden_size=64, num_layers=2, num_heads=4,
+                                     attention_types=[[["global", "local"], 1]], window_size=8,
+                                     max_position_embeddings=512))
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(dest)
+    tok.save_pretrained(dest)
+    return dest

@@ -31,12 +31,12 @@ from .transformers import HFScorer
 class ChildScorer:
     """``tokenize``, ``logits``, ``n_vocab``, ``adds_bos``, ``bos_id``, ``close``: the scorer's face, in a child."""
 
-    def __init__(self, backend: str, path: str, *, n_ctx: int, threads: int) -> None:
+    def __init__(self, backend: str, path: str, *, n_ctx: int, threads: int, variant: str | None = None) -> None:
         self.backend, self.path = backend, path
         self.shared = shared_memory_fd()
         self.worker = Worker("edgeq.backends.isolated", pass_fds=[self.shared])
         self.proc = self.worker.proc
-        head = self._ask({"backend": backend, "path": path, "n_ctx": n_ctx, "threads": threads,
+        head = self._ask({"backend": backend, "path": path, "n_ctx": n_ctx, "threads": threads, "variant": variant,
                           "shared_fd": self.shared}, "loading")
         self.kind = head["kind"]
         self.n_vocab, self.adds_bos, self.bos_id = int(head["n_vocab"]), bool(head["adds_bos"]), int(head["bos_id"])
@@ -113,7 +113,7 @@ def _share(fd: int, rows: Any) -> None:
 
 def _open(spec: dict[str, Any]) -> Scorer:
     if spec["backend"] == "transformers":
-        return HFScorer(spec["path"], threads=spec["threads"])
+        return HFScorer(spec["path"], threads=spec["threads"], variant=spec.get("variant") or "fp32")
 
     return LogitScorer(spec["path"], n_ctx=spec["n_ctx"], threads=spec["threads"])
 

@@ -25,6 +25,23 @@ def unavailable_reason(variant: str, device: str) -> str | None:
     return None
 
 
+def load_kwargs(variant: str, device: str = "cpu") -> dict[str, Any]:
+    """``from_pretrained`` arguments for a variant: its dtype, and bitsandbytes' config for the bnb ones."""
+    import torch
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown transformers variant {variant!r} (one of {', '.join(VARIANTS)})")
+    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if variant == "bf16" else torch.float32}
+    if variant.startswith("bnb"):
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = (
+            BitsAndBytesConfig(load_in_8bit=True) if variant == "bnb-int8" else
+            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32))
+        kwargs["device_map"] = device
+    return kwargs
+
+
 class HFRunner:
     """Greedy prompt processing + generation with a KV cache, B sequences at a time."""
 
@@ -34,17 +51,8 @@ class HFRunner:
 
         torch.set_num_threads(threads)
         self.torch, self.device = torch, device
-        kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if variant == "bf16" else torch.float32}
-        if variant.startswith("bnb"):
-            from transformers import BitsAndBytesConfig
-
-            kwargs["quantization_config"] = (
-                BitsAndBytesConfig(load_in_8bit=True) if variant == "bnb-int8" else
-                BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                   bnb_4bit_compute_dtype=torch.float32))
-            kwargs["device_map"] = device
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-        self.model = AutoModelForCausalLM.from_pretrained(checkpoint, **kwargs)
+        self.model = AutoModelForCausalLM.from_pretrained(checkpoint, **load_kwargs(variant, device))
         if not variant.startswith("bnb"):
             self.model.to(device)  # type: ignore[arg-type]  # transformers types .to() for its wrapper only
         self.model.eval()
@@ -90,11 +98,12 @@ class HFRunner:
 
 
 class HFScorer:
-    """Logits of an fp32 transformers model for given token ids: the full-precision reference."""
+    """Logits of a transformers model for given token ids: in fp32, the full-precision reference; in bf16 or
+    bitsandbytes, the seed studies' quantized baselines."""
 
     kind = "hf"
 
-    def __init__(self, checkpoint: str | Path, *, threads: int) -> None:
+    def __init__(self, checkpoint: str | Path, *, threads: int, variant: str = "fp32") -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -103,7 +112,7 @@ class HFScorer:
         torch.set_num_threads(threads)
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-        self.model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(checkpoint, **load_kwargs(variant)).eval()
         self.n_vocab = int(self.model.get_output_embeddings().weight.shape[0])
         self.n_ctx = int(getattr(self.model.config, "max_position_embeddings", 0) or 1 << 20)
         bos = self.tokenizer.bos_token_id

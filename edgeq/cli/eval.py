@@ -34,6 +34,9 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
         click.argument("models", nargs=-1),
         click.option("--quants", default=",".join(config.DEFAULT_EVAL_QUANTS), show_default=True, callback=strings,
                      help="Types to convert an HF source to (and evaluate); '' for the checkpoint only."),
+        click.option("--hf", "hf_variants", default="fp32", show_default=True, callback=strings,
+                     help="transformers variants to score each HF checkpoint as: fp32, bf16, bnb-int8, bnb-nf4 "
+                          "(fp32 is always scored: it is the reference)."),
         click.option("--reference", metavar="MODEL",
                      help="Full-precision model to compare with (default: the HF checkpoint, else the widest float GGUF)."),
         click.option("-t", "--threads", type=click.IntRange(1, 1024), help="Threads (default: all cores)."),
@@ -61,7 +64,7 @@ def eval_group() -> None:
 @click.option("--check-llama-perplexity", is_flag=True,
               help="Also run llama-perplexity --kl-divergence on the last GGUF and compare (within 5%).")
 @click.option("-o", "--output", default="edgeq-eval-ppl.json", show_default=True, type=click.Path(dir_okay=False))
-def ppl(models: tuple[str, ...], quants: list[str], reference: str | None, threads: int | None, revision: str | None,
+def ppl(models: tuple[str, ...], quants: list[str], hf_variants: list[str], reference: str | None, threads: int | None, revision: str | None,
         token: str | None, as_json: bool, text_file: str | None, ctx: int, max_tokens: int | None, check_llama_perplexity: bool, output: str) -> None:
     """Perplexity of MODELS (GGUF, folders, HF checkpoints; default: the embedded model) and their KLD to full precision."""
     from ..quality import default_text, load_text, perplexity
@@ -69,7 +72,7 @@ def ppl(models: tuple[str, ...], quants: list[str], reference: str | None, threa
     progress = progress_wanted(as_json)
     ensure_folder(Path(output).parent)  # a bad -o fails now, not after the evaluation
     text, source = load_text(text_file) if text_file else default_text()  # bad input fails before any conversion
-    refs, ref = _models(models, quants, reference, progress, revision, token)
+    refs, ref = _models(models, quants, hf_variants, reference, progress, revision, token)
     n = threads or os.cpu_count() or 1
     res = perplexity(refs, text, source, reference=ref, ctx=ctx, max_tokens=max_tokens, threads=n, progress=progress)
     if check_llama_perplexity:
@@ -85,7 +88,7 @@ def ppl(models: tuple[str, ...], quants: list[str], reference: str | None, threa
                    "(default: 200 seeded 'which line comes next' items from Shakespeare).")
 @click.option("--limit", type=click.IntRange(1), help="Score only the first N items.")
 @click.option("-o", "--output", default="edgeq-eval-choice.json", show_default=True, type=click.Path(dir_okay=False))
-def choice(models: tuple[str, ...], quants: list[str], reference: str | None, threads: int | None, revision: str | None,
+def choice(models: tuple[str, ...], quants: list[str], hf_variants: list[str], reference: str | None, threads: int | None, revision: str | None,
            token: str | None, as_json: bool, data_file: str | None, limit: int | None, output: str) -> None:
     """Multiple-choice accuracy of MODELS by log-likelihood of each ending (summed and per byte)."""
     from ..quality import choice as run_choice
@@ -96,17 +99,23 @@ def choice(models: tuple[str, ...], quants: list[str], reference: str | None, th
     items = load_choices(data_file) if data_file else default_choices()
     source = data_file or f"which line comes next — {SOURCE}"
     items = items[:limit] if limit else items
-    refs, ref = _models(models, quants, reference, progress, revision, token)
+    refs, ref = _models(models, quants, hf_variants, reference, progress, revision, token)
     res = run_choice(refs, items, source, reference=ref, threads=threads or os.cpu_count() or 1, progress=progress)
     _show(res, output, as_json, print_choice)
 
 
-def _models(models: tuple[str, ...], quants: list[str], reference: str | None, progress: bool, revision: str | None,
-            token: str | None) -> tuple[list[ModelRef], ModelRef | None]:
+def _models(models: tuple[str, ...], quants: list[str], hf_variants: list[str], reference: str | None, progress: bool,
+            revision: str | None, token: str | None) -> tuple[list[ModelRef], ModelRef | None]:
+    from ..backends.transformers import VARIANTS
     from ..quality import resolve
     from ..quality.models import pick_reference
 
-    refs = resolve(list(models), quants, progress, revision=revision, token=token)
+    bad = [v for v in hf_variants if v not in VARIANTS]
+    if bad:
+        raise UsageError(f"--hf {bad[0]!r} is not a transformers variant.", hint=f"Use some of: {', '.join(VARIANTS)}.")
+    # fp32 is scored whenever another variant is: it is the reference the others' KLD is measured against.
+    variants = ["fp32", *[v for v in hf_variants if v != "fp32"]] if hf_variants else []
+    refs = resolve(list(models), quants, progress, revision=revision, token=token, hf_variants=variants or None)
     return refs, pick_reference(reference, refs, progress)
 
 

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import config
+from ..llamacpp import supported_architectures
+from ..output import note
 from ..sources import Source, gguf_stem, resolve
+from ..sources.checkpoint import architecture, read_config
 from ..sources.gguf import read
 from .pipeline import convert
 
@@ -37,6 +41,12 @@ def plan_models(models: list[str], quants: list[str] | None, convert_progress: b
             continue
         assert src.path is not None  # resolve fetches checkpoint sources
         checkpoints.append((src.name, src.path))
+        arch = architecture(read_config(src.path))
+        if quants and arch not in supported_architectures(config.llama_dir()):
+            # The seeds' OPT, GPT-Neo and CodeGen: no GGUF, but transformers still measures them.
+            note(f"{src.name} is {arch or 'an unnamed architecture'}, which the vendored converter cannot make a "
+                 f"GGUF of: only its transformers variants run.")
+            continue
         if quants:
             res = convert(src, quants=quants, progress=convert_progress, token=token)
             wanted = [q.upper() for q in quants]

@@ -108,6 +108,9 @@ def convert(source: str | Path | Source | None = None, *, quants: list[str] | tu
                          hint="Pass the HF checkpoint folder or repo id it came from.")
     src_info = src.record()
     ck = checkpoint.check(src.path, supported=supported_architectures(tc.llama_dir), allow_pickle=allow_pickle)
+    if ck.architecture not in checkpoint.tested_architectures():
+        note(f"{ck.architecture} converts with the vendored llama.cpp but is not in edgeq's architecture matrix, "
+             f"so it is untested here: check the F16 file against the checkpoint with `edgeq eval ppl`.")
     overrides.check_layers(ck.config.get("num_hidden_layers"))
     calib = steps.calibration_text(calibration) if overrides.imatrix else None
     stem = safe_name(name) if name else src.name

@@ -10,6 +10,8 @@ is how a Hub repo is planned from range requests alone.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import shutil
 import sys
@@ -68,11 +70,19 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 def converter_header(folder: Path, tc: Toolchain | None = None) -> GGUFHeader:
-    """The F16 GGUF header ``convert_hf_to_gguf.py`` would write for ``folder`` (no data offsets, no file)."""
+    """The F16 GGUF header ``convert_hf_to_gguf.py`` would write for ``folder`` (no data offsets, no file).
+
+    Asked once per folder state in a process: a plan of six quants reads it once, not six times (~5 s each)."""
     tc = tc or find_toolchain()
+    state = tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in folder.iterdir() if p.is_file()))
+    return copy.deepcopy(_converter_header(folder.resolve(), state, tc.converter))
+
+
+@functools.lru_cache(maxsize=8)
+def _converter_header(folder: Path, state: tuple[tuple[str, int, int], ...], converter: Path) -> GGUFHeader:
     with tempfile.TemporaryDirectory(prefix="edgeq-header-") as tmp:
         dump = Path(tmp) / "header.json"
-        run_tool([sys.executable, "-c", _DUMP, tc.converter, folder], name="convert_hf_to_gguf.py",
+        run_tool([sys.executable, "-c", _DUMP, converter, folder], name="convert_hf_to_gguf.py",
                  env={"EDGEQ_DUMP": str(dump)})
         if not dump.is_file():  # the converter ended without reaching the writer (vocab-only, an early exit)
             raise ToolFailed("convert_hf_to_gguf.py", 0, "ended before it would write a file")

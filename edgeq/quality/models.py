@@ -23,30 +23,32 @@ def gguf_ref(path: Path) -> ModelRef:
                     bits_per_weight=info.bits_per_weight)
 
 
-def hf_ref(name: str, path: Path) -> ModelRef:
-    size = sum(p.stat().st_size for p in path.glob("*.safetensors"))
-    return ModelRef(name=name, variant="fp32", backend="transformers", path=str(path), size_bytes=size or None,
+def hf_ref(name: str, path: Path, variant: str = "fp32") -> ModelRef:
+    size = sum(p.stat().st_size for p in path.glob("*.safetensors")) if variant == "fp32" else 0
+    return ModelRef(name=name, variant=variant, backend="transformers", path=str(path), size_bytes=size or None,
                     bits_per_weight=None)
 
 
 def resolve(models: list[str], quants: list[str] | None, progress: bool, *, revision: str | None = None,
-            token: str | None = None) -> list[ModelRef]:
-    """GGUF files, folders of them, HF checkpoints or repo ids (converted to ``quants`` first, as bench does).
+            token: str | None = None, hf_variants: list[str] | None = None) -> list[ModelRef]:
+    """GGUF files, folders of them, HF checkpoints or repo ids (converted to ``quants`` first, as bench does);
+    each checkpoint is scored in transformers as each of ``hf_variants`` (default fp32 only).
 
     No argument means the embedded model.
     """
     ggufs, checkpoints = plan_models(models, quants, progress, revision=revision, token=token)
-    refs = [hf_ref(name, path) for name, path in checkpoints] + [gguf_ref(path) for _, path, _ in ggufs]
-    seen: dict[tuple[str, str], ModelRef] = {}
+    refs = [hf_ref(name, path, v) for name, path in checkpoints for v in (hf_variants or ["fp32"])]
+    refs += [gguf_ref(path) for _, path, _ in ggufs]
+    seen: dict[tuple[str, str, str], ModelRef] = {}
     for r in refs:
-        seen.setdefault((r.backend, str(Path(r.path).resolve())), r)
+        seen.setdefault((r.backend, r.variant, str(Path(r.path).resolve())), r)
     return list(seen.values())
 
 
 def default_reference(refs: list[ModelRef]) -> ModelRef | None:
-    """The most precise model given: an HF checkpoint, else the widest float GGUF."""
+    """The most precise model given: an HF checkpoint in fp32, else the widest float GGUF."""
     for r in refs:
-        if r.backend == "transformers":
+        if r.backend == "transformers" and r.variant == "fp32":
             return r
     for variant in ("F32", "BF16", "F16"):
         for r in refs:
@@ -71,4 +73,5 @@ def open_scorer(ref: ModelRef, *, n_ctx: int, threads: int) -> Scorer:
     It runs in a child process (``backends.isolated``), so a crash in llama.cpp
     or torch is one error line naming the file, and edgeq carries on to report it.
     """
-    return ChildScorer(ref.backend, ref.path, n_ctx=n_ctx, threads=threads)
+    return ChildScorer(ref.backend, ref.path, n_ctx=n_ctx, threads=threads,
+                       variant=ref.variant if ref.backend == "transformers" else None)

@@ -121,7 +121,7 @@ def perplexity(models: list[ModelRef], text: str, source: str, *, reference: Mod
     # The owner stays open for its own scoring when it is scored first (one model load, not two).
     first_scored = reference or models[0]
     kept: Scorer | None = opened
-    if (first_scored.backend, first_scored.path) != (owner.backend, owner.path):
+    if first_scored.key != owner.key:
         opened.close()
         kept = None
     used = len(wins) * ctx
@@ -129,7 +129,7 @@ def perplexity(models: list[ModelRef], text: str, source: str, *, reference: Mod
             "tokens_unused": len(tokens) - used, "tokens_scored_per_window": ctx - 1 - ctx // 2,
             "add_bos": add_bos, "tokenizer": f"{owner.variant} {Path(owner.path).name}", "max_tokens": max_tokens}
     res = EvalResults(task="ppl", data=data, reference=reference.label if reference else None)
-    others = [m for m in models if not reference or (m.backend, m.path) != (reference.backend, reference.path)]
+    others = [m for m in models if not reference or m.key != reference.key]
     if reference is None:
         res.rows = [score_model(m, wins, n_vocab, threads=threads, progress=progress, scorer=kept if i == 0 else None)
                     for i, m in enumerate(models)]

@@ -13,14 +13,19 @@ SCHEMA = "edgeq-eval/1"
 
 @dataclass
 class ModelRef:
-    """One model variant to score: a GGUF file, or an HF checkpoint run by transformers in fp32."""
+    """One model variant to score: a GGUF file, or an HF checkpoint run by transformers (fp32, bf16, bnb-*)."""
 
     name: str  # the model, e.g. SmolLM2-135M-Instruct
-    variant: str  # F16, Q8_0, Q4_K_M-imat... or fp32 for transformers
+    variant: str  # F16, Q8_0, Q4_K_M-imat... or fp32, bf16, bnb-int8, bnb-nf4 for transformers
     backend: str  # llama.cpp | transformers
     path: str
     size_bytes: int | None = None
     bits_per_weight: float | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What makes two refs the same scoring: one file or checkpoint, in one backend, as one variant."""
+        return (self.backend, self.variant, self.path)
 
     @property
     def label(self) -> str:

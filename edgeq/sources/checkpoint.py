@@ -185,6 +185,42 @@ def _load_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def read_config(folder: Path) -> dict[str, Any]:
+    """A checkpoint's config.json, or {} when it has none (the checks that need one say so)."""
+    return _load_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+
+
+def architecture(cfg: dict[str, Any]) -> str:
+    """The HF class a config names first (``architectures[0]``), or ''."""
+    archs = cfg.get("architectures") or []
+    return str(archs[0]) if isinstance(archs, list) and archs else ""
+
+
+def unsupported(arch: str, supported: frozenset[str]) -> SourceError:
+    """One line for an architecture the converter has no class for: the nearest names it has, the ones it
+    supports, and what still works (transformers runs it in bench and eval)."""
+    import difflib
+
+    causal = sorted(a for a in supported if a.endswith("ForCausalLM"))
+    near = difflib.get_close_matches(arch, causal, n=2, cutoff=0.6)
+    closest = f" The nearest name it supports is {' or '.join(near)} (a different model unless the config says so)." if near else ""
+    return SourceError(f"architecture {arch or '(none in config.json)'!r} is not supported by the vendored llama.cpp "
+                       f"converter, so it cannot become a GGUF here.{closest}",
+                       hint=f"edgeq bench and edgeq eval still run it through transformers (fp32, bf16, bitsandbytes). "
+                            f"Supported causal LMs: {', '.join(causal)}.")
+
+
+TESTED_FILE = "tested-architectures.json"  # written by benchmarks/architectures.py from the matrix it runs
+
+
+def tested_architectures() -> dict[str, str]:
+    """HF classes edgeq's architecture matrix has proven (logits, quants, plan, CLI) → the matrix row's name."""
+    from importlib import resources
+
+    raw = json.loads(resources.files("edgeq.data").joinpath(TESTED_FILE).read_text(encoding="utf-8"))
+    return dict(raw["passed"])
+
+
 def check(folder: Path, *, supported: frozenset[str], allow_pickle: bool = False) -> Checkpoint:
     """Validate a checkpoint folder; raise a one-line error for the first problem found."""
     if not folder.is_dir():
@@ -196,12 +232,9 @@ def check(folder: Path, *, supported: frozenset[str], allow_pickle: bool = False
                           hint="Pass the folder that holds config.json and the weights.")
     cfg = _load_json(cfg_path)
     _refuse_remote_code(folder, cfg)
-    archs = cfg.get("architectures") or []
-    arch = str(archs[0]) if isinstance(archs, list) and archs else ""
+    arch = architecture(cfg)
     if arch not in supported:
-        listed = ", ".join(sorted(a for a in supported if a.endswith("ForCausalLM"))[:60])
-        raise SourceError(f"architecture {arch or '(none in config.json)'!r} is not supported by the vendored "
-                          f"llama.cpp converter.", hint=f"Supported causal LMs include: {listed}.")
+        raise unsupported(arch, supported)
     if not any((folder / f).is_file() for f in TOKENIZER_FILES):
         raise SourceError(f"{folder} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}).",
                           hint="Download the tokenizer files too, or copy them from the base model.")
