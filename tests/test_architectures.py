@@ -54,3 +54,24 @@ def test_seed_architectures_without_a_converter_still_run_through_transformers(t
         rows = json.loads(out.read_text())["rows"]
         assert [r["model"]["variant"] for r in rows] == ["fp32", "bnb-int8", "bnb-nf4"]  # fp32: the reference
         assert all(r["ppl"] > 1 for r in rows) and all(r["kld_mean"] >= 0 for r in rows[1:])
+
+
+def test_an_architecture_outside_the_matrix_converts_with_a_note(tmp_path, tiny_llama, capsys):
+    """LLaMAForCausalLM: an old spelling the converter still registers (as Llama), which the matrix never ran."""
+    import json
+    import shutil
+
+    from conftest import run_main
+
+    from edgeq.sources.checkpoint import tested_architectures
+
+    ck = tmp_path / "old-llama"
+    shutil.copytree(tiny_llama, ck)
+    cfg = json.loads((ck / "config.json").read_text())
+    (ck / "config.json").write_text(json.dumps({**cfg, "architectures": ["LLaMAForCausalLM"]}))
+    assert "LLaMAForCausalLM" not in tested_architectures() and "LlamaForCausalLM" in tested_architectures()
+    code, err, _ = run_main(["convert", str(ck), "--quant", "F16", "-o", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    assert "LLaMAForCausalLM converts with the vendored llama.cpp but is not in edgeq's architecture matrix" in err
+    code, err, _ = run_main(["convert", str(tiny_llama), "--quant", "F16", "-o", str(tmp_path / "out2")], capsys)
+    assert code == 0 and "architecture matrix" not in err

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import run_main
 
 from edgeq.cli import cli
 from edgeq.errors import UsageError
@@ -130,6 +131,12 @@ def test_cli_rejects_conflicting_and_bad_options(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "pick one" in r.output
     r = CliRunner().invoke(cli, ["eval", "ppl", str(tmp_path / "none.gguf")])
     assert r.exit_code != 0
+
+
+
+def test_an_unknown_transformers_variant_is_refused(capsys) -> None:
+    code, err, _ = run_main(["eval", "ppl", "--hf", "fp32,fp64"], capsys)
+    assert code == 2 and "--hf 'fp64' is not a transformers variant" in err and "bnb-nf4" in err
 
 
 # --- real models (slow) ---------------------------------------------------------------------------------------------

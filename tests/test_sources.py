@@ -51,6 +51,8 @@ def test_bench_and_eval_reuse_what_convert_made_from_a_repo_id(private_repo, fak
     plan = json.loads(out)
     q8_row = next(r for r in plan["rows"] if r["quant"] == "Q8_0")
     assert q8_row["file_size_measured_bytes"] == q8.stat().st_size  # the file convert made, measured
+    # ...and predicted to the byte from range-requested headers alone (the converter run on sparse stand-ins)
+    assert q8_row["file_size_bytes"] == q8.stat().st_size
     assert next(r for r in plan["rows"] if r["quant"] == "Q4_K_M")["file_size_measured_bytes"] is None
     assert {f["quant"] for f in plan["fit_params"]} == {"Q8_0"}  # llama-fit-params ran on that file
 

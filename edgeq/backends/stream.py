@@ -5,9 +5,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import GGUFError
 from ..llamacpp.rpc import layer_split, parse_placement
 from ..sources.gguf import read as read_gguf
+from ..sources.gguf_values import non_finite_logits_error
 from .llamacpp import LOAD_LOG, lib
 from .llamacpp_rpc import add_rpc_servers, rpc_tensor_split
 
@@ -75,6 +75,4 @@ def _refuse_non_finite_logits(ll: Any, llm: Any, model_path: str | Path) -> None
 
     ptr = ll.llama_get_logits_ith(llm.ctx, -1)
     if ptr and not np.isfinite(np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),))).all():
-        raise GGUFError(f"{Path(model_path).name} gives non-finite logits (NaN/Inf): its weights are broken, "
-                        "so it can generate nothing.",
-                        hint="Convert it again with edgeq convert, which refuses non-finite weights.")
+        raise non_finite_logits_error(model_path, "it can generate nothing")

@@ -106,16 +106,10 @@ def choice(models: tuple[str, ...], quants: list[str], hf_variants: list[str], r
 
 def _models(models: tuple[str, ...], quants: list[str], hf_variants: list[str], reference: str | None, progress: bool,
             revision: str | None, token: str | None) -> tuple[list[ModelRef], ModelRef | None]:
-    from ..backends.transformers import VARIANTS
     from ..quality import resolve
     from ..quality.models import pick_reference
 
-    bad = [v for v in hf_variants if v not in VARIANTS]
-    if bad:
-        raise UsageError(f"--hf {bad[0]!r} is not a transformers variant.", hint=f"Use some of: {', '.join(VARIANTS)}.")
-    # fp32 is scored whenever another variant is: it is the reference the others' KLD is measured against.
-    variants = ["fp32", *[v for v in hf_variants if v != "fp32"]] if hf_variants else []
-    refs = resolve(list(models), quants, progress, revision=revision, token=token, hf_variants=variants or None)
+    refs = resolve(list(models), quants, progress, revision=revision, token=token, hf_variants=hf_variants)
     return refs, pick_reference(reference, refs, progress)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from .. import manifest
 from ..backends import Scorer
 from ..backends.isolated import ChildScorer
+from ..backends.transformers import VARIANTS
 from ..convert.models import plan_models
 from ..errors import UsageError
 from ..sources.gguf import read
@@ -36,8 +37,13 @@ def resolve(models: list[str], quants: list[str] | None, progress: bool, *, revi
 
     No argument means the embedded model.
     """
+    bad = [v for v in hf_variants or [] if v not in VARIANTS]
+    if bad:
+        raise UsageError(f"--hf {bad[0]!r} is not a transformers variant.", hint=f"Use some of: {', '.join(VARIANTS)}.")
+    # fp32 is scored whenever another variant is: it is the reference the others' KLD is measured against.
+    variants = ["fp32", *[v for v in hf_variants or [] if v != "fp32"]]
     ggufs, checkpoints = plan_models(models, quants, progress, revision=revision, token=token)
-    refs = [hf_ref(name, path, v) for name, path in checkpoints for v in (hf_variants or ["fp32"])]
+    refs = [hf_ref(name, path, v) for name, path in checkpoints for v in variants]
     refs += [gguf_ref(path) for _, path, _ in ggufs]
     seen: dict[tuple[str, str, str], ModelRef] = {}
     for r in refs:

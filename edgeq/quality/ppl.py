@@ -18,6 +18,7 @@ import numpy as np
 from ..backends import Scorer
 from ..errors import GGUFError, UsageError
 from ..output import Progress
+from ..sources.gguf_values import non_finite_logits_error
 from .metrics import Divergence, Perplexity, kld_rows, log_softmax, nll_of_logits
 from .models import open_scorer
 from .results import Check, EvalResults, ModelRef, Row, stamp
@@ -92,9 +93,10 @@ def score_model(ref: ModelRef, wins: list[list[int]], n_vocab: int, *, threads: 
     p = Perplexity.of(np.concatenate(nll))
     if not math.isfinite(p.ppl):
         # NaN/Inf logits: a broken file, never a score; writing "nan ± nan" with exit 0 hid it.
-        raise GGUFError(f"{Path(ref.path).name} gives non-finite logits (perplexity {p.ppl}): its weights hold NaN or "
-                        "Inf, so no quality figure exists for it.",
-                        hint="Convert it again with edgeq convert, which refuses non-finite weights.")
+        if ref.backend != "llama.cpp":
+            raise GGUFError(f"{ref.label} gives non-finite logits (perplexity {p.ppl}), so no quality figure exists "
+                            "for it.", hint="Score the checkpoint in fp32 (--hf fp32).")
+        raise non_finite_logits_error(ref.path, "no quality figure exists for it")
     row = Row(model=ref, seconds=round(time.perf_counter() - t0, 2), ppl=p.ppl, ppl_stderr=p.ppl_stderr,
               tokens_scored=p.tokens)
     if kld:

@@ -11,6 +11,7 @@ import mmap
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import GGUFError
 from .gguf_header import read_header
 
 # Per float type: the integer width and the exponent mask (all ones = Inf or NaN).
@@ -47,3 +48,18 @@ def non_finite_tensors(path: str | Path) -> list[BadTensor]:
             if count:
                 bad.append(BadTensor(t.name, t.type, count))
     return bad
+
+
+def non_finite_logits_error(path: str | Path, consequence: str) -> GGUFError:
+    """The error for a model whose logits came out NaN/Inf, blaming what the file shows: broken weights, or
+    finite weights whose computation overflowed (ggml rounds activations to F16 for F16 weights, so an F16 file
+    can overflow where the F32 one does not: measured on random Mamba models in the architecture matrix)."""
+    name = Path(path).name
+    bad = non_finite_tensors(path)
+    if bad:
+        return GGUFError(f"{name} gives non-finite logits: its tensor {bad[0].name} holds {bad[0].count} NaN/Inf "
+                         f"values, so {consequence}.",
+                         hint="Convert it again with edgeq convert, which refuses non-finite weights.")
+    return GGUFError(f"{name} gives non-finite logits although its float weights are finite: llama.cpp's "
+                     f"computation overflowed, so {consequence}.",
+                     hint="Use the F32 or BF16 file (F16 activations overflow past ±65504), or a quantized one.")
