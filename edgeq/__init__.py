@@ -14,7 +14,8 @@ from .manifest import VerifyResult, verify  # noqa: E402
 from .sources.gguf import GGUFInfo  # noqa: E402
 from .sources.gguf import read as inspect  # noqa: E402
 from .sources.hub import DownloadResult, download  # noqa: E402
+from .tune import TuneResult, tune  # noqa: E402
 
 __all__ = ["__version__", "ConvertResult", "DoctorReport", "DownloadResult", "EdgeqError", "FitResult", "GGUFInfo",
-           "GenerateResult", "OutputFile", "VerifyResult", "convert", "doctor", "download", "fit_params",
-           "generate", "inspect", "verify"]
+           "GenerateResult", "OutputFile", "TuneResult", "VerifyResult", "convert", "doctor", "download",
+           "fit_params", "generate", "inspect", "tune", "verify"]

@@ -21,6 +21,7 @@ from . import eval as _eval
 from . import models as _models
 from . import plan as _plan
 from . import run as _run
+from . import tune as _tune
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -95,3 +96,4 @@ cli.add_command(_models.verify)
 cli.add_command(_plan.plan)
 cli.add_command(_run.run)
 cli.add_command(_run.rpc_server)
+cli.add_command(_tune.tune)

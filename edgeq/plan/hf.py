@@ -16,7 +16,9 @@ from ..sources import Source
 from ..sources.hub import hub_errors
 from .spec import FIXED_METADATA_BYTES, METADATA_BYTES_PER_TOKEN, ModelSpec, from_header
 
-SMALL_FILES = ["*.json", "*.txt", "*.jinja", "tokenizer.model"]
+# What the converter reads besides weights (its own --remote mode fetches the same): the model card and licence too,
+# since their fields become metadata keys.
+SMALL_FILES = ["LICENSE", "*.json", "*.md", "*.txt", "*.jinja", "tokenizer.model"]
 
 
 def spec_from_config(cfg: dict[str, Any], *, name: str, source: str, kind: str, arch: str) -> ModelSpec:
@@ -73,7 +75,6 @@ def from_hub(src: Source, *, token: str | None = None, endpoint: str | None = No
     with hub_errors(repo_id, commit, token):
         api = HfApi(endpoint=endpoint)
         meta = api.get_safetensors_metadata(repo_id, revision=commit, token=token)
-        # What the converter reads besides weights (its own --remote mode downloads the same).
         path = Path(snapshot_download(repo_id, revision=commit, token=token, endpoint=endpoint,
                                       cache_dir=edgeq_config.hf_cache_dir(), allow_patterns=SMALL_FILES))
     headers = {fname: {"__metadata__": fm.metadata or {},
@@ -82,7 +83,8 @@ def from_hub(src: Source, *, token: str | None = None, endpoint: str | None = No
                for fname, fm in meta.files_metadata.items()}
     small = {p.name: p for p in path.iterdir() if p.is_file()}
     with tempfile.TemporaryDirectory(prefix="edgeq-plan-") as tmp:
-        stub = stub_checkpoint(Path(tmp) / safe_name(repo_id), small, headers)
+        # Named as the snapshot folder convert reads (its commit): the converter names the model after its folder.
+        stub = stub_checkpoint(Path(tmp) / commit, small, headers)
         spec = _from_converter(stub, name=repo_id.split("/")[-1], source=repo_id, kind="hub")
     spec.files = converted_files(repo_id, commit)
     return spec

@@ -135,6 +135,7 @@ def plan(src: str | None, *, quants: list[str] | tuple[str, ...] = DEFAULT_QUANT
     _check_args(ctx, cache_type, headroom_bytes)
     qs = [q.name for q in parse_quants(list(quants))]
     spec = source.load(src, revision=revision, token=token)
+    qs += [label for label in spec.recipes if label not in qs]  # tuned files: their own rows
     dev, calib, head, budget = _setup(device, ram_bytes, bandwidth_gbps, calibrate, headroom_bytes)
     eval_rows = quality.load_eval([Path(p) for p in eval_results or []])
     rows = [_row(spec, q, ctx=ctx, cache_type=cache_type, device=dev, budget=budget, calib=calib, eval_rows=eval_rows)

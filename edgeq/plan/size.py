@@ -192,7 +192,10 @@ def _layer(name: str) -> int:
 
 
 def tensor_types(spec: ModelSpec, quant: str) -> list[str]:
-    """The ggml type of each of ``spec.tensors`` in a ``quant`` file made by edgeq convert."""
+    """The ggml type of each of ``spec.tensors`` in a ``quant`` file made by edgeq convert (or, for a tuned
+    file's label, as its recipe has them)."""
+    if quant in spec.recipes:
+        return list(spec.recipes[quant])
     q = parse_quant(quant).name
     if q in FLOAT_TYPES:  # written by convert_hf_to_gguf.py: 1-D tensors and norms stay F32
         return [q if allows_quantization(t) else "F32" for t in spec.tensors]
@@ -229,8 +232,8 @@ class SizePrediction:
 
 def predict_size(spec: ModelSpec, quant: str) -> SizePrediction:
     """Bytes of the GGUF file: header (metadata + tensor table) and each tensor padded to the alignment."""
-    q = parse_quant(quant)
-    types = tensor_types(spec, q.name)
+    types = tensor_types(spec, quant)
+    block = 0 if quant in spec.recipes else parse_quant(quant).block_size  # a recipe asked for no fallback
     align = spec.alignment
     data = 0
     params: Counter[str] = Counter()
@@ -245,9 +248,9 @@ def predict_size(spec: ModelSpec, quant: str) -> SizePrediction:
     n = sum(params.values())
     by_name = dict(zip((t.name for t in spec.tensors), types))
     legacy = {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL"}
-    fb = sum(p for ty, p in params.items() if ty in legacy) / n if q.block_size == 256 and n else 0.0
+    fb = sum(p for ty, p in params.items() if ty in legacy) / n if block == 256 and n else 0.0
     return SizePrediction(
-        quant=q.name, file_size_bytes=header + data, tensor_bytes=nbytes, parameters=n,
+        quant=quant if quant in spec.recipes else parse_quant(quant).name, file_size_bytes=header + data, tensor_bytes=nbytes, parameters=n,
         bits_per_weight=round(8 * nbytes / n, 3) if n else 0.0,
         type_shares={k: round(v / n, 4) for k, v in params.most_common()},
         fallback_share=round(fb, 4), output_type=by_name.get("output.weight"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import config, manifest
 from ..quants import QUANT_TYPES
 from ..sources import resolve
 from ..sources.gguf import file_type_name, read_header
@@ -18,9 +19,21 @@ from .spec import ModelSpec, from_header
 def from_gguf(path: Path, source: str | None = None) -> ModelSpec:
     h = read_header(path)
     spec = from_header(h, name=str(h.metadata.get("general.name") or path.stem), source=source or str(path), kind="gguf")
-    spec.files = {file_type_name(h.metadata.get("general.file_type")) or "unknown": str(path)}
     spec.current_types = [t.type for t in h.tensors]
+    label = tuned_label(path)
+    if label:  # a tuned file: its types are its recipe's, which no stock type name replays
+        spec.files, spec.recipes = {label: str(path)}, {label: list(spec.current_types)}
+    else:
+        spec.files = {file_type_name(h.metadata.get("general.file_type")) or "unknown": str(path)}
     return spec
+
+
+def tuned_label(path: Path) -> str | None:
+    """``tuned-4.91bpw`` when the folder's manifest says ``edgeq tune`` made this file."""
+    mf = manifest.load(path.parent) if (path.parent / config.MANIFEST_NAME).is_file() else None
+    tuned = (mf.options.get("tuned") or {}) if mf else {}
+    rec = mf.files.get(path.name) if mf else None
+    return rec.type if rec is not None and isinstance(tuned, dict) and path.name in tuned else None
 
 
 def from_gguf_folder(folder: Path, source: str) -> ModelSpec:
@@ -31,6 +44,12 @@ def from_gguf_folder(folder: Path, source: str) -> ModelSpec:
     spec = from_gguf(next(iter(named.values()), files[0]), source)
     spec.kind = "gguf-folder"
     spec.files = {q: str(f) for q, f in named.items()}
+    spec.recipes = {}
+    for f in files:
+        if (label := tuned_label(f)) is not None:
+            h = read_header(f)
+            if [t.name for t in h.tensors] == [t.name for t in spec.tensors]:
+                spec.files[label], spec.recipes[label] = str(f), [t.type for t in h.tensors]
     return spec
 
 

@@ -46,6 +46,8 @@ class ModelSpec:
     tensors: list[TensorSpec] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # quant -> existing GGUF path
     current_types: list[str] = field(default_factory=list)  # a GGUF source's own tensor types
+    # Files of no stock recipe (`edgeq tune`'s): label -> each tensor's type as the file has it, in tensors' order.
+    recipes: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def parameters(self) -> int:

@@ -1,0 +1,219 @@
+"""`edgeq tune`: the GGUF with the least KLD for a budget, its per-tensor types chosen by measuring this model.
+
+    res = edgeq.tune("HuggingFaceTB/SmolLM2-135M-Instruct", size="100MiB")
+
+Stages, each cached under ``<outdir>/tune/<key>/`` (``key``: the F16 file, the imatrix and llama.cpp), so an
+interrupted tune resumes and a second budget on the same model only allocates, quantizes and verifies:
+the F16 file (``convert``), the importance matrix on the calibration text, one ``--pure`` quantization per
+candidate type, the error of every tensor in every type, the probes' KLD on the calibration text and the fit
+(``sensitivity``); then the allocation (``allocate``), the recipe (a ``llama-quantize --tensor-type-file``), the
+file, and its verification on the evaluation text next to the stock recipes around it.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import manifest
+from ..convert import convert
+from ..convert.steps import calibration_text, ensure_imatrix, short_hash
+from ..errors import UsageError
+from ..files import atomic_output, folder_lock
+from ..llamacpp import find_toolchain, llama_cpp_version
+from ..llamacpp.quantize import quantize
+from ..output import Progress
+from ..quants import parse_quant
+from ..sources.gguf import read as read_gguf
+from ..sources.gguf_header import read_header
+from .allocate import allocate, budget_bytes, for_kld, largest, mib, padded, smallest
+from .probes import calibrate
+from .sensitivity import (
+    _LOW_BIT,
+    GROUPS,
+    TensorCost,
+    collect,
+    ftype_for,
+    load_json,
+    parse_types,
+    read_imatrix,
+    save_json,
+)
+from .verify import Row, verdict, verify
+
+SCHEMA = "edgeq-tune/1"
+# The stock recipes a tuned file is compared with; Q6_K joins them when the tuned file is larger than Q5_K_M.
+STOCK = ("Q3_K_M", "Q4_K_M", "Q5_K_M")
+DEFAULT_IMATRIX_CHUNKS = 32
+EVAL_TOKENS = 8192  # of the evaluation text
+
+
+@dataclass
+class TuneResult:
+    schema: str
+    source: dict[str, object]
+    budget: dict[str, object]  # kind, asked, bytes (of the file)
+    output: str
+    recipe: str  # the --tensor-type-file beside the GGUF
+    recipe_sha256: str
+    imatrix: str
+    size_bytes: int
+    predicted_size_bytes: int
+    bits_per_weight: float
+    predicted_kld: float
+    measured_kld: float | None
+    type_shares: dict[str, float]
+    calibration: dict[str, Any]
+    rows: list[Row] = field(default_factory=list)
+    verdict: str = ""
+    stages: dict[str, float] = field(default_factory=dict)
+    replay: str = ""  # the plain llama-quantize command that makes the same file
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def tune(source: str | None = None, *, size: str | int | None = None, bpw: float | None = None,
+         ram: str | None = None, ctx: int = 4096, device: str | None = None, max_kld: float | None = None,
+         types: list[str] | None = None, outdir: str | Path | None = None, name: str | None = None,
+         calibration: str | Path | None = None, imatrix_chunks: int = DEFAULT_IMATRIX_CHUNKS,
+         eval_text: str | Path | None = None, eval_tokens: int = EVAL_TOKENS, stock: tuple[str, ...] = STOCK,
+         threads: int | None = None, progress: bool = True, revision: str | None = None,
+         token: str | None = None) -> TuneResult:
+    """Write the GGUF of least predicted KLD within one budget, its recipe, and verify it against stock recipes."""
+    budgets = [b for b in (size, bpw, ram or device, max_kld) if b is not None]
+    if len(budgets) != 1:
+        raise UsageError("tune needs exactly one budget.",
+                         hint="Pass one of --size 450MiB, --bpw 5.0, --ram 8G (with --ctx) or --device NAME, --max-kld 0.02.")
+    allowed = set(parse_types(types))
+    tc = find_toolchain()
+    stages: dict[str, float] = {}
+    t0 = time.perf_counter()
+    base = convert(source, quants=["F16"], outdir=outdir, name=name, progress=progress, revision=revision, token=token)
+    f16 = Path(next(o.path for o in base.outputs if o.type == "F16"))
+    out, stem = Path(base.outdir), f16.name[: -len("-F16.gguf")]
+    stages["convert"] = time.perf_counter() - t0
+    mf = manifest.load(out)
+    assert mf is not None  # convert wrote it
+    calib = calibration_text(calibration)
+    with folder_lock(out, doing="tunes"):
+        t = time.perf_counter()
+        imat_recipe = short_hash(f"{mf.files[f16.name].sha256}|{_file_hash(calib)}|{imatrix_chunks}")
+        imatrix = ensure_imatrix(tc, f16, calib, out, stem, imat_recipe, imatrix_chunks, threads, progress)
+        stages["imatrix"] = time.perf_counter() - t
+        work = out / "tune" / short_hash(f"{mf.files[f16.name].sha256}|{imat_recipe}|{llama_cpp_version(tc)}")
+        work.mkdir(parents=True, exist_ok=True)
+        t = time.perf_counter()
+        per_type = _per_type_files(tc, f16, imatrix, work, stem, sorted(allowed | {"Q8_0"}), threads, progress)
+        stages["per-type quantizations"] = time.perf_counter() - t
+        t = time.perf_counter()
+        costs = _costs(f16, per_type, imatrix, work)
+        stages["errors"] = time.perf_counter() - t
+        t = time.perf_counter()
+        cal = calibrate(tc, f16, imatrix, per_type, costs, calib, work, allowed, threads, progress)
+        stages["probes"] = time.perf_counter() - t
+
+        header = read_header(next(iter(per_type.values())))
+        quantizable = {c.name for c in costs}
+        fixed = sum(padded(t.shape, t.type, header.alignment) for t in header.tensors if t.name not in quantizable)
+        head = header.data_offset_bytes + fixed
+        n_params = sum(t.n_elements for t in header.tensors)
+        limit, kind, asked = budget_bytes(size, bpw, ram, ctx, device, max_kld, n_params, f16)
+        lo = head + smallest(costs, cal, allowed, header.alignment)
+        hi = head + largest(costs, cal, allowed, header.alignment)
+        if max_kld is not None:
+            alloc = for_kld(costs, cal, float(max_kld), allowed, header.alignment, lo - head, hi - head)
+        else:
+            if limit < lo:
+                raise UsageError(f"a {mib(limit)} file is below the smallest this model can be with these "
+                                 f"types ({mib(lo)}).", hint=f"Ask for at least {mib(lo)}, or allow smaller types.")
+            alloc = allocate(costs, cal, min(limit, hi) - head, allowed=allowed, alignment=header.alignment)
+        predicted_size = head + alloc.tensor_bytes
+        bpw_file = 8 * (predicted_size - header.data_offset_bytes) / n_params
+        label = f"tuned-{bpw_file:.2f}bpw"
+        dst = out / f"{stem}-{label}.gguf"
+        recipe_path = out / f"{stem}-{label}.tensor-types.txt"
+        text = "".join(f"^{n.replace('.', chr(92) + '.')}$={t.lower()}\n" for n, t in sorted(alloc.types.items()))
+        with atomic_output(recipe_path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+        ftype = ftype_for(max(alloc.types.values(), key=list(alloc.types.values()).count))
+        t = time.perf_counter()
+        args = ["--imatrix", str(imatrix), "--tensor-type-file", str(recipe_path)]
+        with Progress("   tuned", None, progress) as bar:
+            quantize(tc, f16, dst, parse_quant(ftype), threads=threads, extra_args=args,
+                     on_step=lambda d, n: bar.update_to(d, n))
+        stages["quantize"] = time.perf_counter() - t
+        info = read_gguf(dst)
+        sha = hashlib.sha256(text.encode()).hexdigest()
+        replay = f"llama-quantize {' '.join(args)} {f16.name} {dst.name} {ftype}"
+        _record(out, dst, info, label, sha, kind, asked, limit, alloc.predicted_kld, imat_recipe)
+
+        t = time.perf_counter()
+        rows = verify(tc, f16, dst, imatrix, work, stem, stock, eval_text, eval_tokens, alloc, threads, progress,
+                       info.file_size_bytes)
+        stages["verification"] = time.perf_counter() - t
+    tuned = next(r for r in rows if r.tuned)
+    _record(out, dst, info, label, sha, kind, asked, limit, alloc.predicted_kld, imat_recipe, tuned.kld_mean)
+    shares: dict[str, float] = {}
+    for tt in header.tensors:
+        ty = alloc.types.get(tt.name, tt.type)
+        shares[ty] = shares.get(ty, 0.0) + tt.n_elements / n_params
+    res = TuneResult(SCHEMA, mf.source, {"kind": kind, "asked": asked, "bytes": limit}, str(dst), str(recipe_path),
+                     sha, str(imatrix), info.file_size_bytes, predicted_size, info.bits_per_weight, alloc.predicted_kld,
+                     tuned.kld_mean, {k: round(v, 4) for k, v in sorted(shares.items(), key=lambda x: -x[1])},
+                     cal.to_dict(), rows, verdict(rows), {k: round(v, 1) for k, v in stages.items()}, replay)
+    save_json(out / f"{stem}-{label}.tune.json", res.to_dict())
+    return res
+
+
+def _file_hash(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+
+
+def _per_type_files(tc: Any, f16: Path, imatrix: Path, work: Path, stem: str, kinds: list[str], threads: int | None,
+                    progress: bool) -> dict[str, Path]:
+    """One ``--pure`` file per candidate type, made once."""
+    out: dict[str, Path] = {}
+    todo = [k for k in kinds if not (work / f"{stem}-pure-{k}.gguf").exists()]
+    with Progress("   types", len(kinds), progress) as bar:
+        for i, kind in enumerate(kinds):
+            dst = work / f"{stem}-pure-{kind}.gguf"
+            if kind in todo:
+                args = ["--pure", "--imatrix", str(imatrix)]
+                if kind in _LOW_BIT:
+                    args += ["--token-embedding-type", "q8_0"]
+                quantize(tc, f16, dst, parse_quant(ftype_for(kind)), threads=threads, extra_args=args)
+            out[kind] = dst
+            bar.update_to(i + 1)
+    return out
+
+
+def _costs(f16: Path, per_type: dict[str, Path], imatrix: Path, work: Path) -> list[TensorCost]:
+    """Every tensor's error in every per-type file, measured once per type (the cache grows with the types asked)."""
+    cached = load_json(work / "errors.json") or {"types": [], "tensors": []}
+    costs = {c["name"]: TensorCost(**c) for c in cached["tensors"]}
+    missing = {k: p for k, p in per_type.items() if k not in cached["types"]}
+    if missing:
+        for c in collect(f16, missing, read_imatrix(imatrix)):
+            costs.setdefault(c.name, TensorCost(c.name, c.group, c.shape)).errors.update(c.errors)
+        save_json(work / "errors.json", {"types": sorted(set(cached["types"]) | set(missing)),
+                                         "tensors": [asdict(c) for c in costs.values()]})
+    return list(costs.values())
+
+
+def _record(out: Path, dst: Path, info: Any, label: str, sha: str, kind: str, asked: object, budget: int,
+            predicted: float, imat_recipe: str, measured: float | None = None) -> None:
+    """The manifest entry: recipe = the budget, the recipe's sha256 and the imatrix; plus tune's own record."""
+    mf = manifest.load(out)
+    assert mf is not None
+    mf.files[dst.name] = manifest.record(dst, label, info.bits_per_weight, short_hash(f"{sha}|{imat_recipe}"))
+    tunes = mf.options.setdefault("tuned", {})
+    assert isinstance(tunes, dict)
+    tunes[dst.name] = {"budget": {"kind": kind, "asked": asked, "bytes": budget}, "recipe_sha256": sha,
+                       "imatrix_recipe": imat_recipe, "predicted_kld": predicted, "measured_kld": measured}
+    manifest.save(out, mf)
+
+
+__all__ = ["GROUPS", "SCHEMA", "Row", "TuneResult", "tune"]

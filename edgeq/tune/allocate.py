@@ -1,0 +1,141 @@
+"""The allocation: one type per tensor, minimising predicted KLD, within a byte budget (a multiple-choice knapsack).
+
+Solved by Lagrangian relaxation: for a price ``λ`` per byte each tensor independently takes the type minimising
+``coefficient × error + λ × bytes``; a bisection on ``λ`` finds the cheapest price whose choice fits, and the bytes
+left over then go, greedily, to the upgrades that buy the most predicted KLD per byte.  The result never exceeds
+the budget: every step checks the padded size the written file will have.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import UsageError
+from ..plan import memory
+from ..plan.devices import generic, headroom_bytes, named, parse_size
+from ..plan.size import tensor_bytes
+from ..plan.source import from_gguf
+from ..sources.gguf_header import read_header
+from .sensitivity import Calibration, TensorCost
+
+
+def mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+@dataclass
+class Allocation:
+    types: dict[str, str]  # tensor -> ggml type
+    tensor_bytes: int  # padded bytes of the allocated tensors
+    predicted_kld: float
+
+
+def padded(shape: list[int], ggml_type: str, alignment: int) -> int:
+    b = tensor_bytes(shape, ggml_type)
+    return -(-b // alignment) * alignment
+
+
+def _options(c: TensorCost, cal: Calibration, allowed: set[str], alignment: int) -> list[tuple[int, float, str]]:
+    """(bytes, predicted KLD, type), cheapest first, dominated options dropped."""
+    coef = cal.coefficients[c.group]
+    opts = sorted((padded(c.shape, t, alignment), coef * e, t) for t, e in c.errors.items() if t in allowed)
+    kept: list[tuple[int, float, str]] = []
+    for o in opts:  # more bytes must buy less error
+        if not kept or o[1] < kept[-1][1]:
+            if kept and o[0] == kept[-1][0]:
+                kept[-1] = o
+            else:
+                kept.append(o)
+    return kept
+
+
+def smallest(costs: list[TensorCost], cal: Calibration, allowed: set[str], alignment: int) -> int:
+    """Padded bytes of the smallest recipe the candidates allow."""
+    return sum(_options(c, cal, allowed, alignment)[0][0] for c in costs)
+
+
+def largest(costs: list[TensorCost], cal: Calibration, allowed: set[str], alignment: int) -> int:
+    return sum(_options(c, cal, allowed, alignment)[-1][0] for c in costs)
+
+
+def allocate(costs: list[TensorCost], cal: Calibration, budget: int, *, allowed: set[str], alignment: int) -> Allocation:
+    """The recipe of least predicted KLD whose tensors take at most ``budget`` padded bytes (None if none fits)."""
+    opts = {c.name: _options(c, cal, allowed, alignment) for c in costs}
+    if any(not o for o in opts.values()):
+        missing = next(n for n, o in opts.items() if not o)
+        raise ValueError(f"no candidate type was measured for {missing}")
+
+    def choose(lam: float) -> dict[str, tuple[int, float, str]]:
+        return {n: min(o, key=lambda x: (x[1] + lam * x[0], x[0])) for n, o in opts.items()}
+
+    def total(ch: dict[str, tuple[int, float, str]]) -> int:
+        return sum(x[0] for x in ch.values())
+
+    lo, hi = 0.0, 1.0
+    while total(choose(hi)) > budget and hi < 1e30:
+        hi *= 10
+    pick = choose(hi)
+    if total(pick) > budget:
+        pick = {n: o[0] for n, o in opts.items()}  # the smallest of all; the caller refuses if even it is over
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        ch = choose(mid)
+        if total(ch) <= budget:
+            hi, pick = mid, ch
+        else:
+            lo = mid
+    # Spend what is left: the upgrade with the best KLD saved per byte that still fits, until none does.
+    used = total(pick)
+    while True:
+        best = None
+        for n, cur in pick.items():
+            for o in opts[n]:
+                extra = o[0] - cur[0]
+                if extra > 0 and used + extra <= budget and o[1] < cur[1]:
+                    gain = (cur[1] - o[1]) / extra
+                    if best is None or gain > best[0]:
+                        best = (gain, n, o, extra)
+        if best is None:
+            break
+        _, n, o, extra = best
+        pick[n], used = o, used + extra
+    return Allocation({n: x[2] for n, x in pick.items()}, used,
+                      cal.coefficients.get("floor", 0.0) + sum(x[1] for x in pick.values()))
+
+
+def budget_bytes(size: str | int | None, bpw: float | None, ram: str | None, ctx: int, device: str | None,
+                  max_kld: float | None, n_params: int, f16: Path) -> tuple[int, str, object]:
+    if size is not None:
+        return (size if isinstance(size, int) else parse_size(size)), "size", size
+    if bpw is not None:
+        if not 1.0 <= bpw <= 16.0:
+            raise UsageError(f"--bpw {bpw}: expected bits per weight between 1 and 16.", hint="Example: --bpw 4.8")
+        header = read_header(f16)
+        return int(header.data_offset_bytes + bpw * n_params / 8), "bpw", bpw
+    if max_kld is not None:
+        return 0, "max-kld", max_kld
+    spec = from_gguf(f16)
+    dev = named(device) if device else generic(parse_size(str(ram)), 50.0)  # the bandwidth plays no part here
+    avail = dev.usable_ram_bytes - headroom_bytes(dev, None)
+    rest = memory.estimate(spec, 0, ctx=ctx).total_bytes  # everything but the weights
+    if avail - rest <= 0:
+        raise UsageError(f"{dev.name} has {mib(avail)} for edgeq's model, and the context alone takes {mib(rest)}.",
+                         hint="Use a smaller --ctx or a bigger device.")
+    return avail - rest, "device" if device else "ram", device or ram
+
+
+def for_kld(costs: list[TensorCost], cal: Calibration, target: float, allowed: set[str], alignment: int,
+             lo: int, hi: int) -> Allocation:
+    """The smallest allocation whose predicted KLD meets ``target`` (bisection on the byte budget)."""
+    best = allocate(costs, cal, hi, allowed=allowed, alignment=alignment)
+    if best.predicted_kld > target:
+        raise UsageError(f"no file meets --max-kld {target}: the best these types reach is {best.predicted_kld:.4g} "
+                         f"(predicted).", hint=f"Ask for --max-kld {best.predicted_kld * 1.1:.3g} or more, or allow wider types.")
+    while hi - lo > max(4096, hi // 1000):
+        mid = (lo + hi) // 2
+        a = allocate(costs, cal, mid, allowed=allowed, alignment=alignment)
+        if a.predicted_kld <= target:
+            hi, best = mid, a
+        else:
+            lo = mid
+    return best

@@ -1,0 +1,93 @@
+"""The probes that turn error into KLD: files quantized one tensor group at a time, their KLD measured.
+
+A file with every tensor at one type moves all groups together, and a fit on such files cannot tell the
+embedding's share of the KLD from the feed-forward's (on the embedded model it put nearly all of it on the
+embedding, and the allocation it drove was no better than stock).  So each probe quantizes one group
+(embeddings and output, attention, or feed-forward) to a probe type and keeps the rest at Q8_0; with a pure
+Q8_0 file for the floor, each group's coefficient is measured on its own.  Probe types are spread over the
+allowed ones by bits.  Each probe's KLD on the calibration text is cached by its recipe; its file is deleted
+once measured.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from ..files import atomic_output
+from ..llamacpp.quantize import quantize
+from ..output import Progress
+from ..quants import parse_quant
+from ..sources.gguf_header import read_header
+from .sensitivity import GROUPS, Calibration, TensorCost, fit, ftype_for, load_json, recipe_errors, save_json
+
+PROBE_TOKENS = 2048  # of the calibration text, per probe (1020 scored positions: KLD to a few per cent)
+PROBE_TYPES = ("Q3_K", "Q4_0", "Q4_K", "IQ4_NL", "Q5_0", "Q5_K", "Q6_K")  # tried in this order of preference
+MAX_PROBE_TYPES = 3
+WIDE = "Q8_0"  # what the other groups keep in a probe
+
+
+def probe_types(allowed: set[str]) -> list[str]:
+    """Up to three allowed types, narrow to wide, to probe with (Q8_0 alone when nothing narrower is allowed)."""
+    mine = [t for t in PROBE_TYPES if t in allowed]
+    if len(mine) > MAX_PROBE_TYPES:  # spread: the narrowest, the widest, one between
+        mine = [mine[0], mine[len(mine) // 2], mine[-1]]
+    return mine
+
+
+def recipes(costs: list[TensorCost], per_type: dict[str, Path], kinds: list[str]) -> dict[str, dict[str, str]]:
+    """{probe name: {tensor: type}}: per kind and group, that group at the kind (as its per-type file has it,
+    fallbacks included) and the rest at Q8_0; plus pure Q8_0."""
+    wide = {t.name: t.type for t in read_header(per_type[WIDE]).tensors}
+    out = {WIDE: {c.name: wide[c.name] for c in costs}}
+    for kind in kinds:
+        got = {t.name: t.type for t in read_header(per_type[kind]).tensors}
+        for g in GROUPS:
+            out[f"{kind}:{g}"] = {c.name: got[c.name] if c.group == g else wide[c.name] for c in costs}
+    return out
+
+
+def calibrate(tc: Any, f16: Path, imatrix: Path, per_type: dict[str, Path], costs: list[TensorCost], calib: Path,
+              work: Path, allowed: set[str], threads: int | None, progress: bool) -> Calibration:
+    """Measure the probes not yet measured (cached by recipe), then fit KLD to error."""
+    from ..quality import perplexity  # here: the quality package loads numpy, which `edgeq --help` must not
+    from ..quality.models import gguf_ref
+
+    plans = recipes(costs, per_type, probe_types(allowed))
+    cache_path = work / f"probes-{PROBE_TOKENS}.json"
+    cached: dict[str, float] = load_json(cache_path) or {}
+    keys = {name: hashlib.sha256(repr(sorted(r.items())).encode()).hexdigest()[:16] for name, r in plans.items()}
+    todo = [n for n in plans if keys[n] not in cached]
+    if todo:
+        files = {}
+        with Progress("  probes", len(todo), progress) as bar:
+            for i, name in enumerate(todo):
+                files[name] = _probe_file(tc, f16, imatrix, work, keys[name], plans[name], threads)
+                bar.update_to(i + 1)
+        ref = gguf_ref(f16)
+        try:
+            res = perplexity([ref, *[gguf_ref(files[n]) for n in todo]], calib.read_text(encoding="utf-8"),
+                             str(calib), reference=ref, ctx=512, max_tokens=PROBE_TOKENS,
+                             threads=threads or os.cpu_count() or 1, progress=progress)
+        finally:
+            for p in files.values():
+                p.unlink(missing_ok=True)
+        for n, r in zip(todo, res.rows[1:]):
+            cached[keys[n]] = float(r.kld_mean) if r.kld_mean is not None else 0.0
+        save_json(cache_path, cached)
+    measured = {n: cached[keys[n]] for n in plans}
+    return fit({n: recipe_errors(costs, r) for n, r in plans.items()}, measured)
+
+
+def _probe_file(tc: Any, f16: Path, imatrix: Path, work: Path, key: str, recipe: dict[str, str],
+                threads: int | None) -> Path:
+    rules = work / f"probe-{key}.txt"
+    with atomic_output(rules) as tmp:
+        tmp.write_text("".join(f"^{n.replace('.', chr(92) + '.')}$={t.lower()}\n" for n, t in sorted(recipe.items())),
+                       encoding="utf-8")
+    dst = work / f"probe-{key}.gguf"
+    quantize(tc, f16, dst, parse_quant(ftype_for(WIDE)), threads=threads,
+             extra_args=["--imatrix", str(imatrix), "--tensor-type-file", str(rules)])
+    rules.unlink(missing_ok=True)
+    return dst

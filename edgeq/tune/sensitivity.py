@@ -1,0 +1,201 @@
+"""What each candidate type costs each tensor of *this* model, measured, and what that costs in KLD.
+
+1. **Per-type quantizations.**  The F16 file is quantized once per candidate type with ``llama-quantize --pure``
+   and the importance matrix, so every tensor takes that type where its rows allow it (a tensor that cannot,
+   falls back and is recorded under the type it really got).
+2. **Error per tensor and type.**  Each tensor is dequantized with gguf-py and compared with its F16 weights.
+   The error is the expected squared change of the tensor's output, ``Σ_rc (w - ŵ)² · E[x_c²]``, with the
+   per-column activation energy ``E[x_c²]`` from the importance matrix (the diagonal approximation
+   llama-quantize's own imatrix weighting makes).  The token embedding, which is looked up rather than
+   multiplied, gets the mean squared error of a row.
+3. **Calibration to KLD.**  Each per-type file is also a probe: its KLD to the F16 file on the calibration text
+   (never the evaluation text) is measured, and non-negative least squares finds, per tensor group (embeddings
+   and output, attention, feed-forward), how much KLD a unit of error costs, plus a floor: the KLD every
+   quantized file has even where its weights are exact, because ggml's quantized dot products round the
+   activations too (to Q8_0/Q8_1).  The prediction for any recipe is the floor plus the sum over its tensors.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import UsageError
+from ..files import write_json_atomic
+from ..quants import QUANT_TYPES
+from ..sources.gguf_header import read_header
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# ggml types the pinned llama-quantize can write per tensor, widest first.  IQ types need the importance matrix
+# (tune always has one); IQ1_* are left out: no recipe llama.cpp ships uses them beyond a few tensors.
+CANDIDATES = ("Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "Q4_1", "Q4_0", "IQ4_NL", "IQ4_XS", "Q3_K", "IQ3_S",
+              "IQ3_XXS", "Q2_K", "IQ2_XS", "IQ2_XXS")
+GROUPS = ("embeddings", "attention", "ffn")
+# Below this many bits the token embedding is not quantized to the candidate (llama-quantize wants an imatrix
+# entry for such types, and the embedding has none: it is looked up, not multiplied).
+_LOW_BIT = {"IQ3_XXS", "IQ2_XS", "IQ2_XXS"}
+
+
+def ftype_for(tensor_type: str) -> str:
+    """The llama-quantize type name whose tensors are ``tensor_type`` (``--pure``: all of them)."""
+    if tensor_type in QUANT_TYPES:
+        return tensor_type
+    for q in QUANT_TYPES.values():
+        if q.base == tensor_type:
+            return q.name
+    raise UsageError(f"unknown tensor type {tensor_type!r}.", hint=f"Use some of: {', '.join(CANDIDATES)}.")
+
+
+def parse_types(text: list[str] | None) -> list[str]:
+    """``--types``: candidate ggml types (a mix name means its base: Q4_K_M → Q4_K)."""
+    if not text:
+        return list(CANDIDATES)
+    out = []
+    for t in text:
+        key = t.strip().upper().replace("-", "_")
+        key = QUANT_TYPES[key].base if key in QUANT_TYPES else key
+        if key not in CANDIDATES:
+            raise UsageError(f"--types: {t!r} is not a type tune can choose.", hint=f"Use some of: {', '.join(CANDIDATES)}.")
+        if key not in out:
+            out.append(key)
+    return out
+
+
+def group_of(name: str) -> str:
+    """The calibration group of a GGUF tensor name."""
+    if name in ("token_embd.weight", "output.weight"):
+        return "embeddings"
+    return "attention" if ".attn_" in name else "ffn"
+
+
+def read_imatrix(path: Path) -> dict[str, np.ndarray]:
+    """Per tensor, the mean squared activation of each input column (``in_sum2 / counts``), from a GGUF imatrix."""
+    import numpy as np
+    from gguf import GGUFReader
+
+    r = GGUFReader(path)
+    sums = {t.name[: -len(".in_sum2")]: np.asarray(t.data, dtype=np.float64) for t in r.tensors if t.name.endswith(".in_sum2")}
+    counts = {t.name[: -len(".counts")]: np.asarray(t.data, dtype=np.float64) for t in r.tensors if t.name.endswith(".counts")}
+    out = {}
+    for name, s in sums.items():
+        c = counts.get(name)
+        if c is None or not c.size or c.reshape(-1)[0] <= 0:
+            continue
+        out[name] = (s.reshape(c.size, -1) / c.reshape(-1, 1)).mean(axis=0)  # experts: averaged over them
+    return out
+
+
+@dataclass
+class TensorCost:
+    """One tensor's options: for each type it can take, its bytes and its (importance-weighted) error."""
+
+    name: str
+    group: str
+    shape: list[int]
+    errors: dict[str, float] = field(default_factory=dict)
+
+
+def tensor_errors(f16: Path, quantized: Path, imatrix: dict[str, np.ndarray]) -> dict[str, tuple[str, float]]:
+    """{tensor: (type it got, error)} for every quantized tensor of ``quantized`` against ``f16``."""
+    import numpy as np
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    ref = {t.name: t for t in GGUFReader(f16).tensors}
+    out: dict[str, tuple[str, float]] = {}
+    for t in GGUFReader(quantized).tensors:
+        kind = t.tensor_type.name
+        if kind in ("F32", "F16", "BF16") or t.name not in ref:
+            continue
+        w = np.asarray(ref[t.name].data, dtype=np.float32)
+        q = dequantize(t.data, t.tensor_type).astype(np.float32).reshape(w.shape)
+        d2 = (w - q).astype(np.float64) ** 2
+        imp = imatrix.get(t.name)
+        if imp is not None and imp.shape[-1] == d2.shape[-1]:
+            err = float((d2.reshape(-1, d2.shape[-1]) * imp).sum())
+        else:  # looked up, not multiplied: one row's error per token
+            err = float(d2.sum() / max(1, d2.reshape(-1, d2.shape[-1]).shape[0]))
+        out[t.name] = (kind, err)
+    return out
+
+
+def collect(f16: Path, per_type: dict[str, Path], imatrix: dict[str, np.ndarray]) -> list[TensorCost]:
+    """Every quantizable tensor of ``f16`` with the error of each type it took in the per-type files."""
+    costs = {t.name: TensorCost(t.name, group_of(t.name), t.shape) for t in read_header(f16).tensors}
+    for path in per_type.values():
+        for name, (kind, err) in tensor_errors(f16, path, imatrix).items():
+            costs[name].errors.setdefault(kind, err)
+    return [c for c in costs.values() if c.errors]
+
+
+def recipe_errors(costs: list[TensorCost], types: dict[str, str]) -> dict[str, float]:
+    """Summed error per group of a recipe ({tensor: type}); tensors not in it (or at F16) add none."""
+    out = dict.fromkeys(GROUPS, 0.0)
+    for c in costs:
+        t = types.get(c.name)
+        if t and t in c.errors:
+            out[c.group] += c.errors[t]
+    return out
+
+
+@dataclass
+class Calibration:
+    """KLD per unit of error, per group, fitted on the probes; and how well it fits them."""
+
+    coefficients: dict[str, float]
+    probes: list[dict[str, Any]]  # {"type", "measured_kld", "predicted_kld"}
+
+    def predict(self, errors: dict[str, float]) -> float:
+        return self.coefficients.get("floor", 0.0) + sum(self.coefficients[g] * errors.get(g, 0.0) for g in GROUPS)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"coefficients": self.coefficients, "probes": self.probes}
+
+
+def fit(probe_errors: dict[str, dict[str, float]], measured: dict[str, float]) -> Calibration:
+    """Non-negative least squares in relative terms (each probe's equation divided by its measured KLD), so a
+    probe at 1e-3 counts as much as one at 1e-1."""
+    import numpy as np
+
+    names = [p for p in probe_errors if measured.get(p, 0) > 0]
+    if not names:
+        raise UsageError("no probe gave a positive KLD, so the error cannot be calibrated.",
+                         hint="Use a longer calibration text.")
+    a = np.array([[probe_errors[p][g] / measured[p] for g in GROUPS] + [1.0 / measured[p]] for p in names])
+    b = np.ones(len(names))
+    coef = _nnls(a, b)
+    cal = Calibration(dict(zip([*GROUPS, "floor"], map(float, coef))), [])
+    cal.probes = [{"type": p, "measured_kld": measured[p], "predicted_kld": cal.predict(probe_errors[p])} for p in names]
+    return cal
+
+
+def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Non-negative least squares over the few columns there are (4): every subset solved, the best kept."""
+    import itertools
+
+    import numpy as np
+
+    best, best_res = np.zeros(a.shape[1]), float(np.sum(b**2))
+    for k in range(1, a.shape[1] + 1):
+        for cols in itertools.combinations(range(a.shape[1]), k):
+            sub = a[:, cols]
+            x, *_ = np.linalg.lstsq(sub, b, rcond=None)
+            if (x < 0).any():
+                continue
+            full = np.zeros(a.shape[1])
+            full[list(cols)] = x
+            res = float(np.sum((a @ full - b) ** 2))
+            if res < best_res:
+                best, best_res = full, res
+    return best
+
+
+def save_json(path: Path, data: object) -> None:
+    write_json_atomic(path, data)
+
+
+def load_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

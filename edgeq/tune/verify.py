@@ -1,0 +1,80 @@
+"""The verification every tune ends with: the tuned file next to the stock recipes around it, on the evaluation text."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..llamacpp.quantize import quantize
+from ..quants import parse_quant
+from ..sources.gguf import read as read_gguf
+from ..sources.texts import default_text
+from .allocate import Allocation, mib
+
+
+@dataclass
+class Row:
+    label: str
+    path: str
+    size_bytes: int
+    bits_per_weight: float
+    kld_mean: float | None
+    delta_ppl_pct: float | None
+    top1_pct: float | None
+    tuned: bool = False
+    predicted_kld: float | None = None
+
+
+def verify(tc: Any, f16: Path, dst: Path, imatrix: Path, work: Path, stem: str, stock: tuple[str, ...],
+            eval_text: str | Path | None, eval_tokens: int, alloc: Allocation, threads: int | None, progress: bool,
+            size: int) -> list[Row]:
+    """KLD, ΔPPL and top-1 of the tuned file and the stock recipes (same imatrix) on the evaluation text."""
+    from ..quality import load_text, perplexity  # here: the quality package loads numpy
+    from ..quality.models import gguf_ref
+
+    stock_files = []
+    for q in stock:
+        path = _stock(tc, f16, imatrix, work, stem, q, threads)
+        stock_files.append((q, path))
+    if stock and size > max(p.stat().st_size for _, p in stock_files):  # bracket it from above too
+        stock_files.append(("Q6_K", _stock(tc, f16, imatrix, work, stem, "Q6_K", threads)))
+    text, src = load_text(eval_text) if eval_text else default_text()
+    ref = gguf_ref(f16)
+    refs = [ref, gguf_ref(dst), *[gguf_ref(p) for _, p in stock_files]]
+    res = perplexity(refs, text, src, reference=ref, ctx=512, max_tokens=eval_tokens, threads=threads or os.cpu_count() or 1,
+                     progress=progress)
+    by_path = {r.model.path: r for r in res.rows}
+    rows = []
+    for label, path, tuned in [("tuned", dst, True), *[(f"{q} (imatrix)", p, False) for q, p in stock_files]]:
+        r = by_path[str(path)]
+        info = read_gguf(path)
+        rows.append(Row(label, str(path), info.file_size_bytes, info.bits_per_weight, r.kld_mean, r.delta_ppl_pct,
+                        r.top1_pct, tuned, alloc.predicted_kld if tuned else None))
+    return sorted(rows, key=lambda r: r.size_bytes)
+
+
+def _stock(tc: Any, f16: Path, imatrix: Path, work: Path, stem: str, q: str, threads: int | None) -> Path:
+    path = work / f"{stem}-{q}-imat.gguf"  # with the imatrix: beside the per-type files, made once
+    if not path.exists():
+        quantize(tc, f16, path, parse_quant(q), threads=threads, extra_args=["--imatrix", str(imatrix)])
+    return path
+
+
+def verdict(rows: list[Row]) -> str:
+    """One sentence: does the tuned file beat the stock recipes of about its size (by KLD at no larger size)?"""
+    tuned = next(r for r in rows if r.tuned)
+    bigger = [r for r in rows if not r.tuned and r.size_bytes >= tuned.size_bytes * 0.99]
+    smaller = [r for r in rows if not r.tuned and r.size_bytes < tuned.size_bytes * 0.99]
+    tk = tuned.kld_mean or 0.0
+    parts = []
+    if bigger:
+        b = min(bigger, key=lambda r: r.size_bytes)
+        ratio = tk / b.kld_mean if b.kld_mean else float("nan")
+        parts.append(f"{'beats' if tk < (b.kld_mean or 0) else 'does NOT beat'} {b.label} "
+                     f"({mib(b.size_bytes)}, KLD {b.kld_mean:.4g}): {ratio:.2f}× its KLD at "
+                     f"{tuned.size_bytes / b.size_bytes:.2f}× its size")
+    if smaller:
+        s = max(smaller, key=lambda r: r.size_bytes)
+        parts.append(f"{s.label} is smaller ({mib(s.size_bytes)}) with KLD {s.kld_mean:.4g}")
+    return f"The tuned file ({mib(tuned.size_bytes)}, KLD {tk:.4g}) " + "; ".join(parts) + "."

@@ -1,0 +1,156 @@
+"""`edgeq tune`: the allocator's contract, the calibration fit, and the whole tune on the embedded model."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgeq.errors import UsageError
+from edgeq.tune.allocate import allocate, padded, smallest
+from edgeq.tune.sensitivity import Calibration, TensorCost, fit, parse_types
+
+TYPES = ("Q8_0", "Q6_K", "Q5_0", "Q4_K", "Q4_0", "Q3_K", "Q2_K")
+CAL = Calibration({"embeddings": 1.0, "attention": 2.0, "ffn": 0.5}, [])
+
+
+def _costs(draw_errors: list[list[float]]) -> list[TensorCost]:
+    out = []
+    for i, errs in enumerate(draw_errors):
+        group = ("attention", "ffn", "embeddings")[i % 3]
+        out.append(TensorCost(f"blk.{i}.w.weight", group, [256, 16 + 16 * (i % 4)], dict(zip(TYPES, sorted(errs)))))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.floats(1e-6, 10.0), min_size=len(TYPES), max_size=len(TYPES)), min_size=1, max_size=12),
+       st.floats(0.0, 1.0))
+def test_the_allocation_never_exceeds_its_budget_and_spends_it_well(errors, share):
+    costs = _costs(errors)
+    lo = smallest(costs, CAL, set(TYPES), 32)
+    hi = sum(padded(c.shape, "Q8_0", 32) for c in costs)
+    budget = int(lo + share * (hi - lo))
+    a = allocate(costs, CAL, budget, allowed=set(TYPES), alignment=32)
+    assert a.tensor_bytes <= budget
+    assert a.tensor_bytes == sum(padded(c.shape, a.types[c.name], 32) for c in costs)
+    # No single upgrade that still fits the budget lowers the predicted KLD (the greedy fill spent what it could).
+    for c in costs:
+        cur = a.types[c.name]
+        for t, e in c.errors.items():
+            extra = padded(c.shape, t, 32) - padded(c.shape, cur, 32)
+            if 0 < extra <= budget - a.tensor_bytes:
+                assert CAL.coefficients[c.group] * e >= CAL.coefficients[c.group] * c.errors[cur]
+    if share == 1.0:
+        assert a.types == {c.name: "Q8_0" for c in costs}  # the widest fits: every tensor gets it (least error)
+
+
+def test_fit_recovers_known_coefficients_and_refuses_no_signal():
+    true = {"embeddings": 0.5, "attention": 3.0, "ffn": 1.0, "floor": 0.003}
+    probes = {f"p{i}": {"embeddings": 1.0 + i, "attention": 0.1 * (i + 1) ** 2, "ffn": 2.0 / (i + 1)} for i in range(6)}
+    measured = {p: true["floor"] + sum(true[g] * probes[p][g] for g in ("embeddings", "attention", "ffn"))
+                for p in probes}
+    cal = fit(probes, measured)
+    for g, v in true.items():
+        assert cal.coefficients[g] == pytest.approx(v, rel=1e-6)
+    assert all(p["predicted_kld"] == pytest.approx(p["measured_kld"], rel=1e-6) for p in cal.probes)
+    with pytest.raises(UsageError, match="no probe gave a positive KLD"):
+        fit(probes, dict.fromkeys(probes, 0.0))
+
+
+def test_types_are_checked():
+    assert parse_types(["q4_k_m", "Q8_0", "q4_k"]) == ["Q4_K", "Q8_0"]
+    with pytest.raises(UsageError, match="not a type tune can choose"):
+        parse_types(["Q9_9"])
+
+
+# --- the whole tune (slow) ----------------------------------------------------------------------------------------
+
+FAST = ["--types", "Q8_0,Q6_K,Q5_0,Q4_K,Q4_0,Q3_K,IQ4_NL", "--imatrix-chunks", "4", "--eval-tokens", "2048"]
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """A tune of the embedded model at the size of its stock Q4_K_M (made with the same imatrix)."""
+    from conftest import run_main  # noqa: F401 - the CLI's own entry point, via main()
+
+    from edgeq.cli import main
+
+    out = tmp_path_factory.mktemp("tune")
+    first = out / "first.json"
+    with open(first, "w") as f:
+        _run_json(main, ["tune", "--size", "100MiB", "-o", str(out / "m"), *FAST], f)
+    return out, json.loads(first.read_text())
+
+
+def _run_json(main, args, f):
+    import contextlib
+
+    with contextlib.redirect_stdout(f):
+        try:
+            main([*args, "--json"])
+        except SystemExit as e:
+            assert not e.code, e.code
+
+
+@pytest.mark.slow
+def test_tune_writes_a_file_its_recipe_and_the_verification(tuned):
+    out, res = tuned
+    dst, recipe = Path(res["output"]), Path(res["recipe"])
+    assert dst.is_file() and recipe.is_file() and dst.name.endswith("bpw.gguf") and "-tuned-" in dst.name
+    assert res["size_bytes"] <= res["budget"]["bytes"]
+    assert abs(res["size_bytes"] - res["predicted_size_bytes"]) <= 0.005 * res["size_bytes"]
+    rows = {r["label"]: r for r in res["rows"]}
+    assert rows["tuned"]["tuned"] and {"Q3_K_M (imatrix)", "Q4_K_M (imatrix)", "Q5_K_M (imatrix)"} <= set(rows)
+    assert all(r["kld_mean"] is not None and r["top1_pct"] is not None for r in res["rows"])
+    assert res["verdict"].startswith("The tuned file")
+    mf = json.loads((dst.parent / "edgeq-manifest.json").read_text())
+    entry = mf["options"]["tuned"][dst.name]
+    assert entry["recipe_sha256"] == res["recipe_sha256"] and entry["measured_kld"] == rows["tuned"]["kld_mean"]
+    assert entry["predicted_kld"] == res["predicted_kld"] and mf["files"][dst.name]["size_bytes"] == res["size_bytes"]
+
+
+@pytest.mark.slow
+def test_the_saved_recipe_replays_with_plain_llama_quantize(tuned, tmp_path):
+    from edgeq.llamacpp import find_toolchain
+
+    _, res = tuned
+    dst = Path(res["output"])
+    f16 = next(dst.parent.glob("*-F16.gguf"))
+    args = res["replay"].split()[1:]
+    args = [str(dst.parent / a) if a == f16.name else (str(tmp_path / "replay.gguf") if a == dst.name else a)
+            for a in args]
+    subprocess.run([str(find_toolchain().tool("llama-quantize")), *args], check=True, capture_output=True)
+    assert (tmp_path / "replay.gguf").read_bytes() == dst.read_bytes()
+
+
+@pytest.mark.slow
+def test_tuned_beats_stock_q4_k_m_at_no_larger_size(tuned):
+    _, res = tuned
+    rows = {r["label"]: r for r in res["rows"]}
+    stock, mine = rows["Q4_K_M (imatrix)"], rows["tuned"]
+    assert mine["size_bytes"] <= stock["size_bytes"] * 1.0 + 2**20  # 100 MiB asked; stock Q4_K_M is 100.6 MiB
+    assert mine["kld_mean"] < stock["kld_mean"]
+
+
+@pytest.mark.slow
+def test_a_second_budget_reuses_every_measurement_and_impossible_ones_are_refused(tuned, capsys):
+    from conftest import run_main
+
+    out, first = tuned
+    work = next((out / "m" / "tune").glob("*/"))
+    before = {p.name: p.stat().st_mtime_ns for p in work.iterdir()}
+    code, err, stdout = run_main(["tune", "--bpw", "6.0", "-o", str(out / "m"), *FAST, "--json"], capsys)
+    assert code == 0, err
+    res = json.loads(stdout)
+    assert {p.name: p.stat().st_mtime_ns for p in work.iterdir() if p.name in before} == before  # nothing redone
+    assert res["stages"]["per-type quantizations"] < 5 and res["stages"]["probes"] < 5 and res["stages"]["imatrix"] < 5
+    assert res["size_bytes"] > first["size_bytes"]
+    code, err, _ = run_main(["tune", "--size", "20MiB", "-o", str(out / "m"), *FAST], capsys)
+    assert code == 2 and "is below the smallest this model can be" in err and len(err.splitlines()) == 1
+    code, err, _ = run_main(["tune", "--max-kld", "0.0000001", "-o", str(out / "m"), *FAST], capsys)
+    assert code == 2 and "no file meets --max-kld" in err
+    code, err, _ = run_main(["tune", "--size", "90MiB", "--bpw", "4", "-o", str(out / "m")], capsys)
+    assert code == 2 and "exactly one budget" in err
