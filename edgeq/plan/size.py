@@ -244,7 +244,7 @@ def predict_size(spec: ModelSpec, quant: str) -> SizePrediction:
         data += -(-b // align) * align
         params[ty] += t.n_elements
     table = tensor_table_bytes(spec.tensors)
-    header = -(-(spec.metadata_bytes + table) // align) * align
+    header = -(-(spec.recipe_metadata_bytes.get(quant, spec.metadata_bytes) + table) // align) * align
     n = sum(params.values())
     by_name = dict(zip((t.name for t in spec.tensors), types))
     legacy = {"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "IQ4_NL"}

@@ -12,6 +12,7 @@ from .. import config, manifest
 from ..quants import QUANT_TYPES
 from ..sources import resolve
 from ..sources.gguf import file_type_name, read_header
+from ..sources.gguf_header import tensor_table_bytes
 from .hf import from_hf_folder, from_hub
 from .spec import ModelSpec, from_header
 
@@ -23,6 +24,7 @@ def from_gguf(path: Path, source: str | None = None) -> ModelSpec:
     label = tuned_label(path)
     if label:  # a tuned file: its types are its recipe's, which no stock type name replays
         spec.files, spec.recipes = {label: str(path)}, {label: list(spec.current_types)}
+        spec.recipe_metadata_bytes = {label: spec.metadata_bytes}
     else:
         spec.files = {file_type_name(h.metadata.get("general.file_type")) or "unknown": str(path)}
     return spec
@@ -44,12 +46,13 @@ def from_gguf_folder(folder: Path, source: str) -> ModelSpec:
     spec = from_gguf(next(iter(named.values()), files[0]), source)
     spec.kind = "gguf-folder"
     spec.files = {q: str(f) for q, f in named.items()}
-    spec.recipes = {}
+    spec.recipes, spec.recipe_metadata_bytes = {}, {}
     for f in files:
         if (label := tuned_label(f)) is not None:
             h = read_header(f)
             if [t.name for t in h.tensors] == [t.name for t in spec.tensors]:
                 spec.files[label], spec.recipes[label] = str(f), [t.type for t in h.tensors]
+                spec.recipe_metadata_bytes[label] = h.data_offset_bytes - tensor_table_bytes(h.tensors)
     return spec
 
 

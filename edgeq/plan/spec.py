@@ -48,6 +48,7 @@ class ModelSpec:
     current_types: list[str] = field(default_factory=list)  # a GGUF source's own tensor types
     # Files of no stock recipe (`edgeq tune`'s): label -> each tensor's type as the file has it, in tensors' order.
     recipes: dict[str, list[str]] = field(default_factory=dict)
+    recipe_metadata_bytes: dict[str, int] = field(default_factory=dict)  # their own headers (imatrix keys and all)
 
     @property
     def parameters(self) -> int:

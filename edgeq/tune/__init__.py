@@ -36,6 +36,7 @@ from .sensitivity import (
     TensorCost,
     collect,
     ftype_for,
+    group_of,
     load_json,
     parse_types,
     read_imatrix,
@@ -193,7 +194,8 @@ def _per_type_files(tc: Any, f16: Path, imatrix: Path, work: Path, stem: str, ki
 def _costs(f16: Path, per_type: dict[str, Path], imatrix: Path, work: Path) -> list[TensorCost]:
     """Every tensor's error in every per-type file, measured once per type (the cache grows with the types asked)."""
     cached = load_json(work / "errors.json") or {"types": [], "tensors": []}
-    costs = {c["name"]: TensorCost(**c) for c in cached["tensors"]}
+    # The group is not cached: it is a rule of this edgeq (group_of), not a measurement.
+    costs = {c["name"]: TensorCost(**{**c, "group": group_of(c["name"])}) for c in cached["tensors"]}
     missing = {k: p for k, p in per_type.items() if k not in cached["types"]}
     if missing:
         for c in collect(f16, missing, read_imatrix(imatrix)):
