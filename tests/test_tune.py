@@ -166,6 +166,8 @@ def test_a_second_budget_reuses_every_measurement_and_impossible_ones_are_refuse
     assert {p.name: p.stat().st_mtime_ns for p in work.iterdir() if p.name in before} == before  # nothing redone
     assert res["stages"]["per-type quantizations"] < 5 and res["stages"]["probes"] < 5 and res["stages"]["imatrix"] < 5
     assert res["size_bytes"] > first["size_bytes"]
+    tuned_files = json.loads((out / "m" / "edgeq-manifest.json").read_text())["options"]["tuned"]
+    assert {Path(first["output"]).name, Path(res["output"]).name} <= set(tuned_files)  # convert keeps the records
     code, err, _ = run_main(["tune", "--size", "20MiB", "-o", str(out / "m"), *FAST], capsys)
     assert code == 2 and "is below the smallest this model can be" in err and len(err.splitlines()) == 1
     code, err, _ = run_main(["tune", "--max-kld", "0.0000001", "-o", str(out / "m"), *FAST], capsys)

@@ -128,6 +128,8 @@ def convert(source: str | Path | Source | None = None, *, quants: list[str] | tu
             # Kept even under --force: each entry is replaced when its file is, so a run killed half-way
             # leaves the files it had not reached yet still recorded.
             mf.files = dict(old.files)
+            if old.options.get("tuned"):  # edgeq tune's records of its files, which convert does not remake
+                mf.options["tuned"] = old.options["tuned"]
         base_recipe = steps.recipe(src_info, tc, base.name)
         imatrix_recipe = steps.imatrix_recipe(base_recipe, calib, imatrix_chunks) if calib else None
         plan = steps.plan_steps(out, stem, base, targets, base_recipe, None if force else old, overrides,

@@ -50,8 +50,9 @@ def from_gguf_folder(folder: Path, source: str) -> ModelSpec:
     for f in files:
         if (label := tuned_label(f)) is not None:
             h = read_header(f)
-            if [t.name for t in h.tensors] == [t.name for t in spec.tensors]:
-                spec.files[label], spec.recipes[label] = str(f), [t.type for t in h.tensors]
+            types = {t.name: t.type for t in h.tensors}  # llama-quantize writes them in its own order
+            if set(types) == {t.name for t in spec.tensors}:
+                spec.files[label], spec.recipes[label] = str(f), [types[t.name] for t in spec.tensors]
                 spec.recipe_metadata_bytes[label] = h.data_offset_bytes - tensor_table_bytes(h.tensors)
     return spec
 
