@@ -41,6 +41,7 @@ from .sensitivity import (
     parse_types,
     read_imatrix,
     save_json,
+    tensor_type_rules,
 )
 from .verify import Row, verdict, verify
 
@@ -126,6 +127,7 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
         hi = head + largest(costs, cal, allowed, header.alignment)
         if max_kld is not None:
             alloc = for_kld(costs, cal, float(max_kld), allowed, header.alignment, lo - head, hi - head)
+            limit = head + alloc.tensor_bytes  # the size the KLD asked for
         else:
             if limit < lo:
                 raise UsageError(f"a {mib(limit)} file is below the smallest this model can be with these "
@@ -136,7 +138,7 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
         label = f"tuned-{bpw_file:.2f}bpw"
         dst = out / f"{stem}-{label}.gguf"
         recipe_path = out / f"{stem}-{label}.tensor-types.txt"
-        text = "".join(f"^{n.replace('.', chr(92) + '.')}$={t.lower()}\n" for n, t in sorted(alloc.types.items()))
+        text = tensor_type_rules(alloc.types)
         with atomic_output(recipe_path) as tmp:
             tmp.write_text(text, encoding="utf-8")
         ftype = ftype_for(max(alloc.types.values(), key=list(alloc.types.values()).count))

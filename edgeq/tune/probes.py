@@ -20,7 +20,17 @@ from ..llamacpp.quantize import quantize
 from ..output import Progress
 from ..quants import parse_quant
 from ..sources.gguf_header import read_header
-from .sensitivity import GROUPS, Calibration, TensorCost, fit, ftype_for, load_json, recipe_errors, save_json
+from .sensitivity import (
+    GROUPS,
+    Calibration,
+    TensorCost,
+    fit,
+    ftype_for,
+    load_json,
+    recipe_errors,
+    save_json,
+    tensor_type_rules,
+)
 
 PROBE_TOKENS = 2048  # of the calibration text, per probe (1020 scored positions: KLD to a few per cent)
 PROBE_TYPES = ("Q3_K", "Q4_0", "Q4_K", "IQ4_NL", "Q5_0", "Q5_K", "Q6_K")  # tried in this order of preference
@@ -84,8 +94,7 @@ def _probe_file(tc: Any, f16: Path, imatrix: Path, work: Path, key: str, recipe:
                 threads: int | None) -> Path:
     rules = work / f"probe-{key}.txt"
     with atomic_output(rules) as tmp:
-        tmp.write_text("".join(f"^{n.replace('.', chr(92) + '.')}$={t.lower()}\n" for n, t in sorted(recipe.items())),
-                       encoding="utf-8")
+        tmp.write_text(tensor_type_rules(recipe), encoding="utf-8")
     dst = work / f"probe-{key}.gguf"
     quantize(tc, f16, dst, parse_quant(ftype_for(WIDE)), threads=threads,
              extra_args=["--imatrix", str(imatrix), "--tensor-type-file", str(rules)])

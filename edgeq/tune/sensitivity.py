@@ -137,6 +137,12 @@ def collect(f16: Path, per_type: dict[str, Path], imatrix: dict[str, np.ndarray]
     return [c for c in costs.values() if c.errors]
 
 
+def tensor_type_rules(types: dict[str, str]) -> str:
+    """A ``llama-quantize --tensor-type-file``: one anchored ``^name$=type`` rule per tensor (the names are
+    regular expressions to llama-quantize, so the dots are escaped and each rule matches one tensor only)."""
+    return "".join(f"^{n.replace('.', chr(92) + '.')}$={t.lower()}\n" for n, t in sorted(types.items()))
+
+
 def recipe_errors(costs: list[TensorCost], types: dict[str, str]) -> dict[str, float]:
     """Summed error per group of a recipe ({tensor: type}); tensors not in it (or at F16) add none."""
     out = dict.fromkeys(GROUPS, 0.0)
