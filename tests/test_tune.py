@@ -174,3 +174,21 @@ def test_a_second_budget_reuses_every_measurement_and_impossible_ones_are_refuse
     assert code == 2 and "no file meets --max-kld" in err
     code, err, _ = run_main(["tune", "--size", "90MiB", "--bpw", "4", "-o", str(out / "m")], capsys)
     assert code == 2 and "exactly one budget" in err
+
+
+def test_a_malformed_budget_is_refused_before_any_work(capsys):
+    from conftest import run_main
+
+    for args, needle in ((["--size", "lots"], "cannot read 'lots' as a memory size"),
+                         (["--bpw", "40"], "--bpw 40.0: expected bits per weight between 1 and 16"),
+                         (["--device", "nosuch"], "nosuch"), (["--max-kld", "0"], "expected a KLD above 0"),
+                         (["--ram", "8G", "--device", "m1-8gb"], "exactly one budget")):
+        code, err, _ = run_main(["tune", *args, "-o", "/nonexistent/never-made"], capsys)
+        assert code == 2 and needle in err and len(err.splitlines()) == 1, (args, err)
+
+
+def test_probe_types_spread_over_what_is_allowed():
+    from edgeq.tune.probes import probe_types
+
+    assert probe_types({"Q4_0", "Q8_0", "Q4_K", "Q3_K", "Q6_K"}) == ["Q3_K", "Q4_K", "Q6_K"]
+    assert probe_types({"Q2_K", "IQ3_S", "Q8_0"}) == ["Q2_K", "IQ3_S"]  # none preferred: the allowed ones, by bits

@@ -38,7 +38,10 @@ d.resolve_trust_remote_code = lambda *args, **kwargs: False
 """
 _DUMP = NO_REMOTE_CODE + """
 import json
-sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[1])))
+here = os.path.dirname(os.path.abspath(sys.argv[1]))
+sys.path.insert(0, here)
+if "NO_LOCAL_GGUF" not in os.environ:  # the converter's own rule: the tree's gguf-py before any installed one
+    sys.path.insert(1, os.path.join(here, "gguf-py"))
 import gguf
 
 def plain(v):
@@ -73,7 +76,7 @@ def converter_header(folder: Path, tc: Toolchain | None = None) -> GGUFHeader:
     """The F16 GGUF header ``convert_hf_to_gguf.py`` would write for ``folder`` (no data offsets, no file).
 
     Asked once per folder state in a process: a plan of six quants reads it once, not six times (~5 s each)."""
-    tc = tc or find_toolchain()
+    tc = tc or find_toolchain(need_build=False)  # the converter is Python: no compiled tool is needed
     state = tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in folder.iterdir() if p.is_file()))
     return copy.deepcopy(_converter_header(folder.resolve(), state, tc.converter))
 

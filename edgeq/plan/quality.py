@@ -51,7 +51,7 @@ def _matches(row: dict[str, Any], model_names: set[str], quant: str) -> bool:
     m = row.get("model") or {}
     name = str(m.get("name", "")).lower() if isinstance(m, dict) else ""
     variant = str(m.get("variant", "")).upper() if isinstance(m, dict) else ""
-    return variant == quant and (not model_names or name in model_names)
+    return variant == quant.upper() and (not model_names or name in model_names)
 
 
 def expected(quant: str, model_names: set[str], eval_rows: list[dict[str, Any]]) -> Quality:

@@ -62,7 +62,8 @@ def from_header(h: GGUFHeader, *, name: str, source: str, kind: str) -> ModelSpe
 
     def key(k: str, default: int = 0) -> int:
         v = m.get(f"{arch}.{k}", default)
-        v = v[0] if isinstance(v, list) else v  # per-layer arrays (head counts of hybrid models): the first
+        if isinstance(v, list):  # per-layer arrays (hybrid models: 0 for their recurrent layers): the largest
+            v = max((int(x) for x in v), default=0)
         return int(v or 0)
 
     n_embd, n_head = key("embedding_length"), key("attention.head_count")

@@ -6,7 +6,7 @@ from pathlib import Path
 from .. import manifest
 from ..backends import Scorer
 from ..backends.isolated import ChildScorer
-from ..backends.transformers import VARIANTS
+from ..backends.transformers import VARIANTS, unavailable_reason
 from ..convert.models import plan_models
 from ..errors import UsageError
 from ..sources.gguf import read
@@ -40,6 +40,9 @@ def resolve(models: list[str], quants: list[str] | None, progress: bool, *, revi
     bad = [v for v in hf_variants or [] if v not in VARIANTS]
     if bad:
         raise UsageError(f"--hf {bad[0]!r} is not a transformers variant.", hint=f"Use some of: {', '.join(VARIANTS)}.")
+    for v in hf_variants or []:
+        if (why := unavailable_reason(v, "cpu")) is not None:
+            raise UsageError(f"--hf {v}: {why}.", hint="Leave that variant out of --hf.")
     # fp32 is scored whenever another variant is: it is the reference the others' KLD is measured against.
     variants = ["fp32", *[v for v in hf_variants or [] if v != "fp32"]]
     ggufs, checkpoints = plan_models(models, quants, progress, revision=revision, token=token)

@@ -155,7 +155,7 @@ def perplexity(models: list[ModelRef], text: str, source: str, *, reference: Mod
 def conversion_checks(rows: list[Row]) -> list[Check]:
     """F16/BF16/F32 GGUF vs the HF fp32 model it came from: perplexities must agree within 1%."""
     checks = []
-    hf = {r.model.name: r for r in rows if r.model.backend == "transformers"}
+    hf = {r.model.name: r for r in rows if r.model.backend == "transformers" and r.model.variant == "fp32"}
     for r in rows:
         base = hf.get(r.model.name)
         if base is None or r.model.variant not in ("F16", "BF16", "F32") or not base.ppl or not r.ppl:

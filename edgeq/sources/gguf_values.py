@@ -60,6 +60,8 @@ def non_finite_logits_error(path: str | Path, consequence: str) -> GGUFError:
         return GGUFError(f"{name} gives non-finite logits: its tensor {bad[0].name} holds {bad[0].count} NaN/Inf "
                          f"values, so {consequence}.",
                          hint="Convert it again with edgeq convert, which refuses non-finite weights.")
-    return GGUFError(f"{name} gives non-finite logits although its float weights are finite: llama.cpp's "
-                     f"computation overflowed, so {consequence}.",
-                     hint="Use the F32 or BF16 file (F16 activations overflow past ±65504), or a quantized one.")
+    f16 = any(t.type == "F16" and len(t.shape) >= 2 for t in read_header(path).tensors)
+    return GGUFError(f"{name} gives non-finite logits although its float tensors are finite (quantized ones are not "
+                     f"checked): llama.cpp's computation overflowed, so {consequence}.",
+                     hint="Use the F32 or BF16 file (F16 activations overflow past ±65504), or a quantized one." if f16
+                     else "Convert and quantize it again from the checkpoint; if that fails too, report it with the file.")

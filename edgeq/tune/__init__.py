@@ -28,7 +28,7 @@ from ..output import Progress
 from ..quants import parse_quant
 from ..sources.gguf import read as read_gguf
 from ..sources.gguf_header import read_header
-from .allocate import allocate, budget_bytes, for_kld, largest, mib, padded, smallest
+from .allocate import allocate, budget_bytes, check_budget, for_kld, largest, mib, padded, smallest
 from .probes import calibrate
 from .sensitivity import (
     _LOW_BIT,
@@ -85,10 +85,11 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
          threads: int | None = None, progress: bool = True, revision: str | None = None,
          token: str | None = None) -> TuneResult:
     """Write the GGUF of least predicted KLD within one budget, its recipe, and verify it against stock recipes."""
-    budgets = [b for b in (size, bpw, ram or device, max_kld) if b is not None]
+    budgets = [b for b in (size, bpw, ram, device, max_kld) if b is not None]
     if len(budgets) != 1:
         raise UsageError("tune needs exactly one budget.",
                          hint="Pass one of --size 450MiB, --bpw 5.0, --ram 8G (with --ctx) or --device NAME, --max-kld 0.02.")
+    check_budget(size, bpw, ram, device, max_kld)  # now, not after an hour of measuring
     allowed = set(parse_types(types))
     tc = find_toolchain()
     stages: dict[str, float] = {}
@@ -118,21 +119,26 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
         stages["probes"] = time.perf_counter() - t
 
         header = read_header(next(iter(per_type.values())))
+        # Per tensor, the types the allowed kinds gave it (a row that fits no K-quant got llama-quantize's fallback).
+        allowed_for: dict[str, set[str]] = {}
+        for kind in allowed:
+            for tt in read_header(per_type[kind]).tensors:
+                allowed_for.setdefault(tt.name, set()).add(tt.type)
         quantizable = {c.name for c in costs}
         fixed = sum(padded(t.shape, t.type, header.alignment) for t in header.tensors if t.name not in quantizable)
         head = header.data_offset_bytes + fixed
         n_params = sum(t.n_elements for t in header.tensors)
         limit, kind, asked = budget_bytes(size, bpw, ram, ctx, device, max_kld, n_params, f16)
-        lo = head + smallest(costs, cal, allowed, header.alignment)
-        hi = head + largest(costs, cal, allowed, header.alignment)
+        lo = head + smallest(costs, cal, allowed_for, header.alignment)
+        hi = head + largest(costs, cal, allowed_for, header.alignment)
         if max_kld is not None:
-            alloc = for_kld(costs, cal, float(max_kld), allowed, header.alignment, lo - head, hi - head)
+            alloc = for_kld(costs, cal, float(max_kld), allowed_for, header.alignment, lo - head, hi - head)
             limit = head + alloc.tensor_bytes  # the size the KLD asked for
         else:
             if limit < lo:
                 raise UsageError(f"a {mib(limit)} file is below the smallest this model can be with these "
                                  f"types ({mib(lo)}).", hint=f"Ask for at least {mib(lo)}, or allow smaller types.")
-            alloc = allocate(costs, cal, min(limit, hi) - head, allowed=allowed, alignment=header.alignment)
+            alloc = allocate(costs, cal, min(limit, hi) - head, allowed=allowed_for, alignment=header.alignment)
         predicted_size = head + alloc.tensor_bytes
         bpw_file = 8 * (predicted_size - header.data_offset_bytes) / n_params
         label = f"tuned-{bpw_file:.2f}bpw"
@@ -157,8 +163,8 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
         rows = verify(tc, f16, dst, imatrix, work, stem, stock, eval_text, eval_tokens, alloc, threads, progress,
                        info.file_size_bytes)
         stages["verification"] = time.perf_counter() - t
-    tuned = next(r for r in rows if r.tuned)
-    _record(out, dst, info, label, sha, kind, asked, limit, alloc.predicted_kld, imat_recipe, tuned.kld_mean)
+        tuned = next(r for r in rows if r.tuned)
+        _record(out, dst, info, label, sha, kind, asked, limit, alloc.predicted_kld, imat_recipe, tuned.kld_mean)
     shares: dict[str, float] = {}
     for tt in header.tensors:
         ty = alloc.types.get(tt.name, tt.type)

@@ -35,10 +35,17 @@ def padded(shape: list[int], ggml_type: str, alignment: int) -> int:
     return -(-b // alignment) * alignment
 
 
-def _options(c: TensorCost, cal: Calibration, allowed: set[str], alignment: int) -> list[tuple[int, float, str]]:
+Allowed = set[str] | dict[str, set[str]]  # one set for every tensor, or a set per tensor name
+
+
+def _options(c: TensorCost, cal: Calibration, allowed: Allowed, alignment: int) -> list[tuple[int, float, str]]:
     """(bytes, predicted KLD, type), cheapest first, dominated options dropped."""
     coef = cal.coefficients[c.group]
-    opts = sorted((padded(c.shape, t, alignment), coef * e, t) for t, e in c.errors.items() if t in allowed)
+    mine = allowed.get(c.name, set()) if isinstance(allowed, dict) else allowed
+    opts = sorted((padded(c.shape, t, alignment), coef * e, t) for t, e in c.errors.items() if t in mine)
+    if not opts:
+        raise UsageError(f"no allowed type was measured for {c.name}.",
+                         hint="Allow more --types (its rows may fit none of them).")
     kept: list[tuple[int, float, str]] = []
     for o in opts:  # more bytes must buy less error
         if not kept or o[1] < kept[-1][1]:
@@ -49,21 +56,19 @@ def _options(c: TensorCost, cal: Calibration, allowed: set[str], alignment: int)
     return kept
 
 
-def smallest(costs: list[TensorCost], cal: Calibration, allowed: set[str], alignment: int) -> int:
+def smallest(costs: list[TensorCost], cal: Calibration, allowed: Allowed, alignment: int) -> int:
     """Padded bytes of the smallest recipe the candidates allow."""
     return sum(_options(c, cal, allowed, alignment)[0][0] for c in costs)
 
 
-def largest(costs: list[TensorCost], cal: Calibration, allowed: set[str], alignment: int) -> int:
+def largest(costs: list[TensorCost], cal: Calibration, allowed: Allowed, alignment: int) -> int:
     return sum(_options(c, cal, allowed, alignment)[-1][0] for c in costs)
 
 
-def allocate(costs: list[TensorCost], cal: Calibration, budget: int, *, allowed: set[str], alignment: int) -> Allocation:
-    """The recipe of least predicted KLD whose tensors take at most ``budget`` padded bytes (None if none fits)."""
+def allocate(costs: list[TensorCost], cal: Calibration, budget: int, *, allowed: Allowed, alignment: int) -> Allocation:
+    """The recipe of least predicted KLD whose tensors take at most ``budget`` padded bytes (the smallest recipe
+    when even that is over: the caller refuses such budgets first)."""
     opts = {c.name: _options(c, cal, allowed, alignment) for c in costs}
-    if any(not o for o in opts.values()):
-        missing = next(n for n, o in opts.items() if not o)
-        raise ValueError(f"no candidate type was measured for {missing}")
 
     def choose(lam: float) -> dict[str, tuple[int, float, str]]:
         return {n: min(o, key=lambda x: (x[1] + lam * x[0], x[0])) for n, o in opts.items()}
@@ -103,6 +108,21 @@ def allocate(costs: list[TensorCost], cal: Calibration, budget: int, *, allowed:
                       cal.coefficients.get("floor", 0.0) + sum(x[1] for x in pick.values()))
 
 
+def check_budget(size: str | int | None, bpw: float | None, ram: str | None, device: str | None,
+                 max_kld: float | None) -> None:
+    """Refuse a malformed budget before any stage runs (the same parsers ``budget_bytes`` uses)."""
+    if isinstance(size, str):
+        parse_size(size)
+    if bpw is not None and not 1.0 <= bpw <= 16.0:
+        raise UsageError(f"--bpw {bpw}: expected bits per weight between 1 and 16.", hint="Example: --bpw 4.8")
+    if ram is not None:
+        parse_size(ram)
+    if device is not None:
+        named(device)
+    if max_kld is not None and not max_kld > 0:
+        raise UsageError(f"--max-kld {max_kld}: expected a KLD above 0.", hint="Example: --max-kld 0.02")
+
+
 def budget_bytes(size: str | int | None, bpw: float | None, ram: str | None, ctx: int, device: str | None,
                   max_kld: float | None, n_params: int, f16: Path) -> tuple[int, str, object]:
     if size is not None:
@@ -124,7 +144,7 @@ def budget_bytes(size: str | int | None, bpw: float | None, ram: str | None, ctx
     return avail - rest, "device" if device else "ram", device or ram
 
 
-def for_kld(costs: list[TensorCost], cal: Calibration, target: float, allowed: set[str], alignment: int,
+def for_kld(costs: list[TensorCost], cal: Calibration, target: float, allowed: Allowed, alignment: int,
              lo: int, hi: int) -> Allocation:
     """The smallest allocation whose predicted KLD meets ``target`` (bisection on the byte budget)."""
     best = allocate(costs, cal, hi, allowed=allowed, alignment=alignment)

@@ -18,7 +18,7 @@ from typing import Any
 from ..files import atomic_output
 from ..llamacpp.quantize import quantize
 from ..output import Progress
-from ..quants import parse_quant
+from ..quants import QUANT_TYPES, parse_quant
 from ..sources.gguf_header import read_header
 from .sensitivity import (
     GROUPS,
@@ -39,8 +39,10 @@ WIDE = "Q8_0"  # what the other groups keep in a probe
 
 
 def probe_types(allowed: set[str]) -> list[str]:
-    """Up to three allowed types, narrow to wide, to probe with (Q8_0 alone when nothing narrower is allowed)."""
-    mine = [t for t in PROBE_TYPES if t in allowed]
+    """Up to three allowed types, narrow to wide, to probe with: the preferred ones, else the allowed ones by bits
+    (a fit needs probes that move each group; Q8_0 alone moves none of them)."""
+    mine = [t for t in PROBE_TYPES if t in allowed] or sorted(
+        (t for t in allowed if t != WIDE), key=lambda t: QUANT_TYPES[ftype_for(t)].bits_per_weight)
     if len(mine) > MAX_PROBE_TYPES:  # spread: the narrowest, the widest, one between
         mine = [mine[0], mine[len(mine) // 2], mine[-1]]
     return mine

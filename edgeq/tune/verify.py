@@ -37,7 +37,7 @@ def verify(tc: Any, f16: Path, dst: Path, imatrix: Path, work: Path, stem: str, 
     for q in stock:
         path = _stock(tc, f16, imatrix, work, stem, q, threads)
         stock_files.append((q, path))
-    if stock and size > max(p.stat().st_size for _, p in stock_files):  # bracket it from above too
+    if stock and "Q6_K" not in stock and size > max(p.stat().st_size for _, p in stock_files):  # bracket from above
         stock_files.append(("Q6_K", _stock(tc, f16, imatrix, work, stem, "Q6_K", threads)))
     text, src = load_text(eval_text) if eval_text else default_text()
     ref = gguf_ref(f16)
@@ -72,9 +72,13 @@ def verdict(rows: list[Row]) -> str:
         b = min(bigger, key=lambda r: r.size_bytes)
         ratio = tk / b.kld_mean if b.kld_mean else float("nan")
         parts.append(f"{'beats' if tk < (b.kld_mean or 0) else 'does NOT beat'} {b.label} "
-                     f"({mib(b.size_bytes)}, KLD {b.kld_mean:.4g}): {ratio:.2f}× its KLD at "
+                     f"({mib(b.size_bytes)}, KLD {_g(b.kld_mean)}): {ratio:.2f}× its KLD at "
                      f"{tuned.size_bytes / b.size_bytes:.2f}× its size")
     if smaller:
         s = max(smaller, key=lambda r: r.size_bytes)
-        parts.append(f"{s.label} is smaller ({mib(s.size_bytes)}) with KLD {s.kld_mean:.4g}")
-    return f"The tuned file ({mib(tuned.size_bytes)}, KLD {tk:.4g}) " + "; ".join(parts) + "."
+        parts.append(f"{s.label} is smaller ({mib(s.size_bytes)}) with KLD {_g(s.kld_mean)}")
+    return f"The tuned file ({mib(tuned.size_bytes)}, KLD {_g(tuned.kld_mean)}) " + "; ".join(parts) + "."
+
+
+def _g(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
