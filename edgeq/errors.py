@@ -109,8 +109,8 @@ class ToolFailed(ToolchainError):
         self.tool = tool
         self.returncode = returncode
         self.tail = tail
-        last = tail.strip().splitlines()[-1] if tail.strip() else "no output"
-        super().__init__(f"{tool} failed (exit {returncode}): {last}", hint=hint)
+        self.last_line = tail.strip().splitlines()[-1].strip() if tail.strip() else "no output"
+        super().__init__(f"{tool} failed (exit {returncode}): {self.last_line}", hint=hint)
 
 
 class NativeCrash(EdgeqError):

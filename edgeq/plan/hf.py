@@ -55,14 +55,9 @@ def _from_converter(folder: Path, *, name: str, source: str, kind: str) -> Model
     try:
         header = converter_header(folder)
     except ToolFailed as e:
-        raise SourceError(f"the vendored converter cannot read {source}: {_last(e.tail)}",
+        raise SourceError(f"the vendored converter cannot read {source}: {e.last_line}",
                           hint="edgeq convert would fail the same way; see the converter's message.") from None
     return from_header(header, name=name, source=source, kind=kind)
-
-
-def _last(tail: str) -> str:
-    lines = [ln.strip() for ln in tail.strip().splitlines() if ln.strip()]
-    return lines[-1] if lines else "no output"
 
 
 def from_hub(src: Source, *, token: str | None = None, endpoint: str | None = None) -> ModelSpec:

@@ -21,14 +21,14 @@ from .. import manifest
 from ..convert import convert
 from ..convert.steps import calibration_text, ensure_imatrix, short_hash
 from ..errors import UsageError
-from ..files import atomic_output, folder_lock
+from ..files import atomic_output, folder_lock, sha256_file, write_json_atomic
 from ..llamacpp import find_toolchain, llama_cpp_version
 from ..llamacpp.quantize import quantize
-from ..output import Progress
+from ..output import Progress, human_bytes
 from ..quants import parse_quant
 from ..sources.gguf import read as read_gguf
 from ..sources.gguf_header import read_header
-from .allocate import allocate, budget_bytes, check_budget, for_kld, largest, mib, padded, smallest
+from .allocate import allocate, budget_bytes, check_budget, for_kld, largest, padded, smallest
 from .probes import calibrate
 from .sensitivity import (
     _LOW_BIT,
@@ -40,7 +40,6 @@ from .sensitivity import (
     load_json,
     parse_types,
     read_imatrix,
-    save_json,
     tensor_type_rules,
 )
 from .verify import Row, verdict, verify
@@ -103,7 +102,7 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
     calib = calibration_text(calibration)
     with folder_lock(out, doing="tunes"):
         t = time.perf_counter()
-        imat_recipe = short_hash(f"{mf.files[f16.name].sha256}|{_file_hash(calib)}|{imatrix_chunks}")
+        imat_recipe = short_hash(f"{mf.files[f16.name].sha256}|{sha256_file(calib)[:16]}|{imatrix_chunks}")
         imatrix = ensure_imatrix(tc, f16, calib, out, stem, imat_recipe, imatrix_chunks, threads, progress)
         stages["imatrix"] = time.perf_counter() - t
         work = out / "tune" / short_hash(f"{mf.files[f16.name].sha256}|{imat_recipe}|{llama_cpp_version(tc)}")
@@ -136,8 +135,8 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
             limit = head + alloc.tensor_bytes  # the size the KLD asked for
         else:
             if limit < lo:
-                raise UsageError(f"a {mib(limit)} file is below the smallest this model can be with these "
-                                 f"types ({mib(lo)}).", hint=f"Ask for at least {mib(lo)}, or allow smaller types.")
+                raise UsageError(f"a {human_bytes(limit)} file is below the smallest this model can be with these "
+                                 f"types ({human_bytes(lo)}).", hint=f"Ask for at least {human_bytes(lo)}, or allow smaller types.")
             alloc = allocate(costs, cal, min(limit, hi) - head, allowed=allowed_for, alignment=header.alignment)
         predicted_size = head + alloc.tensor_bytes
         bpw_file = 8 * (predicted_size - header.data_offset_bytes) / n_params
@@ -173,12 +172,8 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
                      sha, str(imatrix), info.file_size_bytes, predicted_size, info.bits_per_weight, alloc.predicted_kld,
                      tuned.kld_mean, {k: round(v, 4) for k, v in sorted(shares.items(), key=lambda x: -x[1])},
                      cal.to_dict(), rows, verdict(rows), {k: round(v, 1) for k, v in stages.items()}, replay)
-    save_json(out / f"{stem}-{label}.tune.json", res.to_dict())
+    write_json_atomic(out / f"{stem}-{label}.tune.json", res.to_dict())
     return res
-
-
-def _file_hash(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()[:16]
 
 
 def _per_type_files(tc: Any, f16: Path, imatrix: Path, work: Path, stem: str, kinds: list[str], threads: int | None,
@@ -208,7 +203,7 @@ def _costs(f16: Path, per_type: dict[str, Path], imatrix: Path, work: Path) -> l
     if missing:
         for c in collect(f16, missing, read_imatrix(imatrix)):
             costs.setdefault(c.name, TensorCost(c.name, c.group, c.shape)).errors.update(c.errors)
-        save_json(work / "errors.json", {"types": sorted(set(cached["types"]) | set(missing)),
+        write_json_atomic(work / "errors.json", {"types": sorted(set(cached["types"]) | set(missing)),
                                          "tensors": [asdict(c) for c in costs.values()]})
     return list(costs.values())
 

@@ -11,16 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError
+from ..output import human_bytes
 from ..plan import memory
 from ..plan.devices import generic, headroom_bytes, named, parse_size
 from ..plan.size import tensor_bytes
 from ..plan.source import from_gguf
 from ..sources.gguf_header import read_header
 from .sensitivity import Calibration, TensorCost
-
-
-def mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
 
 
 @dataclass
@@ -127,9 +124,7 @@ def budget_bytes(size: str | int | None, bpw: float | None, ram: str | None, ctx
                   max_kld: float | None, n_params: int, f16: Path) -> tuple[int, str, object]:
     if size is not None:
         return (size if isinstance(size, int) else parse_size(size)), "size", size
-    if bpw is not None:
-        if not 1.0 <= bpw <= 16.0:
-            raise UsageError(f"--bpw {bpw}: expected bits per weight between 1 and 16.", hint="Example: --bpw 4.8")
+    if bpw is not None:  # in range: check_budget saw it
         header = read_header(f16)
         return int(header.data_offset_bytes + bpw * n_params / 8), "bpw", bpw
     if max_kld is not None:
@@ -139,7 +134,7 @@ def budget_bytes(size: str | int | None, bpw: float | None, ram: str | None, ctx
     avail = dev.usable_ram_bytes - headroom_bytes(dev, None)
     rest = memory.estimate(spec, 0, ctx=ctx).total_bytes  # everything but the weights
     if avail - rest <= 0:
-        raise UsageError(f"{dev.name} has {mib(avail)} for edgeq's model, and the context alone takes {mib(rest)}.",
+        raise UsageError(f"{dev.name} has {human_bytes(avail)} for edgeq's model, and the context alone takes {human_bytes(rest)}.",
                          hint="Use a smaller --ctx or a bigger device.")
     return avail - rest, "device" if device else "ram", device or ram
 

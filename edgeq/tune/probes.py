@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_output
+from ..files import atomic_output, write_json_atomic
 from ..llamacpp.quantize import quantize
 from ..output import Progress
 from ..quants import QUANT_TYPES, parse_quant
@@ -28,7 +28,6 @@ from .sensitivity import (
     ftype_for,
     load_json,
     recipe_errors,
-    save_json,
     tensor_type_rules,
 )
 
@@ -87,7 +86,7 @@ def calibrate(tc: Any, f16: Path, imatrix: Path, per_type: dict[str, Path], cost
                 p.unlink(missing_ok=True)
         for n, r in zip(todo, res.rows[1:]):
             cached[keys[n]] = float(r.kld_mean) if r.kld_mean is not None else 0.0
-        save_json(cache_path, cached)
+        write_json_atomic(cache_path, cached)
     measured = {n: cached[keys[n]] for n in plans}
     return fit({n: recipe_errors(costs, r) for n, r in plans.items()}, measured)
 

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from ..files import write_json_atomic
 from ..quants import QUANT_TYPES
 from ..sources.gguf_header import read_header
 
@@ -203,10 +202,6 @@ def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             if res < best_res:
                 best, best_res = full, res
     return best
-
-
-def save_json(path: Path, data: object) -> None:
-    write_json_atomic(path, data)
 
 
 def load_json(path: Path) -> Any:

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from ..llamacpp.quantize import quantize
+from ..output import human_bytes
 from ..quants import parse_quant
 from ..sources.gguf import read as read_gguf
 from ..sources.texts import default_text
-from .allocate import Allocation, mib
+from .allocate import Allocation
 
 
 @dataclass
@@ -72,12 +73,12 @@ def verdict(rows: list[Row]) -> str:
         b = min(bigger, key=lambda r: r.size_bytes)
         ratio = tk / b.kld_mean if b.kld_mean else float("nan")
         parts.append(f"{'beats' if tk < (b.kld_mean or 0) else 'does NOT beat'} {b.label} "
-                     f"({mib(b.size_bytes)}, KLD {_g(b.kld_mean)}): {ratio:.2f}× its KLD at "
+                     f"({human_bytes(b.size_bytes)}, KLD {_g(b.kld_mean)}): {ratio:.2f}× its KLD at "
                      f"{tuned.size_bytes / b.size_bytes:.2f}× its size")
     if smaller:
         s = max(smaller, key=lambda r: r.size_bytes)
-        parts.append(f"{s.label} is smaller ({mib(s.size_bytes)}) with KLD {_g(s.kld_mean)}")
-    return f"The tuned file ({mib(tuned.size_bytes)}, KLD {_g(tuned.kld_mean)}) " + "; ".join(parts) + "."
+        parts.append(f"{s.label} is smaller ({human_bytes(s.size_bytes)}) with KLD {_g(s.kld_mean)}")
+    return f"The tuned file ({human_bytes(tuned.size_bytes)}, KLD {_g(tuned.kld_mean)}) " + "; ".join(parts) + "."
 
 
 def _g(x: float | None) -> str:
