@@ -29,6 +29,7 @@ from ..quants import parse_quant
 from ..sources.gguf import read as read_gguf
 from ..sources.gguf_header import read_header
 from .allocate import allocate, budget_bytes, check_budget, for_kld, largest, padded, smallest
+from .fisher import fisher_gguf, fisher_weights
 from .probes import calibrate
 from .sensitivity import (
     _LOW_BIT,
@@ -111,7 +112,10 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
         per_type = _per_type_files(tc, f16, imatrix, work, stem, sorted(allowed | {"Q8_0"}), threads, progress)
         stages["per-type quantizations"] = time.perf_counter() - t
         t = time.perf_counter()
-        costs = _costs(f16, per_type, imatrix, work)
+        fisher = fisher_gguf(Path(str(mf.source["path"])), calib, work, threads=threads, progress=progress)
+        stages["fisher"] = time.perf_counter() - t
+        t = time.perf_counter()
+        costs, weighting = _costs(f16, per_type, imatrix, fisher, work)
         stages["errors"] = time.perf_counter() - t
         t = time.perf_counter()
         cal = calibrate(tc, f16, imatrix, per_type, costs, calib, work, allowed, threads, progress)
@@ -171,7 +175,7 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
     res = TuneResult(SCHEMA, mf.source, {"kind": kind, "asked": asked, "bytes": limit}, str(dst), str(recipe_path),
                      sha, str(imatrix), info.file_size_bytes, predicted_size, info.bits_per_weight, alloc.predicted_kld,
                      tuned.kld_mean, {k: round(v, 4) for k, v in sorted(shares.items(), key=lambda x: -x[1])},
-                     cal.to_dict(), rows, verdict(rows), {k: round(v, 1) for k, v in stages.items()}, replay)
+                     {**cal.to_dict(), "weighting": weighting}, rows, verdict(rows), {k: round(v, 1) for k, v in stages.items()}, replay)
     write_json_atomic(out / f"{stem}-{label}.tune.json", res.to_dict())
     return res
 
@@ -194,18 +198,24 @@ def _per_type_files(tc: Any, f16: Path, imatrix: Path, work: Path, stem: str, ki
     return out
 
 
-def _costs(f16: Path, per_type: dict[str, Path], imatrix: Path, work: Path) -> list[TensorCost]:
-    """Every tensor's error in every per-type file, measured once per type (the cache grows with the types asked)."""
-    cached = load_json(work / "errors.json") or {"types": [], "tensors": []}
+def _costs(f16: Path, per_type: dict[str, Path], imatrix: Path, fisher: Path | None,
+           work: Path) -> tuple[list[TensorCost], str]:
+    """Every tensor's error in every per-type file, measured once per type (the cache grows with the types
+    asked), and what weighed it: ``fisher``, or ``imatrix`` where the Fisher diagonals do not cover the model."""
+    quantizable = {t.name for t in read_header(per_type["Q8_0"]).tensors if t.type not in ("F32", "F16", "BF16")}
+    weights = fisher_weights(fisher, quantizable)
+    weighting = "fisher" if weights is not None else "imatrix"
+    cache = work / f"errors-{weighting}.json"
+    cached = load_json(cache) or {"types": [], "tensors": []}
     # The group is not cached: it is a rule of this edgeq (group_of), not a measurement.
     costs = {c["name"]: TensorCost(**{**c, "group": group_of(c["name"])}) for c in cached["tensors"]}
     missing = {k: p for k, p in per_type.items() if k not in cached["types"]}
     if missing:
-        for c in collect(f16, missing, read_imatrix(imatrix)):
+        for c in collect(f16, missing, weights if weights is not None else read_imatrix(imatrix)):
             costs.setdefault(c.name, TensorCost(c.name, c.group, c.shape)).errors.update(c.errors)
-        write_json_atomic(work / "errors.json", {"types": sorted(set(cached["types"]) | set(missing)),
-                                         "tensors": [asdict(c) for c in costs.values()]})
-    return list(costs.values())
+        write_json_atomic(cache, {"types": sorted(set(cached["types"]) | set(missing)),
+                                  "tensors": [asdict(c) for c in costs.values()]})
+    return list(costs.values()), weighting
 
 
 def _record(out: Path, dst: Path, info: Any, label: str, sha: str, kind: str, asked: object, budget: int,

@@ -4,10 +4,12 @@
    and the importance matrix, so every tensor takes that type where its rows allow it (a tensor that cannot,
    falls back and is recorded under the type it really got).
 2. **Error per tensor and type.**  Each tensor is dequantized with gguf-py and compared with its F16 weights.
-   The error is the expected squared change of the tensor's output, ``Σ_rc (w - ŵ)² · E[x_c²]``, with the
-   per-column activation energy ``E[x_c²]`` from the importance matrix (the diagonal approximation
-   llama-quantize's own imatrix weighting makes).  The token embedding, which is looked up rather than
-   multiplied, gets the mean squared error of a row.
+   The error is ``Σ (w - ŵ)² · F``, ``F`` the tensor's Fisher diagonal (``fisher``): twice the KLD the change
+   would cost to second order, layer by layer, where it is amplified and where it is damped.  Where the
+   Fisher diagonals cannot be had (no safetensors, a tensor the transformers passes do not reach), every
+   tensor falls back to the importance matrix: ``Σ_rc (w - ŵ)² · E[x_c²]``, the expected squared change of
+   its output (the diagonal approximation llama-quantize's own imatrix weighting makes); the token
+   embedding, looked up rather than multiplied, then gets the mean squared error of a row.
 3. **Calibration to KLD.**  Each per-type file is also a probe: its KLD to the F16 file on the calibration text
    (never the evaluation text) is measured, and non-negative least squares finds, per tensor group (embeddings
    and output, attention's inputs and output, the feed-forward's inputs and output), how much KLD a unit of
@@ -103,8 +105,9 @@ class TensorCost:
     errors: dict[str, float] = field(default_factory=dict)
 
 
-def tensor_errors(f16: Path, quantized: Path, imatrix: dict[str, np.ndarray]) -> dict[str, tuple[str, float]]:
-    """{tensor: (type it got, error)} for every quantized tensor of ``quantized`` against ``f16``."""
+def tensor_errors(f16: Path, quantized: Path, weights: dict[str, np.ndarray]) -> dict[str, tuple[str, float]]:
+    """{tensor: (type it got, error)} for every quantized tensor of ``quantized`` against ``f16``: the squared
+    error weighted by the tensor's Fisher diagonal, or by its importance-matrix column energies."""
     import numpy as np
     from gguf import GGUFReader
     from gguf.quants import dequantize
@@ -118,8 +121,10 @@ def tensor_errors(f16: Path, quantized: Path, imatrix: dict[str, np.ndarray]) ->
         w = np.asarray(ref[t.name].data, dtype=np.float32)
         q = dequantize(t.data, t.tensor_type).astype(np.float32).reshape(w.shape)
         d2 = (w - q).astype(np.float64) ** 2
-        imp = imatrix.get(t.name)
-        if imp is not None and imp.shape[-1] == d2.shape[-1]:
+        imp = weights.get(t.name)
+        if imp is not None and imp.size == d2.size:  # a Fisher diagonal: one weight per weight
+            err = float((d2.reshape(-1) * imp.reshape(-1)).sum())
+        elif imp is not None and imp.shape[-1] == d2.shape[-1]:  # the importance matrix: one per input column
             err = float((d2.reshape(-1, d2.shape[-1]) * imp).sum())
         else:  # looked up, not multiplied: one row's error per token
             err = float(d2.sum() / max(1, d2.reshape(-1, d2.shape[-1]).shape[0]))
@@ -127,11 +132,11 @@ def tensor_errors(f16: Path, quantized: Path, imatrix: dict[str, np.ndarray]) ->
     return out
 
 
-def collect(f16: Path, per_type: dict[str, Path], imatrix: dict[str, np.ndarray]) -> list[TensorCost]:
+def collect(f16: Path, per_type: dict[str, Path], weights: dict[str, np.ndarray]) -> list[TensorCost]:
     """Every quantizable tensor of ``f16`` with the error of each type it took in the per-type files."""
     costs = {t.name: TensorCost(t.name, group_of(t.name), t.shape) for t in read_header(f16).tensors}
     for path in per_type.values():
-        for name, (kind, err) in tensor_errors(f16, path, imatrix).items():
+        for name, (kind, err) in tensor_errors(f16, path, weights).items():
             costs[name].errors.setdefault(kind, err)
     return [c for c in costs.values() if c.errors]
 
