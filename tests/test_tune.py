@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeq.errors import UsageError
-from edgeq.tune.allocate import allocate, padded, smallest
+from edgeq.tune.allocate import allocate, allowed_types, padded, smallest
 from edgeq.tune.sensitivity import Calibration, TensorCost, fit, parse_types
 
 TYPES = ("Q8_0", "Q6_K", "Q5_0", "Q4_K", "Q4_0", "Q3_K", "Q2_K")
@@ -23,6 +23,14 @@ def _costs(draw_errors: list[list[float]]) -> list[TensorCost]:
         group = ("attn_in", "ffn_in", "embeddings", "attn_out", "ffn_out")[i % 5]
         out.append(TensorCost(f"blk.{i}.w.weight", group, [256, 16 + 16 * (i % 4)], dict(zip(TYPES, sorted(errs)))))
     return out
+
+
+def test_a_fallback_outside_the_asked_types_is_kept_only_where_nothing_asked_fits():
+    # Q5_K's blocks of 256 do not fit rows of 576: llama-quantize writes Q5_1 there, which was not asked for.
+    got = {"Q5_K": {"narrow.weight": "Q5_1", "wide.weight": "Q5_K"}, "Q8_0": {"narrow.weight": "Q8_0", "wide.weight": "Q8_0"}}
+    assert allowed_types(got, {"Q5_K", "Q8_0"}) == {"narrow.weight": {"Q8_0"}, "wide.weight": {"Q5_K", "Q8_0"}}
+    only = {"Q5_K": got["Q5_K"]}
+    assert allowed_types(only, {"Q5_K"}) == {"narrow.weight": {"Q5_1"}, "wide.weight": {"Q5_K"}}
 
 
 @settings(max_examples=150, deadline=None)
@@ -114,6 +122,12 @@ def test_tune_writes_a_file_its_recipe_and_the_verification(tuned):
     entry = mf["options"]["tuned"][dst.name]
     assert entry["recipe_sha256"] == res["recipe_sha256"] and entry["measured_kld"] == rows["tuned"]["kld_mean"]
     assert entry["predicted_kld"] == res["predicted_kld"] and mf["files"][dst.name]["size_bytes"] == res["size_bytes"]
+    # The report edgeq report makes of the result: the table, tuned row marked, and the KLD-vs-size chart.
+    report = Path(res["report"])
+    text = report.read_text()
+    assert "## Tune: " + dst.name in text and "**tuned**" in text and "Q4_K_M (imatrix)" in text
+    charts = list(report.parent.glob("tune-kld-vs-size-*.png"))
+    assert len(charts) == 1 and charts[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and charts[0].name in text
 
 
 @pytest.mark.slow

@@ -141,7 +141,7 @@ def _print_placement(runs: list[RunResult]) -> None:
 @click.option("-o", "--outdir", default="report", show_default=True, type=click.Path(file_okay=False))
 @json_option
 def report(results: tuple[str, ...], outdir: str, as_json: bool) -> None:
-    """Write a Markdown report with PNG charts from RESULTS JSON files of `edgeq bench`, `eval` and `plan --json`."""
+    """Write a Markdown report with PNG charts from RESULTS JSON files of `edgeq bench`, `eval`, `tune` and `plan --json`."""
     out = write_report([Path(r) for r in results], Path(outdir))
     if as_json:
         print_json(out)

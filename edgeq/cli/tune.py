@@ -53,4 +53,5 @@ def tune(source: str | None, size: str | None, bpw: float | None, ram: str | Non
     echo(res.verdict)
     echo(f"file: {res.output} (predicted {res.predicted_size_bytes} bytes, written {res.size_bytes})")
     echo(f"recipe: {res.recipe} (sha256 {res.recipe_sha256[:16]}…); replay: {res.replay}")
+    echo(f"report and KLD-vs-size chart: {res.report}")
     echo("stages: " + ", ".join(f"{k} {v:.0f} s" for k, v in res.stages.items()))

@@ -43,7 +43,8 @@ def joined_rows(benches: list[dict[str, Any]], evals: list[dict[str, Any]]) -> d
     return by_model
 
 
-def _fmt(x: Any, spec: str) -> Any:
+def fmt(x: Any, spec: str) -> Any:
+    """``x`` formatted, or empty when it is missing."""
     return "" if x is None else format(x, spec)
 
 
@@ -56,11 +57,11 @@ def quality_section(benches: list[dict[str, Any]], evals: list[dict[str, Any]], 
             ["variant", "size MiB", "bits/weight", "tg tok/s", "pp tok/s", "peak RSS MiB", "PPL", "ΔPPL %", "mean KLD",
              "KLD p99", "top-1 %", "acc %", "acc_norm %"],
             [[("HF " if r["backend"] == "transformers" else "") + r["variant"],
-              _fmt(r.get("size_bytes") and r["size_bytes"] / 2**20, ".1f"), _fmt(r.get("bits_per_weight"), ".2f"),
-              _fmt(r.get("tg_tps"), ".1f"), _fmt(r.get("pp_tps"), ".1f"),
-              _fmt(r.get("peak_rss_bytes") and r["peak_rss_bytes"] / 2**20, ".0f"), _fmt(r.get("ppl"), ".3f"),
-              _fmt(r.get("delta_ppl_pct"), "+.2f"), _fmt(r.get("kld_mean"), ".3g"), _fmt(r.get("kld_p99"), ".3g"),
-              _fmt(r.get("top1_pct"), ".1f"), _fmt(r.get("acc"), ".1f"), _fmt(r.get("acc_norm"), ".1f")] for r in rows]))
+              fmt(r.get("size_bytes") and r["size_bytes"] / 2**20, ".1f"), fmt(r.get("bits_per_weight"), ".2f"),
+              fmt(r.get("tg_tps"), ".1f"), fmt(r.get("pp_tps"), ".1f"),
+              fmt(r.get("peak_rss_bytes") and r["peak_rss_bytes"] / 2**20, ".0f"), fmt(r.get("ppl"), ".3f"),
+              fmt(r.get("delta_ppl_pct"), "+.2f"), fmt(r.get("kld_mean"), ".3g"), fmt(r.get("kld_p99"), ".3g"),
+              fmt(r.get("top1_pct"), ".1f"), fmt(r.get("acc"), ".1f"), fmt(r.get("acc_norm"), ".1f")] for r in rows]))
         chart = _quality_chart(model, rows, outdir)
         if chart:
             made.append(chart)

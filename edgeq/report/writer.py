@@ -10,6 +10,7 @@ from typing import Any
 from ..files import atomic_output, ensure_folder, read_results, schema_of
 from .quality import quality_section
 from .tables import first_prompt_batch1, label, markdown_table
+from .tune import tune_section
 
 PUBLISHED = "published-results.json"
 
@@ -177,6 +178,7 @@ def write_report(paths: list[Path], outdir: Path) -> ReportResult:
     """Write ``outdir/report.md`` and its charts; return their paths."""
     paths, plans = _split(paths, "plan")
     paths, evals = _split(paths, "eval")
+    paths, tunes = _split(paths, "tune")
     results = load_results(paths)
     ensure_folder(outdir)
     md = ["# edgeq bench report"]
@@ -217,6 +219,10 @@ def write_report(paths: list[Path], outdir: Path) -> ReportResult:
         md.append(section)
         made += quality_charts
     md += [_plan_section(p) for p in plans]
+    for t in tunes:
+        section, tune_charts = tune_section(t, outdir)
+        md.append(section)
+        made += tune_charts
     if results:
         md.append(_published_section(results))
     path = outdir / "report.md"

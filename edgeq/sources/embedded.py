@@ -57,7 +57,8 @@ def ensure_embedded_model(models_dir: Path | None = None) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{NAME}."))
     try:
-        _materialise(packaged_gguf(), tmp)
+        dequantize_to_checkpoint(packaged_gguf(), tmp)
+        restore_digit_split(tmp / "tokenizer.json")
         if dest.exists():
             shutil.rmtree(dest)
         tmp.rename(dest)
@@ -66,7 +67,8 @@ def ensure_embedded_model(models_dir: Path | None = None) -> Path:
     return dest.resolve()
 
 
-def _materialise(gguf: Path, out: Path) -> None:
+def dequantize_to_checkpoint(gguf: Path, out: Path) -> None:
+    """Write the float32 HF checkpoint (safetensors, config, tokenizer) transformers reads out of ``gguf``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -78,7 +80,6 @@ def _materialise(gguf: Path, out: Path) -> None:
         del model.config.quantization_config
     model.save_pretrained(out)
     tok.save_pretrained(out)
-    restore_digit_split(out / "tokenizer.json")
 
 
 def restore_digit_split(tokenizer_json: Path) -> None:

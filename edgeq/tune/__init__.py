@@ -26,9 +26,10 @@ from ..llamacpp import find_toolchain, llama_cpp_version
 from ..llamacpp.quantize import quantize
 from ..output import Progress, human_bytes
 from ..quants import parse_quant
+from ..report import write_report
 from ..sources.gguf import read as read_gguf
 from ..sources.gguf_header import read_header
-from .allocate import allocate, budget_bytes, check_budget, for_kld, largest, padded, smallest
+from .allocate import allocate, allowed_types, budget_bytes, check_budget, for_kld, largest, padded, smallest
 from .fisher import fisher_gguf, fisher_weights
 from .probes import calibrate
 from .sensitivity import (
@@ -72,6 +73,7 @@ class TuneResult:
     verdict: str = ""
     stages: dict[str, float] = field(default_factory=dict)
     replay: str = ""  # the plain llama-quantize command that makes the same file
+    report: str = ""  # ``edgeq report``'s Markdown of this result, with its KLD-vs-size chart
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -122,11 +124,8 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
         stages["probes"] = time.perf_counter() - t
 
         header = read_header(next(iter(per_type.values())))
-        # Per tensor, the types the allowed kinds gave it (a row that fits no K-quant got llama-quantize's fallback).
-        allowed_for: dict[str, set[str]] = {}
-        for kind in allowed:
-            for tt in read_header(per_type[kind]).tensors:
-                allowed_for.setdefault(tt.name, set()).add(tt.type)
+        allowed_for = allowed_types({k: {t.name: t.type for t in read_header(per_type[k]).tensors} for k in allowed},
+                                    allowed)
         quantizable = {c.name for c in costs}
         fixed = sum(padded(t.shape, t.type, header.alignment) for t in header.tensors if t.name not in quantizable)
         head = header.data_offset_bytes + fixed
@@ -176,7 +175,10 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
                      sha, str(imatrix), info.file_size_bytes, predicted_size, info.bits_per_weight, alloc.predicted_kld,
                      tuned.kld_mean, {k: round(v, 4) for k, v in sorted(shares.items(), key=lambda x: -x[1])},
                      {**cal.to_dict(), "weighting": weighting}, rows, verdict(rows), {k: round(v, 1) for k, v in stages.items()}, replay)
-    write_json_atomic(out / f"{stem}-{label}.tune.json", res.to_dict())
+    result_path = out / f"{stem}-{label}.tune.json"
+    res.report = str(out / f"{stem}-{label}.report" / "report.md")
+    write_json_atomic(result_path, res.to_dict())
+    write_report([result_path], Path(res.report).parent)
     return res
 
 

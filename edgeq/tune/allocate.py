@@ -35,6 +35,19 @@ def padded(shape: list[int], ggml_type: str, alignment: int) -> int:
 Allowed = set[str] | dict[str, set[str]]  # one set for every tensor, or a set per tensor name
 
 
+def allowed_types(got: dict[str, dict[str, str]], allowed: set[str]) -> dict[str, set[str]]:
+    """Per tensor, the types it may take, from ``got`` ({kind: {tensor: the type its --pure file gave it}}).
+
+    A tensor whose rows fit no block of a kind gets llama-quantize's fallback (Q5_K → Q5_1 on rows of 576,
+    say).  ``allowed`` names the types the file may hold, so such a fallback stays only where no allowed type
+    fits the tensor at all (then it is what llama-quantize writes whatever one asks)."""
+    out: dict[str, set[str]] = {}
+    for types in got.values():
+        for name, t in types.items():
+            out.setdefault(name, set()).add(t)
+    return {n: (ts & allowed) or ts for n, ts in out.items()}
+
+
 def _options(c: TensorCost, cal: Calibration, allowed: Allowed, alignment: int) -> list[tuple[int, float, str]]:
     """(bytes, predicted KLD, type), cheapest first, dominated options dropped."""
     coef = cal.coefficients[c.group]

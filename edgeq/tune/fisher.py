@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..files import atomic_output
+from ..output import Progress
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,7 +52,7 @@ def fisher_gguf(folder: Path, calib: Path, work: Path, *, tokens: int = FISHER_T
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     try:
-        _write_checkpoint(folder, weights, calib, stage, tokens, threads)
+        _write_checkpoint(folder, weights, calib, stage, tokens, threads, progress)
         from ..convert import convert  # here: convert is the verb next door, and it loads its own world
 
         res = convert(str(stage), quants=["F32"], outtype="f32", outdir=work / "fisher-gguf", name="fisher",
@@ -84,7 +86,7 @@ def fisher_weights(path: Path | None, names: set[str]) -> dict[str, np.ndarray] 
 
 
 def _write_checkpoint(folder: Path, weights: list[Path], calib: Path, stage: Path, tokens: int,
-                      threads: int | None) -> None:
+                      threads: int | None, progress: bool) -> None:
     """``stage``: the checkpoint's small files, and one safetensors file of Fisher diagonals under its names."""
     import torch
     from safetensors import safe_open
@@ -96,7 +98,8 @@ def _write_checkpoint(folder: Path, weights: list[Path], calib: Path, stage: Pat
     tok = AutoTokenizer.from_pretrained(folder)
     ids = tok(calib.read_text(encoding="utf-8"), add_special_tokens=False, return_tensors="pt").input_ids[0]
     ids = ids[: max(CTX, tokens // CTX * CTX)]
-    diag, seen = _diagonals(model, ids, torch)
+    with Progress("  fisher", len(ids) // CTX * DRAWS, progress, unit="pass") as bar:
+        diag, seen = _diagonals(model, ids, torch, on_pass=bar.update_to)
     params = dict(model.state_dict(keep_vars=True))
     out: dict[str, Any] = {}
     for path in weights:
@@ -115,7 +118,8 @@ def _write_checkpoint(folder: Path, weights: list[Path], calib: Path, stage: Pat
     save_file(out, str(stage / "model.safetensors"), metadata={"format": "pt"})
 
 
-def _diagonals(model: Any, ids: Any, torch: Any, draws: int = DRAWS) -> tuple[dict[int, Any], int]:
+def _diagonals(model: Any, ids: Any, torch: Any, draws: int = DRAWS,
+               on_pass: Callable[[int], None] | None = None) -> tuple[dict[int, Any], int]:
     """{id(weight): Σ (∂ log p(ŷ) / ∂w)²} over every window of ``ids`` and ``draws`` label draws per window, for
     every weight of two or more dimensions; and the number of tokens that sum stands for (windows × draws × CTX).
 
@@ -140,5 +144,7 @@ def _diagonals(model: Any, ids: Any, torch: Any, draws: int = DRAWS) -> tuple[di
                 if p.grad is not None:
                     diag[id(p)].add_(p.grad.float().square())
             samples += 1
+            if on_pass:
+                on_pass(samples)
     model.zero_grad(set_to_none=True)
     return diag, max(samples * CTX, 1)
