@@ -216,3 +216,24 @@ def read_header(path: str | Path) -> GGUFHeader:
             raise GGUFError(f"{p} is not a readable GGUF file ({type(e).__name__}: {e}); it may be truncated "
                             "or corrupt.", hint="Re-download or re-convert it.") from e
         return GGUFHeader(str(p), r.size, data_offset, align, meta, lengths, tensors, version, keys)
+
+
+def tensor_arrays(path: str | Path) -> dict[str, tuple[TensorEntry, Any]]:
+    """{name: (entry, data)} of every tensor, memory-mapped, laid out as gguf-py's reader gives it (float types
+    as floats in numpy order, quantized ones as uint8 rows for ``gguf.quants.dequantize``), without gguf-py's
+    reader: it parses every vocabulary string into numpy views, seconds per file."""
+    import numpy as np
+
+    h = read_header(path)
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    floats: dict[str, Any] = {"F32": np.float32, "F16": np.float16, "F64": np.float64}  # BF16: no numpy type
+    out = {}
+    for t in h.tensors:
+        raw = data[h.data_offset_bytes + t.offset: h.data_offset_bytes + t.offset + t.n_bytes]
+        rows = t.shape[1:][::-1]
+        if t.type in floats:
+            arr = raw.view(floats[t.type]).reshape(*rows, t.shape[0])
+        else:
+            arr = raw.reshape(*rows, t.n_bytes // max(1, math.prod(rows)))
+        out[t.name] = (t, arr)
+    return out

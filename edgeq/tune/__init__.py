@@ -12,6 +12,7 @@ file, and its verification on the evaluation text next to the stock recipes arou
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from ..report import write_report
 from ..sources.gguf import read as read_gguf
 from ..sources.gguf_header import read_header
 from .allocate import allocate, allowed_types, budget_bytes, check_budget, for_kld, largest, padded, smallest
-from .fisher import fisher_gguf, fisher_weights
+from .fisher import fisher_complete, fisher_gguf
 from .probes import calibrate
 from .sensitivity import (
     _LOW_BIT,
@@ -41,7 +42,6 @@ from .sensitivity import (
     group_of,
     load_json,
     parse_types,
-    read_imatrix,
     tensor_type_rules,
 )
 from .verify import Row, verdict, verify
@@ -117,7 +117,7 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
         fisher = fisher_gguf(Path(str(mf.source["path"])), calib, work, threads=threads, progress=progress)
         stages["fisher"] = time.perf_counter() - t
         t = time.perf_counter()
-        costs, weighting = _costs(f16, per_type, imatrix, fisher, work)
+        costs, weighting = _costs(f16, per_type, imatrix, fisher, work, threads, progress)
         stages["errors"] = time.perf_counter() - t
         t = time.perf_counter()
         cal = calibrate(tc, f16, imatrix, per_type, costs, calib, work, allowed, threads, progress)
@@ -200,20 +200,21 @@ def _per_type_files(tc: Any, f16: Path, imatrix: Path, work: Path, stem: str, ki
     return out
 
 
-def _costs(f16: Path, per_type: dict[str, Path], imatrix: Path, fisher: Path | None,
-           work: Path) -> tuple[list[TensorCost], str]:
+def _costs(f16: Path, per_type: dict[str, Path], imatrix: Path, fisher: Path | None, work: Path,
+           threads: int | None, progress: bool) -> tuple[list[TensorCost], str]:
     """Every tensor's error in every per-type file, measured once per type (the cache grows with the types
     asked), and what weighed it: ``fisher``, or ``imatrix`` where the Fisher diagonals do not cover the model."""
     quantizable = {t.name for t in read_header(per_type["Q8_0"]).tensors if t.type not in ("F32", "F16", "BF16")}
-    weights = fisher_weights(fisher, quantizable)
-    weighting = "fisher" if weights is not None else "imatrix"
+    use_fisher = fisher is not None and fisher_complete(fisher, quantizable)
+    weighting = "fisher" if use_fisher else "imatrix"
     cache = work / f"errors-{weighting}.json"
     cached = load_json(cache) or {"types": [], "tensors": []}
     # The group is not cached: it is a rule of this edgeq (group_of), not a measurement.
     costs = {c["name"]: TensorCost(**{**c, "group": group_of(c["name"])}) for c in cached["tensors"]}
     missing = {k: p for k, p in per_type.items() if k not in cached["types"]}
     if missing:
-        for c in collect(f16, missing, weights if weights is not None else read_imatrix(imatrix)):
+        weights = fisher if use_fisher and fisher is not None else imatrix
+        for c in collect(f16, missing, weighting, weights, workers=threads or os.cpu_count() or 1, progress=progress):
             costs.setdefault(c.name, TensorCost(c.name, c.group, c.shape)).errors.update(c.errors)
         write_json_atomic(cache, {"types": sorted(set(cached["types"]) | set(missing)),
                                   "tensors": [asdict(c) for c in costs.values()]})

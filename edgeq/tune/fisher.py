@@ -14,7 +14,7 @@ per draw.
 The diagonals are written as a checkpoint beside the real one (same names and shapes) and converted by the
 vendored converter, so they come out under the GGUF's names and in its layout (permuted Q/K rows, merged
 experts and all) with no name table of edgeq's.  A checkpoint tensor with no weight of the same name and shape
-in the transformers model (experts it fuses into one matrix, say) is written as -1; ``fisher_weights`` then gives nothing, and the caller falls
+in the transformers model (experts it fuses into one matrix, say) is written as -1; ``fisher_complete`` then says no, and the caller falls
 back to the importance matrix for every tensor, so one model never mixes the two units.
 """
 from __future__ import annotations
@@ -66,23 +66,19 @@ def fisher_gguf(folder: Path, calib: Path, work: Path, *, tokens: int = FISHER_T
     return dst
 
 
-def fisher_weights(path: Path | None, names: set[str]) -> dict[str, np.ndarray] | None:
-    """{tensor: its Fisher diagonal, in the GGUF's shape} for ``names``, or None if any of them was not reached."""
+def fisher_complete(path: Path | None, names: set[str]) -> bool:
+    """Whether the Fisher GGUF at ``path`` has a diagonal for each of ``names`` (none written as -1)."""
     if path is None:
-        return None
-    import numpy as np
-    from gguf import GGUFReader
+        return False
+    got = read_fisher(path)
+    return names <= set(got) and all(not got[n].size or float(got[n].reshape(-1)[0]) >= 0 for n in names)
 
-    got = {t.name: t for t in GGUFReader(path).tensors if t.name in names}
-    if set(got) != names:
-        return None
-    out = {}
-    for name, t in got.items():
-        a = np.asarray(t.data, dtype=np.float32)
-        if a.size and float(a.reshape(-1)[0]) < 0:
-            return None
-        out[name] = a
-    return out
+
+def read_fisher(path: Path) -> dict[str, np.ndarray]:
+    """{tensor: its Fisher diagonal, in the GGUF's shape}, memory-mapped."""
+    from ..sources.gguf_header import tensor_arrays
+
+    return {name: data for name, (t, data) in tensor_arrays(path).items() if t.type == "F32"}
 
 
 def _write_checkpoint(folder: Path, weights: list[Path], calib: Path, stage: Path, tokens: int,

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 from ..quants import QUANT_TYPES
-from ..sources.gguf_header import read_header
+from ..sources.gguf_header import read_header, tensor_arrays
 
 if TYPE_CHECKING:
     import numpy as np
@@ -105,38 +105,58 @@ class TensorCost:
     errors: dict[str, float] = field(default_factory=dict)
 
 
-def tensor_errors(f16: Path, quantized: Path, weights: dict[str, np.ndarray]) -> dict[str, tuple[str, float]]:
+def tensor_errors(f16: Path, quantized: Path, weighting: str, weights: Path) -> dict[str, tuple[str, float]]:
     """{tensor: (type it got, error)} for every quantized tensor of ``quantized`` against ``f16``: the squared
-    error weighted by the tensor's Fisher diagonal, or by its importance-matrix column energies."""
+    error weighted by the tensor's Fisher diagonal (``weighting`` "fisher", ``weights`` the fisher GGUF), or by
+    its importance-matrix column energies ("imatrix", the imatrix GGUF), each read from disk (memory-mapped)."""
     import numpy as np
-    from gguf import GGUFReader
+    from gguf.constants import GGMLQuantizationType
     from gguf.quants import dequantize
 
-    ref = {t.name: t for t in GGUFReader(f16).tensors}
+    from .fisher import read_fisher
+
+    table = read_fisher(weights) if weighting == "fisher" else read_imatrix(weights)
+    ref = tensor_arrays(f16)
     out: dict[str, tuple[str, float]] = {}
-    for t in GGUFReader(quantized).tensors:
-        kind = t.tensor_type.name
-        if kind in ("F32", "F16", "BF16") or t.name not in ref:
+    for name, (t, data) in tensor_arrays(quantized).items():
+        kind = t.type
+        if kind in ("F32", "F16", "BF16") or name not in ref:
             continue
-        w = np.asarray(ref[t.name].data, dtype=np.float32)
-        q = dequantize(t.data, t.tensor_type).astype(np.float32).reshape(w.shape)
-        d2 = (w - q).astype(np.float64) ** 2
-        imp = weights.get(t.name)
-        if imp is not None and imp.size == d2.size:  # a Fisher diagonal: one weight per weight
-            err = float((d2.reshape(-1) * imp.reshape(-1)).sum())
-        elif imp is not None and imp.shape[-1] == d2.shape[-1]:  # the importance matrix: one per input column
-            err = float((d2.reshape(-1, d2.shape[-1]) * imp).sum())
+        w = np.asarray(ref[name][1], dtype=np.float32)
+        d: Any = dequantize(data, GGMLQuantizationType[kind]).astype(np.float32).reshape(w.shape)
+        d -= w
+        d *= d  # float32 squares, summed in float64 below: half the memory of float64 throughout
+        imp = table.get(name)
+        if imp is not None and imp.size == d.size:  # a Fisher diagonal: one weight per weight
+            err = float((d.reshape(imp.shape) * imp).sum(dtype=np.float64))
+        elif imp is not None and imp.shape[-1] == d.shape[-1]:  # the importance matrix: one per input column
+            err = float((d.reshape(-1, d.shape[-1]) * imp.astype(np.float32)).sum(dtype=np.float64))
         else:  # looked up, not multiplied: one row's error per token
-            err = float(d2.sum() / max(1, d2.reshape(-1, d2.shape[-1]).shape[0]))
-        out[t.name] = (kind, err)
+            err = float(d.sum(dtype=np.float64) / max(1, d.reshape(-1, d.shape[-1]).shape[0]))
+        out[name] = (kind, err)
     return out
 
 
-def collect(f16: Path, per_type: dict[str, Path], weights: dict[str, np.ndarray]) -> list[TensorCost]:
-    """Every quantizable tensor of ``f16`` with the error of each type it took in the per-type files."""
+def collect(f16: Path, per_type: dict[str, Path], weighting: str, weights: Path, *, workers: int = 1,
+            progress: bool = False) -> list[TensorCost]:
+    """Every quantizable tensor of ``f16`` with the error of each type it took in the per-type files, the files
+    measured ``workers`` at a time (threads: numpy lets go of the GIL on arrays this large, and a process pool
+    would re-run the caller's main module, which a user's script calling ``edgeq.tune`` may not guard)."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from ..output import Progress
+
     costs = {t.name: TensorCost(t.name, group_of(t.name), t.shape) for t in read_header(f16).tensors}
-    for path in per_type.values():
-        for name, (kind, err) in tensor_errors(f16, path, weights).items():
+    kinds = sorted(per_type)
+    found: dict[str, dict[str, tuple[str, float]]] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(kinds)))) as pool, \
+            Progress("  errors", len(kinds), progress, unit="type") as bar:
+        jobs = {pool.submit(tensor_errors, f16, per_type[k], weighting, weights): k for k in kinds}
+        for i, job in enumerate(as_completed(jobs)):
+            found[jobs[job]] = job.result()
+            bar.update_to(i + 1)
+    for k in kinds:  # in a fixed order: a tensor that fell back records its real type from the first kind
+        for name, (kind, err) in found[k].items():
             costs[name].errors.setdefault(kind, err)
     return [c for c in costs.values() if c.errors]
 
