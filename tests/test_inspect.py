@@ -119,3 +119,31 @@ def test_fast_reader_agrees_on_every_converted_type(embedded_outputs):
 
     for f in embedded_outputs:
         assert asdict(read(f)) == reference_read(f), f.name
+
+
+def test_tensor_arrays_give_what_gguf_pys_reader_gives(tmp_path):
+    import gguf
+    import numpy as np
+    from gguf.quants import quantize
+
+    from edgeq.sources.gguf_header import tensor_arrays
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "t.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_array("tokenizer.ggml.tokens", [f"t{i}" for i in range(3000)])  # the part gguf-py parses slowly
+    w.add_tensor("a.weight", rng.standard_normal((3, 64)).astype(np.float16))
+    w.add_tensor("b.weight", rng.standard_normal((2, 4, 32)).astype(np.float32))
+    q = quantize(rng.standard_normal((5, 64)).astype(np.float32), gguf.GGMLQuantizationType.Q8_0)
+    w.add_tensor("c.weight", q, raw_shape=q.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    ours = tensor_arrays(path)
+    theirs = {t.name: t for t in gguf.GGUFReader(path).tensors}
+    assert set(ours) == set(theirs)
+    for name, (entry, data) in ours.items():
+        assert entry.type == theirs[name].tensor_type.name
+        assert data.dtype == theirs[name].data.dtype and data.shape == theirs[name].data.shape, name
+        assert np.array_equal(data, theirs[name].data), name

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgeq.convert.steps import calibration_text
-from edgeq.tune.fisher import CTX, _diagonals, fisher_gguf, fisher_weights
+from edgeq.tune.fisher import CTX, _diagonals, fisher_complete, fisher_gguf, read_fisher
 
 
 def _model_and_ids(folder: Path, n: int):
@@ -55,8 +55,9 @@ def test_the_diagonals_come_out_under_the_gguf_names_in_its_shapes(tiny_llama, t
     assert path is not None and path.name == f"fisher-{CTX}.gguf"
     f16 = Path(convert(str(tiny_llama), quants=["F16"], outdir=tmp_path / "f16", progress=False).outputs[0].path)
     weights = {t.name: t for t in GGUFReader(f16).tensors if len(t.shape) > 1}
-    got = fisher_weights(path, set(weights))
-    assert got is not None and set(got) == set(weights)
+    assert fisher_complete(path, set(weights))
+    got = read_fisher(path)
+    assert set(weights) <= set(got)
     for name, t in weights.items():
         assert got[name].shape == np.asarray(t.data).shape, name
         assert (got[name] >= 0).all() and got[name].sum() > 0, name
@@ -66,7 +67,7 @@ def test_the_diagonals_come_out_under_the_gguf_names_in_its_shapes(tiny_llama, t
     assert path.stat().st_mtime_ns == stamp
 
 
-def test_a_tensor_the_passes_did_not_reach_means_no_fisher_weights_at_all(tmp_path):
+def test_a_tensor_the_passes_did_not_reach_means_no_fisher_weighting_at_all(tmp_path):
     import gguf
 
     path = tmp_path / "fisher.gguf"
@@ -77,7 +78,8 @@ def test_a_tensor_the_passes_did_not_reach_means_no_fisher_weights_at_all(tmp_pa
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    assert fisher_weights(path, {"blk.0.ffn_up.weight"}) is not None
-    assert fisher_weights(path, {"blk.0.ffn_up.weight", "blk.0.ffn_exps.weight"}) is None
-    assert fisher_weights(path, {"blk.0.ffn_up.weight", "blk.0.absent.weight"}) is None
-    assert fisher_weights(None, {"blk.0.ffn_up.weight"}) is None
+    assert fisher_complete(path, {"blk.0.ffn_up.weight"})
+    assert read_fisher(path)["blk.0.ffn_exps.weight"].shape == (2, 4, 32)
+    assert not fisher_complete(path, {"blk.0.ffn_up.weight", "blk.0.ffn_exps.weight"})
+    assert not fisher_complete(path, {"blk.0.ffn_up.weight", "blk.0.absent.weight"})
+    assert not fisher_complete(None, {"blk.0.ffn_up.weight"})
