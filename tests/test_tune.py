@@ -206,3 +206,33 @@ def test_probe_types_spread_over_what_is_allowed():
 
     assert probe_types({"Q4_0", "Q8_0", "Q4_K", "Q3_K", "Q6_K"}) == ["Q3_K", "Q4_K", "Q6_K"]
     assert probe_types({"Q2_K", "IQ3_S", "Q8_0"}) == ["Q2_K", "IQ3_S"]  # none preferred: the allowed ones, by bits
+
+
+@pytest.mark.slow
+def test_per_type_files_leave_fallbacks_to_their_own_file_and_say_so(embedded_checkpoint, tmp_path):
+    import numpy as np
+    from conftest import make_tiny_checkpoint
+
+    from edgeq.convert import convert
+    from edgeq.convert.steps import calibration_text, ensure_imatrix
+    from edgeq.llamacpp import find_toolchain
+    from edgeq.llamacpp.quantize import quantize
+    from edgeq.quants import parse_quant
+    from edgeq.sources.gguf_header import tensor_arrays
+    from edgeq.tune import pertype
+
+    # Rows of 320 fit no 256-block: Q4_K falls back to Q5_0 there; ffn_down's rows of 512 take Q4_K.
+    ck = make_tiny_checkpoint(tmp_path / "ck", embedded_checkpoint, hidden=320, ffn=512)
+    tc = find_toolchain()
+    f16 = Path(convert(str(ck), quants=["F16"], outdir=tmp_path / "out", progress=False).outputs[0].path)
+    imatrix = ensure_imatrix(tc, f16, calibration_text(None), tmp_path / "out", "tiny", "r", 2, None, False)
+    files = pertype.make(tc, f16, imatrix, tmp_path / "w", "tiny", ["Q4_K", "Q5_0", "Q8_0"], None, False)
+    full = tmp_path / "full-Q4_K.gguf"  # what plain llama-quantize writes for the whole file
+    quantize(tc, f16, full, parse_quant("Q4_K_M"), extra_args=["--pure", "--imatrix", str(imatrix)])
+    whole, made = tensor_arrays(full), tensor_arrays(files["Q4_K"])
+    assert pertype.types_of(files["Q4_K"]) == {n: e.type for n, (e, _) in whole.items()}
+    left = {n for n, (e, _) in made.items() if e.type != whole[n][0].type}
+    assert left and all(whole[n][0].type == "Q5_0" and made[n][0].type == "Q8_0" for n in left)
+    own = tensor_arrays(files["Q5_0"])
+    for n, (_, data) in whole.items():  # every tensor's bytes are in one of the files, as llama-quantize made them
+        assert np.array_equal(data, (own if n in left else made)[n][1]), n

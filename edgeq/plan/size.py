@@ -179,7 +179,8 @@ def _mix(st: _State, new: str, ncols: int, ftype: str, cat: str, layer: int) -> 
     return new
 
 
-def _fallback(new: str, ncols: int) -> str:
+def fallback_type(new: str, ncols: int) -> str:
+    """The type llama-quantize writes for `new` asked of a tensor with rows of `ncols` (its fallback, or F16)."""
     if ncols % block_and_bytes(new)[0] == 0:
         return new
     out = FALLBACK.get(new, new)
@@ -213,7 +214,7 @@ def tensor_types(spec: ModelSpec, quant: str) -> list[str]:
         if not allows_quantization(t):
             out[i] = t.base_type
             continue
-        out[i] = _fallback(_mix(st, DEFAULT_TYPE[q], t.shape[0], q, cats[i], _layer(t.name)), t.shape[0])
+        out[i] = fallback_type(_mix(st, DEFAULT_TYPE[q], t.shape[0], q, cats[i], _layer(t.name)), t.shape[0])
     return out
 
 

@@ -30,11 +30,11 @@ from ..quants import parse_quant
 from ..report import write_report
 from ..sources.gguf import read as read_gguf
 from ..sources.gguf_header import read_header
+from . import pertype
 from .allocate import allocate, allowed_types, budget_bytes, check_budget, for_kld, largest, padded, smallest
 from .fisher import fisher_complete, fisher_gguf
 from .probes import calibrate
 from .sensitivity import (
-    _LOW_BIT,
     GROUPS,
     TensorCost,
     collect,
@@ -111,7 +111,7 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
         work = out / "tune" / short_hash(f"{mf.files[f16.name].sha256}|{imat_recipe}|{llama_cpp_version(tc)}")
         work.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
-        per_type = _per_type_files(tc, f16, imatrix, work, stem, sorted(allowed | {"Q8_0"}), threads, progress)
+        per_type = pertype.make(tc, f16, imatrix, work, stem, sorted(allowed | {"Q8_0"}), threads, progress)
         stages["per-type quantizations"] = time.perf_counter() - t
         t = time.perf_counter()
         fisher = fisher_gguf(Path(str(mf.source["path"])), calib, work, threads=threads, progress=progress)
@@ -124,8 +124,7 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
         stages["probes"] = time.perf_counter() - t
 
         header = read_header(next(iter(per_type.values())))
-        allowed_for = allowed_types({k: {t.name: t.type for t in read_header(per_type[k]).tensors} for k in allowed},
-                                    allowed)
+        allowed_for = allowed_types({k: pertype.types_of(per_type[k]) for k in allowed}, allowed)
         quantizable = {c.name for c in costs}
         fixed = sum(padded(t.shape, t.type, header.alignment) for t in header.tensors if t.name not in quantizable)
         head = header.data_offset_bytes + fixed
@@ -180,24 +179,6 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
     write_json_atomic(result_path, res.to_dict())
     write_report([result_path], Path(res.report).parent)
     return res
-
-
-def _per_type_files(tc: Any, f16: Path, imatrix: Path, work: Path, stem: str, kinds: list[str], threads: int | None,
-                    progress: bool) -> dict[str, Path]:
-    """One ``--pure`` file per candidate type, made once."""
-    out: dict[str, Path] = {}
-    todo = [k for k in kinds if not (work / f"{stem}-pure-{k}.gguf").exists()]
-    with Progress("   types", len(kinds), progress) as bar:
-        for i, kind in enumerate(kinds):
-            dst = work / f"{stem}-pure-{kind}.gguf"
-            if kind in todo:
-                args = ["--pure", "--imatrix", str(imatrix)]
-                if kind in _LOW_BIT:
-                    args += ["--token-embedding-type", "q8_0"]
-                quantize(tc, f16, dst, parse_quant(ftype_for(kind)), threads=threads, extra_args=args)
-            out[kind] = dst
-            bar.update_to(i + 1)
-    return out
 
 
 def _costs(f16: Path, per_type: dict[str, Path], imatrix: Path, fisher: Path | None, work: Path,

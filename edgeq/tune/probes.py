@@ -19,7 +19,7 @@ from ..files import atomic_output, write_json_atomic
 from ..llamacpp.quantize import quantize
 from ..output import Progress
 from ..quants import QUANT_TYPES, parse_quant
-from ..sources.gguf_header import read_header
+from .pertype import WIDE, types_of  # WIDE: what the other groups keep in a probe
 from .sensitivity import (
     GROUPS,
     Calibration,
@@ -34,7 +34,6 @@ from .sensitivity import (
 PROBE_TOKENS = 2048  # of the calibration text, per probe (1020 scored positions: KLD to a few per cent)
 PROBE_TYPES = ("Q3_K", "Q4_0", "Q4_K", "IQ4_NL", "Q5_0", "Q5_K", "Q6_K")  # tried in this order of preference
 MAX_PROBE_TYPES = 3
-WIDE = "Q8_0"  # what the other groups keep in a probe
 
 
 def probe_types(allowed: set[str]) -> list[str]:
@@ -50,10 +49,10 @@ def probe_types(allowed: set[str]) -> list[str]:
 def recipes(costs: list[TensorCost], per_type: dict[str, Path], kinds: list[str]) -> dict[str, dict[str, str]]:
     """{probe name: {tensor: type}}: per kind and group, that group at the kind (as its per-type file has it,
     fallbacks included) and the rest at Q8_0; plus pure Q8_0."""
-    wide = {t.name: t.type for t in read_header(per_type[WIDE]).tensors}
+    wide = types_of(per_type[WIDE])
     out = {WIDE: {c.name: wide[c.name] for c in costs}}
     for kind in kinds:
-        got = {t.name: t.type for t in read_header(per_type[kind]).tensors}
+        got = types_of(per_type[kind])
         for g in GROUPS:
             out[f"{kind}:{g}"] = {c.name: got[c.name] if c.group == g else wide[c.name] for c in costs}
     return out

@@ -41,7 +41,7 @@ CANDIDATES = ("Q8_0", "Q6_K", "Q5_K", "Q5_1", "Q5_0", "Q4_K", "Q4_1", "Q4_0", "I
 GROUPS = ("embeddings", "attn_in", "attn_out", "ffn_in", "ffn_out")
 # Below this many bits the token embedding is not quantized to the candidate (llama-quantize wants an imatrix
 # entry for such types, and the embedding has none: it is looked up, not multiplied).
-_LOW_BIT = {"IQ3_XXS", "IQ2_XS", "IQ2_XXS"}
+LOW_BIT = {"IQ3_XXS", "IQ2_XS", "IQ2_XXS"}
 
 
 def ftype_for(tensor_type: str) -> str:

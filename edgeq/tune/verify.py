@@ -1,17 +1,20 @@
 """The verification every tune ends with: the tuned file next to the stock recipes around it, on the evaluation text."""
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..files import write_json_atomic
 from ..llamacpp.quantize import quantize
 from ..output import human_bytes
 from ..quants import parse_quant
 from ..sources.gguf import read as read_gguf
 from ..sources.texts import default_text
 from .allocate import Allocation
+from .sensitivity import load_json
 
 
 @dataclass
@@ -41,17 +44,25 @@ def verify(tc: Any, f16: Path, dst: Path, imatrix: Path, work: Path, stem: str, 
     if stock and "Q6_K" not in stock and size > max(p.stat().st_size for _, p in stock_files):  # bracket from above
         stock_files.append(("Q6_K", _stock(tc, f16, imatrix, work, stem, "Q6_K", threads)))
     text, src = load_text(eval_text) if eval_text else default_text()
+    # A stock file's scores depend on it and the text alone: measured once per work folder, text and length,
+    # so a second budget scores only the F16 reference and the new file.
+    cache_path = work / f"verify-{hashlib.sha256(text.encode()).hexdigest()[:16]}-{eval_tokens}.json"
+    cached: dict[str, dict[str, Any]] = load_json(cache_path) or {}
+    todo = [p for _, p in stock_files if p.name not in cached]
     ref = gguf_ref(f16)
-    refs = [ref, gguf_ref(dst), *[gguf_ref(p) for _, p in stock_files]]
-    res = perplexity(refs, text, src, reference=ref, ctx=512, max_tokens=eval_tokens, threads=threads or os.cpu_count() or 1,
-                     progress=progress)
-    by_path = {r.model.path: r for r in res.rows}
+    res = perplexity([ref, gguf_ref(dst), *[gguf_ref(p) for p in todo]], text, src, reference=ref, ctx=512,
+                     max_tokens=eval_tokens, threads=threads or os.cpu_count() or 1, progress=progress)
+    scores = {Path(r.model.path).name: {"kld_mean": r.kld_mean, "delta_ppl_pct": r.delta_ppl_pct, "top1_pct": r.top1_pct}
+              for r in res.rows}
+    if todo:
+        write_json_atomic(cache_path, {**cached, **{p.name: scores[p.name] for p in todo}})
+    scores = {**cached, **scores}
     rows = []
     for label, path, tuned in [("tuned", dst, True), *[(f"{q} (imatrix)", p, False) for q, p in stock_files]]:
-        r = by_path[str(path)]
+        r = scores[path.name]
         info = read_gguf(path)
-        rows.append(Row(label, str(path), info.file_size_bytes, info.bits_per_weight, r.kld_mean, r.delta_ppl_pct,
-                        r.top1_pct, tuned, alloc.predicted_kld if tuned else None))
+        rows.append(Row(label, str(path), info.file_size_bytes, info.bits_per_weight, r["kld_mean"],
+                        r["delta_ppl_pct"], r["top1_pct"], tuned, alloc.predicted_kld if tuned else None))
     return sorted(rows, key=lambda r: r.size_bytes)
 
 
