@@ -1,12 +1,18 @@
-"""`edgeq tune` against llama.cpp's stock recipes at their own sizes, on the embedded model.
+"""`edgeq tune` against llama.cpp's stock recipes at their own sizes, on two models.
 
-    .venv/bin/python benchmarks/tune.py [--out DIR]
+    .venv/bin/python benchmarks/tune.py [--models embedded,qwen] [--all-types] [--out DIR] [--render]
 
-Runs `edgeq tune` twice on the embedded SmolLM2-135M, at the size of its stock Q4_K_M and of its stock Q3_K_M
-(both made with the same importance matrix), each as the headline (candidates without Q4_1 and Q5_1: the
-embedded weights were dequantized from a Q4_1 file, so those two types recover them almost exactly, which
-says nothing about a model trained in 16 bits) and, labelled, with every type.  Prints the KLD ratios and the
-predicted-vs-measured error, and writes ``benchmarks/results/tune.{json,txt}``.
+For each model, `edgeq tune` runs at the exact size of its stock Q4_K_M and of its stock Q3_K_M (both made
+with the same importance matrix; the sizes come from `edgeq plan`, which predicts them to the byte).  The
+first tune of a model starts cold (its stage times are the "how long" figures); the second reuses every
+measurement.  Headline rows exclude the types the model's float weights were dequantized from, which would
+recover them almost exactly and say nothing about a model trained in 16 bits:
+
+- embedded SmolLM2-135M-Instruct (from a Q4_1 file): no Q4_1, no Q5_1;
+- Qwen2.5-Coder-0.5B-Instruct (benchmarks/qwen05b.py, from a Q4_K_M file): no Q5_0, Q4_K, Q6_K, Q8_0.
+
+``--all-types`` adds labelled rows with every type.  Prints the KLD ratios and predicted-vs-measured, and
+writes ``benchmarks/results/tune.{json,md}`` (``--render`` only rewrites the Markdown and the README table).
 """
 from __future__ import annotations
 
@@ -17,50 +23,95 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import qwen05b  # noqa: E402
+
+from edgeq.plan import plan  # noqa: E402
+from edgeq.sources.embedded import ensure_embedded_model  # noqa: E402
 from edgeq.tune import tune  # noqa: E402
 from edgeq.tune.sensitivity import CANDIDATES  # noqa: E402
 
-HEADLINE = [t for t in CANDIDATES if t not in ("Q4_1", "Q5_1")]
+RESULTS = ROOT / "benchmarks" / "results"
+MODELS = {
+    "embedded": ("SmolLM2-135M-Instruct (embedded; dequantized from Q4_1)", ("Q4_1", "Q5_1")),
+    "qwen": ("Qwen2.5-Coder-0.5B-Instruct (dequantized from Q4_K_M)", qwen05b.SOURCE_TYPES),
+}
+STOCK = ("Q4_K_M", "Q3_K_M")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="embedded,qwen")
+    ap.add_argument("--all-types", action="store_true")
     ap.add_argument("--out", default=str(ROOT / "models" / "bench-tune"))
-    out = Path(ap.parse_args().out)
-    t0 = time.perf_counter()
-    # A first tune fills every cache (imatrix, per-type files, errors, probes) and makes the stock files.
-    first = tune(None, size=101 * 2**20, types=HEADLINE, outdir=out, progress=False)
-    first_s = time.perf_counter() - t0
-    sizes = {r.label: r.size_bytes for r in first.rows}
-    runs = []
-    for stock in ("Q4_K_M", "Q3_K_M"):
-        for label, types in (("headline (no Q4_1/Q5_1)", HEADLINE), ("all types (Q4_1 recovers the source)", None)):
-            t0 = time.perf_counter()
-            d = tune(None, size=sizes[f"{stock} (imatrix)"], types=types, outdir=out, progress=False).to_dict()
-            rows = {r["label"]: r for r in d["rows"]}
-            tuned, ref = rows["tuned"], rows[f"{stock} (imatrix)"]
-            runs.append({"stock": stock, "candidates": label, "seconds": round(time.perf_counter() - t0, 1),
-                         "tuned": tuned, "stock_row": ref, "kld_ratio": tuned["kld_mean"] / ref["kld_mean"],
-                         "size_ratio": tuned["size_bytes"] / ref["size_bytes"],
-                         "predicted_over_measured": d["predicted_kld"] / tuned["kld_mean"],
-                         "stages": d["stages"], "type_shares": d["type_shares"], "verdict": d["verdict"],
-                         "calibration": d["calibration"]})
-            print(f"{stock:7} {label:38} KLD {tuned['kld_mean']:.4g} vs {ref['kld_mean']:.4g} "
-                  f"= {runs[-1]['kld_ratio']:.2f}x at {runs[-1]['size_ratio']:.3f}x size; "
-                  f"predicted/measured {runs[-1]['predicted_over_measured']:.2f}", flush=True)
-    print(f"first tune (every stage, all caches cold): {first_s:.0f} s; stages {first.stages}")
-    res_dir = ROOT / "benchmarks" / "results"
-    (res_dir / "tune.json").write_text(json.dumps({"model": "SmolLM2-135M-Instruct (embedded; dequantized from Q4_1)",
-                                                   "first_tune_s": round(first_s, 1), "first_stages": first.stages,
-                                                   "runs": runs}, indent=1) + "\n")
-    lines = ["| stock recipe (imatrix) | candidates | stock KLD | tuned KLD | KLD ratio | size ratio | "
-             "predicted / measured KLD |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['stock']} | {r['candidates']} | {r['stock_row']['kld_mean']:.4g} | {r['tuned']['kld_mean']:.4g} "
-              f"| {r['kld_ratio']:.2f}× | {r['size_ratio']:.3f}× | {r['predicted_over_measured']:.2f} |" for r in runs]
-    (res_dir / "tune.txt").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    ap.add_argument("--render", action="store_true")
+    args = ap.parse_args()
+    path = RESULTS / "tune.json"
+    if args.render:
+        render(json.loads(path.read_text()))
+        return
+    old = json.loads(path.read_text()) if path.is_file() else {"runs": [], "cold": {}}
+    keys = args.models.split(",")
+    runs = [r for r in old["runs"] if r["model_key"] not in keys]
+    cold = {k: v for k, v in old["cold"].items() if k not in keys}
+    for key in keys:
+        label, source_types = MODELS[key]
+        folder = ensure_embedded_model(ROOT / "models") if key == "embedded" else qwen05b.ensure()
+        sizes = {r.quant: r.file_size_bytes for r in plan(str(folder), quants=list(STOCK)).rows}
+        headline = [t for t in CANDIDATES if t not in source_types]
+        variants = [("headline", headline)] + ([("all types (source's types recover its weights)", None)]
+                                               if args.all_types else [])
+        for stock in STOCK:
+            for name, types in variants:
+                t0 = time.perf_counter()
+                d = tune(str(folder), size=sizes[stock], types=types, outdir=Path(args.out) / key,
+                         progress=False).to_dict()
+                seconds = time.perf_counter() - t0
+                if key not in cold:
+                    cold[key] = {"seconds": round(seconds, 1), "stages": d["stages"]}
+                rows = {r["label"]: r for r in d["rows"]}
+                tuned, ref = rows["tuned"], rows[f"{stock} (imatrix)"]
+                runs.append({"model_key": key, "model": label, "stock": stock, "candidates": name,
+                             "excluded": [] if types is None else list(source_types), "seconds": round(seconds, 1),
+                             "tuned": tuned, "stock_row": ref, "kld_ratio": tuned["kld_mean"] / ref["kld_mean"],
+                             "size_ratio": tuned["size_bytes"] / ref["size_bytes"],
+                             "predicted_over_measured": d["predicted_kld"] / tuned["kld_mean"],
+                             "stages": d["stages"], "type_shares": d["type_shares"], "verdict": d["verdict"],
+                             "calibration": d["calibration"], "rows": d["rows"]})
+                r = runs[-1]
+                print(f"{key:8} {stock:7} {name[:24]:24} KLD {tuned['kld_mean']:.4g} vs {ref['kld_mean']:.4g} = "
+                      f"{r['kld_ratio']:.2f}x at {r['size_ratio']:.4f}x size; predicted/measured "
+                      f"{r['predicted_over_measured']:.2f}; {seconds:.0f} s", flush=True)
+    data = {"command": "benchmarks/tune.py " + " ".join(sys.argv[1:]), "eval": "The Tempest, 8,192 tokens; KLD to F16",
+            "cold": cold, "runs": runs}
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    render(data)
+
+
+def render(data: dict) -> None:
+    """benchmarks/results/tune.md and the README's table (between its tune:begin/end markers)."""
+    lines = ["| model | stock recipe (imatrix) | candidates | stock KLD | tuned KLD | KLD ratio | size ratio | "
+             "predicted / measured KLD |", "|---|---|---|---|---|---|---|---|"]
+    for r in data["runs"]:
+        cands = r["candidates"] if not r["excluded"] else f"{r['candidates']} (no {', '.join(r['excluded'])})"
+        lines.append(f"| {r['model']} | {r['stock']} | {cands} | {r['stock_row']['kld_mean']:.4g} | "
+                     f"{r['tuned']['kld_mean']:.4g} | **{r['kld_ratio']:.2f}×** | {r['size_ratio']:.4f}× | "
+                     f"{r['predicted_over_measured']:.2f} |")
+    lines.append("")
+    for key, c in data["cold"].items():
+        stages = ", ".join(f"{k} {v:.0f} s" for k, v in c["stages"].items())
+        lines.append(f"- First (cold) tune of `{key}`: {c['seconds'] / 60:.1f} min in all ({stages}).")
+    table = "\n".join(lines)
+    (RESULTS / "tune.md").write_text(table + "\n")
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    begin, end = "<!-- tune:begin -->", "<!-- tune:end -->"
+    if begin in text and end in text:
+        a, b = text.index(begin) + len(begin), text.index(end)
+        readme.write_text(text[:a] + "\n" + table + "\n" + text[b:])
+    print(table)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
