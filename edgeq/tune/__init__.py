@@ -195,7 +195,9 @@ def _costs(f16: Path, per_type: dict[str, Path], imatrix: Path, fisher: Path | N
     missing = {k: p for k, p in per_type.items() if k not in cached["types"]}
     if missing:
         weights = fisher if use_fisher and fisher is not None else imatrix
-        for c in collect(f16, missing, weighting, weights, workers=threads or os.cpu_count() or 1, progress=progress):
+        skip = {k: frozenset(pertype.elsewhere(p)) for k, p in missing.items()}
+        for c in collect(f16, missing, weighting, weights, workers=threads or os.cpu_count() or 1, progress=progress,
+                         skip=skip):
             costs.setdefault(c.name, TensorCost(c.name, c.group, c.shape)).errors.update(c.errors)
         write_json_atomic(cache, {"types": sorted(set(cached["types"]) | set(missing)),
                                   "tensors": [asdict(c) for c in costs.values()]})

@@ -40,7 +40,12 @@ def make(tc: Any, f16: Path, imatrix: Path, work: Path, stem: str, kinds: list[s
 
 def types_of(path: Path) -> dict[str, str]:
     """{tensor: its type} in a per-type file, tensors left to another file at the type they would have had."""
-    return {**{t.name: t.type for t in read_header(path).tensors}, **(load_json(_elsewhere(path)) or {})}
+    return {**{t.name: t.type for t in read_header(path).tensors}, **elsewhere(path)}
+
+
+def elsewhere(path: Path) -> dict[str, str]:
+    """{tensor: its type} of the tensors a per-type file left to the file of that type."""
+    return load_json(_elsewhere(path)) or {}
 
 
 def _make_one(tc: Any, f16: Path, imatrix: Path, dst: Path, kind: str, header: Any, kinds: set[str],

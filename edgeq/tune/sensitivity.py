@@ -105,7 +105,8 @@ class TensorCost:
     errors: dict[str, float] = field(default_factory=dict)
 
 
-def tensor_errors(f16: Path, quantized: Path, weighting: str, weights: Path) -> dict[str, tuple[str, float]]:
+def tensor_errors(f16: Path, quantized: Path, weighting: str, weights: Path,
+                  skip: frozenset[str] = frozenset()) -> dict[str, tuple[str, float]]:
     """{tensor: (type it got, error)} for every quantized tensor of ``quantized`` against ``f16``: the squared
     error weighted by the tensor's Fisher diagonal (``weighting`` "fisher", ``weights`` the fisher GGUF), or by
     its importance-matrix column energies ("imatrix", the imatrix GGUF), each read from disk (memory-mapped)."""
@@ -120,7 +121,7 @@ def tensor_errors(f16: Path, quantized: Path, weighting: str, weights: Path) -> 
     out: dict[str, tuple[str, float]] = {}
     for name, (t, data) in tensor_arrays(quantized).items():
         kind = t.type
-        if kind in ("F32", "F16", "BF16") or name not in ref:
+        if kind in ("F32", "F16", "BF16") or name not in ref or name in skip:
             continue
         w = np.asarray(ref[name][1], dtype=np.float32)
         d: Any = dequantize(data, GGMLQuantizationType[kind]).astype(np.float32).reshape(w.shape)
@@ -138,8 +139,9 @@ def tensor_errors(f16: Path, quantized: Path, weighting: str, weights: Path) -> 
 
 
 def collect(f16: Path, per_type: dict[str, Path], weighting: str, weights: Path, *, workers: int = 1,
-            progress: bool = False) -> list[TensorCost]:
-    """Every quantizable tensor of ``f16`` with the error of each type it took in the per-type files, the files
+            progress: bool = False, skip: dict[str, frozenset[str]] | None = None) -> list[TensorCost]:
+    """Every quantizable tensor of ``f16`` with the error of each type it took in the per-type files (but the
+    tensors ``skip`` names per kind: another file has them), the files
     measured ``workers`` at a time (threads: numpy lets go of the GIL on arrays this large, and a process pool
     would re-run the caller's main module, which a user's script calling ``edgeq.tune`` may not guard)."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -151,7 +153,8 @@ def collect(f16: Path, per_type: dict[str, Path], weighting: str, weights: Path,
     found: dict[str, dict[str, tuple[str, float]]] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(kinds)))) as pool, \
             Progress("  errors", len(kinds), progress, unit="type") as bar:
-        jobs = {pool.submit(tensor_errors, f16, per_type[k], weighting, weights): k for k in kinds}
+        jobs = {pool.submit(tensor_errors, f16, per_type[k], weighting, weights, (skip or {}).get(k, frozenset())): k
+                for k in kinds}
         for i, job in enumerate(as_completed(jobs)):
             found[jobs[job]] = job.result()
             bar.update_to(i + 1)
