@@ -203,8 +203,12 @@ def test_a_malformed_budget_is_refused_before_any_work(capsys):
 def test_probe_types_spread_over_what_is_allowed():
     from edgeq.tune.probes import probe_types
 
-    assert probe_types({"Q4_0", "Q8_0", "Q4_K", "Q3_K", "Q6_K"}) == ["Q3_K", "Q4_K", "Q6_K"]
-    assert probe_types({"Q2_K", "IQ3_S", "Q8_0"}) == ["Q2_K", "IQ3_S"]  # none preferred: the allowed ones, by bits
+    allowed = {"Q4_0", "Q8_0", "Q4_K", "Q3_K", "Q6_K"}
+    assert probe_types(allowed, "imatrix") == ["Q3_K", "Q4_K", "Q6_K"]
+    assert probe_types(allowed, "fisher") == ["Q3_K"]  # Fisher-weighted errors need one
+    # None preferred: the allowed ones, by bits.
+    assert probe_types({"Q2_K", "IQ3_S", "Q8_0"}, "imatrix") == ["Q2_K", "IQ3_S"]
+    assert probe_types({"Q2_K", "IQ3_S", "Q8_0"}, "fisher") == ["Q2_K"]
 
 
 @pytest.mark.slow

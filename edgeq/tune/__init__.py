@@ -120,7 +120,7 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
         costs, weighting = _costs(f16, per_type, imatrix, fisher, work, threads, progress)
         stages["errors"] = time.perf_counter() - t
         t = time.perf_counter()
-        cal = calibrate(tc, f16, imatrix, per_type, costs, calib, work, allowed, threads, progress)
+        cal = calibrate(tc, f16, imatrix, per_type, costs, calib, work, allowed, weighting, threads, progress)
         stages["probes"] = time.perf_counter() - t
 
         header = read_header(next(iter(per_type.values())))
