@@ -89,13 +89,20 @@ def _quality_chart(model: str, rows: list[dict[str, Any]], outdir: Path) -> str 
         ax.scatter(r["size_bytes"] / 2**20, r["kld_mean"], color="tab:blue")
         ax.annotate(r["variant"], (r["size_bytes"] / 2**20, r["kld_mean"]), textcoords="offset points", xytext=(4, 4),
                     fontsize=8)
+    return save_kld_chart(fig, ax, f"{model}: quality vs size", "mean KL-divergence to full precision (nats)",
+                          outdir / f"quality-vs-size-{re.sub(r'[^A-Za-z0-9._-]+', '-', model)}.png")
+
+
+def save_kld_chart(fig: Any, ax: Any, title: str, ylabel: str, path: Path) -> str:
+    """Finish a KLD-against-size chart (log KLD, grid) and write it whole; return its file name."""
+    import matplotlib.pyplot as plt
+
     ax.set_yscale("log")
     ax.set_xlabel("file size (MiB)")
-    ax.set_ylabel("mean KL-divergence to full precision (nats)")
-    ax.set_title(f"{model}: quality vs size")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
-    name = f"quality-vs-size-{re.sub(r'[^A-Za-z0-9._-]+', '-', model)}.png"
-    with atomic_output(outdir / name) as tmp:
+    with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    return name
+    return path.name

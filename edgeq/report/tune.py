@@ -5,8 +5,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..files import atomic_output
-from .quality import fmt
+from .quality import fmt, save_kld_chart
 from .tables import markdown_table
 
 
@@ -54,14 +53,6 @@ def _chart(name: str, rows: list[dict[str, Any]], outdir: Path) -> str | None:
     pred = [r for r in tuned if r.get("predicted_kld")]
     ax.scatter([r["size_bytes"] / 2**20 for r in pred], [r["predicted_kld"] for r in pred], marker="x", s=60,
                color="tab:red", zorder=3, label="tuned (predicted)")
-    ax.set_yscale("log")
-    ax.set_xlabel("file size (MiB)")
-    ax.set_ylabel("mean KL-divergence to F16 (nats)")
-    ax.set_title(f"{name}: KLD vs size")
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    out = f"tune-kld-vs-size-{re.sub(r'[^A-Za-z0-9._-]+', '-', Path(name).stem)}.png"
-    with atomic_output(outdir / out) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return save_kld_chart(fig, ax, f"{name}: KLD vs size", "mean KL-divergence to F16 (nats)",
+                          outdir / f"tune-kld-vs-size-{re.sub(r'[^A-Za-z0-9._-]+', '-', Path(name).stem)}.png")
