@@ -181,7 +181,7 @@ def write_report(paths: list[Path], outdir: Path) -> ReportResult:
     paths, tunes = _split(paths, "tune")
     results = load_results(paths)
     ensure_folder(outdir)
-    md = ["# edgeq bench report"]
+    md = ["# edgeq report"]
     made: list[str] = []
     for i, res in enumerate(results):
         env, runs = res["environment"], res["runs"]
