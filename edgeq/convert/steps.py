@@ -119,9 +119,12 @@ def check_disk(out: Path, ck: checkpoint.Checkpoint, plan: list[Step]) -> None:
 
 
 def _model_of(source: dict[str, object]) -> str:
-    """Which model a manifest's ``source`` names: the repo for a Hub source, else the checkpoint's resolved path."""
+    """Which model a manifest's ``source`` names: the repo for a Hub source, the embedded model wherever it was
+    materialised (``EDGEQ_MODELS_DIR`` may differ between runs), else the checkpoint's resolved path."""
     if source.get("kind") == "hub":
         return str(source.get("repo_id"))
+    if source.get("kind") == "embedded":
+        return f"the embedded {Path(str(source.get('path'))).name}"
     return str(Path(str(source.get("path"))).expanduser().resolve())
 
 
