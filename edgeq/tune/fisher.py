@@ -15,18 +15,24 @@ The diagonals are written as a checkpoint beside the real one (same names and sh
 vendored converter, so they come out under the GGUF's names and in its layout (permuted Q/K rows, merged
 experts and all) with no name table of edgeq's.  A checkpoint tensor with no weight of the same name and shape
 in the transformers model (experts it fuses into one matrix, say) is written as -1; ``fisher_complete`` then says no, and the caller falls
-back to the importance matrix for every tensor, so one model never mixes the two units.
+back to the importance matrix for every tensor, so one model never mixes the two units.  So does a model whose
+pass would not fit in the free memory (12 bytes a parameter), or one with no safetensors, each with a note.
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..convert import convert
 from ..files import atomic_output
-from ..output import Progress
+from ..output import Progress, human_bytes, note
+from ..sources.checkpoint import read_safetensors_header
+from ..sources.gguf_header import tensor_arrays
+from ..system import system_info
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,6 +42,8 @@ CTX = 512
 DRAWS = 2  # label draws per window: the window's gradient is one sample of the Fisher, noisy on its own
 _SEED = 0
 _MISSING = -1.0  # a tensor the passes did not reach: no weight is ever below zero
+# The model's weights, their gradients and the running sums, all float32 (activations on top are small at CTX).
+BYTES_PER_PARAMETER = 12
 
 
 def fisher_gguf(folder: Path, calib: Path, work: Path, *, tokens: int = FISHER_TOKENS, threads: int | None = None,
@@ -47,14 +55,20 @@ def fisher_gguf(folder: Path, calib: Path, work: Path, *, tokens: int = FISHER_T
         return dst
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
+        note("tune: the checkpoint has no safetensors for the Fisher pass to mirror; errors are weighted by the "
+             "importance matrix.")
+        return None
+    params = sum(math.prod(t.get("shape") or [1]) for w in weights for t in read_safetensors_header(w).values())
+    need, free = BYTES_PER_PARAMETER * params, system_info().ram_available_bytes
+    if need > free:
+        note(f"tune: the Fisher pass needs about {human_bytes(need)} (weights, gradients and sums in float32) and "
+             f"{human_bytes(free)} is free; errors are weighted by the importance matrix.")
         return None
     stage = work / "fisher-hf"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     try:
         _write_checkpoint(folder, weights, calib, stage, tokens, threads, progress)
-        from ..convert import convert  # here: convert is the verb next door, and it loads its own world
-
         res = convert(str(stage), quants=["F32"], outtype="f32", outdir=work / "fisher-gguf", name="fisher",
                       progress=progress)
         made = Path(next(o.path for o in res.outputs if o.type == "F32"))
@@ -76,8 +90,6 @@ def fisher_complete(path: Path | None, names: set[str]) -> bool:
 
 def read_fisher(path: Path) -> dict[str, np.ndarray]:
     """{tensor: its Fisher diagonal, in the GGUF's shape}, memory-mapped."""
-    from ..sources.gguf_header import tensor_arrays
-
     return {name: data for name, (t, data) in tensor_arrays(path).items() if t.type == "F32"}
 
 

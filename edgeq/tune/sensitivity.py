@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
+from ..output import Progress
 from ..quants import QUANT_TYPES
 from ..sources.gguf_header import read_header, tensor_arrays
+from .fisher import read_fisher
 
 if TYPE_CHECKING:
     import numpy as np
@@ -114,8 +116,6 @@ def tensor_errors(f16: Path, quantized: Path, weighting: str, weights: Path,
     from gguf.constants import GGMLQuantizationType
     from gguf.quants import dequantize
 
-    from .fisher import read_fisher
-
     table = read_fisher(weights) if weighting == "fisher" else read_imatrix(weights)
     ref = tensor_arrays(f16)
     out: dict[str, tuple[str, float]] = {}
@@ -145,8 +145,6 @@ def collect(f16: Path, per_type: dict[str, Path], weighting: str, weights: Path,
     measured ``workers`` at a time (threads: numpy lets go of the GIL on arrays this large, and a process pool
     would re-run the caller's main module, which a user's script calling ``edgeq.tune`` may not guard)."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
-
-    from ..output import Progress
 
     costs = {t.name: TensorCost(t.name, group_of(t.name), t.shape) for t in read_header(f16).tensors}
     kinds = sorted(per_type)
