@@ -5,9 +5,10 @@
 Stages, each cached under ``<outdir>/tune/<key>/`` (``key``: the F16 file, the imatrix and llama.cpp), so an
 interrupted tune resumes and a second budget on the same model only allocates, quantizes and verifies:
 the F16 file (``convert``), the importance matrix on the calibration text, one ``--pure`` quantization per
-candidate type, the error of every tensor in every type, the probes' KLD on the calibration text and the fit
-(``sensitivity``); then the allocation (``allocate``), the recipe (a ``llama-quantize --tensor-type-file``), the
-file, and its verification on the evaluation text next to the stock recipes around it.
+candidate type (``pertype``), each weight's Fisher information (``fisher``), the Fisher-weighted error of every
+tensor in every type, the probes' KLD on the calibration text and the fit (``sensitivity``, ``probes``); then
+the allocation (``allocate``), the recipe (a ``llama-quantize --tensor-type-file``), the file, its verification
+on the evaluation text next to the stock recipes around it (``verify``), and its report.
 """
 from __future__ import annotations
 
@@ -173,7 +174,8 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
     res = TuneResult(SCHEMA, mf.source, {"kind": kind, "asked": asked, "bytes": limit}, str(dst), str(recipe_path),
                      sha, str(imatrix), info.file_size_bytes, predicted_size, info.bits_per_weight, alloc.predicted_kld,
                      tuned.kld_mean, {k: round(v, 4) for k, v in sorted(shares.items(), key=lambda x: -x[1])},
-                     {**cal.to_dict(), "weighting": weighting}, rows, verdict(rows), {k: round(v, 1) for k, v in stages.items()}, replay)
+                     {**cal.to_dict(), "weighting": weighting}, rows, verdict(rows),
+                     {k: round(v, 1) for k, v in stages.items()}, replay)
     result_path = out / f"{stem}-{label}.tune.json"
     res.report = str(out / f"{stem}-{label}.report" / "report.md")
     write_json_atomic(result_path, res.to_dict())
