@@ -188,15 +188,14 @@ def _costs(f16: Path, per_type: dict[str, Path], imatrix: Path, fisher: Path | N
     """Every tensor's error in every per-type file, measured once per type (the cache grows with the types
     asked), and what weighed it: ``fisher``, or ``imatrix`` where the Fisher diagonals do not cover the model."""
     quantizable = {t.name for t in read_header(per_type["Q8_0"]).tensors if t.type not in ("F32", "F16", "BF16")}
-    use_fisher = fisher is not None and fisher_complete(fisher, quantizable)
-    weighting = "fisher" if use_fisher else "imatrix"
+    weights = fisher if fisher is not None and fisher_complete(fisher, quantizable) else imatrix
+    weighting = "fisher" if weights == fisher else "imatrix"
     cache = work / f"errors-{weighting}.json"
     cached = load_json(cache) or {"types": [], "tensors": []}
     # The group is not cached: it is a rule of this edgeq (group_of), not a measurement.
     costs = {c["name"]: TensorCost(**{**c, "group": group_of(c["name"])}) for c in cached["tensors"]}
     missing = {k: p for k, p in per_type.items() if k not in cached["types"]}
     if missing:
-        weights = fisher if use_fisher and fisher is not None else imatrix
         skip = {k: frozenset(pertype.elsewhere(p)) for k, p in missing.items()}
         for c in collect(f16, missing, weighting, weights, workers=threads or os.cpu_count() or 1, progress=progress,
                          skip=skip):

@@ -83,7 +83,7 @@ def fisher_gguf(folder: Path, calib: Path, work: Path, *, tokens: int = FISHER_T
 def fisher_complete(path: Path | None, names: set[str]) -> bool:
     """Whether the Fisher GGUF at ``path`` has a diagonal for each of ``names`` (none written as -1)."""
     if path is None:
-        return False
+        return False  # fisher_gguf stepped aside
     got = read_fisher(path)
     return names <= set(got) and all(not got[n].size or float(got[n].reshape(-1)[0]) >= 0 for n in names)
 
