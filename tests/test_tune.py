@@ -114,7 +114,7 @@ def test_tune_writes_a_file_its_recipe_and_the_verification(tuned):
     assert res["size_bytes"] <= res["budget"]["bytes"]
     assert abs(res["size_bytes"] - res["predicted_size_bytes"]) <= 0.005 * res["size_bytes"]
     rows = {r["label"]: r for r in res["rows"]}
-    assert rows["tuned"]["tuned"] and {"Q3_K_M (imatrix)", "Q4_K_M (imatrix)", "Q5_K_M (imatrix)"} <= set(rows)
+    assert rows["tuned"]["tuned"] and set(rows) == {"tuned", "Q3_K_M (imatrix)", "Q4_K_M (imatrix)"}  # the two either side
     assert all(r["kld_mean"] is not None and r["top1_pct"] is not None for r in res["rows"])
     assert res["verdict"].startswith("The tuned file")
     mf = json.loads((dst.parent / "edgeq-manifest.json").read_text())

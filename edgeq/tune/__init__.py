@@ -48,8 +48,8 @@ from .sensitivity import (
 from .verify import Row, verdict, verify
 
 SCHEMA = "edgeq-tune/1"
-# The stock recipes a tuned file is compared with; Q6_K joins them when the tuned file is larger than Q5_K_M.
-STOCK = ("Q3_K_M", "Q4_K_M", "Q5_K_M")
+# The stock recipes a tuned file may be compared with: the two either side of its size are (``verify.bracket``).
+STOCK = ("Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
 DEFAULT_IMATRIX_CHUNKS = 32
 EVAL_TOKENS = 8192  # of the evaluation text
 

@@ -10,6 +10,8 @@ from typing import Any
 from ..files import write_json_atomic
 from ..llamacpp.quantize import quantize
 from ..output import human_bytes
+from ..plan.size import predict_size
+from ..plan.source import from_gguf
 from ..quants import parse_quant
 from ..sources.gguf import read as read_gguf
 from ..sources.texts import default_text
@@ -37,12 +39,7 @@ def verify(tc: Any, f16: Path, dst: Path, imatrix: Path, work: Path, stem: str, 
     from ..quality import load_text, perplexity  # here: the quality package loads numpy
     from ..quality.models import gguf_ref
 
-    stock_files = []
-    for q in stock:
-        path = _stock(tc, f16, imatrix, work, stem, q, threads)
-        stock_files.append((q, path))
-    if stock and "Q6_K" not in stock and size > max(p.stat().st_size for _, p in stock_files):  # bracket from above
-        stock_files.append(("Q6_K", _stock(tc, f16, imatrix, work, stem, "Q6_K", threads)))
+    stock_files = [(q, _stock(tc, f16, imatrix, work, stem, q, threads)) for q in bracket(f16, stock, size)]
     text, src = load_text(eval_text) if eval_text else default_text()
     # A stock file's scores depend on it and the text alone: measured once per work folder, text and length,
     # so a second budget scores only the F16 reference and the new file.
@@ -64,6 +61,17 @@ def verify(tc: Any, f16: Path, dst: Path, imatrix: Path, work: Path, stem: str, 
         rows.append(Row(label, str(path), info.file_size_bytes, info.bits_per_weight, r["kld_mean"],
                         r["delta_ppl_pct"], r["top1_pct"], tuned, alloc.predicted_kld if tuned else None))
     return sorted(rows, key=lambda r: r.size_bytes)
+
+
+def bracket(f16: Path, ladder: tuple[str, ...], size: int) -> list[str]:
+    """The stock recipes of ``ladder`` either side of a file of ``size`` bytes: the largest smaller one and the
+    smallest at least as large (within 1%), by the plan's byte-exact size of each.  Only those two are made and
+    scored: on a 0.5B model each further row costs a quantization and a pass over the evaluation text (~80 s)."""
+    spec = from_gguf(f16)
+    sizes = sorted((predict_size(spec, q).file_size_bytes, q) for q in ladder)
+    below = [q for s, q in sizes if s < size * 0.99]
+    above = [q for s, q in sizes if s >= size * 0.99]
+    return below[-1:] + above[:1]
 
 
 def _stock(tc: Any, f16: Path, imatrix: Path, work: Path, stem: str, q: str, threads: int | None) -> Path:
