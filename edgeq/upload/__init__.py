@@ -1,0 +1,310 @@
+"""`edgeq upload`: publish a convert/tune folder to the Hugging Face Hub in one commit, with a measured model card.
+
+    res = edgeq.upload("models/SmolLM2-135M-Instruct", "me/SmolLM2-135M-Instruct-GGUF", results=["edgeq-bench.json"])
+
+What is sent: the GGUFs (split with the pinned ``llama-gguf-split`` where a file is above the Hub's per-file
+limit or ``max_shard_size``, each split checked to give the whole file's logits), ``edgeq-manifest.json``, the
+importance matrices the files were made with, tune's recipes and results, and the generated ``README.md``.
+Everything is checked before anything is sent (the manifest's sha256, the token, who owns the namespace), then
+``create_commit`` makes one commit: huggingface_hub uploads the large files first, and only a whole set is
+committed, so an interrupted upload publishes nothing, and the same command run again skips the files the Hub
+already holds.
+"""
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import config, manifest
+from ..errors import HubError, UsageError, VerifyFailed
+from ..files import atomic_output, sha256_file
+from ..output import human_bytes, note
+from ..sources.gguf_header import read_header
+from ..sources.hub import LOGIN_HINT, is_repo_id
+from .card import Published, render
+from .measured import measure, result_files
+
+SCHEMA = "edgeq-upload/1"
+STAGING = ".edgeq-upload"  # inside the folder: the split shards and the card, until they are sent
+FLOAT_TYPES = ("F16", "BF16", "F32")
+
+
+@dataclass
+class Sent:
+    path_in_repo: str
+    local: str
+    size_bytes: int
+
+
+@dataclass
+class UploadResult:
+    schema: str
+    folder: str
+    repo_id: str
+    revision: str
+    private: bool
+    dry_run: bool
+    card: str  # where the README.md was written
+    files: list[Sent] = field(default_factory=list)
+    results: list[str] = field(default_factory=list)  # the results files the card's figures came from
+    not_measured: list[str] = field(default_factory=list)  # GGUFs the card shows no quality figure for
+    commit_url: str | None = None
+    pull_request_url: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def upload(folder: str | Path, repo_id: str | None = None, *, private: bool = False, token: str | None = None,
+           revision: str | None = None, create_pr: bool = False, include: list[str] | None = None,
+           exclude: list[str] | None = None, results: list[str | Path] | None = None,
+           max_shard_size: int | None = None, dry_run: bool = False, endpoint: str | None = None,
+           progress: bool = True) -> UploadResult:
+    """Publish the GGUFs of ``folder`` (an ``edgeq convert``/``tune`` output) to ``repo_id`` in one commit."""
+    root = Path(folder).expanduser()
+    mf = manifest.load(root) if root.is_dir() else None
+    if mf is None:
+        raise UsageError(f"{root} has no {config.MANIFEST_NAME}: upload publishes a folder edgeq made.",
+                         hint="Run `edgeq convert` (or `edgeq tune`) into it first, or point at its output folder.")
+    chosen = _select(mf, include, exclude)
+    _check_hashes(root, mf, chosen)
+    token = token or config.hf_token() or _saved_token()
+    endpoint = endpoint or config.hf_endpoint()
+    repo_id = _repo_id(repo_id, root, mf, chosen, token, endpoint, dry_run)
+    stage = root / STAGING
+    stage.mkdir(exist_ok=True)
+    try:
+        res = _stage_and_send(root, stage, mf, chosen, repo_id, token, endpoint, private, revision, create_pr,
+                              results, max_shard_size, dry_run, progress)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)  # shards are remade from the folder's files by a rerun
+        raise
+    if dry_run:
+        with contextlib.suppress(OSError):
+            stage.rmdir()  # nothing was split: leave no empty folder behind
+    else:
+        shutil.rmtree(stage, ignore_errors=True)  # sent
+    return res
+
+
+def _stage_and_send(root: Path, stage: Path, mf: manifest.Manifest, chosen: list[str], repo_id: str,
+                    token: str | None, endpoint: str | None, private: bool, revision: str | None, create_pr: bool,
+                    results: list[str | Path] | None, max_shard_size: int | None, dry_run: bool,
+                    progress: bool) -> UploadResult:
+    limit = min(max_shard_size or config.HUB_FILE_LIMIT_BYTES, config.HUB_FILE_LIMIT_BYTES)
+    published = [_publish(root, stage, name, mf.files[name], limit) for name in chosen]
+    sent = [Sent(n, str(p), p.stat().st_size) for pub in published for n, p in _locals(root, stage, pub)]
+    extra = _extras(root, mf, chosen)
+    sent += [Sent(n, str(p), p.stat().st_size) for n, p in extra]
+    found = result_files(root, [Path(r) for r in results or []], Path.cwd())
+    measured = measure({n: mf.files[n].size_bytes for n in chosen}, found)
+    text = render(mf, root, repo_id, published, measured, [n for n, _ in extra])
+    card = (root if dry_run else stage) / "README.md"
+    with atomic_output(card) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    sent.append(Sent("README.md", str(card), card.stat().st_size))
+    res = UploadResult(SCHEMA, str(root), repo_id, revision or "main", private, dry_run, str(card), sent,
+                       measured.results, [n for n in chosen if n not in measured.quality])
+    if not dry_run:
+        res.commit_url, res.pull_request_url = _send(repo_id, sent, token, endpoint, private, revision, create_pr,
+                                                     progress, mf)
+    return res
+
+
+def _select(mf: manifest.Manifest, include: list[str] | None, exclude: list[str] | None) -> list[str]:
+    """The manifest's GGUFs that ``include``/``exclude`` (types or file-name globs) leave, in manifest order."""
+    def hit(name: str, pats: list[str]) -> bool:
+        t = mf.files[name].type
+        return any(p.upper() == t.upper() or fnmatch.fnmatch(name, p) for p in pats)
+
+    names = [n for n in mf.files if n.endswith(".gguf")]
+    if include:
+        names = [n for n in names if hit(n, include)]
+    if exclude:
+        names = [n for n in names if not hit(n, exclude)]
+    if not names:
+        kinds = ", ".join(sorted({mf.files[n].type for n in mf.files})) or "none"
+        raise UsageError("no file of the folder is left to upload by --include/--exclude.",
+                         hint=f"The folder's types: {kinds}.")
+    return names
+
+
+def _check_hashes(root: Path, mf: manifest.Manifest, names: list[str]) -> None:
+    """Refuse to publish a file that is gone or no longer what the manifest says it is."""
+    for name in names:
+        path = root / name
+        if not path.is_file():
+            raise VerifyFailed(f"{name} is in the manifest but not in {root}.",
+                               hint=f"Run `edgeq verify {root}`, then `edgeq convert` again to remake it.")
+        if path.stat().st_size != mf.files[name].size_bytes or sha256_file(path) != mf.files[name].sha256:
+            raise VerifyFailed(f"{name} no longer matches its sha256 in the manifest: it changed after edgeq wrote it.",
+                               hint=f"Run `edgeq verify {root}`, and remake the file (`edgeq convert --force`).")
+
+
+def _saved_token() -> str | None:
+    from huggingface_hub import get_token
+
+    return get_token()
+
+
+def _repo_id(repo_id: str | None, root: Path, mf: manifest.Manifest, names: list[str], token: str | None,
+             endpoint: str | None, dry_run: bool) -> str:
+    """The repo to publish to, checked: the token can write to its namespace (before anything is sent)."""
+    if repo_id is not None and not is_repo_id(repo_id):
+        raise UsageError(f"{repo_id!r} is not a Hub repo id.", hint="Use the form owner/name, e.g. me/Model-GGUF.")
+    if dry_run:  # asks the Hub nothing, not even who the token is
+        owner, _, name = (repo_id or "").rpartition("/")
+        return f"{owner or 'your-name'}/{name or _model_name(mf, names) + '-GGUF'}"
+    if token is None:
+        raise HubError("no Hugging Face token: uploading needs one with write access.", hint=LOGIN_HINT)
+    who = _whoami(token, endpoint)
+    user, orgs = str(who.get("name")), [str(o.get("name")) for o in who.get("orgs") or []]
+    if repo_id is None:
+        repo_id = f"{user}/{_model_name(mf, names)}-GGUF"
+    elif "/" not in repo_id:
+        repo_id = f"{user}/{repo_id}"
+    role = ((who.get("auth") or {}).get("accessToken") or {}).get("role")
+    if role == "read":
+        raise HubError(f"the token of {user} is read-only: it cannot create or write {repo_id}.",
+                       hint="Make a token with write access at https://huggingface.co/settings/tokens, "
+                            "then pass --token or set HF_TOKEN.")
+    owner = repo_id.split("/")[0]
+    if owner not in (user, *orgs):
+        raise HubError(f"{repo_id} is in the namespace {owner!r}, and the token is {user}'s"
+                       + (f" (member of {', '.join(orgs)})" if orgs else "") + ": it cannot publish there.",
+                       hint=f"Publish under your own name (e.g. {user}/{repo_id.split('/')[1]}) or an organization you belong to.")
+    return repo_id
+
+
+def _whoami(token: str, endpoint: str | None) -> dict[str, Any]:
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        return dict(HfApi(endpoint=endpoint).whoami(token=token, cache=False))
+    except HfHubHTTPError as e:
+        if getattr(e.response, "status_code", None) == 401:
+            raise HubError("the Hub refused this token (HTTP 401): it is wrong, expired or revoked.",
+                           hint=LOGIN_HINT) from e
+        raise
+    except Exception as e:  # noqa: BLE001 - the network, as for the upload itself
+        with upload_errors("the Hub"):
+            raise e
+
+
+def _model_name(mf: manifest.Manifest, names: list[str]) -> str:
+    """The model's stem in the folder's file names (``<Model>-<type>.gguf``)."""
+    rec = mf.files[names[0]]
+    suffix = f"-{rec.type}.gguf"
+    return names[0][: -len(suffix)] if names[0].endswith(suffix) else names[0][: -len(".gguf")]
+
+
+def _publish(root: Path, stage: Path, name: str, rec: manifest.FileRecord, limit: int) -> Published:
+    """One GGUF as it goes to the repo: itself, or its shards (made in the staging folder, checked to load)."""
+    if rec.size_bytes <= limit:
+        return Published(name, rec, [name])
+    from ..llamacpp import find_toolchain
+    from ..llamacpp.split import shard_limit_mb, split
+
+    header = read_header(root / name)
+    align = header.alignment
+    mb = shard_limit_mb(limit, header.data_offset_bytes, max(-(-t.n_bytes // align) * align for t in header.tensors))
+    shards = split(find_toolchain(), root / name, stage, mb)
+    _check_shards(root / name, shards[0])
+    return Published(name, rec, [p.name for p in shards])
+
+
+def _check_shards(whole: Path, first: Path) -> None:
+    """The shards load in llama.cpp and give the very logits the whole file gives (a smoke run of each)."""
+    from ..doctor.smoke import probe
+    from ..system import default_threads
+
+    a, b = probe(whole, threads=default_threads()), probe(first, threads=default_threads())
+    if a.get("logits") != b.get("logits"):
+        raise HubError(f"the shards of {whole.name} do not give the whole file's logits.",
+                       hint="Report this with `edgeq doctor` output; upload without --max-shard-size meanwhile.")
+
+
+def _locals(root: Path, stage: Path, pub: Published) -> list[tuple[str, Path]]:
+    return [(pub.name, root / pub.name)] if pub.repo_names == [pub.name] else [(n, stage / n) for n in pub.repo_names]
+
+
+def _extras(root: Path, mf: manifest.Manifest, names: list[str]) -> list[tuple[str, Path]]:
+    """The manifest, the importance matrices the chosen files were made with, and tune's recipes and results."""
+    out = [(config.MANIFEST_NAME, root / config.MANIFEST_NAME)]
+    for name in names:
+        imat = read_header(root / name).metadata.get("quantize.imatrix.file")
+        if imat and (root / "imatrix" / Path(str(imat)).name).is_file():
+            out.append((f"imatrix/{Path(str(imat)).name}", root / "imatrix" / Path(str(imat)).name))
+        stem = name[: -len(".gguf")]
+        for suffix in (".tensor-types.txt", ".tune.json"):
+            if (root / f"{stem}{suffix}").is_file():
+                out.append((f"{stem}{suffix}", root / f"{stem}{suffix}"))
+    return list(dict.fromkeys(out))
+
+
+def _send(repo_id: str, sent: list[Sent], token: str | None, endpoint: str | None, private: bool,
+          revision: str | None, create_pr: bool, progress: bool, mf: manifest.Manifest) -> tuple[str, str | None]:
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+
+    (enable_progress_bars if progress else disable_progress_bars)()
+    api = HfApi(endpoint=endpoint, token=token)
+    with upload_errors(repo_id):
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        total = sum(s.size_bytes for s in sent)
+        note(f"upload: {len(sent)} files, {human_bytes(total)} to {repo_id}")
+        info = api.create_commit(repo_id, [CommitOperationAdd(s.path_in_repo, s.local) for s in sent],
+                                 commit_message=f"edgeq upload: {', '.join(s.path_in_repo for s in sent if s.path_in_repo.endswith('.gguf'))}",
+                                 commit_description=f"Made by edgeq {mf.edgeq_version} with {mf.llama_cpp}.",
+                                 revision=revision, create_pr=create_pr)
+    return str(info.commit_url), (str(info.pr_url) if info.pr_url else None)
+
+
+class upload_errors:
+    """huggingface_hub's exceptions during an upload as one line that names the fix (nothing was committed)."""
+
+    def __init__(self, repo_id: str) -> None:
+        self.repo_id = repo_id
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: object) -> None:
+        if e is None or not isinstance(e, Exception):
+            return None
+        from huggingface_hub import errors as he
+
+        again = "Nothing was committed; run the same command again: files the Hub already holds are not sent twice."
+        if isinstance(e, he.RevisionNotFoundError):
+            raise HubError(f"the branch of --revision does not exist in {self.repo_id}.",
+                           hint="Create it first (`hf repo branch create`), or leave --revision out.") from e
+        if isinstance(e, he.HfHubHTTPError):
+            status = getattr(getattr(e, "response", None), "status_code", "?")
+            if status in (401, 403):
+                raise HubError(f"the Hub refused to let this token write {self.repo_id} (HTTP {status}).",
+                               hint=LOGIN_HINT) from e
+            raise HubError(f"the Hub answered HTTP {status} during the upload to {self.repo_id}.",
+                           hint=again) from e
+        if _network(e):
+            raise HubError(f"the connection to the Hub was lost during the upload to {self.repo_id} "
+                           f"({type(e).__name__}).", hint=again) from e
+        return None
+
+
+def _network(e: BaseException | None) -> bool:
+    """Whether ``e`` or what caused it is the network failing (huggingface_hub wraps an upload's error in a
+    RuntimeError; its own httpx fork's transport errors are matched by name)."""
+    while e is not None:
+        if isinstance(e, OSError) or any(c.__name__ in ("TransportError", "NetworkError", "TimeoutException",
+                                                          "RemoteProtocolError") for c in type(e).__mro__):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+__all__ = ["SCHEMA", "UploadResult", "upload"]
