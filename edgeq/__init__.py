@@ -11,6 +11,7 @@ from .errors import EdgeqError  # noqa: E402
 from .generate import GenerateResult, generate  # noqa: E402
 from .llamacpp.fitparams import FitResult, fit_params  # noqa: E402
 from .manifest import VerifyResult, verify  # noqa: E402
+from .ship import ShipResult, ship  # noqa: E402
 from .sources.gguf import GGUFInfo  # noqa: E402
 from .sources.gguf import read as inspect  # noqa: E402
 from .sources.hub import DownloadResult, download  # noqa: E402
@@ -18,5 +19,5 @@ from .tune import TuneResult, tune  # noqa: E402
 from .upload import UploadResult, upload  # noqa: E402
 
 __all__ = ["__version__", "ConvertResult", "DoctorReport", "DownloadResult", "EdgeqError", "FitResult", "GGUFInfo",
-           "GenerateResult", "OutputFile", "TuneResult", "UploadResult", "VerifyResult", "convert", "doctor",
-           "download", "fit_params", "generate", "inspect", "tune", "upload", "verify"]
+           "GenerateResult", "OutputFile", "ShipResult", "TuneResult", "UploadResult", "VerifyResult", "convert", "doctor",
+           "download", "fit_params", "generate", "inspect", "ship", "tune", "upload", "verify"]

@@ -201,6 +201,24 @@ def test_a_malformed_budget_is_refused_before_any_work(capsys):
         assert code == 2 and needle in err and len(err.splitlines()) == 1, (args, err)
 
 
+def test_types_are_measured_from_near_the_budget_down_only_while_the_allocation_asks():
+    from edgeq.tune.allocate import first_types, lower_type
+
+    allowed = {"Q8_0", "Q6_K", "Q4_K", "Q4_0", "IQ4_XS", "Q3_K", "IQ3_XXS", "Q2_K"}
+    assert first_types(allowed, 6.2, {"Q3_K"}) == {"Q8_0", "Q6_K", "Q4_K", "Q4_0", "IQ4_XS", "Q3_K"}
+    assert first_types(allowed, None, set()) == allowed  # a KLD target: no size to start from
+    made = {"Q8_0", "Q6_K", "Q4_K"}
+    wide = TensorCost("blk.0.ffn_down.weight", "ffn_out", [256, 64], {"Q8_0": 1.0, "Q6_K": 4.0, "Q4_K": 16.0})
+    # At its narrowest measured type: the widest narrower one is measured next.
+    assert lower_type([wide], CAL, made, 32, allowed, made, {wide.name: "Q4_K"}) == "IQ4_XS"
+    assert lower_type([wide], CAL, made, 32, allowed, made, {wide.name: "Q6_K"}) is None  # it did not press down
+    assert lower_type([wide], CAL, made, 32, allowed, made, None) == "IQ4_XS"  # a budget below every recipe
+    # Rows of 576 fit no 256-block: Q3_K, IQ3_XXS and Q2_K would give it IQ4_NL, no cheaper than its Q4_0.
+    narrow = TensorCost("blk.0.attn_q.weight", "attn_in", [576, 64], {"Q8_0": 1.0, "Q4_0": 16.0})
+    assert lower_type([narrow], CAL, {"Q8_0", "Q4_0"}, 32, {"Q8_0", "Q4_0", "Q3_K", "IQ3_XXS", "Q2_K"},
+                      {"Q8_0", "Q4_0"}, {narrow.name: "Q4_0"}) is None
+
+
 def test_probe_types_spread_over_what_is_allowed():
     from edgeq.tune.probes import probe_types
 

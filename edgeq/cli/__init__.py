@@ -21,6 +21,7 @@ from . import eval as _eval
 from . import models as _models
 from . import plan as _plan
 from . import run as _run
+from . import ship as _ship
 from . import tune as _tune
 from . import upload as _upload
 
@@ -97,5 +98,6 @@ cli.add_command(_models.verify)
 cli.add_command(_plan.plan)
 cli.add_command(_run.run)
 cli.add_command(_run.rpc_server)
+cli.add_command(_ship.ship)
 cli.add_command(_tune.tune)
 cli.add_command(_upload.upload)

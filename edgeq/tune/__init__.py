@@ -32,9 +32,20 @@ from ..report import write_report
 from ..sources.gguf import read as read_gguf
 from ..sources.gguf_header import read_header
 from . import pertype
-from .allocate import allocate, allowed_types, budget_bytes, check_budget, for_kld, largest, padded, smallest
+from .allocate import (
+    allocate,
+    allowed_types,
+    budget_bytes,
+    check_budget,
+    first_types,
+    for_kld,
+    largest,
+    lower_type,
+    padded,
+    smallest,
+)
 from .fisher import fisher_complete, fisher_gguf
-from .probes import calibrate
+from .probes import calibrate, probe_types
 from .sensitivity import (
     GROUPS,
     TensorCost,
@@ -112,35 +123,51 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
         work = out / "tune" / short_hash(f"{mf.files[f16.name].sha256}|{imat_recipe}|{llama_cpp_version(tc)}")
         work.mkdir(parents=True, exist_ok=True)
         t = time.perf_counter()
-        per_type = pertype.make(tc, f16, imatrix, work, stem, sorted(allowed | {"Q8_0"}), threads, progress)
-        stages["per-type quantizations"] = time.perf_counter() - t
-        t = time.perf_counter()
         fisher = fisher_gguf(Path(str(mf.source["path"])), calib, work, threads=threads, progress=progress)
         stages["fisher"] = time.perf_counter() - t
-        t = time.perf_counter()
-        costs, weighting = _costs(f16, per_type, imatrix, fisher, work, threads, progress)
-        stages["errors"] = time.perf_counter() - t
-        t = time.perf_counter()
-        cal = calibrate(tc, f16, imatrix, per_type, costs, calib, work, allowed, weighting, threads, progress)
-        stages["probes"] = time.perf_counter() - t
 
-        header = read_header(next(iter(per_type.values())))
-        allowed_for = allowed_types({k: pertype.types_of(per_type[k]) for k in allowed}, allowed)
-        quantizable = {c.name for c in costs}
-        fixed = sum(padded(t.shape, t.type, header.alignment) for t in header.tensors if t.name not in quantizable)
-        head = header.data_offset_bytes + fixed
+        header = read_header(f16)
         n_params = sum(t.n_elements for t in header.tensors)
         limit, kind, asked = budget_bytes(size, bpw, ram, ctx, device, max_kld, n_params, f16)
-        lo = head + smallest(costs, cal, allowed_for, header.alignment)
-        hi = head + largest(costs, cal, allowed_for, header.alignment)
-        if max_kld is not None:
-            alloc = for_kld(costs, cal, float(max_kld), allowed_for, header.alignment, lo - head, hi - head)
-            limit = head + alloc.tensor_bytes  # the size the KLD asked for
-        else:
-            if limit < lo:
+        made = first_types(allowed, None if max_kld is not None else 8 * (limit - header.data_offset_bytes) / n_params,
+                           {*probe_types(allowed, "fisher"), *probe_types(allowed, "imatrix")})
+        cal = None
+        while True:  # widen the measured types downwards while the allocation presses against the narrowest
+            t = time.perf_counter()
+            per_type = pertype.make(tc, f16, imatrix, work, stem, sorted(made | {"Q8_0"}), threads, progress)
+            stages["per-type quantizations"] = stages.get("per-type quantizations", 0.0) + time.perf_counter() - t
+            t = time.perf_counter()
+            costs, weighting = _costs(f16, per_type, imatrix, fisher, work, threads, progress)
+            stages["errors"] = stages.get("errors", 0.0) + time.perf_counter() - t
+            if cal is None:  # the probes' types are among the first measured: one calibration serves every round
+                t = time.perf_counter()
+                cal = calibrate(tc, f16, imatrix, per_type, costs, calib, work, allowed, weighting, threads, progress)
+                stages["probes"] = time.perf_counter() - t
+            qheader = read_header(per_type["Q8_0"])
+            allowed_for = allowed_types({k: pertype.types_of(per_type[k]) for k in made}, allowed)
+            quantizable = {c.name for c in costs}
+            fixed = sum(padded(t.shape, t.type, qheader.alignment) for t in qheader.tensors if t.name not in quantizable)
+            head = qheader.data_offset_bytes + fixed
+            lo = head + smallest(costs, cal, allowed_for, qheader.alignment)
+            hi = head + largest(costs, cal, allowed_for, qheader.alignment)
+            if max_kld is not None:
+                alloc = for_kld(costs, cal, float(max_kld), allowed_for, qheader.alignment, lo - head, hi - head)
+            elif limit < lo:
+                lower = lower_type(costs, cal, allowed_for, qheader.alignment, allowed, made, None)
+                if lower:
+                    made.add(lower)
+                    continue
                 raise UsageError(f"a {human_bytes(limit)} file is below the smallest this model can be with these "
                                  f"types ({human_bytes(lo)}).", hint=f"Ask for at least {human_bytes(lo)}, or allow smaller types.")
-            alloc = allocate(costs, cal, min(limit, hi) - head, allowed=allowed_for, alignment=header.alignment)
+            else:
+                alloc = allocate(costs, cal, min(limit, hi) - head, allowed=allowed_for, alignment=qheader.alignment)
+            lower = lower_type(costs, cal, allowed_for, qheader.alignment, allowed, made, alloc.types)
+            if lower is None:
+                break
+            made.add(lower)
+        if max_kld is not None:
+            limit = head + alloc.tensor_bytes  # the size the KLD asked for
+        header = qheader
         predicted_size = head + alloc.tensor_bytes
         bpw_file = 8 * (predicted_size - header.data_offset_bytes) / n_params
         label = f"tuned-{bpw_file:.2f}bpw"

@@ -57,8 +57,9 @@ def source_license(mf: Manifest) -> str | None:
 
 
 def render(mf: Manifest, folder: Path, repo_id: str, files: list[Published], measured: Measured,
-           extra: list[str]) -> str:
-    """The README.md: YAML front matter, then the files table, how they were made, use and verify."""
+           extra: list[str], preface: list[str] | None = None) -> str:
+    """The README.md: YAML front matter, then ``preface`` (ship's recommendation), the files table, how they
+    were made, use and verify."""
     from huggingface_hub import ModelCardData
 
     first = read_header(folder / files[0].name) if files else None
@@ -78,7 +79,7 @@ def render(mf: Manifest, folder: Path, repo_id: str, files: list[Published], mea
              f"{mf.edgeq_version} with {mf.llama_cpp}.", ""]
     if mf.source.get("kind") == "embedded":
         body += [f"> {embedded.CAVEAT}", ""]
-    body += ["## Files", "", _files_table(files, measured), "", *_measured_notes(files, measured), ""]
+    body += [*(preface or []), "## Files", "", _files_table(files, measured), "", *_measured_notes(files, measured), ""]
     body += ["## How they were made", "", *_made(mf, folder, files), ""]
     if extra:
         body += ["Also in this repo: " + ", ".join(f"`{e}`" for e in extra) + ".", ""]

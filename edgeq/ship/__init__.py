@@ -1,0 +1,308 @@
+"""`edgeq ship`: from a source to a measured, verified deploy folder and the file to run on the target.
+
+    res = edgeq.ship("HuggingFaceTB/SmolLM2-135M-Instruct", target="m1-8gb")
+
+Stages, each reusing what an earlier run or the single verbs made (so an interrupted ship resumes and a second
+``--for`` redoes only the plan and the pick):
+
+1. **convert** the candidates into the model's work folder (``models/<name>/``, as ``convert`` does): the F16
+   reference and the stock quants, with the importance matrix where llama.cpp's docs say it helps;
+2. **tune**: a ``tune`` file for the target's RAM, unless the widest candidate already fits (then a tuned file
+   would only copy it);
+3. **quality**: KLD, ΔPPL and top-1 of every candidate against the F16 file on the evaluation text (``eval``);
+4. **speed**: tok/s and peak RAM of every candidate here (``bench``), which also calibrates the plan;
+5. **plan** each candidate for the target: its RAM at ``ctx`` and, for another machine, its tok/s;
+6. **pick** the best quality that fits and meets ``min_tps``/``max_kld``, and the runner-up;
+7. **folder**: the chosen file, manifest, card, report, recipe and imatrix, and ``run.sh``; ``verify``; ``push``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..convert import convert
+from ..errors import EdgeqError, UsageError
+from ..files import write_json_atomic
+from ..llamacpp.quantize import Overrides
+from ..output import human_bytes, note
+from ..plan.recommend import Candidate, Recommendation, recommend
+from ..system import system_info
+from .deploy import write_folder
+
+SCHEMA = "edgeq-ship/1"
+STOCK = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M")  # beside the F16 reference
+# Where llama.cpp's quantize docs recommend an importance matrix: the K-quants at 5 bits and below, IQ types.
+IMATRIX_HELPS = ("Q5_K_S", "Q5_K_M", "Q4_K_S", "Q4_K_M", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q2_K", "IQ4_XS", "IQ4_NL",
+                 "IQ3_S", "IQ3_XXS", "IQ2_XS", "IQ2_XXS")
+EVAL_TOKENS = 8192
+BENCH = {"n_prompt": 128, "n_gen": 64, "reps": 3}
+STAGES = ("convert", "tune", "quality", "speed", "plan", "pick", "folder")
+
+
+@dataclass
+class Option:
+    """One candidate file, measured here and planned for the target."""
+
+    label: str  # the manifest's type: Q4_K_M-imat, tuned-5.92bpw, …
+    file: str
+    size_bytes: int
+    bits_per_weight: float
+    kld_mean: float | None  # measured here, against the F16 file
+    delta_ppl_pct: float | None
+    top1_pct: float | None
+    tg_tps_here: float | None  # measured here (bench, batch 1)
+    pp_tps_here: float | None
+    peak_rss_here_bytes: int | None  # measured here, at bench's small context
+    ram_target_bytes: int  # predicted on the target at ctx (the plan's memory model)
+    tg_tps_target: float  # measured here when the target is here, else predicted
+    tg_measured: bool
+    fits: bool
+
+
+@dataclass
+class ShipResult:
+    schema: str
+    source: dict[str, object]
+    target: dict[str, object]  # name, description, ram_bytes, here (is it this machine)
+    ctx: int
+    folder: str
+    chosen: str | None
+    runner_up: str | None
+    sentence: str
+    options: list[Option] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    pushed: str | None = None  # the commit or pull request of --push
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def ship(source: str | None = None, *, target: str | None = None, ram: str | None = None,
+         bandwidth_gbps: float | None = None, ctx: int = 4096, quants: list[str] | None = None, tune: bool = True,
+         min_tps: float | None = None, max_kld: float | None = None, outdir: str | Path | None = None,
+         workdir: str | Path | None = None, push: str | None = None, private: bool = False, token: str | None = None, threads: int | None = None,
+         eval_tokens: int = EVAL_TOKENS, revision: str | None = None, progress: bool = True) -> ShipResult:
+    """Make, measure and plan the candidates of ``source`` for ``target``; write the deploy folder of the pick.
+
+    The candidates are made in ``workdir`` (default ``models/<name>/``, where ``convert`` puts them), the deploy
+    folder is ``outdir`` (default ``dist/<name>/``)."""
+    from ..plan.devices import parse_size
+
+    if target and ram:
+        raise UsageError("ship takes one target: --for DEVICE or --ram (with --bandwidth).",
+                         hint="Drop one of them.")
+    ram_bytes = parse_size(ram) if ram else None
+    stock = [q.upper() for q in (quants or STOCK)]
+    stages: dict[str, float] = {}
+    here = target is None and ram_bytes is None
+
+    def stage(i: int, name: str, what: str) -> float:
+        if progress:
+            note(f"ship [{i}/{len(STAGES)}] {name}: {what}")
+        return time.perf_counter()
+
+    t = stage(1, "convert", f"F16 and {', '.join(stock)} (imatrix where it helps)")
+    plain = [q for q in stock if q not in IMATRIX_HELPS]
+    base = convert(source, quants=plain or ["F16"], outdir=workdir, revision=revision, token=token, threads=threads,
+                   progress=progress)
+    work = Path(base.outdir)
+    files = {o.variant: Path(o.path) for o in base.outputs}
+    imat = [q for q in stock if q in IMATRIX_HELPS]
+    if imat:
+        res = convert(source, quants=imat, outdir=work, overrides=Overrides(imatrix=True), revision=revision,
+                      token=token, threads=threads, progress=progress)
+        files.update({o.variant: Path(o.path) for o in res.outputs if o.variant != "F16"})
+    stages["convert"] = time.perf_counter() - t
+    f16 = files["F16"]
+    device = _target(target, ram_bytes, bandwidth_gbps)
+
+    t = stage(2, "tune", f"a file for {device.name}'s RAM")
+    tuned_note = None
+    if tune:
+        tuned_note = _tune(source, work, files, target, ram, ctx, threads, progress, revision, token)
+    stages["tune"] = time.perf_counter() - t
+
+    cands = {k: p for k, p in files.items()}
+    t = stage(3, "quality", f"KLD of {len(cands) - 1} files to the F16 file on {eval_tokens:,} tokens")
+    eval_path = _quality(work, f16, cands, eval_tokens, threads, progress)
+    stages["quality"] = time.perf_counter() - t
+
+    t = stage(4, "speed", f"tok/s and peak RAM of {len(cands)} files here")
+    bench_path = _speed(work, cands, threads, progress)
+    stages["speed"] = time.perf_counter() - t
+
+    t = stage(5, "plan", f"each file on {device.name} at ctx {ctx:,}")
+    options, plans = _plan(cands, eval_path, bench_path, target, ram_bytes, bandwidth_gbps, ctx, here)
+    stages["plan"] = time.perf_counter() - t
+
+    t = stage(6, "pick", "the best quality that fits and meets the asks")
+    rec, runner = pick(options, device_budget=plans[0]["budget_bytes"] if plans else 0, min_tps=min_tps,
+                       max_kld=max_kld)
+    stages["pick"] = time.perf_counter() - t
+    notes = [n for n in [tuned_note] if n]
+    if not here:
+        notes.append(f"{device.name} is not this machine: its tok/s are predicted by the plan (uncalibrated for that "
+                     "device); KLD and every 'here' figure were measured on this machine.")
+    src = dict(base.source) if isinstance(base.source, dict) else {}
+    tgt = {"name": device.name, "description": device.description, "ram_bytes": device.ram_bytes, "here": here}
+    folder = Path(outdir) if outdir else Path("dist") / f"{work.name}"
+    result = ShipResult(SCHEMA, src, tgt, ctx, str(folder), rec.quant if rec.ok else None,
+                        runner.quant if runner and runner.ok else None, rec.sentence, options, stages, notes)
+    if not rec.ok:
+        raise NothingFits(rec, result)
+
+    t = stage(7, "folder", f"{folder}: the file, manifest, card, report and run.sh")
+    chosen = next(o for o in options if o.label == rec.quant)
+    write_folder(folder, work, chosen, result, [eval_path, bench_path], plans[options.index(chosen)], device, threads)
+    stages["folder"] = time.perf_counter() - t
+    if push:
+        from ..upload import upload
+
+        up = upload(folder, push, private=private, token=token, progress=progress)
+        result.pushed = up.pull_request_url or up.commit_url
+    write_json_atomic(folder / "ship.json", result.to_dict())
+    return result
+
+
+class NothingFits(EdgeqError):
+    """No candidate fits the target or meets the asks: the closest is named (exit 1)."""
+
+    kind = "nothing-fits"
+
+    def __init__(self, rec: Recommendation, result: ShipResult) -> None:
+        super().__init__(rec.sentence, hint="Pass a bigger target (--for/--ram), a smaller --ctx, looser --min-tps/"
+                                            "--max-kld, or smaller --quants.")
+        self.result = result
+
+
+def _target(target: str | None, ram_bytes: int | None, bandwidth_gbps: float | None) -> Any:
+    from ..plan import devices
+
+    if target:
+        return devices.named(target)
+    if ram_bytes is not None:
+        return devices.generic(ram_bytes, bandwidth_gbps or 50.0)
+    return devices.this_machine(bandwidth_gbps=bandwidth_gbps)
+
+
+def _tune(source: str | None, work: Path, files: dict[str, Path], target: str | None, ram: str | None, ctx: int,
+          threads: int | None, progress: bool, revision: str | None, token: str | None) -> str | None:
+    """Add a tuned file for the target's RAM to ``files``; or say why there is none."""
+    from ..plan.source import from_gguf
+    from ..tune import tune as run_tune
+    from ..tune.allocate import budget_bytes
+
+    widest = max((p for k, p in files.items() if k != "F16"), key=lambda p: p.stat().st_size)
+    n_params = sum(t.n_elements for t in from_gguf(files["F16"]).tensors)
+    ram_text = ram or (None if target else f"{system_info().ram_available_bytes}B")
+    limit, _, _ = budget_bytes(None, None, ram_text, ctx, target, None, n_params, files["F16"])
+    if limit >= widest.stat().st_size:
+        return (f"no tuned file: {widest.name} ({human_bytes(widest.stat().st_size)}) already fits the "
+                f"{human_bytes(limit)} the target leaves for the weights at ctx {ctx:,}.")
+    from .. import manifest
+
+    try:
+        res = run_tune(source, size=limit, outdir=work, threads=threads, progress=progress, revision=revision,
+                       token=token)
+    except UsageError as e:  # a budget below any file: the pick then says what comes closest
+        return f"no tuned file: {e}"
+    mf = manifest.load(work)
+    assert mf is not None  # tune recorded its file
+    files[mf.files[Path(res.output).name].type] = Path(res.output)
+    return None
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _sha(path: Path) -> str:
+    from .. import manifest
+
+    mf = manifest.load(path.parent)
+    return mf.files[path.name].sha256 if mf and path.name in mf.files else str(path.stat().st_size)
+
+
+def _quality(work: Path, f16: Path, cands: dict[str, Path], tokens: int, threads: int | None,
+             progress: bool) -> Path:
+    """The eval results of every candidate against the F16 file, measured once per set of files and text."""
+    from ..quality import default_text, perplexity
+    from ..quality.models import gguf_ref
+    from ..quality.results import save
+
+    text, src = default_text()
+    path = work / "ship" / f"eval-{_key(sorted(_sha(p) for p in cands.values()), src, tokens)}.json"
+    if path.is_file():
+        return path
+    ref = gguf_ref(f16)
+    res = perplexity([ref, *[gguf_ref(p) for k, p in cands.items() if k != "F16"]], text, src, reference=ref,
+                     ctx=512, max_tokens=tokens, threads=threads or system_info().physical_cores, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save(res, str(path))
+    return path
+
+
+def _speed(work: Path, cands: dict[str, Path], threads: int | None, progress: bool) -> Path:
+    """bench's results of every candidate here (batch 1), measured once per set of files and machine."""
+    from ..bench.matrix import bench
+
+    info = system_info()
+    path = work / "ship" / f"bench-{_key(sorted(_sha(p) for p in cands.values()), info.cpu, threads, BENCH)}.json"
+    if path.is_file():
+        return path
+    tmp = path.with_suffix(".partial.json")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    bench([str(p) for p in cands.values()], hf_variants=[], batches=[1], threads=threads, output=tmp,
+          progress=progress, n_prompt=BENCH["n_prompt"], n_gen=BENCH["n_gen"], reps=BENCH["reps"])
+    tmp.replace(path)  # whole: an interrupted bench is measured again
+    return path
+
+
+def _plan(cands: dict[str, Path], eval_path: Path, bench_path: Path, target: str | None, ram_bytes: int | None,
+          bandwidth_gbps: float | None, ctx: int, here: bool) -> tuple[list[Option], list[dict[str, Any]]]:
+    """Each candidate planned for the target (calibrated by the bench when the target is this machine)."""
+    from ..output import to_jsonable
+    from ..plan import plan
+    from ..plan.source import from_gguf
+
+    bench = json.loads(bench_path.read_text())
+    ev = json.loads(eval_path.read_text())
+    runs = {Path(r["path"]).name: r for r in bench["runs"] if r["status"] == "ok" and r["batch"] == 1}
+    rows = {Path(r["model"]["path"]).name: r for r in ev["rows"]}
+    options, plans = [], []
+    for label, path in cands.items():
+        spec = from_gguf(path)
+        quants = [] if spec.recipes else list(spec.files)
+        res = plan(str(path), quants=quants, ctx=ctx, device=target, ram_bytes=ram_bytes,
+                   bandwidth_gbps=bandwidth_gbps, calibrate=str(bench_path) if here else None, fit_params=False)
+        row = res.rows[0]
+        plans.append(to_jsonable(res))
+        run, q = runs.get(path.name), rows.get(path.name, {})
+        tg_here = float(run["tg_tps"]["median"]) if run else None
+        options.append(Option(label, str(path), path.stat().st_size, row.bits_per_weight, q.get("kld_mean"),
+                              q.get("delta_ppl_pct"), q.get("top1_pct"), tg_here,
+                              float(run["pp_tps"]["median"]) if run else None, run.get("peak_rss_bytes") if run else None,
+                              row.memory.required_bytes, tg_here if here and tg_here else row.tg_tps,
+                              bool(here and tg_here), row.fits))
+    return options, plans
+
+
+def pick(options: list[Option], *, device_budget: int, min_tps: float | None,
+         max_kld: float | None) -> tuple[Recommendation, Recommendation | None]:
+    """The best quality (least KLD) among the candidates that fit and meet the asks, and the runner-up; the F16
+    reference competes too (its KLD is 0 by definition: it is what the others are measured against)."""
+    cands = [Candidate("", o.label, 1, o.ram_target_bytes, device_budget, o.tg_tps_target,
+                       0.0 if o.label == "F16" else o.kld_mean) for o in options]
+    best = recommend(cands, min_tps=min_tps, max_kld=max_kld)
+    if not best.ok:
+        return best, None
+    rest = [c for c in cands if c.quant != best.quant]
+    return best, (recommend(rest, min_tps=min_tps, max_kld=max_kld) if rest else None)
+
+
+__all__ = ["SCHEMA", "NothingFits", "Option", "ShipResult", "pick", "ship"]

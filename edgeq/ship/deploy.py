@@ -1,0 +1,154 @@
+"""The deploy folder ``ship`` writes: what a box needs to run the chosen file, and the evidence for choosing it.
+
+    dist/<Model>/
+      <Model>-<type>.gguf          the chosen file (hard-linked from the work folder where the disk allows)
+      edgeq-manifest.json          its record, so `edgeq verify` and `edgeq upload` work on the folder
+      imatrix/, *.tensor-types.txt the importance matrix and (a tuned file's) recipe it was made with
+      README.md                    the model card (`upload`'s), with the recommendation
+      results/                     eval, bench and plan results the choice rests on
+      report/report.md             tables and charts of them
+      run.sh                       starts the model with llama.cpp's own llama-completion
+      ship.json                    the ship result
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import manifest
+from ..errors import VerifyFailed
+from ..files import atomic_output, write_json_atomic
+from ..report import write_report
+from ..sources.gguf_header import read_header
+from ..upload.card import Published, render
+from ..upload.measured import measure
+
+if TYPE_CHECKING:
+    from . import Option, ShipResult
+
+RUN_TOOL = "llama-completion"  # llama.cpp's own; LLAMA_COMPLETION names another binary
+
+
+def write_folder(folder: Path, work: Path, chosen: Option, result: ShipResult, results: list[Path],
+                 plan: dict[str, Any], device: Any, threads: int | None) -> None:
+    """Write (or bring up to date) the deploy folder of ``chosen``, then verify it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    src = Path(chosen.file)
+    wmf = manifest.load(work)
+    assert wmf is not None and src.name in wmf.files  # convert and tune recorded it
+    old = manifest.load(folder)
+    for name in (old.files if old else {}):  # an earlier pick: this folder holds one model file
+        if name != src.name:
+            (folder / name).unlink(missing_ok=True)
+    _place(src, folder / src.name)
+    mf = manifest.Manifest(source=wmf.source, llama_cpp=wmf.llama_cpp,
+                           options={**{k: v for k, v in wmf.options.items() if k != "tuned"},
+                                    "ship": {"target": result.target, "ctx": result.ctx, "chosen": chosen.label}},
+                           files={src.name: wmf.files[src.name]})
+    tuned = (wmf.options.get("tuned") or {}) if isinstance(wmf.options.get("tuned"), dict) else {}
+    if src.name in tuned:  # type: ignore[operator]
+        mf.options["tuned"] = {src.name: tuned[src.name]}  # type: ignore[index]
+    manifest.save(folder, mf)
+    extra = _extras(work, folder, src)
+    saved = _results(folder, results, plan)
+    measured = measure({src.name: chosen.size_bytes}, saved)
+    pub = Published(src.name, mf.files[src.name], [src.name])
+    card = render(mf, folder, f"{_model(src.name, chosen.label)}-GGUF", [pub], measured, extra,
+                  preface=_preface(result, chosen))
+    with atomic_output(folder / "README.md") as tmp:
+        tmp.write_text(card, encoding="utf-8")
+    write_report(saved, folder / "report")
+    _run_sh(folder / "run.sh", src.name, result.ctx, threads or getattr(device, "cores", None) or 4)
+    check = manifest.verify(folder)
+    if not check.passed:
+        raise VerifyFailed(f"the deploy folder {folder} does not match its manifest: "
+                           f"{', '.join(check.mismatched + check.missing + check.linked)}.",
+                           hint="Run the same ship again; it rewrites the folder.")
+
+
+def _place(src: Path, dst: Path) -> None:
+    """``dst`` the same bytes as ``src``: a hard link (no second copy of a large file) or, across disks, a copy."""
+    if dst.exists() and os.path.samefile(src, dst):
+        return
+    with atomic_output(dst) as tmp:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
+def _extras(work: Path, folder: Path, src: Path) -> list[str]:
+    """The importance matrix and tune's recipe the chosen file was made with, beside it."""
+    out = []
+    imat = read_header(src).metadata.get("quantize.imatrix.file")
+    if imat and (work / "imatrix" / Path(str(imat)).name).is_file():
+        (folder / "imatrix").mkdir(exist_ok=True)
+        shutil.copyfile(work / "imatrix" / Path(str(imat)).name, folder / "imatrix" / Path(str(imat)).name)
+        out.append(f"imatrix/{Path(str(imat)).name}")
+    stem = src.name[: -len(".gguf")]
+    for suffix in (".tensor-types.txt", ".tune.json"):
+        if (work / f"{stem}{suffix}").is_file():
+            shutil.copyfile(work / f"{stem}{suffix}", folder / f"{stem}{suffix}")
+            out.append(f"{stem}{suffix}")
+    return out
+
+
+def _results(folder: Path, results: list[Path], plan: dict[str, Any]) -> list[Path]:
+    """Copies of the eval and bench results and the chosen file's plan, under ``results/``."""
+    dest = folder / "results"
+    dest.mkdir(exist_ok=True)
+    out = []
+    for p in results:
+        kind = json.loads(p.read_text())["schema"].split("/")[0].removeprefix("edgeq-")
+        out.append(dest / f"{kind}.json")
+        shutil.copyfile(p, out[-1])
+    out.append(dest / "plan.json")
+    write_json_atomic(out[-1], plan)
+    return out
+
+
+def _preface(result: ShipResult, chosen: Option) -> list[str]:
+    where = "this machine" if result.target["here"] else f"{result.target['name']} ({result.target['description']})"
+    lines = ["## Recommended", "", f"For {where} at a context of {result.ctx:,}: **{chosen.label}**. {result.sentence}"]
+    if result.runner_up:
+        lines.append(f"Runner-up: {result.runner_up}.")
+    lines += [""] + [f"> {n}" for n in result.notes] + ([""] if result.notes else [])
+    lines += ["| file | size | KLD | ΔPPL % | top-1 % | tg tok/s here | RAM on target at ctx | tg tok/s on target |",
+              "|---|---|---|---|---|---|---|---|"]
+    for o in result.options:
+        mark = "▶ " if o.label == chosen.label else ""
+        lines.append(f"| {mark}{o.label} | {o.size_bytes / 2**20:.1f} MiB | "
+                     f"{'reference' if o.label == 'F16' else _n(o.kld_mean, '.4g')} | {_n(o.delta_ppl_pct, '+.2f')} | "
+                     f"{_n(o.top1_pct, '.1f')} | {_n(o.tg_tps_here, '.1f')} | {o.ram_target_bytes / 2**20:.0f} MiB "
+                     f"(predicted){'' if o.fits else ', does not fit'} | {o.tg_tps_target:.1f} "
+                     f"({'measured here' if o.tg_measured else 'predicted'}) |")
+    return [*lines, ""]
+
+
+def _n(x: float | None, spec: str) -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def _model(name: str, label: str) -> str:
+    suffix = f"-{label}.gguf"
+    return name[: -len(suffix)] if name.endswith(suffix) else name[: -len(".gguf")]
+
+
+def _run_sh(path: Path, gguf: str, ctx: int, threads: int) -> None:
+    text = f"""#!/bin/sh
+# Written by edgeq ship: runs {gguf} with llama.cpp's own {RUN_TOOL} and the settings it was planned for.
+#   ./run.sh "Your prompt" [more llama-completion options]
+# LLAMA_COMPLETION=/path/to/{RUN_TOOL} picks the binary (default: the one on PATH).
+here="$(cd "$(dirname "$0")" && pwd)"
+prompt="${{1:-Hello}}"
+[ $# -gt 0 ] && shift
+exec "${{LLAMA_COMPLETION:-{RUN_TOOL}}}" -m "$here/"{shlex.quote(gguf)} -c {ctx} -t {threads} -n "${{N_PREDICT:-128}}" \\
+  -no-cnv --no-display-prompt -p "$prompt" "$@"
+"""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.chmod(0o755)
