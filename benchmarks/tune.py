@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import qwen05b  # noqa: E402
+from readme_table import publish  # noqa: E402
 
 from edgeq.plan import plan  # noqa: E402
 from edgeq.sources.embedded import ensure_embedded_model  # noqa: E402
@@ -102,16 +103,7 @@ def render(data: dict) -> None:
     for key, c in data["cold"].items():
         stages = ", ".join(f"{k} {v:.0f} s" for k, v in c["stages"].items())
         lines.append(f"- First (cold) tune of `{key}`: {c['seconds'] / 60:.1f} min in all ({stages}).")
-    table = "\n".join(lines)
-    (RESULTS / "tune.md").write_text(table + "\n")
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    begin, end = "<!-- tune:begin -->", "<!-- tune:end -->"
-    if begin in text and end in text:
-        a, b = text.index(begin) + len(begin), text.index(end)
-        readme.write_text(text[:a] + "\n" + table + "\n" + text[b:])
-    print(table)
-
+    publish("tune", "\n".join(lines))
 
 if __name__ == "__main__":
     main()

@@ -25,6 +25,11 @@ def token_option(f: Callable[..., Any]) -> Callable[..., Any]:
                         help="Hugging Face token (default: $HF_TOKEN or `hf auth login`).")(f)
 
 
+def eval_tokens_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--eval-tokens", type=click.IntRange(1024), default=8192, show_default=True,
+                        help="Tokens of the evaluation text to score.")(f)
+
+
 def progress_wanted(as_json: bool, quiet: bool = False) -> bool:
     """Progress bars only for a person at a terminal: never under --json, --quiet or a pipe."""
     return config.progress_enabled() and not as_json and not quiet and sys.stderr.isatty()

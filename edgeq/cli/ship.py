@@ -5,7 +5,7 @@ import click
 
 from ..output import echo, print_json, print_table
 from ..ship import ship as run_ship
-from .options import json_option, progress_wanted, revision_option, strings, token_option
+from .options import eval_tokens_option, json_option, progress_wanted, revision_option, strings, token_option
 
 
 @click.command()
@@ -23,8 +23,7 @@ from .options import json_option, progress_wanted, revision_option, strings, tok
               help="Where the candidates are made (default: models/<name>/, as `convert`).")
 @click.option("--push", metavar="ORG/NAME", help="Publish the deploy folder with `edgeq upload`.")
 @click.option("--private", is_flag=True, help="With --push: create the repo private.")
-@click.option("--eval-tokens", type=click.IntRange(1024), default=8192, show_default=True,
-              help="Tokens of the evaluation text to score.")
+@eval_tokens_option
 @click.option("--threads", type=click.IntRange(1, 1024), help="Threads (default: all cores).")
 @revision_option
 @token_option

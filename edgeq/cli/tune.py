@@ -5,7 +5,7 @@ import click
 
 from ..output import echo, human_bytes, print_json, print_table
 from ..tune import tune as run_tune
-from .options import json_option, progress_wanted, revision_option, strings, token_option
+from .options import eval_tokens_option, json_option, progress_wanted, revision_option, strings, token_option
 
 
 @click.command()
@@ -25,8 +25,7 @@ from .options import json_option, progress_wanted, revision_option, strings, tok
               help="512-token chunks of calibration text for the importance matrix.")
 @click.option("--text", "eval_text", type=click.Path(dir_okay=False),
               help="Evaluation text for the verification (default: eval's, The Tempest).")
-@click.option("--eval-tokens", type=click.IntRange(1024), default=8192, show_default=True,
-              help="Tokens of the evaluation text to score.")
+@eval_tokens_option
 @click.option("--threads", type=click.IntRange(1, 1024), help="Threads (default: all cores).")
 @revision_option
 @token_option

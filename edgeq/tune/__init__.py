@@ -129,15 +129,21 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
         header = read_header(f16)
         n_params = sum(t.n_elements for t in header.tensors)
         limit, kind, asked = budget_bytes(size, bpw, ram, ctx, device, max_kld, n_params, f16)
+        # What weighs the errors decides the probes, and so the types to measure first: the Fisher diagonals
+        # where they cover every tensor the Q8_0 file quantizes, else the importance matrix.
+        q8 = pertype.make(tc, f16, imatrix, work, stem, ["Q8_0"], threads, progress)["Q8_0"]
+        quantizable = {t.name for t in read_header(q8).tensors if t.type not in ("F32", "F16", "BF16")}
+        weights = fisher if fisher is not None and fisher_complete(fisher, quantizable) else imatrix
+        weighting = "fisher" if weights == fisher else "imatrix"
         made = first_types(allowed, None if max_kld is not None else 8 * (limit - header.data_offset_bytes) / n_params,
-                           {*probe_types(allowed, "fisher"), *probe_types(allowed, "imatrix")})
+                           set(probe_types(allowed, weighting)))
         cal = None
         while True:  # widen the measured types downwards while the allocation presses against the narrowest
             t = time.perf_counter()
             per_type = pertype.make(tc, f16, imatrix, work, stem, sorted(made | {"Q8_0"}), threads, progress)
             stages["per-type quantizations"] = stages.get("per-type quantizations", 0.0) + time.perf_counter() - t
             t = time.perf_counter()
-            costs, weighting = _costs(f16, per_type, imatrix, fisher, work, threads, progress)
+            costs = _costs(f16, per_type, weights, weighting, work, threads, progress)
             stages["errors"] = stages.get("errors", 0.0) + time.perf_counter() - t
             if cal is None:  # the probes' types are among the first measured: one calibration serves every round
                 t = time.perf_counter()
@@ -210,13 +216,10 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
     return res
 
 
-def _costs(f16: Path, per_type: dict[str, Path], imatrix: Path, fisher: Path | None, work: Path,
-           threads: int | None, progress: bool) -> tuple[list[TensorCost], str]:
+def _costs(f16: Path, per_type: dict[str, Path], weights: Path, weighting: str, work: Path, threads: int | None,
+           progress: bool) -> list[TensorCost]:
     """Every tensor's error in every per-type file, measured once per type (the cache grows with the types
-    asked), and what weighed it: ``fisher``, or ``imatrix`` where the Fisher diagonals do not cover the model."""
-    quantizable = {t.name for t in read_header(per_type["Q8_0"]).tensors if t.type not in ("F32", "F16", "BF16")}
-    weights = fisher if fisher is not None and fisher_complete(fisher, quantizable) else imatrix
-    weighting = "fisher" if weights == fisher else "imatrix"
+    measured), weighed by ``weights``: the Fisher GGUF (``fisher``) or the importance matrix (``imatrix``)."""
     cache = work / f"errors-{weighting}.json"
     cached = load_json(cache) or {"types": [], "tensors": []}
     # The group is not cached: it is a rule of this edgeq (group_of), not a measurement.
@@ -229,7 +232,7 @@ def _costs(f16: Path, per_type: dict[str, Path], imatrix: Path, fisher: Path | N
             costs.setdefault(c.name, TensorCost(c.name, c.group, c.shape)).errors.update(c.errors)
         write_json_atomic(cache, {"types": sorted(set(cached["types"]) | set(missing)),
                                   "tensors": [asdict(c) for c in costs.values()]})
-    return list(costs.values()), weighting
+    return list(costs.values())
 
 
 def _record(out: Path, dst: Path, info: Any, label: str, sha: str, kind: str, asked: object, budget: int,

@@ -1,0 +1,89 @@
+"""`edgeq ship` timed from cold, and its pick checked against its own measurements.
+
+    .venv/bin/python benchmarks/ship.py [--models embedded,qwen] [--out DIR] [--render]
+
+For each model, in a fresh work folder: `ship --for m1-8gb` (cold: every stage runs), then `ship --for pi5-8gb`
+(every measurement reused: only the plan and the pick run again), then `ship` for this machine with a
+`--min-tps` between the candidates' measured speeds, whose pick must agree with the measurements: its measured
+tok/s meets the ask, it fits, and no other candidate that meets the ask has a lower measured KLD.  Writes
+``benchmarks/results/ship.{json,md}`` and the README's table (between its ship:begin/end markers).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import qwen05b  # noqa: E402
+from readme_table import publish  # noqa: E402
+
+from edgeq.ship import ship  # noqa: E402
+from edgeq.sources.embedded import ensure_embedded_model  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+TARGETS = {"embedded": 15 * 60, "qwen": 45 * 60}  # the issue's limits for the cold run, seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="embedded,qwen")
+    ap.add_argument("--out", default=str(ROOT / "models" / "bench-ship"))
+    ap.add_argument("--render", action="store_true")
+    args = ap.parse_args()
+    path = RESULTS / "ship.json"
+    old = json.loads(path.read_text()) if path.is_file() else {"models": {}}
+    if args.render:
+        render(old)
+        return
+    for key in args.models.split(","):
+        folder = ensure_embedded_model(ROOT / "models") if key == "embedded" else qwen05b.ensure()
+        work, dist = Path(args.out) / key / "work", Path(args.out) / key / "dist"
+        shutil.rmtree(Path(args.out) / key, ignore_errors=True)  # cold
+        runs = {}
+        for name, kw in [("m1-8gb (cold)", {"target": "m1-8gb"}), ("pi5-8gb (reuse)", {"target": "pi5-8gb"})]:
+            t0 = time.perf_counter()
+            r = ship(str(folder), workdir=work, outdir=dist / name.split()[0], progress=False, **kw)
+            runs[name] = {"seconds": round(time.perf_counter() - t0, 1), "stages": r.stages, "chosen": r.chosen,
+                          "sentence": r.sentence, "runner_up": r.runner_up}
+            print(f"{key:8} {name:16} {runs[name]['seconds']:7.1f} s  pick {r.chosen}", flush=True)
+        here = [o for o in r.options if o.tg_tps_here]
+        ask = statistics.median(o.tg_tps_here for o in here)  # binds: about half the candidates are slower
+        t0 = time.perf_counter()
+        r = ship(str(folder), workdir=work, outdir=dist / "here", min_tps=ask, progress=False)
+        seconds = round(time.perf_counter() - t0, 1)
+        chosen = next(o for o in r.options if o.label == r.chosen)
+        kld = {o.label: 0.0 if o.label == "F16" else o.kld_mean for o in r.options}
+        meets = [o for o in r.options if o.tg_tps_here and o.tg_tps_here >= ask and o.fits]
+        agrees = bool(chosen.tg_tps_here and chosen.tg_tps_here >= ask and chosen.fits
+                      and all(kld[o.label] >= kld[chosen.label] for o in meets))
+        runs["this machine, --min-tps median"] = {"seconds": seconds, "stages": r.stages, "chosen": r.chosen,
+                                                  "sentence": r.sentence, "min_tps": round(ask, 1),
+                                                  "agrees_with_measurements": agrees}
+        print(f"{key:8} here --min-tps {ask:.1f}: pick {r.chosen}, agrees with the measurements: {agrees}", flush=True)
+        old["models"][key] = {"source": str(folder), "limit_s": TARGETS[key], "runs": runs,
+                              "options": [o.__dict__ for o in r.options]}
+    old["command"] = "benchmarks/ship.py " + " ".join(sys.argv[1:])
+    path.write_text(json.dumps(old, indent=1) + "\n")
+    render(old)
+
+
+def render(data: dict) -> None:
+    lines = ["| model | run | seconds | target | pick | stages (s) |", "|---|---|---|---|---|---|"]
+    for key, m in data["models"].items():
+        for name, r in m["runs"].items():
+            limit = f"≤ {m['limit_s'] // 60} min" if "cold" in name else ("≤ 1 min" if "reuse" in name else "—")
+            extra = f" (agrees with the measurements: {'yes' if r['agrees_with_measurements'] else 'NO'})" \
+                if "agrees_with_measurements" in r else ""
+            stages = ", ".join(f"{k} {v:.0f}" for k, v in r["stages"].items())
+            lines.append(f"| {key} | {name} | {r['seconds']:.0f} | {limit} | {r['chosen']}{extra} | {stages} |")
+    publish("ship", "\n".join(lines))
+
+if __name__ == "__main__":
+    main()
