@@ -8,18 +8,19 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hubserver import FakeHub, Repo
+from hubserver import FakeHub, Repo, User
 
 from edgeq import config
 from edgeq.ship import NothingFits, ship
 
 SOURCE = "edgeq-test/tiny-ship"
+TOKEN = "hf_acme_write"
 FAST = {"eval_tokens": 2048, "progress": False, "quants": ["Q8_0", "Q4_K_M"]}
 
 
 @pytest.fixture(scope="module")
 def hub(tiny_llama: Path) -> FakeHub:
-    h = FakeHub().start()
+    h = FakeHub(users={TOKEN: User("acme")}).start()
     files = {p.name: p.read_bytes() for p in tiny_llama.iterdir() if p.is_file()}
     h.repos[SOURCE] = Repo({**files, "README.md": b"---\nlicense: apache-2.0\n---\n"})
     yield h
@@ -73,16 +74,24 @@ def test_ship_writes_a_verified_deploy_folder_whose_run_sh_generates(shipped):
 
 
 @pytest.mark.slow
-def test_a_second_target_reuses_every_measurement(shipped, hub, monkeypatch):
+def test_a_second_target_reuses_every_measurement_and_push_publishes_the_folder(shipped, hub, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # the stand-in speaks plain LFS
     base, first = shipped
     _env(hub, base, monkeypatch)
     cached = {p: p.stat().st_mtime_ns for p in (base / "work" / "ship").iterdir()}
-    res = ship(SOURCE, target="pi5-8gb", workdir=base / "work", outdir=base / "dist-pi5", **FAST)
+    res = ship(SOURCE, target="pi5-8gb", workdir=base / "work", outdir=base / "dist-pi5", push="acme/tiny-GGUF",
+               token=TOKEN, **FAST)
     assert {p: p.stat().st_mtime_ns for p in (base / "work" / "ship").iterdir()} == cached
     assert res.stages["quality"] < 2 and res.stages["speed"] < 2
     assert res.target["name"] == "pi5-8gb" and not res.target["here"]
     assert all(not o.tg_measured for o in res.options) and any("predicted" in n for n in res.notes)
     assert "pi5-8gb" in (base / "dist-pi5" / "README.md").read_text()
+    published = hub.repos["acme/tiny-GGUF"].files
+    assert res.pushed and published[Path(next(o.file for o in res.options if o.label == res.chosen)).name]
+    card = published["README.md"].decode()
+    assert "## Recommended" in card and "pi5-8gb" in card and "llama-cli -hf acme/tiny-GGUF:" in card
 
 
 @pytest.mark.slow

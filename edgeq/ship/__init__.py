@@ -31,7 +31,7 @@ from ..llamacpp.quantize import Overrides
 from ..output import human_bytes, note
 from ..plan.recommend import Candidate, Recommendation, recommend
 from ..system import system_info
-from .deploy import write_folder
+from .deploy import default_repo, preface, write_folder
 
 SCHEMA = "edgeq-ship/1"
 STOCK = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M")  # beside the F16 reference
@@ -158,12 +158,14 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
 
     t = stage(7, "folder", f"{folder}: the file, manifest, card, report and run.sh")
     chosen = next(o for o in options if o.label == rec.quant)
-    write_folder(folder, work, chosen, result, [eval_path, bench_path], plans[options.index(chosen)], device, threads)
+    repo = push or default_repo(Path(chosen.file).name, chosen.label)
+    write_folder(folder, work, chosen, result, [eval_path, bench_path], plans[options.index(chosen)], device, threads,
+                 repo)
     stages["folder"] = time.perf_counter() - t
     if push:
         from ..upload import upload
 
-        up = upload(folder, push, private=private, token=token, progress=progress)
+        up = upload(folder, push, private=private, token=token, progress=progress, preface=preface(result, chosen))
         result.pushed = up.pull_request_url or up.commit_url
     write_json_atomic(folder / "ship.json", result.to_dict())
     return result

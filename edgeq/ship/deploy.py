@@ -34,7 +34,7 @@ RUN_TOOL = "llama-completion"  # llama.cpp's own; LLAMA_COMPLETION names another
 
 
 def write_folder(folder: Path, work: Path, chosen: Option, result: ShipResult, results: list[Path],
-                 plan: dict[str, Any], device: Any, threads: int | None) -> None:
+                 plan: dict[str, Any], device: Any, threads: int | None, repo_id: str) -> None:
     """Write (or bring up to date) the deploy folder of ``chosen``, then verify it."""
     folder.mkdir(parents=True, exist_ok=True)
     src = Path(chosen.file)
@@ -57,8 +57,7 @@ def write_folder(folder: Path, work: Path, chosen: Option, result: ShipResult, r
     saved = _results(folder, results, plan)
     measured = measure({src.name: chosen.size_bytes}, saved)
     pub = Published(src.name, mf.files[src.name], [src.name])
-    card = render(mf, folder, f"{_model(src.name, chosen.label)}-GGUF", [pub], measured, extra,
-                  preface=_preface(result, chosen))
+    card = render(mf, folder, repo_id, [pub], measured, extra, preface=preface(result, chosen))
     with atomic_output(folder / "README.md") as tmp:
         tmp.write_text(card, encoding="utf-8")
     write_report(saved, folder / "report")
@@ -111,7 +110,13 @@ def _results(folder: Path, results: list[Path], plan: dict[str, Any]) -> list[Pa
     return out
 
 
-def _preface(result: ShipResult, chosen: Option) -> list[str]:
+def default_repo(name: str, label: str) -> str:
+    """The repo the card's usage lines name before there is one: ``your-name/<Model>-GGUF``."""
+    return f"your-name/{_model(name, label)}-GGUF"
+
+
+def preface(result: ShipResult, chosen: Option) -> list[str]:
+    """The card's "Recommended" section: the pick, why, and every candidate's figures, measured or predicted."""
     where = "this machine" if result.target["here"] else f"{result.target['name']} ({result.target['description']})"
     lines = ["## Recommended", "", f"For {where} at a context of {result.ctx:,}: **{chosen.label}**. {result.sentence}"]
     if result.runner_up:

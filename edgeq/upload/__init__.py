@@ -63,8 +63,9 @@ def upload(folder: str | Path, repo_id: str | None = None, *, private: bool = Fa
            revision: str | None = None, create_pr: bool = False, include: list[str] | None = None,
            exclude: list[str] | None = None, results: list[str | Path] | None = None,
            max_shard_size: int | None = None, dry_run: bool = False, endpoint: str | None = None,
-           progress: bool = True) -> UploadResult:
-    """Publish the GGUFs of ``folder`` (an ``edgeq convert``/``tune`` output) to ``repo_id`` in one commit."""
+           progress: bool = True, preface: list[str] | None = None) -> UploadResult:
+    """Publish the GGUFs of ``folder`` (an ``edgeq convert``/``tune``/``ship`` output) to ``repo_id`` in one
+    commit; ``preface``: Markdown lines the card puts before its files table (ship's recommendation)."""
     root = Path(folder).expanduser()
     mf = manifest.load(root) if root.is_dir() else None
     if mf is None:
@@ -79,7 +80,7 @@ def upload(folder: str | Path, repo_id: str | None = None, *, private: bool = Fa
     stage.mkdir(exist_ok=True)
     try:
         res = _stage_and_send(root, stage, mf, chosen, repo_id, token, endpoint, private, revision, create_pr,
-                              results, max_shard_size, dry_run, progress)
+                              results, max_shard_size, dry_run, progress, preface)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)  # shards are remade from the folder's files by a rerun
         raise
@@ -94,7 +95,7 @@ def upload(folder: str | Path, repo_id: str | None = None, *, private: bool = Fa
 def _stage_and_send(root: Path, stage: Path, mf: manifest.Manifest, chosen: list[str], repo_id: str,
                     token: str | None, endpoint: str | None, private: bool, revision: str | None, create_pr: bool,
                     results: list[str | Path] | None, max_shard_size: int | None, dry_run: bool,
-                    progress: bool) -> UploadResult:
+                    progress: bool, preface: list[str] | None) -> UploadResult:
     limit = min(max_shard_size or config.HUB_FILE_LIMIT_BYTES, config.HUB_FILE_LIMIT_BYTES)
     published = [_publish(root, stage, name, mf.files[name], limit) for name in chosen]
     sent = [Sent(n, str(p), p.stat().st_size) for pub in published for n, p in _locals(root, stage, pub)]
@@ -102,7 +103,7 @@ def _stage_and_send(root: Path, stage: Path, mf: manifest.Manifest, chosen: list
     sent += [Sent(n, str(p), p.stat().st_size) for n, p in extra]
     found = result_files(root, [Path(r) for r in results or []], Path.cwd())
     measured = measure({n: mf.files[n].size_bytes for n in chosen}, found)
-    text = render(mf, root, repo_id, published, measured, [n for n, _ in extra])
+    text = render(mf, root, repo_id, published, measured, [n for n, _ in extra], preface)
     card = (root if dry_run else stage) / "README.md"
     with atomic_output(card) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -53,9 +53,9 @@ class Measured:
 
 
 def result_files(folder: Path, given: list[Path], here: Path) -> list[Path]:
-    """The bench/eval/tune results to read: ``given`` (files, or folders of them), the folder's own, and those in
-    the ``SEARCH_HERE`` places under ``here``; each once."""
-    places = [*given, folder, *[here / p for p in SEARCH_HERE]]
+    """The bench/eval/tune results to read: ``given`` (files, or folders of them), the folder's own (and its
+    ``results/``, where ``ship`` keeps them), and those in the ``SEARCH_HERE`` places under ``here``; each once."""
+    places = [*given, folder, folder / "results", *[here / p for p in SEARCH_HERE]]
     out: list[Path] = []
     for p in places:
         files = sorted(p.glob("*.json")) if p.is_dir() else [p] if p.is_file() else []
