@@ -43,20 +43,22 @@ def main() -> None:
         render(old)
         return
     for key in args.models.split(","):
+        # The embedded model as `edgeq ship` gets it with no SOURCE (the README's first command).
         folder = ensure_embedded_model(ROOT / "models") if key == "embedded" else qwen05b.ensure()
+        source = None if key == "embedded" else str(folder)
         work, dist = Path(args.out) / key / "work", Path(args.out) / key / "dist"
         shutil.rmtree(Path(args.out) / key, ignore_errors=True)  # cold
         runs = {}
         for name, kw in [("m1-8gb (cold)", {"target": "m1-8gb"}), ("pi5-8gb (reuse)", {"target": "pi5-8gb"})]:
             t0 = time.perf_counter()
-            r = ship(str(folder), workdir=work, outdir=dist / name.split()[0], progress=False, **kw)
+            r = ship(source, workdir=work, outdir=dist / name.split()[0], progress=False, **kw)
             runs[name] = {"seconds": round(time.perf_counter() - t0, 1), "stages": r.stages, "chosen": r.chosen,
                           "sentence": r.sentence, "runner_up": r.runner_up}
             print(f"{key:8} {name:16} {runs[name]['seconds']:7.1f} s  pick {r.chosen}", flush=True)
         here = [o for o in r.options if o.tg_tps_here]
         ask = statistics.median(o.tg_tps_here for o in here)  # binds: about half the candidates are slower
         t0 = time.perf_counter()
-        r = ship(str(folder), workdir=work, outdir=dist / "here", min_tps=ask, progress=False)
+        r = ship(source, workdir=work, outdir=dist / "here", min_tps=ask, progress=False)
         seconds = round(time.perf_counter() - t0, 1)
         chosen = next(o for o in r.options if o.label == r.chosen)
         kld = {o.label: 0.0 if o.label == "F16" else o.kld_mean for o in r.options}

@@ -102,10 +102,12 @@ def test_upload_publishes_the_folder_in_one_commit_with_a_measured_card(folder, 
     assert bench["environment"]["cpu"] in card.text and "128 tokens" not in card.text
     q4 = next(line for line in card.text.splitlines() if line.startswith("| `tiny-llama-Q4_0.gguf`"))
     assert q4.count("—") == 6  # nothing measured: no figure shown
-    # The F16 file was the eval's reference: no KLD of its own, so none is shown.
-    assert "Not measured: quality of `tiny-llama-F16.gguf`, `tiny-llama-Q4_0.gguf`" in card.text
+    # The F16 file was the eval's reference: no KLD of its own, and the card says what it is instead.
+    assert "Not measured: quality of `tiny-llama-Q4_0.gguf`." in card.text
+    f16 = next(line for line in card.text.splitlines() if line.startswith("| `tiny-llama-F16.gguf`"))
+    assert "| reference |" in f16 and "is the reference the others' KLD is measured against" in card.text
     assert "llama-cli -hf acme/tiny-llama-GGUF:Q8_0" in card.text and "ollama run hf.co/" in card.text
-    assert res.not_measured == ["tiny-llama-F16.gguf", "tiny-llama-Q4_0.gguf"]
+    assert res.not_measured == ["tiny-llama-Q4_0.gguf"]
     assert not (folder / ".edgeq-upload").exists()
 
 
@@ -210,7 +212,7 @@ def test_cli_dry_run_json_and_exit_codes(folder, made, capsys):
     main(["upload", str(folder), "acme/tiny-llama-GGUF", "--dry-run", "--json", "--results", str(made / "results")])
     out = json.loads(capsys.readouterr().out)
     assert out["schema"] == "edgeq-upload/1" and out["dry_run"] and out["card"].endswith("README.md")
-    assert out["results"] and out["not_measured"] == ["tiny-llama-F16.gguf", "tiny-llama-Q4_0.gguf"]
+    assert out["results"] and out["not_measured"] == ["tiny-llama-Q4_0.gguf"]
     for args, code, message in [(["acme/x"], 1, "no Hugging Face token"),
                                 (["not a repo", "--dry-run"], 2, "is not a Hub repo id")]:
         with pytest.raises(SystemExit) as e:

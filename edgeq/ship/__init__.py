@@ -271,10 +271,12 @@ def _plan(cands: dict[str, Path], eval_path: Path, bench_path: Path, target: str
     from ..output import to_jsonable
     from ..plan import plan
     from ..plan.source import from_gguf
+    from ..report.tables import first_prompt_batch1
 
     bench = json.loads(bench_path.read_text())
     ev = json.loads(eval_path.read_text())
-    runs = {Path(r["path"]).name: r for r in bench["runs"] if r["status"] == "ok" and r["batch"] == 1}
+    # The runs the card shows too: the first prompt at batch 1 (bench measures each prompt).
+    runs = {Path(r["path"]).name: r for r in first_prompt_batch1(bench["runs"]) if r["backend"] == "llama.cpp"}
     rows = {Path(r["model"]["path"]).name: r for r in ev["rows"]}
     options, plans = [], []
     for label, path in cands.items():
@@ -301,6 +303,8 @@ def pick(options: list[Option], *, device_budget: int, min_tps: float | None,
     cands = [Candidate("", o.label, 1, o.ram_target_bytes, device_budget, o.tg_tps_target,
                        0.0 if o.label == "F16" else o.kld_mean) for o in options]
     best = recommend(cands, min_tps=min_tps, max_kld=max_kld)
+    if best.quant == "F16":
+        best.sentence = best.sentence.replace(f"(KLD {0.0:.4f})", "(the float reference itself)")
     if not best.ok:
         return best, None
     rest = [c for c in cands if c.quant != best.quant]

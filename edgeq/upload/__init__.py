@@ -109,7 +109,7 @@ def _stage_and_send(root: Path, stage: Path, mf: manifest.Manifest, chosen: list
         tmp.write_text(text, encoding="utf-8")
     sent.append(Sent("README.md", str(card), card.stat().st_size))
     res = UploadResult(SCHEMA, str(root), repo_id, revision or "main", private, dry_run, str(card), sent,
-                       measured.results, [n for n in chosen if n not in measured.quality])
+                       measured.results, [n for n in chosen if n not in measured.quality and n not in measured.references])
     if not dry_run:
         res.commit_url, res.pull_request_url = _send(repo_id, sent, token, endpoint, private, revision, create_pr,
                                                      progress, mf)

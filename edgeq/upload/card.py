@@ -108,8 +108,9 @@ def _files_table(files: list[Published], m: Measured) -> str:
     for f in files:
         q, s = m.quality.get(f.name), m.speed.get(f.name)
         shown = f.repo_names[0] if len(f.repo_names) == 1 else f"{f.repo_names[0]} (+{len(f.repo_names) - 1} shards)"
+        ref = f.name in m.references and q is None
         rows.append([f"`{shown}`", f.record.type, human_bytes(f.record.size_bytes), f"{f.record.bits_per_weight:.2f}",
-                     _num(q.kld_mean if q else None, ".3g"), _num(q.delta_ppl_pct if q else None, "+.2f"),
+                     "reference" if ref else _num(q.kld_mean if q else None, ".3g"), _num(q.delta_ppl_pct if q else None, "+.2f"),
                      _num(q.top1_pct if q else None, ".1f"), _num(s.pp_tps if s else None, ".0f"),
                      _num(s.tg_tps if s else None, ".1f"),
                      human_bytes(s.peak_rss_bytes) if s and s.peak_rss_bytes else "—"])
@@ -126,7 +127,10 @@ def _measured_notes(files: list[Published], m: Measured) -> list[str]:
     for hw in sorted({(s.hardware, s.n_prompt, s.n_gen, s.threads, s.date[:10]) for s in m.speed.values()}, key=str):
         notes.append(f"- Speed and peak RAM: `edgeq bench`, {hw[1]}-token prompt, {hw[2]} tokens generated, "
                      f"batch 1, {hw[3]} threads, on {hw[0]} ({hw[4]}).")
-    no_q = [f.name for f in files if f.name not in m.quality]
+    for f in files:
+        if f.name in m.references and f.name not in m.quality:
+            notes.append(f"- `{f.name}` is the reference the others' KLD is measured against.")
+    no_q = [f.name for f in files if f.name not in m.quality and f.name not in m.references]
     no_s = [f.name for f in files if f.name not in m.speed]
     if no_q:
         notes.append(f"- Not measured: quality of {', '.join(f'`{n}`' for n in no_q)}.")

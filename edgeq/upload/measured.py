@@ -50,6 +50,7 @@ class Measured:
     quality: dict[str, Quality] = field(default_factory=dict)  # file name -> its figures
     speed: dict[str, Speed] = field(default_factory=dict)
     results: list[str] = field(default_factory=list)  # every results file that gave a figure
+    references: set[str] = field(default_factory=set)  # files an eval measured the others against
 
 
 def result_files(folder: Path, given: list[Path], here: Path) -> list[Path]:
@@ -120,9 +121,12 @@ def _eval(d: dict[str, Any], files: dict[str, int], src: str, m: Measured) -> bo
         return False  # the card's quality columns are KLD, ΔPPL and top-1 against a reference
     data = d.get("data") or {}
     got = False
-    for r in d.get("rows") or []:
+    for i, r in enumerate(d.get("rows") or []):
         model = r.get("model") or {}
         name = _match(model.get("path"), model.get("size_bytes"), files)
+        if name is not None and i == 0 and r.get("kld_mean") is None:  # eval puts its reference first
+            m.references.add(name)
+            got = True
         if name is None or r.get("kld_mean") is None:
             continue
         m.quality[name] = Quality(r["kld_mean"], r.get("delta_ppl_pct"), r.get("top1_pct"), str(d["reference"]),
