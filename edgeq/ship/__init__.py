@@ -20,20 +20,28 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import manifest
+from ..bench.matrix import bench
 from ..convert import convert
 from ..errors import EdgeqError, UsageError
 from ..files import write_json_atomic
 from ..llamacpp.quantize import Overrides
-from ..output import human_bytes, note
+from ..output import human_bytes, note, to_jsonable
+from ..plan import devices, plan
+from ..plan.devices import parse_size
 from ..plan.recommend import Candidate, Recommendation, recommend
+from ..plan.source import from_gguf
+from ..report.tables import first_prompt_batch1
 from ..system import system_info
+from ..tune import tune as run_tune
+from ..tune.allocate import budget_bytes
+from ..upload import upload
 from .deploy import default_repo, preface, write_folder
+from .result import SCHEMA, Option, ShipResult
 
-SCHEMA = "edgeq-ship/1"
 STOCK = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M")  # beside the F16 reference
 # Where llama.cpp's quantize docs recommend an importance matrix: the K-quants at 5 bits and below, IQ types.
 IMATRIX_HELPS = ("Q5_K_S", "Q5_K_M", "Q4_K_S", "Q4_K_M", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q2_K", "IQ4_XS", "IQ4_NL",
@@ -41,45 +49,6 @@ IMATRIX_HELPS = ("Q5_K_S", "Q5_K_M", "Q4_K_S", "Q4_K_M", "Q3_K_S", "Q3_K_M", "Q3
 EVAL_TOKENS = 8192
 BENCH = {"n_prompt": 128, "n_gen": 64, "reps": 3}
 STAGES = ("convert", "tune", "quality", "speed", "plan", "pick", "folder")
-
-
-@dataclass
-class Option:
-    """One candidate file, measured here and planned for the target."""
-
-    label: str  # the manifest's type: Q4_K_M-imat, tuned-5.92bpw, …
-    file: str
-    size_bytes: int
-    bits_per_weight: float
-    kld_mean: float | None  # measured here, against the F16 file
-    delta_ppl_pct: float | None
-    top1_pct: float | None
-    tg_tps_here: float | None  # measured here (bench, batch 1)
-    pp_tps_here: float | None
-    peak_rss_here_bytes: int | None  # measured here, at bench's small context
-    ram_target_bytes: int  # predicted on the target at ctx (the plan's memory model)
-    tg_tps_target: float  # measured here when the target is here, else predicted
-    tg_measured: bool
-    fits: bool
-
-
-@dataclass
-class ShipResult:
-    schema: str
-    source: dict[str, object]
-    target: dict[str, object]  # name, description, ram_bytes, here (is it this machine)
-    ctx: int
-    folder: str
-    chosen: str | None
-    runner_up: str | None
-    sentence: str
-    options: list[Option] = field(default_factory=list)
-    stages: dict[str, float] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    pushed: str | None = None  # the commit or pull request of --push
-
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 def ship(source: str | None = None, *, target: str | None = None, ram: str | None = None,
@@ -91,8 +60,6 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
 
     The candidates are made in ``workdir`` (default ``models/<name>/``, where ``convert`` puts them), the deploy
     folder is ``outdir`` (default ``dist/<name>/``)."""
-    from ..plan.devices import parse_size
-
     if target and ram:
         raise UsageError("ship takes one target: --for DEVICE or --ram (with --bandwidth).",
                          hint="Drop one of them.")
@@ -163,8 +130,6 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
                  repo)
     stages["folder"] = time.perf_counter() - t
     if push:
-        from ..upload import upload
-
         up = upload(folder, push, private=private, token=token, progress=progress, preface=preface(result, chosen))
         result.pushed = up.pull_request_url or up.commit_url
     write_json_atomic(folder / "ship.json", result.to_dict())
@@ -183,8 +148,6 @@ class NothingFits(EdgeqError):
 
 
 def _target(target: str | None, ram_bytes: int | None, bandwidth_gbps: float | None) -> Any:
-    from ..plan import devices
-
     if target:
         return devices.named(target)
     if ram_bytes is not None:
@@ -195,10 +158,6 @@ def _target(target: str | None, ram_bytes: int | None, bandwidth_gbps: float | N
 def _tune(source: str | None, work: Path, files: dict[str, Path], target: str | None, ram: str | None, ctx: int,
           threads: int | None, progress: bool, revision: str | None, token: str | None) -> str | None:
     """Add a tuned file for the target's RAM to ``files``; or say why there is none."""
-    from ..plan.source import from_gguf
-    from ..tune import tune as run_tune
-    from ..tune.allocate import budget_bytes
-
     widest = max((p for k, p in files.items() if k != "F16"), key=lambda p: p.stat().st_size)
     n_params = sum(t.n_elements for t in from_gguf(files["F16"]).tensors)
     ram_text = ram or (None if target else f"{system_info().ram_available_bytes}B")
@@ -206,8 +165,6 @@ def _tune(source: str | None, work: Path, files: dict[str, Path], target: str | 
     if limit >= widest.stat().st_size:
         return (f"no tuned file: {widest.name} ({human_bytes(widest.stat().st_size)}) already fits the "
                 f"{human_bytes(limit)} the target leaves for the weights at ctx {ctx:,}.")
-    from .. import manifest
-
     try:
         res = run_tune(source, size=limit, outdir=work, threads=threads, progress=progress, revision=revision,
                        token=token)
@@ -224,8 +181,6 @@ def _key(*parts: object) -> str:
 
 
 def _sha(path: Path) -> str:
-    from .. import manifest
-
     mf = manifest.load(path.parent)
     return mf.files[path.name].sha256 if mf and path.name in mf.files else str(path.stat().st_size)
 
@@ -233,7 +188,7 @@ def _sha(path: Path) -> str:
 def _quality(work: Path, f16: Path, cands: dict[str, Path], tokens: int, threads: int | None,
              progress: bool) -> Path:
     """The eval results of every candidate against the F16 file, measured once per set of files and text."""
-    from ..quality import default_text, perplexity
+    from ..quality import default_text, perplexity  # here: the quality package loads numpy
     from ..quality.models import gguf_ref
     from ..quality.results import save
 
@@ -251,8 +206,6 @@ def _quality(work: Path, f16: Path, cands: dict[str, Path], tokens: int, threads
 
 def _speed(work: Path, cands: dict[str, Path], threads: int | None, progress: bool) -> Path:
     """bench's results of every candidate here (batch 1), measured once per set of files and machine."""
-    from ..bench.matrix import bench
-
     info = system_info()
     path = work / "ship" / f"bench-{_key(sorted(_sha(p) for p in cands.values()), info.cpu, threads, BENCH)}.json"
     if path.is_file():
@@ -268,11 +221,6 @@ def _speed(work: Path, cands: dict[str, Path], threads: int | None, progress: bo
 def _plan(cands: dict[str, Path], eval_path: Path, bench_path: Path, target: str | None, ram_bytes: int | None,
           bandwidth_gbps: float | None, ctx: int, here: bool) -> tuple[list[Option], list[dict[str, Any]]]:
     """Each candidate planned for the target (calibrated by the bench when the target is this machine)."""
-    from ..output import to_jsonable
-    from ..plan import plan
-    from ..plan.source import from_gguf
-    from ..report.tables import first_prompt_batch1
-
     bench = json.loads(bench_path.read_text())
     ev = json.loads(eval_path.read_text())
     # The runs the card shows too: the first prompt at batch 1 (bench measures each prompt).

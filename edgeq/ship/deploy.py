@@ -17,7 +17,7 @@ import os
 import shlex
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import manifest
 from ..errors import VerifyFailed
@@ -26,9 +26,7 @@ from ..report import write_report
 from ..sources.gguf_header import read_header
 from ..upload.card import Published, render
 from ..upload.measured import measure
-
-if TYPE_CHECKING:
-    from . import Option, ShipResult
+from .result import Option, ShipResult
 
 RUN_TOOL = "llama-completion"  # llama.cpp's own; LLAMA_COMPLETION names another binary
 

@@ -17,15 +17,18 @@ import fnmatch
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .. import config, manifest
+from ..doctor.smoke import probe
 from ..errors import HubError, UsageError, VerifyFailed
 from ..files import atomic_output, sha256_file
-from ..output import human_bytes, note
+from ..llamacpp import find_toolchain
+from ..llamacpp.split import shard_limit_mb, split
 from ..sources.gguf_header import read_header
 from ..sources.hub import LOGIN_HINT, is_repo_id
+from ..system import default_threads
 from .card import Published, render
+from .hub import saved_token, send, whoami
 from .measured import measure, result_files
 
 SCHEMA = "edgeq-upload/1"
@@ -73,7 +76,7 @@ def upload(folder: str | Path, repo_id: str | None = None, *, private: bool = Fa
                          hint="Run `edgeq convert` (or `edgeq tune`) into it first, or point at its output folder.")
     chosen = _select(mf, include, exclude)
     _check_hashes(root, mf, chosen)
-    token = token or config.hf_token() or _saved_token()
+    token = token or config.hf_token() or saved_token()
     endpoint = endpoint or config.hf_endpoint()
     repo_id = _repo_id(repo_id, root, mf, chosen, token, endpoint, dry_run)
     stage = root / STAGING
@@ -111,7 +114,7 @@ def _stage_and_send(root: Path, stage: Path, mf: manifest.Manifest, chosen: list
     res = UploadResult(SCHEMA, str(root), repo_id, revision or "main", private, dry_run, str(card), sent,
                        measured.results, [n for n in chosen if n not in measured.quality and n not in measured.references])
     if not dry_run:
-        res.commit_url, res.pull_request_url = _send(repo_id, sent, token, endpoint, private, revision, create_pr,
+        res.commit_url, res.pull_request_url = send(repo_id, sent, token, endpoint, private, revision, create_pr,
                                                      progress, mf)
     return res
 
@@ -146,12 +149,6 @@ def _check_hashes(root: Path, mf: manifest.Manifest, names: list[str]) -> None:
                                hint=f"Run `edgeq verify {root}`, and remake the file (`edgeq convert --force`).")
 
 
-def _saved_token() -> str | None:
-    from huggingface_hub import get_token
-
-    return get_token()
-
-
 def _repo_id(repo_id: str | None, root: Path, mf: manifest.Manifest, names: list[str], token: str | None,
              endpoint: str | None, dry_run: bool) -> str:
     """The repo to publish to, checked: the token can write to its namespace (before anything is sent)."""
@@ -162,7 +159,7 @@ def _repo_id(repo_id: str | None, root: Path, mf: manifest.Manifest, names: list
         return f"{owner or 'your-name'}/{name or _model_name(mf, names) + '-GGUF'}"
     if token is None:
         raise HubError("no Hugging Face token: uploading needs one with write access.", hint=LOGIN_HINT)
-    who = _whoami(token, endpoint)
+    who = whoami(token, endpoint)
     user, orgs = str(who.get("name")), [str(o.get("name")) for o in who.get("orgs") or []]
     if repo_id is None:
         repo_id = f"{user}/{_model_name(mf, names)}-GGUF"
@@ -181,22 +178,6 @@ def _repo_id(repo_id: str | None, root: Path, mf: manifest.Manifest, names: list
     return repo_id
 
 
-def _whoami(token: str, endpoint: str | None) -> dict[str, Any]:
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
-
-    try:
-        return dict(HfApi(endpoint=endpoint).whoami(token=token, cache=False))
-    except HfHubHTTPError as e:
-        if getattr(e.response, "status_code", None) == 401:
-            raise HubError("the Hub refused this token (HTTP 401): it is wrong, expired or revoked.",
-                           hint=LOGIN_HINT) from e
-        raise
-    except Exception as e:  # noqa: BLE001 - the network, as for the upload itself
-        with upload_errors("the Hub"):
-            raise e
-
-
 def _model_name(mf: manifest.Manifest, names: list[str]) -> str:
     """The model's stem in the folder's file names (``<Model>-<type>.gguf``)."""
     rec = mf.files[names[0]]
@@ -208,9 +189,6 @@ def _publish(root: Path, stage: Path, name: str, rec: manifest.FileRecord, limit
     """One GGUF as it goes to the repo: itself, or its shards (made in the staging folder, checked to load)."""
     if rec.size_bytes <= limit:
         return Published(name, rec, [name])
-    from ..llamacpp import find_toolchain
-    from ..llamacpp.split import shard_limit_mb, split
-
     header = read_header(root / name)
     align = header.alignment
     mb = shard_limit_mb(limit, header.data_offset_bytes, max(-(-t.n_bytes // align) * align for t in header.tensors))
@@ -221,9 +199,6 @@ def _publish(root: Path, stage: Path, name: str, rec: manifest.FileRecord, limit
 
 def _check_shards(whole: Path, first: Path) -> None:
     """The shards load in llama.cpp and give the very logits the whole file gives (a smoke run of each)."""
-    from ..doctor.smoke import probe
-    from ..system import default_threads
-
     a, b = probe(whole, threads=default_threads()), probe(first, threads=default_threads())
     if a.get("logits") != b.get("logits"):
         raise HubError(f"the shards of {whole.name} do not give the whole file's logits.",
@@ -246,66 +221,6 @@ def _extras(root: Path, mf: manifest.Manifest, names: list[str]) -> list[tuple[s
             if (root / f"{stem}{suffix}").is_file():
                 out.append((f"{stem}{suffix}", root / f"{stem}{suffix}"))
     return list(dict.fromkeys(out))
-
-
-def _send(repo_id: str, sent: list[Sent], token: str | None, endpoint: str | None, private: bool,
-          revision: str | None, create_pr: bool, progress: bool, mf: manifest.Manifest) -> tuple[str, str | None]:
-    from huggingface_hub import CommitOperationAdd, HfApi
-    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
-
-    (enable_progress_bars if progress else disable_progress_bars)()
-    api = HfApi(endpoint=endpoint, token=token)
-    with upload_errors(repo_id):
-        api.create_repo(repo_id, private=private, exist_ok=True)
-        total = sum(s.size_bytes for s in sent)
-        note(f"upload: {len(sent)} files, {human_bytes(total)} to {repo_id}")
-        info = api.create_commit(repo_id, [CommitOperationAdd(s.path_in_repo, s.local) for s in sent],
-                                 commit_message=f"edgeq upload: {', '.join(s.path_in_repo for s in sent if s.path_in_repo.endswith('.gguf'))}",
-                                 commit_description=f"Made by edgeq {mf.edgeq_version} with {mf.llama_cpp}.",
-                                 revision=revision, create_pr=create_pr)
-    return str(info.commit_url), (str(info.pr_url) if info.pr_url else None)
-
-
-class upload_errors:
-    """huggingface_hub's exceptions during an upload as one line that names the fix (nothing was committed)."""
-
-    def __init__(self, repo_id: str) -> None:
-        self.repo_id = repo_id
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: object) -> None:
-        if e is None or not isinstance(e, Exception):
-            return None
-        from huggingface_hub import errors as he
-
-        again = "Nothing was committed; run the same command again: files the Hub already holds are not sent twice."
-        if isinstance(e, he.RevisionNotFoundError):
-            raise HubError(f"the branch of --revision does not exist in {self.repo_id}.",
-                           hint="Create it first (`hf repo branch create`), or leave --revision out.") from e
-        if isinstance(e, he.HfHubHTTPError):
-            status = getattr(getattr(e, "response", None), "status_code", "?")
-            if status in (401, 403):
-                raise HubError(f"the Hub refused to let this token write {self.repo_id} (HTTP {status}).",
-                               hint=LOGIN_HINT) from e
-            raise HubError(f"the Hub answered HTTP {status} during the upload to {self.repo_id}.",
-                           hint=again) from e
-        if _network(e):
-            raise HubError(f"the connection to the Hub was lost during the upload to {self.repo_id} "
-                           f"({type(e).__name__}).", hint=again) from e
-        return None
-
-
-def _network(e: BaseException | None) -> bool:
-    """Whether ``e`` or what caused it is the network failing (huggingface_hub wraps an upload's error in a
-    RuntimeError; its own httpx fork's transport errors are matched by name)."""
-    while e is not None:
-        if isinstance(e, OSError) or any(c.__name__ in ("TransportError", "NetworkError", "TimeoutException",
-                                                          "RemoteProtocolError") for c in type(e).__mro__):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
 
 
 __all__ = ["SCHEMA", "UploadResult", "upload"]
