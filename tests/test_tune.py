@@ -213,15 +213,20 @@ def test_types_are_measured_from_near_the_budget_down_only_while_the_allocation_
     allowed = {"Q8_0", "Q6_K", "Q4_K", "Q4_0", "IQ4_XS", "Q3_K", "IQ3_XXS", "Q2_K"}
     assert first_types(allowed, 6.2, {"Q3_K"}) == {"Q8_0", "Q6_K", "Q4_K", "Q4_0", "IQ4_XS", "Q3_K"}
     assert first_types(allowed, None, set()) == allowed  # a KLD target: no size to start from
+    assert "Q8_0" in first_types(allowed, 14.0, {"Q3_K"})  # a generous budget still gets the widest type
     made = {"Q8_0", "Q6_K", "Q4_K"}
     wide = TensorCost("blk.0.ffn_down.weight", "ffn_out", [256, 64], {"Q8_0": 1.0, "Q6_K": 4.0, "Q4_K": 16.0})
     # At its narrowest measured type: the widest narrower one is measured next.
-    assert lower_type([wide], CAL, made, 32, allowed, made, {wide.name: "Q4_K"}) == "IQ4_XS"
-    assert lower_type([wide], CAL, made, 32, allowed, made, {wide.name: "Q6_K"}) is None  # it did not press down
-    assert lower_type([wide], CAL, made, 32, allowed, made, None) == "IQ4_XS"  # a budget below every recipe
+    assert lower_type([wide], made, 32, allowed, made, {wide.name: "Q4_K"}) == "IQ4_XS"
+    assert lower_type([wide], made, 32, allowed, made, {wide.name: "Q6_K"}) is None  # nothing between Q6_K and Q4_K
+    assert lower_type([wide], made, 32, allowed, made, None) == "IQ4_XS"  # a budget below every recipe
+    # A gap between the type it got and a narrow probe type: Q4_K/Q4_0 lie between Q6_K and Q3_K.
+    probe = {"Q8_0", "Q6_K", "Q3_K"}
+    gap = TensorCost("blk.1.ffn_down.weight", "ffn_out", [256, 64], {"Q8_0": 1.0, "Q6_K": 4.0, "Q3_K": 40.0})
+    assert lower_type([gap], probe, 32, allowed, probe, {gap.name: "Q6_K"}) == "Q4_K"  # ties: candidates' order
     # Rows of 576 fit no 256-block: Q3_K, IQ3_XXS and Q2_K would give it IQ4_NL, no cheaper than its Q4_0.
     narrow = TensorCost("blk.0.attn_q.weight", "attn_in", [576, 64], {"Q8_0": 1.0, "Q4_0": 16.0})
-    assert lower_type([narrow], CAL, {"Q8_0", "Q4_0"}, 32, {"Q8_0", "Q4_0", "Q3_K", "IQ3_XXS", "Q2_K"},
+    assert lower_type([narrow], {"Q8_0", "Q4_0"}, 32, {"Q8_0", "Q4_0", "Q3_K", "IQ3_XXS", "Q2_K"},
                       {"Q8_0", "Q4_0"}, {narrow.name: "Q4_0"}) is None
 
 

@@ -48,6 +48,7 @@ IMATRIX_HELPS = ("Q5_K_S", "Q5_K_M", "Q4_K_S", "Q4_K_M", "Q3_K_S", "Q3_K_M", "Q3
                  "IQ3_S", "IQ3_XXS", "IQ2_XS", "IQ2_XXS")
 EVAL_TOKENS = 8192
 BENCH = {"n_prompt": 128, "n_gen": 64, "reps": 3}
+GENERIC_BANDWIDTH_GBPS = 50.0  # a --ram machine's, without --bandwidth (a laptop's dual-channel DDR4/5)
 STAGES = ("convert", "tune", "quality", "speed", "plan", "pick", "folder")
 
 
@@ -126,8 +127,9 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
     t = stage(7, "folder", f"{folder}: the file, manifest, card, report and run.sh")
     chosen = next(o for o in options if o.label == rec.quant)
     repo = push or default_repo(Path(chosen.file).name, chosen.label)
-    write_folder(folder, work, chosen, result, [eval_path, bench_path], plans[options.index(chosen)], device, threads,
-                 repo)
+    # run.sh runs on the target: its cores, not the threads this machine measured with (unless it is the target).
+    write_folder(folder, work, chosen, result, [eval_path, bench_path], plans[options.index(chosen)],
+                 (threads if here else None) or device.cores, repo)
     stages["folder"] = time.perf_counter() - t
     if push:
         up = upload(folder, push, private=private, token=token, progress=progress, preface=preface(result, chosen))
@@ -151,16 +153,21 @@ def _target(target: str | None, ram_bytes: int | None, bandwidth_gbps: float | N
     if target:
         return devices.named(target)
     if ram_bytes is not None:
-        return devices.generic(ram_bytes, bandwidth_gbps or 50.0)
+        return devices.generic(ram_bytes, bandwidth_gbps or GENERIC_BANDWIDTH_GBPS)
     return devices.this_machine(bandwidth_gbps=bandwidth_gbps)
 
 
 def _tune(source: str | None, work: Path, files: dict[str, Path], target: str | None, ram: str | None, ctx: int,
           threads: int | None, progress: bool, revision: str | None, token: str | None) -> str | None:
     """Add a tuned file for the target's RAM to ``files``; or say why there is none."""
-    widest = max((p for k, p in files.items() if k != "F16"), key=lambda p: p.stat().st_size)
+    quantized = [p for k, p in files.items() if k != "F16"]
+    if not quantized:
+        return "no tuned file: no quantized candidate to compare it with (--quants named none)."
+    widest = max(quantized, key=lambda p: p.stat().st_size)
     n_params = sum(t.n_elements for t in from_gguf(files["F16"]).tensors)
-    ram_text = ram or (None if target else f"{system_info().ram_available_bytes}B")
+    # This machine's total RAM, not what is free this minute: the tuned file, and every cached measurement
+    # keyed on the set of files, must be the same from one run to the next.
+    ram_text = ram or (None if target else f"{system_info().ram_total_bytes}B")
     limit, _, _ = budget_bytes(None, None, ram_text, ctx, target, None, n_params, files["F16"])
     if limit >= widest.stat().st_size:
         return (f"no tuned file: {widest.name} ({human_bytes(widest.stat().st_size)}) already fits the "
@@ -230,8 +237,10 @@ def _plan(cands: dict[str, Path], eval_path: Path, bench_path: Path, target: str
     for label, path in cands.items():
         spec = from_gguf(path)
         quants = [] if spec.recipes else list(spec.files)
+        # A --ram machine gets _target's bandwidth too, never this machine's (nor its calibration).
         res = plan(str(path), quants=quants, ctx=ctx, device=target, ram_bytes=ram_bytes,
-                   bandwidth_gbps=bandwidth_gbps, calibrate=str(bench_path) if here else None, fit_params=False)
+                   bandwidth_gbps=bandwidth_gbps or (GENERIC_BANDWIDTH_GBPS if ram_bytes is not None else None),
+                   calibrate=str(bench_path) if here else None, fit_params=False)
         row = res.rows[0]
         plans.append(to_jsonable(res))
         run, q = runs.get(path.name), rows.get(path.name, {})

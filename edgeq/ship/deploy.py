@@ -32,7 +32,7 @@ RUN_TOOL = "llama-completion"  # llama.cpp's own; LLAMA_COMPLETION names another
 
 
 def write_folder(folder: Path, work: Path, chosen: Option, result: ShipResult, results: list[Path],
-                 plan: dict[str, Any], device: Any, threads: int | None, repo_id: str) -> None:
+                 plan: dict[str, Any], threads: int, repo_id: str) -> None:
     """Write (or bring up to date) the deploy folder of ``chosen``, then verify it."""
     folder.mkdir(parents=True, exist_ok=True)
     src = Path(chosen.file)
@@ -59,7 +59,7 @@ def write_folder(folder: Path, work: Path, chosen: Option, result: ShipResult, r
     with atomic_output(folder / "README.md") as tmp:
         tmp.write_text(card, encoding="utf-8")
     write_report(saved, folder / "report")
-    _run_sh(folder / "run.sh", src.name, result.ctx, threads or getattr(device, "cores", None) or 4)
+    _run_sh(folder / "run.sh", src.name, result.ctx, threads)
     check = manifest.verify(folder)
     if not check.passed:
         raise VerifyFailed(f"the deploy folder {folder} does not match its manifest: "

@@ -159,7 +159,7 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
             if max_kld is not None:
                 alloc = for_kld(costs, cal, float(max_kld), allowed_for, qheader.alignment, lo - head, hi - head)
             elif limit < lo:
-                lower = lower_type(costs, cal, allowed_for, qheader.alignment, allowed, made, None)
+                lower = lower_type(costs, allowed_for, qheader.alignment, allowed, made, None)
                 if lower:
                     made.add(lower)
                     continue
@@ -167,7 +167,7 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
                                  f"types ({human_bytes(lo)}).", hint=f"Ask for at least {human_bytes(lo)}, or allow smaller types.")
             else:
                 alloc = allocate(costs, cal, min(limit, hi) - head, allowed=allowed_for, alignment=qheader.alignment)
-            lower = lower_type(costs, cal, allowed_for, qheader.alignment, allowed, made, alloc.types)
+            lower = lower_type(costs, allowed_for, qheader.alignment, allowed, made, alloc.types)
             if lower is None:
                 break
             made.add(lower)

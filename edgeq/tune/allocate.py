@@ -18,7 +18,7 @@ from ..plan.size import fallback_type, tensor_bytes
 from ..plan.source import from_gguf
 from ..quants import QUANT_TYPES
 from ..sources.gguf_header import read_header
-from .sensitivity import LOW_BIT, Calibration, TensorCost, ftype_for
+from .sensitivity import CANDIDATES, LOW_BIT, Calibration, TensorCost, ftype_for
 
 # The types measured first: those at most this many bits per weight below the budget's average (and the probes').
 # A type further down is measured only when the allocation asks for it (``lower_type``).
@@ -178,38 +178,50 @@ def bits(ggml_type: str) -> float:
     return QUANT_TYPES[ftype_for(ggml_type)].bits_per_weight
 
 
+def _order(t: str) -> tuple[float, int]:
+    """Narrow to wide, ties in the candidates' order: the same inputs always measure the same types."""
+    return bits(t), -CANDIDATES.index(t) if t in CANDIDATES else 0
+
+
 def first_types(allowed: set[str], budget_bpw: float | None, always: set[str]) -> set[str]:
     """The candidate types measured first: every allowed type no more than ``WINDOW_BITS`` below the budget's
-    bits per weight (all of them for a KLD target, which has no size to start from), and ``always``.
+    bits per weight (capped at the widest allowed type's, so a generous budget still gets the widest), and
+    ``always`` (the probes); all of them for a KLD target, which has no size to start from.
 
     Measuring a type costs a quantization of the whole model and an error pass (up to 80 s each on a 0.5B
     model), and at a Q4_K_M-sized budget the 2- and 3-bit types were never chosen."""
-    if budget_bpw is None:
+    if budget_bpw is None or not allowed:
         return set(allowed)
-    return {t for t in allowed if bits(t) >= budget_bpw - WINDOW_BITS} | (always & allowed)
+    floor = min(budget_bpw, max(bits(t) for t in allowed)) - WINDOW_BITS
+    return {t for t in allowed if bits(t) >= floor} | (always & allowed)
 
 
-def lower_type(costs: list[TensorCost], cal: Calibration, allowed_for: Allowed, alignment: int,
-               allowed: set[str], made: set[str], chosen: dict[str, str] | None) -> str | None:
-    """The widest type not yet measured that would give some tensor a cheaper option than it has: a tensor at
-    the cheapest of its measured options in ``chosen`` (every tensor when ``chosen`` is None: the budget is below
-    the smallest measured recipe).  None when no such type is left, so the allocation stands.
+def lower_type(costs: list[TensorCost], allowed_for: Allowed, alignment: int, allowed: set[str], made: set[str],
+               chosen: dict[str, str] | None) -> str | None:
+    """The widest type not yet measured that would give some tensor an option between the one it was given
+    (in ``chosen``; its cheapest measured one when ``chosen`` is None: the budget is below the smallest measured
+    recipe) and the next cheaper measured one, or below its cheapest.  None when no tensor has such a gap, so
+    the allocation stands.
 
     Why this finds what measuring every type would: for one tensor, error falls ever more slowly as bytes grow
-    (each bit about halves it), so at any price per byte a tensor that did not take its narrowest measured type
-    would not take a narrower one either."""
-    unmade = sorted((t for t in allowed if t not in made), key=bits, reverse=True)
+    (each bit about halves it), so at any price per byte a tensor that did not take the next cheaper measured
+    option would not take anything cheaper still.  (A type of exactly the size of a measured one, IQ3_S beside
+    Q3_K, is not tried.)"""
+    unmade = sorted((t for t in allowed if t not in made), key=_order, reverse=True)
     if not unmade:
         return None
     want: set[str] = set()
     for c in costs:
-        opts = _options(c, cal, allowed_for, alignment)
-        if chosen is not None and chosen.get(c.name) != opts[0][2]:
+        mine = allowed_for.get(c.name, set()) if isinstance(allowed_for, dict) else allowed_for
+        sizes = sorted({padded(c.shape, t, alignment) for t in c.errors if t in mine})
+        if not sizes:
             continue
+        top = padded(c.shape, chosen[c.name], alignment) if chosen and c.name in chosen else sizes[0]
+        below = max((b for b in sizes if b < top), default=0)
         for u in unmade:
             if u in LOW_BIT and c.name == "token_embd.weight":
                 continue  # such files keep it at Q8_0 (pertype)
-            if padded(c.shape, fallback_type(u, c.shape[0]), alignment) < opts[0][0]:
+            if below < padded(c.shape, fallback_type(u, c.shape[0]), alignment) < top:
                 want.add(u)
                 break
-    return max(want, key=bits) if want else None
+    return max(want, key=_order) if want else None

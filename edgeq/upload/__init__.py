@@ -89,7 +89,7 @@ def upload(folder: str | Path, repo_id: str | None = None, *, private: bool = Fa
         raise
     if dry_run:
         with contextlib.suppress(OSError):
-            stage.rmdir()  # nothing was split: leave no empty folder behind
+            stage.rmdir()  # empty unless a file was split: then its shards stay there to be looked at
     else:
         shutil.rmtree(stage, ignore_errors=True)  # sent
     return res

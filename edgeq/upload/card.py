@@ -13,6 +13,7 @@ from typing import Any
 
 from ..manifest import FileRecord, Manifest
 from ..output import human_bytes
+from ..quants import QUANT_TYPES
 from ..report.tables import markdown_table
 from ..sources import embedded
 from ..sources.gguf_header import read_header
@@ -175,7 +176,11 @@ def _imatrix(path: Path) -> dict[str, Any] | None:
 
 def _usage(repo_id: str, files: list[Published]) -> list[str]:
     quants = [f for f in files if f.record.type not in ("F16", "BF16", "F32")] or files
-    tag = quants[0].record.type
+    tag = quants[0].record.type.split("-")[0]  # Q4_K_M-imat: the Hub's tag is the quant type in the name
+    if tag not in QUANT_TYPES:  # tuned-4.83bpw: no tag names it, so name the file
+        return ["```bash", f"llama-cli -hf {repo_id} -hff {quants[0].repo_names[0]}",
+                f"hf download {repo_id} {quants[0].repo_names[0]} --local-dir .",
+                f'edgeq run {quants[0].repo_names[0]} "Hello"', "```"]
     return ["```bash", f"llama-cli -hf {repo_id}:{tag}", f"ollama run hf.co/{repo_id}:{tag}",
             f"hf download {repo_id} {quants[0].repo_names[0]} --local-dir .",
             f'edgeq run {quants[0].repo_names[0]} "Hello"', "```"]

@@ -16,19 +16,18 @@ def saved_token() -> str | None:
 
 
 def whoami(token: str, endpoint: str | None) -> dict[str, Any]:
+    """Who the token is (name, organizations, role), or one line saying why the Hub would not say."""
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
-    try:
-        return dict(HfApi(endpoint=endpoint).whoami(token=token, cache=False))
-    except HfHubHTTPError as e:
-        if getattr(e.response, "status_code", None) == 401:
-            raise HubError("the Hub refused this token (HTTP 401): it is wrong, expired or revoked.",
-                           hint=LOGIN_HINT) from e
-        raise
-    except Exception as e:  # noqa: BLE001 - the network, as for the upload itself
-        with upload_errors("the Hub"):
-            raise e
+    with upload_errors("the Hub"):
+        try:
+            return dict(HfApi(endpoint=endpoint).whoami(token=token, cache=False))
+        except HfHubHTTPError as e:
+            if getattr(e.response, "status_code", None) == 401:
+                raise HubError("the Hub refused this token (HTTP 401): it is wrong, expired or revoked.",
+                               hint=LOGIN_HINT) from e
+            raise
 
 
 def send(repo_id: str, sent: list[Any], token: str | None, endpoint: str | None, private: bool,
@@ -74,10 +73,12 @@ class upload_errors:
                                hint=LOGIN_HINT) from e
             raise HubError(f"the Hub answered HTTP {status} during the upload to {self.repo_id}.",
                            hint=again) from e
+        if isinstance(e, HubError):
+            return None  # already one line
         if _network(e):
             raise HubError(f"the connection to the Hub was lost during the upload to {self.repo_id} "
                            f"({type(e).__name__}).", hint=again) from e
-        return None
+        raise HubError(f"the upload to {self.repo_id} failed: {type(e).__name__}: {e}", hint=again) from e
 
 
 def _network(e: BaseException | None) -> bool:
