@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--models", default="embedded,qwen")
     ap.add_argument("--out", default=str(ROOT / "models" / "bench-ship"))
     ap.add_argument("--render", action="store_true")
+    ap.add_argument("--conditions", default="", help="What else ran on the machine meanwhile (goes in the table).")
     args = ap.parse_args()
     path = RESULTS / "ship.json"
     old = json.loads(path.read_text()) if path.is_file() else {"models": {}}
@@ -70,6 +71,7 @@ def main() -> None:
                                                   "agrees_with_measurements": agrees}
         print(f"{key:8} here --min-tps {ask:.1f}: pick {r.chosen}, agrees with the measurements: {agrees}", flush=True)
         old["models"][key] = {"source": str(folder), "limit_s": TARGETS[key], "runs": runs,
+                              "conditions": args.conditions,
                               "options": [o.__dict__ for o in r.options]}
     old["command"] = "benchmarks/ship.py " + " ".join(sys.argv[1:])
     path.write_text(json.dumps(old, indent=1) + "\n")
@@ -85,6 +87,7 @@ def render(data: dict) -> None:
                 if "agrees_with_measurements" in r else ""
             stages = ", ".join(f"{k} {v:.0f}" for k, v in r["stages"].items())
             lines.append(f"| {key} | {name} | {r['seconds']:.0f} | {limit} | {r['chosen']}{extra} | {stages} |")
+    lines += [""] + [f"- `{key}`: {m['conditions']}" for key, m in data["models"].items() if m.get("conditions")]
     publish("ship", "\n".join(lines))
 
 if __name__ == "__main__":
