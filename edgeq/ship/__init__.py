@@ -95,7 +95,7 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
         tuned_note = _tune(source, work, files, target, ram, ctx, threads, progress, revision, token)
     stages["tune"] = time.perf_counter() - t
 
-    cands = {k: p for k, p in files.items()}
+    cands = files  # the candidates, the tuned file included
     t = stage(3, "quality", f"KLD of {len(cands) - 1} files to the F16 file on {eval_tokens:,} tokens")
     eval_path = _quality(work, f16, cands, eval_tokens, threads, progress)
     stages["quality"] = time.perf_counter() - t

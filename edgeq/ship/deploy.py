@@ -23,7 +23,7 @@ from .. import manifest
 from ..errors import VerifyFailed
 from ..files import atomic_output, write_json_atomic
 from ..report import write_report
-from ..sources.gguf_header import read_header
+from ..upload import companions, model_name
 from ..upload.card import Published, render
 from ..upload.measured import measure
 from .result import Option, ShipResult
@@ -79,18 +79,12 @@ def _place(src: Path, dst: Path) -> None:
 
 
 def _extras(work: Path, folder: Path, src: Path) -> list[str]:
-    """The importance matrix and tune's recipe the chosen file was made with, beside it."""
+    """The importance matrix and tune's recipe the chosen file was made with, copied beside it."""
     out = []
-    imat = read_header(src).metadata.get("quantize.imatrix.file")
-    if imat and (work / "imatrix" / Path(str(imat)).name).is_file():
-        (folder / "imatrix").mkdir(exist_ok=True)
-        shutil.copyfile(work / "imatrix" / Path(str(imat)).name, folder / "imatrix" / Path(str(imat)).name)
-        out.append(f"imatrix/{Path(str(imat)).name}")
-    stem = src.name[: -len(".gguf")]
-    for suffix in (".tensor-types.txt", ".tune.json"):
-        if (work / f"{stem}{suffix}").is_file():
-            shutil.copyfile(work / f"{stem}{suffix}", folder / f"{stem}{suffix}")
-            out.append(f"{stem}{suffix}")
+    for in_repo, path in companions(work, src.name):
+        (folder / in_repo).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, folder / in_repo)
+        out.append(in_repo)
     return out
 
 
@@ -110,7 +104,7 @@ def _results(folder: Path, results: list[Path], plan: dict[str, Any]) -> list[Pa
 
 def default_repo(name: str, label: str) -> str:
     """The repo the card's usage lines name before there is one: ``your-name/<Model>-GGUF``."""
-    return f"your-name/{_model(name, label)}-GGUF"
+    return f"your-name/{model_name(name, label)}-GGUF"
 
 
 def preface(result: ShipResult, chosen: Option) -> list[str]:
@@ -134,11 +128,6 @@ def preface(result: ShipResult, chosen: Option) -> list[str]:
 
 def _n(x: float | None, spec: str) -> str:
     return "—" if x is None else format(x, spec)
-
-
-def _model(name: str, label: str) -> str:
-    suffix = f"-{label}.gguf"
-    return name[: -len(suffix)] if name.endswith(suffix) else name[: -len(".gguf")]
 
 
 def _run_sh(path: Path, gguf: str, ctx: int, threads: int) -> None:

@@ -178,11 +178,14 @@ def _repo_id(repo_id: str | None, root: Path, mf: manifest.Manifest, names: list
     return repo_id
 
 
+def model_name(file_name: str, label: str) -> str:
+    """The model's stem in an edgeq file name (``<Model>-<label>.gguf``)."""
+    suffix = f"-{label}.gguf"
+    return file_name[: -len(suffix)] if file_name.endswith(suffix) else file_name[: -len(".gguf")]
+
+
 def _model_name(mf: manifest.Manifest, names: list[str]) -> str:
-    """The model's stem in the folder's file names (``<Model>-<type>.gguf``)."""
-    rec = mf.files[names[0]]
-    suffix = f"-{rec.type}.gguf"
-    return names[0][: -len(suffix)] if names[0].endswith(suffix) else names[0][: -len(".gguf")]
+    return model_name(names[0], mf.files[names[0]].type)
 
 
 def _publish(root: Path, stage: Path, name: str, rec: manifest.FileRecord, limit: int) -> Published:
@@ -209,18 +212,25 @@ def _locals(root: Path, stage: Path, pub: Published) -> list[tuple[str, Path]]:
     return [(pub.name, root / pub.name)] if pub.repo_names == [pub.name] else [(n, stage / n) for n in pub.repo_names]
 
 
+def companions(root: Path, name: str) -> list[tuple[str, Path]]:
+    """(name in the repo, local path) of what a GGUF of ``root`` was made with: the importance matrix its own
+    metadata names, and tune's recipe and result beside it."""
+    out = []
+    imat = read_header(root / name).metadata.get("quantize.imatrix.file")
+    if imat and (root / "imatrix" / Path(str(imat)).name).is_file():
+        out.append((f"imatrix/{Path(str(imat)).name}", root / "imatrix" / Path(str(imat)).name))
+    stem = name[: -len(".gguf")]
+    out += [(f"{stem}{x}", root / f"{stem}{x}") for x in (".tensor-types.txt", ".tune.json")
+            if (root / f"{stem}{x}").is_file()]
+    return out
+
+
 def _extras(root: Path, mf: manifest.Manifest, names: list[str]) -> list[tuple[str, Path]]:
-    """The manifest, the importance matrices the chosen files were made with, and tune's recipes and results."""
+    """The manifest, and the companions of the chosen files."""
     out = [(config.MANIFEST_NAME, root / config.MANIFEST_NAME)]
     for name in names:
-        imat = read_header(root / name).metadata.get("quantize.imatrix.file")
-        if imat and (root / "imatrix" / Path(str(imat)).name).is_file():
-            out.append((f"imatrix/{Path(str(imat)).name}", root / "imatrix" / Path(str(imat)).name))
-        stem = name[: -len(".gguf")]
-        for suffix in (".tensor-types.txt", ".tune.json"):
-            if (root / f"{stem}{suffix}").is_file():
-                out.append((f"{stem}{suffix}", root / f"{stem}{suffix}"))
+        out += companions(root, name)
     return list(dict.fromkeys(out))
 
 
-__all__ = ["SCHEMA", "UploadResult", "upload"]
+__all__ = ["SCHEMA", "UploadResult", "companions", "model_name", "upload"]
