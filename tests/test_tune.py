@@ -242,7 +242,8 @@ def test_probe_types_spread_over_what_is_allowed():
 
 
 @pytest.mark.slow
-def test_per_type_files_leave_fallbacks_to_their_own_file_and_say_so(embedded_checkpoint, tmp_path):
+def test_per_type_files_leave_fallbacks_to_their_own_file_and_probes_are_spliced_from_them(embedded_checkpoint,
+                                                                                          tmp_path):
     import numpy as np
     from conftest import make_tiny_checkpoint
 
@@ -269,3 +270,31 @@ def test_per_type_files_leave_fallbacks_to_their_own_file_and_say_so(embedded_ch
     own = tensor_arrays(files["Q5_0"])
     for n, (_, data) in whole.items():  # every tensor's bytes are in one of the files, as llama-quantize made them
         assert np.array_equal(data, (own if n in left else made)[n][1]), n
+    # A probe (the feed-forward at Q4_K, its fallbacks at Q5_0, the rest Q8_0) spliced from those files is, tensor for
+    # tensor, what llama-quantize writes from F16 for the same recipe, and llama.cpp gives it the same logits.
+    from edgeq.quality.models import gguf_ref, open_scorer
+    from edgeq.tune.sensitivity import tensor_type_rules
+
+    kinds = pertype.types_of(files["Q4_K"])
+    recipe = {n: kinds[n] if ".ffn_" in n else "Q8_0" for n in kinds if n in made
+              and made[n][0].type not in ("F32", "F16")}
+    assert {"Q4_K", "Q5_0", "Q8_0"} <= set(recipe.values())
+    rules = tmp_path / "rules.txt"
+    rules.write_text(tensor_type_rules(recipe))
+    quantized, spliced = tmp_path / "quantized.gguf", tmp_path / "spliced.gguf"
+    quantize(tc, f16, quantized, parse_quant("Q8_0"), extra_args=["--imatrix", str(imatrix), "--tensor-type-file",
+                                                                   str(rules)])
+    index = pertype.holders(files)
+    pertype.splice(files["Q8_0"], {n: index[n, t] for n, t in recipe.items()}, spliced)
+    a, b = tensor_arrays(quantized), tensor_arrays(spliced)
+    assert list(a) == list(b)
+    for n, (e, data) in a.items():
+        assert b[n][0].type == e.type and np.array_equal(data, b[n][1]), n
+    logits = []
+    for path in (quantized, spliced):
+        scorer = open_scorer(gguf_ref(path), n_ctx=64, threads=2)
+        try:
+            logits.append(np.array(scorer.logits(scorer.tokenize("To be, or not to be, that is the question"))))
+        finally:
+            scorer.close()
+    assert np.array_equal(logits[0], logits[1])

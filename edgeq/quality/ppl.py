@@ -19,7 +19,7 @@ from ..backends import Scorer
 from ..errors import GGUFError, UsageError
 from ..output import Progress
 from ..sources.gguf_values import non_finite_logits_error
-from .metrics import Divergence, Perplexity, kld_rows, log_softmax, nll_of_logits
+from .metrics import Divergence, Perplexity, kld_of_logprobs, log_probs, nll_of_logits
 from .models import open_scorer
 from .results import Check, EvalResults, ModelRef, Row, stamp
 
@@ -58,7 +58,10 @@ def _scored(logits: np.ndarray, window: list[int], n_vocab: int, *,
     first = len(window) // 2
     x = logits[:len(window) - 1 - first, :n_vocab]
     targets = np.asarray(window[first + 1:])
-    return (log_softmax(x) if logprobs else None), nll_of_logits(x, targets)
+    if not logprobs:
+        return None, nll_of_logits(x, targets)
+    lp = log_probs(x)
+    return lp, -lp[np.arange(len(targets)), targets].astype(np.float64)
 
 
 def score_model(ref: ModelRef, wins: list[list[int]], n_vocab: int, *, threads: int, progress: bool,
@@ -85,8 +88,8 @@ def score_model(ref: ModelRef, wins: list[list[int]], n_vocab: int, *, threads: 
                 if store is not None:
                     store[i] = lp
                 if reference is not None and lp is not None:
-                    kld.append(kld_rows(reference[i], lp))
                     same.append(reference[i].argmax(-1) == lp.argmax(-1))
+                    kld.append(kld_of_logprobs(reference[i], lp))  # overwrites lp
                 bar.update_to(i + 1)
     finally:
         scorer.close()

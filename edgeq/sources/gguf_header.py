@@ -83,6 +83,7 @@ class GGUFHeader:
     tensors: list[TensorEntry] = field(default_factory=list)
     version: int = 3
     keys: list[str] = field(default_factory=list)  # every metadata key, in file order
+    table_offset_bytes: int = 0  # where the tensor table starts: the magic, counts and metadata lie before it
 
 
 def magic_of(path: Path) -> bytes:
@@ -192,6 +193,7 @@ def read_header(path: str | Path) -> GGUFHeader:
                 if val is not None:
                     meta[key] = val
             tensors = []
+            table_offset = r.pos
             for _ in range(n_tensors):
                 name = r.string()
                 n_dims = r.u32()
@@ -215,7 +217,7 @@ def read_header(path: str | Path) -> GGUFHeader:
         except (struct.error, ValueError, KeyError, OverflowError, RecursionError) as e:
             raise GGUFError(f"{p} is not a readable GGUF file ({type(e).__name__}: {e}); it may be truncated "
                             "or corrupt.", hint="Re-download or re-convert it.") from e
-        return GGUFHeader(str(p), r.size, data_offset, align, meta, lengths, tensors, version, keys)
+        return GGUFHeader(str(p), r.size, data_offset, align, meta, lengths, tensors, version, keys, table_offset)
 
 
 def tensor_arrays(path: str | Path) -> dict[str, tuple[TensorEntry, Any]]:

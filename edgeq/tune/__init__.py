@@ -147,7 +147,7 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
             stages["errors"] = stages.get("errors", 0.0) + time.perf_counter() - t
             if cal is None:  # the probes' types are among the first measured: one calibration serves every round
                 t = time.perf_counter()
-                cal = calibrate(tc, f16, imatrix, per_type, costs, calib, work, allowed, weighting, threads, progress)
+                cal = calibrate(f16, per_type, costs, calib, work, allowed, weighting, threads, progress)
                 stages["probes"] = time.perf_counter() - t
             qheader = read_header(per_type["Q8_0"])
             allowed_for = allowed_types({k: pertype.types_of(per_type[k]) for k in made}, allowed)

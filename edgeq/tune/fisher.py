@@ -142,17 +142,22 @@ def _diagonals(model: Any, ids: Any, torch: Any, draws: int = DRAWS,
     samples = 0
     for start in range(0, len(ids) - CTX + 1, CTX):
         logp = torch.log_softmax(model(input_ids=ids[start: start + CTX].unsqueeze(0)).logits[0].float(), dim=-1)
-        probs = logp.detach().exp()
+        cdf = logp.detach().exp().cumsum_(-1)
         for k in range(draws):
             # Labels drawn from the model's own distribution: then E[g gᵀ] is the Fisher, the KLD's Hessian.
-            drawn = torch.multinomial(probs, 1, generator=gen)
-            model.zero_grad(set_to_none=True)
+            # By inverse CDF: torch.multinomial took 2 s a draw over a 152k vocabulary, this a few ms.
+            u = torch.rand(CTX, 1, generator=gen, dtype=cdf.dtype) * cdf[:, -1:]
+            drawn = torch.searchsorted(cdf, u).clamp_(max=cdf.shape[-1] - 1)
+            # The gradients are zeroed in place, not freed: a 0.5B model's 2 GB of fresh gradient memory a draw
+            # (and of squares: hence addcmul_) cost more in page faults than the backward pass itself.
+            model.zero_grad(set_to_none=False)
             logp.gather(1, drawn).sum().backward(retain_graph=k < draws - 1)
             for p in params:
                 if p.grad is not None:
-                    diag[id(p)].add_(p.grad.float().square())
+                    diag[id(p)].addcmul_(p.grad, p.grad)
             samples += 1
             if on_pass:
                 on_pass(samples)
+        del logp, cdf
     model.zero_grad(set_to_none=True)
     return diag, max(samples * CTX, 1)

@@ -9,6 +9,7 @@ Qwen2.5-0.5B (only its ``ffn_down`` rows fit 256-blocks), so such tensors are wr
 """
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from ..llamacpp.quantize import quantize
 from ..output import Progress
 from ..plan.size import fallback_type
 from ..quants import parse_quant
-from ..sources.gguf_header import read_header
+from ..sources.gguf_header import gguf_constants, read_header
 from .sensitivity import LOW_BIT, ftype_for, load_json, tensor_type_rules
 
 WIDE = "Q8_0"  # what a tensor left to another file is written as: cheap, and made for every tune
@@ -74,3 +75,59 @@ def _make_one(tc: Any, f16: Path, imatrix: Path, dst: Path, kind: str, header: A
 
 def _elsewhere(path: Path) -> Path:
     return path.with_suffix(".elsewhere.json")
+
+
+def holders(per_type: dict[str, Path]) -> dict[tuple[str, str], Path]:
+    """{(tensor, type): a per-type file whose bytes for that tensor are that type's}, the type's own file first
+    (a fallback lies both in its own file and in the file of the type that fell back to it: the same bytes)."""
+    out: dict[tuple[str, str], Path] = {}
+    tables = {kind: read_header(path).tensors for kind, path in sorted(per_type.items())}
+    for own in (True, False):
+        for kind, tensors in tables.items():
+            for t in tensors:
+                if (t.type == kind) == own:
+                    out.setdefault((t.name, t.type), per_type[kind])
+    return out
+
+
+def splice(base: Path, parts: dict[str, Path], dst: Path) -> None:
+    """Write ``dst``: ``base``'s metadata and tensor order, each tensor's type and bytes copied from the file
+    ``parts`` names for it (``base`` where it names none).
+
+    llama-quantize writes a tensor the same bytes whatever the rest of the file holds (its type and the
+    importance matrix decide them), so a mix of per-type files' tensors is, tensor for tensor, the file a
+    ``--tensor-type-file`` quantization from F16 would write, without quantizing anything again: a probe of a
+    0.5B model took 10-15 s of llama-quantize, and its splice takes a copy.  Only the metadata's ``file_type``
+    still names the base's type: llama.cpp computes with each tensor's own.
+    """
+    head = read_header(base)
+    qtypes = gguf_constants().GGMLQuantizationType
+    sources = {p: read_header(p) for p in {base, *parts.values()}}
+    chosen = []
+    for t in head.tensors:
+        src = parts.get(t.name, base)
+        entry = next(e for e in sources[src].tensors if e.name == t.name)
+        if entry.shape != t.shape:
+            raise ValueError(f"{src} has {t.name} as {entry.shape}, {base} as {t.shape}")
+        chosen.append((entry, src))
+    align = head.alignment
+    with atomic_output(dst) as tmp, open(tmp, "wb") as out:
+        with open(base, "rb") as f:  # magic, version, counts and every metadata key, as they are
+            out.write(f.read(head.table_offset_bytes))
+        offset = 0
+        for e, _ in chosen:
+            name = e.name.encode()
+            out.write(struct.pack(f"<Q{len(name)}sI{len(e.shape)}QIQ", len(name), name, len(e.shape), *e.shape,
+                                  qtypes[e.type].value, offset))
+            offset += -(-e.n_bytes // align) * align
+        out.write(bytes(-out.tell() % align))
+        files = {p: open(p, "rb") for p in sources}
+        try:
+            for e, src in chosen:
+                f = files[src]
+                f.seek(sources[src].data_offset_bytes + e.offset)
+                out.write(f.read(e.n_bytes))
+                out.write(bytes(-e.n_bytes % align))
+        finally:
+            for f in files.values():
+                f.close()

@@ -16,13 +16,10 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
 
-from ..files import atomic_output, write_json_atomic
-from ..llamacpp.quantize import quantize
-from ..output import Progress
-from ..quants import QUANT_TYPES, parse_quant
-from .pertype import WIDE, types_of  # WIDE: what the other groups keep in a probe
+from ..files import write_json_atomic
+from ..quants import QUANT_TYPES
+from .pertype import WIDE, holders, splice, types_of  # WIDE: what the other groups keep in a probe
 from .sensitivity import (
     GROUPS,
     Calibration,
@@ -31,7 +28,6 @@ from .sensitivity import (
     ftype_for,
     load_json,
     recipe_errors,
-    tensor_type_rules,
 )
 
 PROBE_TOKENS = 2048  # of the calibration text, per probe (1020 scored positions: KLD to a few per cent)
@@ -64,8 +60,8 @@ def recipes(costs: list[TensorCost], per_type: dict[str, Path], kinds: list[str]
     return out
 
 
-def calibrate(tc: Any, f16: Path, imatrix: Path, per_type: dict[str, Path], costs: list[TensorCost], calib: Path,
-              work: Path, allowed: set[str], weighting: str, threads: int | None, progress: bool) -> Calibration:
+def calibrate(f16: Path, per_type: dict[str, Path], costs: list[TensorCost], calib: Path, work: Path,
+              allowed: set[str], weighting: str, threads: int | None, progress: bool) -> Calibration:
     """Measure the probes not yet measured (cached by recipe), then fit KLD to error."""
     from ..quality import perplexity  # here: the quality package loads numpy, which `edgeq --help` must not
     from ..quality.models import gguf_ref
@@ -76,33 +72,24 @@ def calibrate(tc: Any, f16: Path, imatrix: Path, per_type: dict[str, Path], cost
     keys = {name: hashlib.sha256(repr(sorted(r.items())).encode()).hexdigest()[:16] for name, r in plans.items()}
     todo = [n for n in plans if keys[n] not in cached]
     if todo:
-        files = {}
-        with Progress("  probes", len(todo), progress) as bar:
-            for i, name in enumerate(todo):
-                files[name] = _probe_file(tc, f16, imatrix, work, keys[name], plans[name], threads)
-                bar.update_to(i + 1)
-        ref = gguf_ref(f16)
+        # Spliced from the per-type files' tensors (``splice``), not quantized again; pure Q8_0 is its own file.
+        index = holders(per_type)
+        files = {n: per_type[WIDE] if n == WIDE else work / f"probe-{keys[n]}.gguf" for n in todo}
         try:
+            for n in todo:
+                if n != WIDE:
+                    splice(per_type[WIDE], {t: index[t, ty] for t, ty in plans[n].items()}, files[n])
+            ref = gguf_ref(f16)
             res = perplexity([ref, *[gguf_ref(files[n]) for n in todo]], calib.read_text(encoding="utf-8"),
                              str(calib), reference=ref, ctx=512, max_tokens=PROBE_TOKENS,
                              threads=threads or os.cpu_count() or 1, progress=progress)
         finally:
-            for p in files.values():
-                p.unlink(missing_ok=True)
+            for n, p in files.items():
+                if n != WIDE:
+                    p.unlink(missing_ok=True)
         for n, r in zip(todo, res.rows[1:]):
             cached[keys[n]] = float(r.kld_mean) if r.kld_mean is not None else 0.0
         write_json_atomic(cache_path, cached)
     measured = {n: cached[keys[n]] for n in plans}
     return fit({n: recipe_errors(costs, r) for n, r in plans.items()}, measured)
 
-
-def _probe_file(tc: Any, f16: Path, imatrix: Path, work: Path, key: str, recipe: dict[str, str],
-                threads: int | None) -> Path:
-    rules = work / f"probe-{key}.txt"
-    with atomic_output(rules) as tmp:
-        tmp.write_text(tensor_type_rules(recipe), encoding="utf-8")
-    dst = work / f"probe-{key}.gguf"
-    quantize(tc, f16, dst, parse_quant(ftype_for(WIDE)), threads=threads,
-             extra_args=["--imatrix", str(imatrix), "--tensor-type-file", str(rules)])
-    rules.unlink(missing_ok=True)
-    return dst
