@@ -10,6 +10,8 @@ Protocol, parent → child on stdin, one JSON object per line:
 ``logits`` reply's float32 rows are written into a shared memory file (a memfd the child
 inherits) that the parent maps: through a pipe, the 155 MB of one 512-token window of a
 152k-vocabulary model cost half a second of copying, more than a fifth of the window itself.
+Both sides keep one mapping of it, grown when a reply is larger: mapping it afresh for
+every window cost each side a page fault per 4 KiB of it, every time.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ class ChildScorer:
                           "shared_fd": self.shared}, "loading")
         self.kind = head["kind"]
         self.n_vocab, self.adds_bos, self.bos_id = int(head["n_vocab"]), bool(head["adds_bos"]), int(head["bos_id"])
+        self._view = _Mapping(self.shared, mmap.ACCESS_READ)
 
     def tokenize(self, text: str, add_bos: bool | None = None) -> list[int]:
         return list(self._ask({"op": "tokenize", "text": text, "add_bos": add_bos}, "tokenizing")["tokens"])
@@ -52,8 +55,7 @@ class ChildScorer:
         rows, cols = head["shape"]
         if not rows * cols:
             return np.zeros((rows, cols), dtype=np.float32)
-        view = mmap.mmap(self.shared, rows * cols * 4, access=mmap.ACCESS_READ)
-        return np.frombuffer(view, dtype=np.float32).reshape(rows, cols)
+        return np.frombuffer(self._view.at_least(rows * cols * 4), dtype=np.float32, count=rows * cols).reshape(rows, cols)
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -101,14 +103,27 @@ def shared_memory_fd() -> int:
     return fd
 
 
-def _share(fd: int, rows: Any) -> None:
+class _Mapping:
+    """One mapping of the shared file, replaced by a larger one only when a reply outgrows it."""
+
+    def __init__(self, fd: int, access: int) -> None:
+        self.fd, self.access, self.size = fd, access, 0
+        self.map: mmap.mmap | None = None
+
+    def at_least(self, n: int) -> mmap.mmap:
+        if self.map is None or self.size < n:
+            # The old mapping is not closed: arrays handed out earlier may still view it (they keep it alive).
+            self.map, self.size = mmap.mmap(self.fd, n, access=self.access), n
+        return self.map
+
+
+def _share(mapping: _Mapping, rows: Any) -> None:
     """Write ``rows`` (float32, C order) at the start of the shared file, growing it when needed."""
     n = rows.nbytes
-    if n and os.fstat(fd).st_size < n:
-        os.ftruncate(fd, n)
+    if n and os.fstat(mapping.fd).st_size < n:
+        os.ftruncate(mapping.fd, n)
     if n:
-        with mmap.mmap(fd, n) as m:
-            m[:n] = memoryview(rows).cast("B")
+        mapping.at_least(n)[:n] = memoryview(rows).cast("B")
 
 
 def _open(spec: dict[str, Any]) -> Scorer:
@@ -130,6 +145,7 @@ def _serve(out: BinaryIO) -> None:
     scorer = _open(spec)
     _reply(out, {"ok": True, "kind": scorer.kind, "n_vocab": int(scorer.n_vocab), "adds_bos": bool(scorer.adds_bos),
                  "bos_id": int(scorer.bos_id)})
+    shared = _Mapping(spec["shared_fd"], mmap.ACCESS_WRITE)
     for line in sys.stdin:
         req = json.loads(line)
         if req["op"] == "close":
@@ -139,7 +155,7 @@ def _serve(out: BinaryIO) -> None:
         else:
             rows = np.ascontiguousarray(scorer.logits(req["tokens"], reuse_prefix=req["reuse_prefix"], first=req["first"]),
                                         dtype=np.float32)
-            _share(spec["shared_fd"], rows)
+            _share(shared, rows)
             _reply(out, {"ok": True, "shape": list(rows.shape)})
     scorer.close()
 

@@ -175,12 +175,14 @@ class LogitScorer:
         self.bos_id = int(r.ll.llama_vocab_bos(r.vocab))
         self._tokens: list[int] = []
         self._logits: Any = None
+        self._buffer: Any = None
 
     def tokenize(self, text: str, add_bos: bool | None = None) -> list[int]:
         return self.runner.tokenize(text, add_bos)
 
     def logits(self, tokens: list[int], *, reuse_prefix: bool = False, first: int = 0) -> Any:
         """float32 array (len(tokens) - first, n_vocab): row i is the prediction after tokens[: first + i + 1].
+        It lives in a buffer the next call reuses (fresh memory for every window cost more than the copy).
 
         llama.cpp computes output rows only where asked, so rows before ``first`` cost nothing.
         """
@@ -198,15 +200,20 @@ class LogitScorer:
             ll.llama_memory_seq_rm(mem, 0, keep, -1)
         else:
             ll.llama_memory_clear(mem, True)
-        rows = [self._logits[:keep]] if keep else []
+        if self._buffer is None or len(self._buffer) < len(tokens) - first:
+            grown = np.empty((max(len(tokens) - first, self.n_ctx // 2), self.n_vocab), np.float32)
+            if keep:
+                grown[:keep] = self._buffer[:keep]
+            self._buffer = grown
+        # With a kept prefix (first is 0 then), its rows are already where this call wants them.
+        out = self._buffer[:len(tokens) - first]
         for start in range(keep, len(tokens), r.n_batch):
             chunk = tokens[start:start + r.n_batch]
             r._decode([(t, start + i, 0, start + i >= first) for i, t in enumerate(chunk)])
             n_out = sum(1 for i in range(len(chunk)) if start + i >= first)
             if n_out:
-                ptr = ll.llama_get_logits(r.ctx)
-                rows.append(np.ctypeslib.as_array(ptr, shape=(n_out, self.n_vocab)).copy())
-        out = np.concatenate(rows) if len(rows) > 1 else rows[0]
+                at = max(start, first) - first
+                out[at:at + n_out] = np.ctypeslib.as_array(ll.llama_get_logits(r.ctx), shape=(n_out, self.n_vocab))
         # A prefix can be reused only when every row of it was made.
         self._tokens, self._logits = (list(tokens), out) if not first else ([], None)
         return out

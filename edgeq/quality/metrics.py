@@ -19,26 +19,30 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
-def log_probs(logits: np.ndarray) -> np.ndarray:
-    """Row-wise log-probabilities as float32, each row's normaliser summed in float64.
+def log_probs(logits: np.ndarray, out: np.ndarray | None = None, scratch: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise log-probabilities as float32, each row's normaliser summed in float64; written into ``out`` and
+    ``scratch`` (float32, the logits' shape) when given.
 
     What perplexity and KL-divergence use on each window: ``log_softmax`` in float64 took 0.35-0.7 s a window of
     a 152k vocabulary (four float64 temporaries of 310 MB), a quarter of the window's own time on 2 cores; this
-    takes two float32 ones.  The float32 rounding (1e-7 of a log-probability) moves a mean KLD by far less than
-    its own standard error (``tests/test_eval.py`` bounds it against float64).
+    takes two float32 buffers, which a caller scoring many windows allocates once (fresh memory is what costs:
+    on the VMs here its page faults took 2 s of system time a gigabyte).  The float32 rounding (1e-7 of a
+    log-probability) moves a mean KLD by far less than its own standard error (``tests/test_eval.py`` bounds it
+    against float64).
     """
     x = np.asarray(logits, dtype=np.float32)
-    lp = x - x.max(axis=-1, keepdims=True)
-    z = np.exp(lp).sum(axis=-1, dtype=np.float64)
+    lp = np.subtract(x, x.max(axis=-1, keepdims=True), out=out)
+    z = np.exp(lp, out=scratch).sum(axis=-1, dtype=np.float64)
     lp -= np.log(z).astype(np.float32)[:, None]
     return lp
 
 
-def kld_of_logprobs(ref_logprobs: np.ndarray, logprobs: np.ndarray) -> np.ndarray:
+def kld_of_logprobs(ref_logprobs: np.ndarray, logprobs: np.ndarray,
+                    scratch: np.ndarray | None = None) -> np.ndarray:
     """KL(reference ‖ model) per row, in nats, from float32 log-probs (``log_probs``): the products in float32,
-    summed in float64.  ``logprobs`` is overwritten (it is the window's largest temporary)."""
+    summed in float64.  ``logprobs`` is overwritten, and ``scratch`` (its shape) when given."""
     d = np.subtract(ref_logprobs, logprobs, out=logprobs)
-    d *= np.exp(ref_logprobs)
+    d *= np.exp(ref_logprobs, out=scratch)
     return np.maximum(d.sum(axis=-1, dtype=np.float64), 0.0)
 
 

@@ -50,17 +50,18 @@ def windows(tokens: list[int], ctx: int, max_tokens: int | None, add_bos: bool, 
 
 
 def _scored(logits: np.ndarray, window: list[int], n_vocab: int, *,
-            logprobs: bool) -> tuple[np.ndarray | None, np.ndarray]:
+            buffers: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray | None, np.ndarray]:
     """(log-probs of the scored rows when KLD needs them, NLL of each scored token).
 
-    ``logits`` starts at the window's middle (``first``): the first half is context only.
+    ``logits`` starts at the window's middle (``first``): the first half is context only.  ``buffers``: two
+    float32 arrays of the scored rows' shape for the log-probs (the first is returned), or None for NLL only.
     """
     first = len(window) // 2
     x = logits[:len(window) - 1 - first, :n_vocab]
     targets = np.asarray(window[first + 1:])
-    if not logprobs:
+    if buffers is None:
         return None, nll_of_logits(x, targets)
-    lp = log_probs(x)
+    lp = log_probs(x, *buffers)
     return lp, -lp[np.arange(len(targets)), targets].astype(np.float64)
 
 
@@ -79,17 +80,20 @@ def score_model(ref: ModelRef, wins: list[list[int]], n_vocab: int, *, threads: 
         raise UsageError(f"{ref.path} has a vocabulary of {scorer.n_vocab} tokens, the text was tokenized for {n_vocab}.",
                          hint="Compare variants of one model only.")
     nll, kld, same = [], [], []
+    # Every window's scored rows have one shape: their log-probs go to the same two buffers, not fresh memory.
+    rows = (ctx - 1 - ctx // 2, n_vocab)
+    buffers = (np.empty(rows, np.float32), np.empty(rows, np.float32)) if store is not None or reference is not None \
+        else None
     try:
         with Progress(f"{ref.variant:>10}", len(wins), progress) as bar:
             for i, w in enumerate(wins):
-                lp, n = _scored(scorer.logits(w, first=ctx // 2), w, n_vocab,
-                                logprobs=store is not None or reference is not None)
+                lp, n = _scored(scorer.logits(w, first=ctx // 2), w, n_vocab, buffers=buffers)
                 nll.append(n)
                 if store is not None:
                     store[i] = lp
-                if reference is not None and lp is not None:
+                if reference is not None and lp is not None and buffers is not None:
                     same.append(reference[i].argmax(-1) == lp.argmax(-1))
-                    kld.append(kld_of_logprobs(reference[i], lp))  # overwrites lp
+                    kld.append(kld_of_logprobs(reference[i], lp, buffers[1]))  # overwrites both buffers
                 bar.update_to(i + 1)
     finally:
         scorer.close()
