@@ -75,19 +75,17 @@ def calibrate(f16: Path, per_type: dict[str, Path], costs: list[TensorCost], cal
     if todo:
         # Spliced from the per-type files' tensors (``splice``), not quantized again; pure Q8_0 is its own file.
         index = holders(per_type)
-        files = {n: per_type[WIDE] if n == WIDE else work / f"probe-{keys[n]}.gguf" for n in todo}
+        spliced = {n: work / f"probe-{keys[n]}.gguf" for n in todo if n != WIDE}
         try:
-            for n in todo:
-                if n != WIDE:
-                    splice(per_type[WIDE], {t: index[t, ty] for t, ty in plans[n].items()}, files[n])
+            for n, path in spliced.items():
+                splice(per_type[WIDE], {t: index[t, ty] for t, ty in plans[n].items()}, path)
             ref = gguf_ref(f16)
-            res = perplexity([ref, *[gguf_ref(files[n]) for n in todo]], calib.read_text(encoding="utf-8"),
-                             str(calib), reference=ref, ctx=512, max_tokens=PROBE_TOKENS,
-                             threads=threads or os.cpu_count() or 1, progress=progress)
+            res = perplexity([ref, *[gguf_ref(spliced.get(n, per_type[WIDE])) for n in todo]],
+                             calib.read_text(encoding="utf-8"), str(calib), reference=ref, ctx=512,
+                             max_tokens=PROBE_TOKENS, threads=threads or os.cpu_count() or 1, progress=progress)
         finally:
-            for n, p in files.items():
-                if n != WIDE:
-                    p.unlink(missing_ok=True)
+            for path in spliced.values():
+                path.unlink(missing_ok=True)
         for n, r in zip(todo, res.rows[1:]):
             cached[keys[n]] = float(r.kld_mean) if r.kld_mean is not None else 0.0
         write_json_atomic(cache_path, cached)
