@@ -5,6 +5,7 @@
     info = edgeq.inspect(res.outputs[-1].path)
 """
 from ._version import __version__
+from .bundle import BundleResult, bundle  # noqa: E402
 from .convert import ConvertResult, OutputFile, convert  # noqa: E402
 from .doctor import DoctorReport, doctor  # noqa: E402
 from .errors import EdgeqError  # noqa: E402
@@ -18,6 +19,7 @@ from .sources.hub import DownloadResult, download  # noqa: E402
 from .tune import TuneResult, tune  # noqa: E402
 from .upload import UploadResult, upload  # noqa: E402
 
-__all__ = ["__version__", "ConvertResult", "DoctorReport", "DownloadResult", "EdgeqError", "FitResult", "GGUFInfo",
-           "GenerateResult", "OutputFile", "ShipResult", "TuneResult", "UploadResult", "VerifyResult", "convert", "doctor",
+__all__ = ["__version__", "BundleResult", "ConvertResult", "DoctorReport", "DownloadResult", "EdgeqError", "FitResult", "GGUFInfo",
+           "GenerateResult", "OutputFile", "ShipResult", "TuneResult", "UploadResult", "VerifyResult", "bundle", "convert",
+           "doctor",
            "download", "fit_params", "generate", "inspect", "ship", "tune", "upload", "verify"]

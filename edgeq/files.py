@@ -8,6 +8,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,6 +124,17 @@ def atomic_output(final: Path) -> Iterator[Path]:
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def place_file(src: Path, dst: Path) -> None:
+    """``dst`` the same bytes as ``src``: a hard link (no second copy of a large file) or, across disks, a copy."""
+    if dst.exists() and os.path.samefile(src, dst):
+        return
+    with atomic_output(dst) as tmp:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
 
 
 def write_json_atomic(path: Path, data: object) -> None:

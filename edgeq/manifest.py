@@ -121,19 +121,24 @@ class VerifyResult:
 
 
 def verify(outdir: str | Path) -> VerifyResult:
-    """Re-hash every file the manifest lists."""
+    """Re-hash every file the manifest lists (a bundle's binaries under ``bin/`` too)."""
     folder = Path(outdir)
     m = load(folder)
     if m is None:
         raise SourceError(f"no {MANIFEST_NAME} in {folder}.", hint="Point at a folder made by `edgeq convert`.")
     result = VerifyResult(str(folder))
-    for name, rec in m.files.items():
+    expected = {name: rec.sha256 for name, rec in m.files.items()}
+    # A bundle's binaries (``edgeq bundle``): bin/<name>, recorded beside the model.
+    bins = m.options.get("bundle")
+    if isinstance(bins, dict) and isinstance(bins.get("files"), dict):
+        expected |= {f"bin/{name}": str(digest) for name, digest in bins["files"].items() if _plain_name(name)}
+    for name, digest in expected.items():
         path = folder / name
         if path.is_symlink():
             result.linked.append(name)
         elif not path.is_file():
             result.missing.append(name)
-        elif sha256_file(path) != rec.sha256:
+        elif sha256_file(path) != digest:
             result.mismatched.append(name)
         else:
             result.ok.append(name)

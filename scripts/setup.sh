@@ -17,6 +17,14 @@ if ! command -v ccache >/dev/null && command -v apt-get >/dev/null && [ "$(id -u
     || echo "ccache unavailable; building without it" >&2
 fi
 
+if [ "$(uname -m)" = x86_64 ] && ! { command -v aarch64-linux-gnu-g++ && command -v qemu-aarch64; } >/dev/null \
+   && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  step "aarch64 cross compiler and qemu (for \`edgeq bundle\`: ARM boards; optional)"
+  (apt-get install -y -qq g++-aarch64-linux-gnu qemu-user >/dev/null 2>&1 \
+     || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq g++-aarch64-linux-gnu qemu-user >/dev/null 2>&1; }) \
+    || echo "g++-aarch64-linux-gnu / qemu-user unavailable; edgeq bundle will say how to install them" >&2
+fi
+
 # Hash paths relative to the checkout, so every clone on this machine shares
 # one ccache (CI builds in a fresh clone each time).
 export CCACHE_BASEDIR="$PWD"

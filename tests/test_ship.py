@@ -88,6 +88,15 @@ def test_a_second_target_reuses_every_measurement_and_push_publishes_the_folder(
     assert res.target["name"] == "pi5-8gb" and not res.target["here"]
     assert all(not o.tg_measured for o in res.options) and any("predicted" in n for n in res.notes)
     assert "pi5-8gb" in (base / "dist-pi5" / "README.md").read_text()
+    # The Pi 5 is aarch64: the folder carries llama.cpp built for it, recorded and verified with the model.
+    from edgeq.llamacpp import cross
+    from edgeq.manifest import verify
+
+    mf = json.loads((base / "dist-pi5" / "edgeq-manifest.json").read_text())
+    assert mf["options"]["bundle"]["arch"] == "aarch64" and "libggml-cpu-armv8.2_2.so" in mf["options"]["bundle"]["files"]
+    assert cross.elf_machine(base / "dist-pi5" / "bin" / "llama-completion") == "EM_AARCH64"
+    assert verify(base / "dist-pi5").passed and "bin/llama-completion" in verify(base / "dist-pi5").ok
+    assert not (base / "dist" / "bin").exists()  # this machine's own folder: its tools are on PATH
     published = hub.repos["acme/tiny-GGUF"].files
     assert res.pushed and published[Path(next(o.file for o in res.options if o.label == res.chosen)).name]
     card = published["README.md"].decode()

@@ -17,6 +17,7 @@ from .._version import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, EdgeqError
 from ..output import echo
 from . import bench as _bench
+from . import bundle as _bundle
 from . import eval as _eval
 from . import models as _models
 from . import plan as _plan
@@ -89,6 +90,7 @@ def _interrupted() -> EdgeqError:
 # One module per group of commands, wired here, so no command module imports this one.
 cli.add_command(_bench.bench)
 cli.add_command(_bench.report)
+cli.add_command(_bundle.bundle)
 cli.add_command(_eval.eval_group)
 cli.add_command(_models.doctor)
 cli.add_command(_models.download)

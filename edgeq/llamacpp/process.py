@@ -3,6 +3,7 @@ and a child's crash turned into one line."""
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import re
@@ -120,11 +121,13 @@ def _wait(proc: subprocess.Popen[str], sampler: _PeakRSS) -> tuple[int, int | No
 
 def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
              on_line: ProgressFn | None = None, env: dict[str, str] | None = None,
-             timeout: float | None = None, tail_lines: int = 40) -> ToolOutput:
+             timeout: float | None = None, tail_lines: int = 40, stdout: Path | None = None) -> ToolOutput:
     """Run a native tool (or the converter), streaming its output line by line.
 
     Output goes to ``on_line`` as it arrives; the last ``tail_lines`` lines are
-    kept and returned, with the tool's peak RSS.  A non-zero exit raises
+    kept and returned, with the tool's peak RSS.  With ``stdout`` (a file), the
+    tool's standard output goes there whole (a generated text) and only its
+    standard error (the log) is streamed.  A non-zero exit raises
     ``ToolFailed`` naming the tool and its last line.  On Ctrl-C the child is
     stopped before re-raising, and if edgeq is killed outright the child is
     killed too, so no tool keeps writing after edgeq has gone.
@@ -133,11 +136,14 @@ def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
     name = name or Path(args[0]).name
     tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
     try:
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace", bufsize=1, env={**os.environ, **(env or {})},
-                                start_new_session=True, preexec_fn=die_with_parent if _PRCTL else None)
+        with open(stdout, "wb") if stdout else contextlib.nullcontext() as out_file:
+            proc = subprocess.Popen(args, stdout=out_file or subprocess.PIPE,
+                                    stderr=subprocess.PIPE if out_file else subprocess.STDOUT, text=True,
+                                    errors="replace", bufsize=1, env={**os.environ, **(env or {})},
+                                    start_new_session=True, preexec_fn=die_with_parent if _PRCTL else None)
     except OSError as e:
         raise ToolchainError(f"cannot start {name}: {e}.", hint=SETUP_HINT) from e
+    stream = proc.stderr if stdout else proc.stdout
     sampler = _PeakRSS(proc.pid)
     # A deadline that holds even when the tool hangs with its output open (the loop below only
     # ends when it closes stdout): the timer stops it, which closes the pipe.
@@ -146,8 +152,8 @@ def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
     try:
         if timer:
             timer.start()
-        assert proc.stdout is not None
-        for line in proc.stdout:
+        assert stream is not None
+        for line in stream:
             line = line.rstrip("\n")
             tail.append(line)
             if on_line:
@@ -155,7 +161,7 @@ def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
         rc, peak = _wait(proc, sampler)
     except BaseException:
         sampler.stop()
-        _stop(proc)
+        stop_process(proc)
         raise
     finally:
         if timer:
@@ -200,7 +206,7 @@ def _expire(proc: subprocess.Popen[str], expired: threading.Event) -> None:
         pass
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
+def stop_process(proc: subprocess.Popen[str]) -> None:
     """Stop a child and its own children (it runs in a session of its own)."""
     if proc.poll() is not None:
         return

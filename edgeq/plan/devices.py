@@ -35,6 +35,7 @@ class Device:
     pp_efficiency: float | None
     repack_types: list[str] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
+    arch: str | None = None  # its CPU architecture when edgeq cross-builds for it (`ship` puts those binaries in)
 
 
 @lru_cache(maxsize=1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +37,13 @@ class CrossCheck:
     agrees: bool
 
 
-def llama_perplexity_kld(base: Path, model: Path, text: str, *, ctx: int, windows: int, threads: int) -> dict[str, float]:
-    """Run llama-perplexity twice (save the base's logits, then compare the model) and parse its summary."""
+def llama_perplexity_kld(base: Path, model: Path, text: str, *, ctx: int, windows: int, threads: int,
+                         model_tool: Sequence[str | Path] | None = None) -> dict[str, float]:
+    """Run llama-perplexity twice (save the base's logits, then compare the model) and parse its summary.
+
+    ``model_tool``: the command that scores the model, when not this machine's llama-perplexity (another
+    architecture's, under an emulator: the logits file is the same little-endian floats on both).
+    """
     tc = find_toolchain()
     tool = tc.tool("llama-perplexity")
     found: dict[str, float] = {}
@@ -52,7 +58,7 @@ def llama_perplexity_kld(base: Path, model: Path, text: str, *, ctx: int, window
         text_file.write_text(text, encoding="utf-8")
         common: list[str | Path] = ["-f", text_file, "-c", str(ctx), "--chunks", str(windows), "-t", str(threads), "-b", str(ctx)]
         run_tool([tool, "-m", base, *common, "--kl-divergence-base", logits], name="llama-perplexity")
-        run_tool([tool, "-m", model, *common, "--kl-divergence-base", logits, "--kl-divergence"],
+        run_tool([*(model_tool or [tool]), "-m", model, *common, "--kl-divergence-base", logits, "--kl-divergence"],
                  name="llama-perplexity", on_line=on_line)
     return found
 

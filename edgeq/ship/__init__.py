@@ -117,7 +117,8 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
         notes.append(f"{device.name} is not this machine: its tok/s are predicted by the plan (uncalibrated for that "
                      "device); KLD and every 'here' figure were measured on this machine.")
     src = dict(base.source) if isinstance(base.source, dict) else {}
-    tgt = {"name": device.name, "description": device.description, "ram_bytes": device.ram_bytes, "here": here}
+    tgt = {"name": device.name, "description": device.description, "ram_bytes": device.ram_bytes, "here": here,
+           "arch": device.arch}
     folder = Path(outdir) if outdir else Path("dist") / f"{work.name}"
     result = ShipResult(SCHEMA, src, tgt, ctx, str(folder), rec.quant if rec.ok else None,
                         runner.quant if runner and runner.ok else None, rec.sentence, options, stages, notes)

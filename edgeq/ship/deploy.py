@@ -7,28 +7,29 @@
       README.md                    the model card (`upload`'s), with the recommendation
       results/                     eval, bench and plan results the choice rests on
       report/report.md             tables and charts of them
-      run.sh                       starts the model with llama.cpp's own llama-completion
+      run.sh                       starts the model with llama.cpp's own llama-completion (bin/'s, if any)
+      bin/                         for a device of another architecture (a Raspberry Pi 5): llama.cpp built
+                                   for it, as `edgeq bundle` writes it
       ship.json                    the ship result
 """
 from __future__ import annotations
 
 import json
-import os
-import shlex
+import platform
 import shutil
 from pathlib import Path
 from typing import Any
 
 from .. import manifest
+from ..bundle import binaries_record, write_bin, write_run_sh
 from ..errors import VerifyFailed
-from ..files import atomic_output, write_json_atomic
+from ..files import atomic_output, place_file, write_json_atomic
+from ..llamacpp import cross
 from ..report import write_report
 from ..upload import companions, model_name
 from ..upload.card import Published, render
 from ..upload.measured import measure
 from .result import Option, ShipResult
-
-RUN_TOOL = "llama-completion"  # llama.cpp's own; LLAMA_COMPLETION names another binary
 
 
 def write_folder(folder: Path, work: Path, chosen: Option, result: ShipResult, results: list[Path],
@@ -42,7 +43,7 @@ def write_folder(folder: Path, work: Path, chosen: Option, result: ShipResult, r
     for name in (old.files if old else {}):  # an earlier pick: this folder holds one model file
         if name != src.name:
             (folder / name).unlink(missing_ok=True)
-    _place(src, folder / src.name)
+    place_file(src, folder / src.name)
     mf = manifest.Manifest(source=wmf.source, llama_cpp=wmf.llama_cpp,
                            options={**{k: v for k, v in wmf.options.items() if k != "tuned"},
                                     "ship": {"target": result.target, "ctx": result.ctx, "chosen": chosen.label}},
@@ -50,6 +51,11 @@ def write_folder(folder: Path, work: Path, chosen: Option, result: ShipResult, r
     tuned = (wmf.options.get("tuned") or {}) if isinstance(wmf.options.get("tuned"), dict) else {}
     if src.name in tuned:  # type: ignore[operator]
         mf.options["tuned"] = {src.name: tuned[src.name]}  # type: ignore[index]
+    arch = result.target.get("arch")
+    if isinstance(arch, str) and arch in cross.TARGETS and arch != platform.machine():
+        mf.options["bundle"] = binaries_record(write_bin(folder, arch))
+    elif old and "bundle" in old.options and (folder / "bin").is_dir():  # an earlier target's binaries
+        shutil.rmtree(folder / "bin")
     manifest.save(folder, mf)
     extra = _extras(work, folder, src)
     saved = _results(folder, results, plan)
@@ -59,23 +65,12 @@ def write_folder(folder: Path, work: Path, chosen: Option, result: ShipResult, r
     with atomic_output(folder / "README.md") as tmp:
         tmp.write_text(card, encoding="utf-8")
     write_report(saved, folder / "report")
-    _run_sh(folder / "run.sh", src.name, result.ctx, threads)
+    write_run_sh(folder / "run.sh", src.name, ctx=result.ctx, threads=threads)
     check = manifest.verify(folder)
     if not check.passed:
         raise VerifyFailed(f"the deploy folder {folder} does not match its manifest: "
                            f"{', '.join(check.mismatched + check.missing + check.linked)}.",
                            hint="Run the same ship again; it rewrites the folder.")
-
-
-def _place(src: Path, dst: Path) -> None:
-    """``dst`` the same bytes as ``src``: a hard link (no second copy of a large file) or, across disks, a copy."""
-    if dst.exists() and os.path.samefile(src, dst):
-        return
-    with atomic_output(dst) as tmp:
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
 
 
 def _extras(work: Path, folder: Path, src: Path) -> list[str]:
@@ -128,19 +123,3 @@ def preface(result: ShipResult, chosen: Option) -> list[str]:
 
 def _n(x: float | None, spec: str) -> str:
     return "—" if x is None else format(x, spec)
-
-
-def _run_sh(path: Path, gguf: str, ctx: int, threads: int) -> None:
-    text = f"""#!/bin/sh
-# Written by edgeq ship: runs {gguf} with llama.cpp's own {RUN_TOOL} and the settings it was planned for.
-#   ./run.sh "Your prompt" [more llama-completion options]
-# LLAMA_COMPLETION=/path/to/{RUN_TOOL} picks the binary (default: the one on PATH).
-here="$(cd "$(dirname "$0")" && pwd)"
-prompt="${{1:-Hello}}"
-[ $# -gt 0 ] && shift
-exec "${{LLAMA_COMPLETION:-{RUN_TOOL}}}" -m "$here/"{shlex.quote(gguf)} -c {ctx} -t {threads} -n "${{N_PREDICT:-128}}" \\
-  -no-cnv --no-display-prompt -p "$prompt" "$@"
-"""
-    with atomic_output(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.chmod(0o755)

@@ -1,0 +1,158 @@
+"""`edgeq bundle`: llama.cpp cross-built for aarch64 beside a GGUF, and proof under qemu that each of its CPU
+levels computes what this machine's build computes (greedy text, logits), locally and as an RPC server."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from edgeq.llamacpp import cross
+
+slow = pytest.mark.slow
+
+
+# ---- without the cross build --------------------------------------------------------------------------------
+
+def test_a_missing_model_is_one_line_and_exit_2(tmp_path, capsys):
+    from conftest import run_main
+
+    code, err, out = run_main(["bundle", str(tmp_path / "nope.gguf")], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "nope.gguf" in err and not out
+    assert not (tmp_path / "dist").exists()
+
+
+def test_an_unknown_architecture_names_the_known_ones(tmp_path, capsys):
+    from conftest import run_main, write_small_gguf
+
+    model = write_small_gguf(tmp_path / "m.gguf", name="m", add_bos=True)
+    code, err, _ = run_main(["bundle", str(model), "--arch", "riscv64", "-o", str(tmp_path / "b")], capsys)
+    assert code == 3 and "riscv64" in err and "aarch64" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "b").exists()
+
+
+def test_without_the_cross_compiler_it_says_what_to_install(tmp_path, monkeypatch, capsys):
+    from conftest import run_main, write_small_gguf
+
+    model = write_small_gguf(tmp_path / "m.gguf", name="m", add_bos=True)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no aarch64-linux-gnu-g++, no qemu
+    code, err, _ = run_main(["bundle", str(model), "-o", str(tmp_path / "b")], capsys)
+    assert code == 3 and "apt-get install g++-aarch64-linux-gnu qemu-user" in err and len(err.splitlines()) == 1
+
+
+def test_run_sh_prefers_the_bundled_binary_and_falls_back_to_path(tmp_path):
+    from edgeq.bundle import write_run_sh
+
+    fake = "#!/bin/sh\necho \"$0 $*\"\n"
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "llama-completion").write_text(fake)
+    (tmp_path / "bin" / "llama-completion").chmod(0o755)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "llama-completion").write_text(fake.replace("$0", "PATH's"))
+    (tmp_path / "elsewhere" / "llama-completion").chmod(0o755)
+    write_run_sh(tmp_path / "run.sh", "M it's.gguf", ctx=2048, threads=4)
+    env = {**os.environ, "PATH": f"{tmp_path / 'elsewhere'}:{os.environ['PATH']}"}
+    out = subprocess.run([str(tmp_path / "run.sh"), "Hi there"], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.startswith(str(tmp_path / "bin" / "llama-completion"))
+    assert f"-m {tmp_path}/M it's.gguf -c 2048 -t 4" in out.stdout and out.stdout.rstrip().endswith("-p Hi there")
+    (tmp_path / "bin" / "llama-completion").unlink()
+    out = subprocess.run([str(tmp_path / "run.sh")], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.startswith("PATH's") and out.stdout.rstrip().endswith("-p Hello")
+
+
+def test_elf_facts_are_read_from_the_files(tmp_path):
+    from edgeq.llamacpp import find_toolchain
+
+    exe = find_toolchain().bin_dir / "llama-completion"
+    assert cross.elf_machine(exe) == "EM_X86_64" or os.uname().machine != "x86_64"
+    assert "libc.so.6" in cross.needed(exe) or any(n.startswith("libllama") for n in cross.needed(exe))
+    assert cross._version_key(cross.version_needed(exe, "GLIBC_")) >= (2, 2)
+    assert cross.loaded_level(["x", "load_backend: loaded CPU backend from /b/libggml-cpu-armv8.2_2.so"]) == "armv8.2_2"
+    assert cross.loaded_level(["nothing here"]) is None
+
+
+# ---- with it (cold: minutes; ccache warm: seconds) -----------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def aarch64_build():
+    return cross.build("aarch64")
+
+
+@pytest.fixture(scope="session")
+def q4_0(tmp_path_factory, embedded_checkpoint) -> Path:
+    from edgeq.convert import convert
+
+    res = convert(str(embedded_checkpoint), quants=["Q4_0"], outdir=tmp_path_factory.mktemp("q4_0"), progress=False)
+    return next(Path(o.path) for o in res.outputs if o.variant == "Q4_0")
+
+
+@slow
+def test_the_cross_build_has_every_level_and_the_bundle_is_whole_aarch64_and_verified(aarch64_build, q4_0, tmp_path,
+                                                                                       capsys):
+    from conftest import run_main
+
+    from edgeq.manifest import verify
+
+    assert cross.cpu_variants(aarch64_build) == sorted(cross.AARCH64.levels)
+    out = tmp_path / "pi"
+    code, err, stdout = run_main(["bundle", str(q4_0), "-o", str(out), "--json"], capsys)
+    assert code == 0, err
+    res = json.loads(stdout)
+    bins = sorted(p.name for p in (out / "bin").iterdir())
+    assert bins == res["binaries"] and not any((out / "bin" / b).is_symlink() for b in bins)
+    for tool in cross.DEPLOY_TOOLS:
+        assert tool in bins
+    assert {f"libggml-cpu-{v}.so" for v in cross.AARCH64.levels} <= set(bins) and "libgomp.so.1" in bins
+    assert all(cross.elf_machine(out / "bin" / b) == "EM_AARCH64" for b in bins)
+    # Everything a binary asks for is in bin/, except glibc's own libraries and GCC's C++ runtime.
+    system = {"libc.so.6", "libm.so.6", "ld-linux-aarch64.so.1", "libpthread.so.0", "libdl.so.2", "libstdc++.so.6",
+              "libgcc_s.so.1"}
+    assert {n for b in bins for n in cross.needed(out / "bin" / b)} - set(bins) <= system
+    assert res["glibc_min"] == "2.34" and res["glibcxx_min"].startswith("3.4.")  # Debian 12, Ubuntu 22.04 and up
+    mf = json.loads((out / "edgeq-manifest.json").read_text())
+    assert mf["options"]["bundle"]["arch"] == "aarch64" and mf["options"]["bundle"]["glibc_min"] == res["glibc_min"]
+    assert [lv["name"] for lv in mf["options"]["bundle"]["levels"]] == res["levels"]
+    assert (out / q4_0.name).samefile(q4_0) or (out / q4_0.name).read_bytes() == q4_0.read_bytes()
+    assert verify(out).passed
+    # A damaged binary is caught by `edgeq verify`, named under bin/.
+    lib = out / "bin" / "libllama.so.0"
+    lib.write_bytes(lib.read_bytes()[:-1] + b"\0")
+    assert "bin/libllama.so.0" in verify(out).mismatched
+    # A second bundle rewrites bin/ whole (and is quick: nothing to build).
+    code, err, _ = run_main(["bundle", str(q4_0), "-o", str(out)], capsys)
+    assert code == 0 and verify(out).passed
+
+
+@slow
+@pytest.mark.parametrize("quant", ["Q8_0", "Q4_0", "Q4_K_M"])
+def test_every_cpu_level_under_qemu_computes_what_this_machine_does(aarch64_build, embedded_outputs, q4_0, quant,
+                                                                    tmp_path):
+    """Greedy text, top-1 agreement and KLD of the aarch64 build against this machine's, at each CPU level."""
+    from edgeq.bundle import bundle
+
+    model = q4_0 if quant == "Q4_0" else next(p for p in embedded_outputs if p.name.endswith(f"-{quant}.gguf"))
+    res = bundle(model, outdir=tmp_path / "b", check=True, n_predict=24)
+    assert [c.level for c in res.checks] == sorted(cross.AARCH64.levels)
+    env = res.envelope  # this machine's own CPU levels against each other: what another order of sums does
+    assert env.level is not None and env.max_kld_mean <= 0.02 and env.min_top1_pct >= 85, env
+    for c in res.checks:
+        assert c.loaded_level == c.level  # the emulated CPU got the level it has
+        assert c.text_here.strip() and c.text_target.strip()
+        assert c.kld_mean is not None and c.top1_pct is not None
+        assert c.kld_mean <= env.max_kld_mean and c.top1_pct >= env.min_top1_pct, c
+        assert c.passed
+
+
+@slow
+def test_an_emulated_aarch64_rpc_server_gives_this_machines_client_the_same_text(aarch64_build, embedded_outputs,
+                                                                                tmp_path):
+    from edgeq.bundle import bundle, check_folder
+
+    model = next(p for p in embedded_outputs if p.name.endswith("-Q8_0.gguf"))
+    bundle(model, outdir=tmp_path / "b")
+    _, [local, rpc] = check_folder(tmp_path / "b", local=True, rpc=True, levels=["armv8.2_2"], n_predict=24)
+    assert rpc.what == "rpc" and rpc.loaded_level == "armv8.2_2"  # the server ran on the emulated Cortex-A76
+    assert rpc.text_target == local.text_target and rpc.same_as_board  # the board's arithmetic, over the wire or not
+    assert rpc.passed, rpc
