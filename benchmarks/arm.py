@@ -26,10 +26,21 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from readme_table import publish  # noqa: E402
 
-from edgeq.bundle import KLD_MARGIN, MAX_KLD_FLOOR, MIN_TOP1_CEILING, TOP1_MARGIN_PTS, bundle  # noqa: E402
+from edgeq.bundle import (  # noqa: E402
+    CHECK_CHARS,
+    CHECK_CTX,
+    CHECK_WINDOWS,
+    KLD_MARGIN,
+    MAX_KLD_FLOOR,
+    MIN_TOP1_CEILING,
+    TOP1_MARGIN_PTS,
+    bundle,
+    check_folder,
+)
 from edgeq.convert import convert  # noqa: E402
 from edgeq.llamacpp import cross  # noqa: E402
-from edgeq.sources.embedded import ensure_embedded_model  # noqa: E402
+from edgeq.quality.crosscheck import llama_perplexity_kld  # noqa: E402
+from edgeq.sources.texts import default_text  # noqa: E402
 from edgeq.system import cpu_name  # noqa: E402
 
 QUANTS = ("Q8_0", "Q4_0", "Q4_K_M")
@@ -41,23 +52,30 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=32)
     args = ap.parse_args()
     out = Path(args.out)
-    src = ensure_embedded_model(ROOT / "models")
-    made = convert(str(src), quants=list(QUANTS), outdir=out / "gguf", progress=False)
+    made = convert(None, quants=list(QUANTS), outdir=out / "gguf", progress=False)  # the embedded model
     files = {o.variant: Path(o.path) for o in made.outputs}
     rows, runs = [], []
     for q in QUANTS:
         t0 = time.monotonic()
-        res = bundle(files[q], outdir=out / f"bundle-{q}", check=True, rpc=q == "Q8_0", n_predict=args.tokens,
-                     progress=True)
-        runs.append({"quant": q, "seconds": round(time.monotonic() - t0, 1), **asdict(res)})
-        e = res.envelope
-        assert e is not None
+        res = bundle(files[q], outdir=out / f"bundle-{q}", progress=True)
+        # check_folder, not bundle(check=True): a failed check is a result to record, not an exception.
+        e, res.checks = check_folder(Path(res.folder), local=True, rpc=q == "Q8_0", n_predict=args.tokens,
+                                     progress=True)
+        runs.append({"quant": q, "seconds": round(time.monotonic() - t0, 1), **asdict(res), "envelope": asdict(e)})
         rows.append({"quant": q, "what": "host", "level": e.level, "kld_mean": e.kld_mean, "top1_pct": e.top1_pct,
                      "max_kld_mean": e.max_kld_mean, "min_top1_pct": e.min_top1_pct})
         for c in res.checks:
             rows.append({"quant": q, **asdict(c)})
             print(f"{q:7} {c.what:5} {c.level:10} loaded={c.loaded_level} same_text={c.same_text} "
                   f"kld={c.kld_mean} top1={c.top1_pct} passed={c.passed}", flush=True)
+    # The control: the board's Q4_0 scored against the Q8_0 file's logits here (a real difference, which the
+    # checks' bounds must be far from).
+    text = default_text()[0][:CHECK_CHARS]
+    control = llama_perplexity_kld(files["Q8_0"], files["Q4_0"], text, ctx=CHECK_CTX, windows=CHECK_WINDOWS, threads=2,
+                                   model_tool=[*cross.emulator(cross.AARCH64, "armv8.2_2"),
+                                               out / "bundle-Q4_0" / "bin" / "llama-perplexity"])
+    rows.append({"quant": "Q4_0", "what": "control", "level": "armv8.2_2", **control})
+    print("control", control, flush=True)
     result = {"host": cpu_name(), "host_arch": platform.machine(), "tokens": args.tokens,
               "bounds": {"kld_margin": KLD_MARGIN, "max_kld_floor": MAX_KLD_FLOOR, "top1_margin_pts": TOP1_MARGIN_PTS,
                          "min_top1_ceiling": MIN_TOP1_CEILING},
@@ -70,14 +88,19 @@ def main() -> None:
 def render(r: dict) -> None:
     lines = ["| file | run | CPU level (emulated CPU) | level ggml loaded | greedy text | KLD mean | KLD p99 | top-1 % |",
              "|---|---|---|---|---|---|---|---|"]
-    checks = [c for c in r["checks"] if c["what"] != "host"]
+    checks = [c for c in r["checks"] if c["what"] in ("local", "rpc")]
     for c in r["checks"]:
+        if c["what"] == "control":
+            lines.append(f"| *control: {c['quant']} on the board against Q8_0 here* | {c['level']} | — | — | — | "
+                         f"*{_f(c['kld_mean'])}* | *{_f(c.get('kld_p99'))}* | *{_f(c['top1_pct'], '.2f')}* |")
+            continue
         if c["what"] == "host":
             lines.append(f"| {c['quant']} | *this machine: its `{c['level']}` level against its best* | — | — | — | "
                          f"*{_f(c['kld_mean'])}* | — | *{_f(c['top1_pct'], '.2f')}* |")
             continue
         text = ("same" if c["same_text"] else f"parts at char {c['first_difference']}") + (
-            "" if c["what"] == "local" else f"; {'same as' if c['same_as_board'] else 'differs from'} the board's own")
+            "" if c["what"] == "local" else
+            f"; {'same as' if c['same_as_board'] else 'NOT'} the board's own with its server's kernels (no repacking)")
         lines.append(f"| {c['quant']} | {'on the board' if c['what'] == 'local' else 'RPC server on the board'} | "
                      f"{c['level']} ({c['qemu_cpu'].split(',')[0]}) | {c['loaded_level']} | {text} | "
                      f"{_f(c['kld_mean'])} | {_f(c['kld_p99'])} | {_f(c['top1_pct'], '.2f')} |")
