@@ -118,7 +118,9 @@ def test_the_cross_build_has_every_level_and_the_bundle_is_whole_aarch64_and_ver
     assert verify(out).passed
     # A damaged binary is caught by `edgeq verify`, named under bin/.
     lib = out / "bin" / "libllama.so.0"
-    lib.write_bytes(lib.read_bytes()[:-1] + b"\0")
+    data = bytearray(lib.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    lib.write_bytes(bytes(data))
     assert "bin/libllama.so.0" in verify(out).mismatched
     # A second bundle rewrites bin/ whole (and is quick: nothing to build).
     code, err, _ = run_main(["bundle", str(q4_0), "-o", str(out)], capsys)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -117,6 +118,10 @@ def bundle(model: str | Path, *, arch: str = "aarch64", outdir: str | Path | Non
     cross.build(t.arch, on_line=_build_progress(t.arch) if progress else None)
     build_s = time.monotonic() - t0
     bins = write_bin(folder, t.arch)
+    old = manifest.load(folder)
+    for name in (old.files if old else {}):  # an earlier bundle of another model: a bundle holds one
+        if name != src.name:
+            (folder / name).unlink(missing_ok=True)
     place_file(src, folder / src.name)
     _write_manifest(folder, src, info, bins)
     write_run_sh(folder / "run.sh", src.name, ctx=min(info.context_length or 4096, 4096), threads=None)
@@ -161,14 +166,8 @@ def write_bin(folder: Path, arch: str) -> cross.Binaries:
             dest.rename(old)
         (Path(tmp) / "bin").rename(dest)
         if old.exists():
-            _rmtree(old)
+            shutil.rmtree(old)
     return bins
-
-
-def _rmtree(p: Path) -> None:
-    for f in p.iterdir():
-        f.unlink()
-    p.rmdir()
 
 
 def _write_manifest(folder: Path, src: Path, info: gguf.GGUFInfo, bins: cross.Binaries) -> None:

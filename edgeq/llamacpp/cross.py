@@ -181,7 +181,8 @@ def copy_binaries(arch: str, dest: Path) -> Binaries:
     for old in dest.iterdir():  # an earlier bundle's files: only this build's go in
         old.unlink()
     backends = [tc.bin_dir / _lib_name(f"ggml-cpu-{v}") for v in cpu_variants(tc)]
-    backends += [p for p in tc.bin_dir.glob(_lib_name("ggml-*")) if "ggml-cpu" not in p.name]  # RPC etc.
+    # The other backends ggml loads from the folder (RPC); libggml-base is a plain library, reached by soname.
+    backends += [p for p in tc.bin_dir.glob(_lib_name("ggml-*")) if not p.name.startswith(("libggml-cpu", "libggml-base"))]
     wanted = [tc.bin_dir / name for name in DEPLOY_TOOLS] + backends
     seen: dict[str, Path] = {}
     while wanted:
