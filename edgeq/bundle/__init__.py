@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .. import manifest, system
 from ..errors import UsageError, VerifyFailed
-from ..files import atomic_output, ensure_folder, missing_file, place_file, safe_name
+from ..files import atomic_output, ensure_folder, folder_lock, missing_file, place_file, safe_name
 from ..llamacpp import cpu_variants, cross, find_toolchain, level_bin_dir, llama_cpp_version, run_tool
 from ..output import note
 from ..sources import gguf
@@ -117,14 +117,15 @@ def bundle(model: str | Path, *, arch: str = "aarch64", outdir: str | Path | Non
     t0 = time.monotonic()
     cross.build(t.arch, on_line=_build_progress(t.arch) if progress else None)
     build_s = time.monotonic() - t0
-    bins = write_bin(folder, t.arch)
-    old = manifest.load(folder)
-    for name in (old.files if old else {}):  # an earlier bundle of another model: a bundle holds one
-        if name != src.name:
-            (folder / name).unlink(missing_ok=True)
-    place_file(src, folder / src.name)
-    _write_manifest(folder, src, info, bins)
-    write_run_sh(folder / "run.sh", src.name, ctx=min(info.context_length or 4096, 4096), threads=None)
+    with folder_lock(folder, doing="writes its bundle"):
+        bins = write_bin(folder, t.arch)
+        old = manifest.load(folder)
+        for name in (old.files if old else {}):  # an earlier bundle of another model: a bundle holds one
+            if name != src.name:
+                (folder / name).unlink(missing_ok=True)
+        place_file(src, folder / src.name)
+        _write_manifest(folder, src, info, bins)
+        write_run_sh(folder / "run.sh", src.name, ctx=min(info.context_length or 4096, 4096), threads=None)
     res = BundleResult(folder=str(folder), model=src.name, arch=t.arch, levels=bins.levels, glibc_min=bins.glibc_min,
                        glibcxx_min=bins.glibcxx_min,
                        binaries=sorted(bins.files), build_s=build_s)

@@ -25,7 +25,7 @@ from elftools.elf.gnuversions import GNUVerNeedSection
 
 from .. import config
 from ..errors import ToolchainError
-from ..files import sha256_file
+from ..files import folder_lock, sha256_file
 from .build import Toolchain, _lib_name, cpu_variants
 from .process import die_with_parent, run_tool, stop_process
 from .rpc import reachable
@@ -142,11 +142,14 @@ def build(arch: str = "aarch64", *, jobs: int | None = None, on_line: Callable[[
     # Paths hashed relative to the checkout, so every clone on this machine shares one ccache (as the set-up).
     env = {"CCACHE_BASEDIR": str(config.REPO_DIR)}
     cache = out / "CMakeCache.txt"
-    if not cache.exists() or str(t.toolchain_file) not in cache.read_text(errors="replace"):
-        run_tool(["cmake", "-S", config.REPO_DIR, "-B", out, "-DCMAKE_BUILD_TYPE=Release",
-                  f"-DCMAKE_TOOLCHAIN_FILE={t.toolchain_file}"], name="cmake", env=env, on_line=on_line, tail_lines=60)
-    run_tool(["cmake", "--build", out, "-j", str(jobs or os.cpu_count() or 2), "--target", "edgeq-tools"],
-             name="cmake --build", env=env, on_line=on_line, tail_lines=60)
+    out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, doing=f"builds llama.cpp for {t.arch}"):  # two bundles at once: one build, not a race
+        if not cache.exists() or str(t.toolchain_file) not in cache.read_text(errors="replace"):
+            run_tool(["cmake", "-S", config.REPO_DIR, "-B", out, "-DCMAKE_BUILD_TYPE=Release",
+                      f"-DCMAKE_TOOLCHAIN_FILE={t.toolchain_file}"], name="cmake", env=env, on_line=on_line,
+                     tail_lines=60)
+        run_tool(["cmake", "--build", out, "-j", str(jobs or os.cpu_count() or 2), "--target", "edgeq-tools"],
+                 name="cmake --build", env=env, on_line=on_line, tail_lines=60)
     return tc
 
 
