@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from readme_table import publish  # noqa: E402
 
-from edgeq.bundle import (  # noqa: E402
+from edgeq.bundle import bundle  # noqa: E402
+from edgeq.bundle.check import (  # noqa: E402
     CHECK_CHARS,
     CHECK_CTX,
     CHECK_WINDOWS,
@@ -34,7 +35,6 @@ from edgeq.bundle import (  # noqa: E402
     MAX_KLD_FLOOR,
     MIN_TOP1_CEILING,
     TOP1_MARGIN_PTS,
-    bundle,
     check_folder,
 )
 from edgeq.convert import convert  # noqa: E402

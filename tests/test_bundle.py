@@ -150,7 +150,8 @@ def test_every_cpu_level_under_qemu_computes_what_this_machine_does(aarch64_buil
 @slow
 def test_a_real_difference_is_far_outside_the_bounds(aarch64_build, embedded_outputs, q4_0, tmp_path):
     """The control: the board's Q4_0 scored against the Q8_0 file's logits is caught by Q4_0's own bounds."""
-    from edgeq.bundle import CHECK_CHARS, CHECK_CTX, CHECK_WINDOWS, bundle, envelope
+    from edgeq.bundle import bundle
+    from edgeq.bundle.check import CHECK_CHARS, CHECK_CTX, CHECK_WINDOWS, envelope
     from edgeq.quality.crosscheck import llama_perplexity_kld
     from edgeq.sources.texts import default_text
 

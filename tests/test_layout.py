@@ -70,7 +70,7 @@ def test_mypy_is_clean_and_the_cli_needs_no_ignores():
 # The quality package loads numpy, which `edgeq --help` must not pay for.
 LAZY_IMPORTS_ALLOWED = {("edgeq.cli.eval", "edgeq.quality"), ("edgeq.tune", "edgeq.quality"),
                         ("edgeq.tune.verify", "edgeq.quality"), ("edgeq.tune.probes", "edgeq.quality"),
-                        ("edgeq.ship", "edgeq.quality"), ("edgeq.bundle", "edgeq.quality")}
+                        ("edgeq.ship", "edgeq.quality"), ("edgeq.bundle.check", "edgeq.quality")}
 HEAVY = ("numpy", "torch", "transformers", "llama_cpp", "huggingface_hub", "matplotlib", "gguf", "safetensors")
 
 
