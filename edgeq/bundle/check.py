@@ -9,6 +9,7 @@ from pathlib import Path
 from .. import manifest, system
 from ..errors import UsageError
 from ..llamacpp import cpu_variants, cross, find_toolchain, level_bin_dir, run_tool
+from ..llamacpp.rpc_server import background_server
 from ..output import note
 from ..sources.texts import default_text
 
@@ -142,7 +143,7 @@ def _over_rpc(server: list[str | Path], model: Path, prompt: str, n: int, thread
     from ..quality.crosscheck import llama_perplexity_kld  # numpy: not while the CLI starts
 
     tc = find_toolchain()
-    with cross.background_server(server, threads) as (endpoint, log):
+    with background_server(server, threads) as (endpoint, log):
         remote = ("--rpc", endpoint, "-ngl", "999")
         target, _ = _generate([tc.tool("llama-completion")], model, prompt, n, threads, extra=remote)
         kld = llama_perplexity_kld(model, model, text, ctx=CHECK_CTX, windows=CHECK_WINDOWS, threads=threads,

@@ -7,15 +7,10 @@ ggml's CPU backend as a few loadable levels, and ggml picks the best one for the
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import socket
-import subprocess
-import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +22,7 @@ from .. import config
 from ..errors import ToolchainError
 from ..files import folder_lock, sha256_file
 from .build import Toolchain, _lib_name, cpu_variants
-from .process import die_with_parent, run_tool, stop_process
-from .rpc import reachable
+from .process import run_tool
 
 
 @dataclass(frozen=True)
@@ -181,8 +175,6 @@ def copy_binaries(arch: str, dest: Path) -> Binaries:
     t = target(arch)
     tc = toolchain(t)
     dest.mkdir(parents=True, exist_ok=True)
-    for old in dest.iterdir():  # an earlier bundle's files: only this build's go in
-        old.unlink()
     backends = [tc.bin_dir / _lib_name(f"ggml-cpu-{v}") for v in cpu_variants(tc)]
     # The other backends ggml loads from the folder (RPC); libggml-base is a plain library, reached by soname.
     backends += [p for p in tc.bin_dir.glob(_lib_name("ggml-*")) if not p.name.startswith(("libggml-cpu", "libggml-base"))]
@@ -248,48 +240,9 @@ def _version_key(v: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", v))
 
 
-def run_emulated(t: Target, level: str, argv: Sequence[str | os.PathLike[str]], *, timeout: float | None = None,
-                 on_line: Callable[[str], None] | None = None, tail_lines: int = 200) -> list[str]:
-    """Run one of ``t``'s binaries here under qemu on a CPU with ``level``'s features; its last output lines."""
-    return list(run_tool([*emulator(t, level), *argv], name=Path(str(argv[0])).name + f" ({t.arch} {level}, emulated)",
-                         timeout=timeout, on_line=on_line, tail_lines=tail_lines))
-
-
 def loaded_level(lines: Sequence[str]) -> str | None:
     """The CPU level ggml loaded, from a tool's log (``load_backend: loaded CPU backend from .../libggml-cpu-L.so``)."""
     for line in lines:
         if m := re.search(r"loaded CPU backend from .*ggml-cpu-([\w.]+?)\.(so|dylib|dll)", line):
             return m.group(1)
     return None
-
-
-
-@contextlib.contextmanager
-def background_server(argv: Sequence[str | os.PathLike[str]], threads: int, *,
-                      start_timeout: float = 120) -> Iterator[tuple[str, list[str]]]:
-    """Run a ``ggml-rpc-server`` command (under an emulator, say) on a free loopback port while the block runs.
-
-    Yields its endpoint and a list that holds its log once the block is done; the server is stopped on the way out.
-    """
-    with socket.socket() as s:  # a free port on loopback
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    endpoint = f"127.0.0.1:{port}"
-    lines: list[str] = []
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen([str(a) for a in argv] + ["-H", "127.0.0.1", "-p", str(port), "-t", str(threads)],
-                                stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                                preexec_fn=die_with_parent)
-        try:
-            deadline = time.monotonic() + start_timeout
-            while reachable(endpoint, timeout=1.0):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    raise ToolchainError(f"{Path(str(argv[-1])).name} did not start listening on {endpoint}: "
-                                         f"{(log.read().strip().splitlines() or ['no output'])[-1]}")
-                time.sleep(0.5)
-            yield endpoint, lines
-        finally:
-            stop_process(proc)
-            log.seek(0)
-            lines += log.read().splitlines()

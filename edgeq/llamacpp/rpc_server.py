@@ -1,17 +1,24 @@
-"""``edgeq rpc-server``: ggml-rpc-server in the foreground, on loopback unless told otherwise."""
+"""``edgeq rpc-server``: ggml-rpc-server in the foreground, on loopback unless told otherwise; and one in the
+background for a check (``background_server``)."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import ipaddress
+import os
 import signal
 import socket
-from collections.abc import Callable
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 from .. import system
-from ..errors import EdgeqError, UsageError
+from ..errors import EdgeqError, ToolchainError, UsageError
 from .build import find_toolchain
-from .process import run_tool
-from .rpc import DEFAULT_HOST, DEFAULT_PORT, NO_AUTH_WARNING
+from .process import die_with_parent, run_tool, stop_process
+from .rpc import DEFAULT_HOST, DEFAULT_PORT, NO_AUTH_WARNING, reachable
 
 
 def is_loopback(host: str) -> bool:
@@ -101,3 +108,34 @@ def check_port(host: str, port: int) -> None:
         hint = "Pick another --port, or stop the other server." if e.errno == errno.EADDRINUSE else \
             "Pass an address of this machine (see `ip addr`)."
         raise UsageError(f"cannot listen on {host}:{port}: {(e.strerror or str(e)).lower()}.", hint=hint) from e
+
+
+@contextlib.contextmanager
+def background_server(argv: Sequence[str | os.PathLike[str]], threads: int, *,
+                      start_timeout: float = 120) -> Iterator[tuple[str, list[str]]]:
+    """Run a ``ggml-rpc-server`` command (under an emulator, say) on a free loopback port while the block runs.
+
+    Yields its endpoint and a list that holds its log once the block is done; the server is stopped on the way out.
+    """
+    with socket.socket() as s:  # a free port on loopback
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"127.0.0.1:{port}"
+    lines: list[str] = []
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen([str(a) for a in argv] + ["-H", "127.0.0.1", "-p", str(port), "-t", str(threads)],
+                                stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                preexec_fn=die_with_parent)
+        try:
+            deadline = time.monotonic() + start_timeout
+            while reachable(endpoint, timeout=1.0):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise ToolchainError(f"{Path(str(argv[-1])).name} did not start listening on {endpoint}: "
+                                         f"{(log.read().strip().splitlines() or ['no output'])[-1]}")
+                time.sleep(0.5)
+            yield endpoint, lines
+        finally:
+            stop_process(proc)
+            log.seek(0)
+            lines += log.read().splitlines()
