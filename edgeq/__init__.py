@@ -5,6 +5,9 @@
     info = edgeq.inspect(res.outputs[-1].path)
 """
 from ._version import __version__
+from .system import use_small_pages
+
+use_small_pages()  # before anything imports numpy, here or in the processes edgeq starts
 from .bundle import BundleResult, bundle  # noqa: E402
 from .convert import ConvertResult, OutputFile, convert  # noqa: E402
 from .doctor import DoctorReport, doctor  # noqa: E402

@@ -4,10 +4,37 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+
+# numpy's switch for transparent huge pages (it reads it once, when imported): see ``use_small_pages``.
+HUGEPAGE_ENV = "NUMPY_MADVISE_HUGEPAGE"
+
+
+def use_small_pages() -> None:
+    """Have numpy give edgeq's arrays ordinary 4 KiB pages, unless ``NUMPY_MADVISE_HUGEPAGE`` says otherwise.
+
+    numpy asks the kernel for transparent huge pages for every array of 4 MiB or more.  Where the kernel then
+    compacts memory to find each one (THP defrag "madvise", Linux's default, on a machine whose page cache fills
+    its memory), a fresh gigabyte of arrays cost 10 s of system time on the VMs here against 0.7 s in 4 KiB
+    pages, and edgeq's arrays are large and short-lived: a window's log-probabilities, a dequantized tensor,
+    the converter's copies (``benchmarks/pages.py`` measures what it costs each of them).  The variable also
+    reaches the converter and the workers edgeq starts; numpy already imported (by a script, before edgeq) is
+    switched too.  Huge pages' gain, fewer TLB misses, is a few per cent of a pass over such an array.
+    """
+    if HUGEPAGE_ENV in os.environ:
+        return  # the user's choice, either way
+    os.environ[HUGEPAGE_ENV] = "0"
+    np = sys.modules.get("numpy")
+    if np is not None:
+        core = getattr(np, "_core", None) or getattr(np, "core", None)  # numpy 2, numpy 1
+        switch = getattr(getattr(core, "multiarray", None), "_set_madvise_hugepage", None)
+        if switch is not None:
+            switch(False)
+
 
 # CPU flags that decide which llama.cpp kernels run.
 _X86_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "amx_tile")

@@ -26,11 +26,14 @@ def _logp(model, ids, torch):
                 for i in range(0, len(ids), CTX)]
 
 
+@pytest.mark.parametrize("matmuls", ["float32", "bfloat16"])  # bfloat16: what matmul_dtype picks on most CPUs here
 @pytest.mark.parametrize("tensor", ["model.layers.0.mlp.down_proj.weight", "model.layers.1.self_attn.q_proj.weight",
                                     "model.embed_tokens.weight"])
-def test_half_the_fisher_weighted_squared_change_is_the_kld_it_causes(tiny_llama, tensor):
+def test_half_the_fisher_weighted_squared_change_is_the_kld_it_causes(tiny_llama, tensor, matmuls):
     model, ids, torch = _model_and_ids(tiny_llama, 2 * CTX)
-    diag, tokens = _diagonals(model, ids, torch)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=matmuls == "bfloat16"):
+        diag, tokens = _diagonals(model, ids, torch)
+    assert all(d.dtype == torch.float32 for d in diag.values())
     w = model.get_parameter(tensor)
     before = _logp(model, ids, torch)
     gen = torch.Generator().manual_seed(1)

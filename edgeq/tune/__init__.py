@@ -44,7 +44,7 @@ from .allocate import (
     padded,
     smallest,
 )
-from .fisher import fisher_complete, fisher_gguf
+from .fisher import fisher_complete, fisher_gguf, matmul_dtype
 from .probes import calibrate, probe_types
 from .sensitivity import (
     GROUPS,
@@ -207,7 +207,8 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
     res = TuneResult(SCHEMA, mf.source, {"kind": kind, "asked": asked, "bytes": limit}, str(dst), str(recipe_path),
                      sha, str(imatrix), info.file_size_bytes, predicted_size, info.bits_per_weight, alloc.predicted_kld,
                      tuned.kld_mean, {k: round(v, 4) for k, v in sorted(shares.items(), key=lambda x: -x[1])},
-                     {**cal.to_dict(), "weighting": weighting}, rows, verdict(rows),
+                     {**cal.to_dict(), "weighting": weighting,
+                      **({"fisher_matmuls": matmul_dtype()} if weighting == "fisher" else {})}, rows, verdict(rows),
                      {k: round(v, 1) for k, v in stages.items()}, replay)
     result_path = out / f"{stem}-{label}.tune.json"
     res.report = str(out / f"{stem}-{label}.report" / "report.md")
