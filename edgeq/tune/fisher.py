@@ -65,8 +65,8 @@ def matmul_dtype() -> str:
     On a Zen 5 the pass's bfloat16 matmuls (autocast; the sums and the squares stay float32) took half the
     float32 ones' CPU time, and the diagonals they give differ from float32's by less than two label draws of
     float32 differ from each other (per tensor on the embedded model: median 3% against 5%, 90th percentile 14%
-    against 15%), the Fisher being a noisy estimate either way.  Where the CPU lacks bfloat16, torch emulates
-    it, slower than float32, so there the pass stays float32."""
+    against 15%), the Fisher being a noisy estimate either way.  Where the CPU lacks bfloat16, torch would
+    emulate it in float32 arithmetic plus conversions, so there the pass stays float32."""
     return "bfloat16" if set(BF16_FLAGS) & cpu_flags() else "float32"
 
 
@@ -198,7 +198,6 @@ def _diagonals(model: Any, ids: Any, torch: Any, draws: int = DRAWS,
         del logp, cdf
     model.zero_grad(set_to_none=True)
     return diag, max(samples * CTX, 1)
-
 
 
 def child_main(argv: list[str]) -> None:
