@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -40,6 +39,7 @@ import edgeq  # noqa: E402
 from edgeq.convert.steps import ensure_imatrix  # noqa: E402
 from edgeq.llamacpp import find_toolchain  # noqa: E402
 from edgeq.sources.texts import calibration_text_file  # noqa: E402
+from edgeq.system import cpu_name  # noqa: E402
 
 JOBS = {
     "convert": "import edgeq; edgeq.convert({src!r}, quants=['F16'], outdir={out!r}, progress=False, force=True)",
@@ -90,7 +90,7 @@ def main() -> None:
                      "huge_sys_s": round(son, 2), "small_sys_s": round(soff, 2)})
     thp = {k: _thp(k) for k in ("enabled", "defrag")}
     name = str(res.source.get("name") or f16.name[: -len("-F16.gguf")])
-    data = {"model": name, "rounds": args.rounds, "cpu": platform.processor() or _cpu(), "thp": thp, "rows": rows}
+    data = {"model": name, "rounds": args.rounds, "cpu": cpu_name(), "thp": thp, "rows": rows}
     (ROOT / "benchmarks" / "results" / "pages.json").write_text(json.dumps(data, indent=2) + "\n")
     lines = [f"{name}, {args.rounds} rounds (medians), {data['cpu']}, THP enabled `{thp['enabled']}`, "
              f"defrag `{thp['defrag']}`:", "",
@@ -108,14 +108,6 @@ def _thp(name: str) -> str:
     except OSError:
         return "n/a"
     return next((w[1:-1] for w in text.split() if w.startswith("[")), text.strip())
-
-
-def _cpu() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 if __name__ == "__main__":
