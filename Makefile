@@ -7,9 +7,9 @@ setup:
 demo: setup
 	.venv/bin/edgeq convert --q8 --q4
 
-# Every test, the slow end-to-end ones included (what CI runs).
+# Every test, the slow end-to-end ones included (what CI runs), and where the time went.
 test: setup
-	.venv/bin/python -m pytest -m "slow or not slow"
+	.venv/bin/python -m pytest -m "slow or not slow" --durations=25
 
 test-fast:
 	.venv/bin/python -m pytest -m "not slow"

@@ -28,15 +28,23 @@ fi
 # Hash paths relative to the checkout, so every clone on this machine shares
 # one ccache (CI builds in a fresh clone each time).
 export CCACHE_BASEDIR="$PWD"
-step "llama.cpp tools and libraries (CMake; the first build takes 7-16 minutes on 2 cores)"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "-DEDGEQ_CPU_VARIANTS=${EDGEQ_CPU_VARIANTS:-x64;haswell;zen4}" >build-configure.log 2>&1 || { cat build-configure.log; exit 1; }
-cmake --build build -j"$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)" --target edgeq-tools
+# A finished build of the same inputs (pinned sdist, CMake files, compilers) made by another clone on this
+# machine is reused whole from ~/.cache/edgeq/builds (edgeq/llamacpp/buildcache.py says what the key covers).
+if "$PY" edgeq/llamacpp/buildcache.py restore host build; then
+  step "llama.cpp tools and libraries: the build of these exact inputs, from the build cache"
+else
+  step "llama.cpp tools and libraries (CMake; the first build takes 7-16 minutes on 2 cores)"
+  "$PY" edgeq/llamacpp/buildcache.py forget host build
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "-DEDGEQ_CPU_VARIANTS=${EDGEQ_CPU_VARIANTS:-x64;haswell;zen4}" >build-configure.log 2>&1 || { cat build-configure.log; exit 1; }
+  cmake --build build -j"$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)" --target edgeq-tools
+  "$PY" edgeq/llamacpp/buildcache.py save host build
+fi
 
 step "Python environment ($VENV)"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 stamp="$VENV/.edgeq-setup"
-want=$(cat pyproject.toml scripts/setup.sh vendor/llama.cpp/.edgeq-source.sha256 | sha256sum | cut -c1-16)
+want=$(cat pyproject.toml scripts/setup.sh vendor/llama.cpp/.edgeq-source.sha256 | { sha256sum 2>/dev/null || shasum -a 256; } | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # torch first and exactly pinned: anything looser pulls a multi-GB CUDA build.
   $PIP install torch==2.13.0

@@ -83,8 +83,8 @@ def test_a_second_target_reuses_every_measurement_and_push_publishes_the_folder(
     cached = {p: p.stat().st_mtime_ns for p in (base / "work" / "ship").iterdir()}
     res = ship(SOURCE, target="pi5-8gb", workdir=base / "work", outdir=base / "dist-pi5", push="acme/tiny-GGUF",
                token=TOKEN, **FAST)
+    # Not one measurement made again: the quality and speed results are the first target's files, untouched.
     assert {p: p.stat().st_mtime_ns for p in (base / "work" / "ship").iterdir()} == cached
-    assert res.stages["quality"] < 2 and res.stages["speed"] < 2
     assert res.target["name"] == "pi5-8gb" and not res.target["here"]
     assert all(not o.tg_measured for o in res.options) and any("predicted" in n for n in res.notes)
     assert "pi5-8gb" in (base / "dist-pi5" / "README.md").read_text()
@@ -126,7 +126,7 @@ def test_an_interrupted_ship_resumes_with_what_it_had_measured(shipped, hub, mon
     after = {p: p.stat().st_mtime_ns for p in before}
     kept = [p for p in before if p.name != "edgeq-manifest.json" and p.parent.name != ".edgeq-upload"]
     assert all(after[p] == before[p] for p in kept)  # nothing made before the interruption was made again
-    assert res.stages["convert"] < 5 and res.chosen
+    assert res.chosen
 
 
 @pytest.mark.slow

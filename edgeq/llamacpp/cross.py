@@ -19,8 +19,9 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerNeedSection
 
 from .. import config
-from ..errors import ToolchainError
+from ..errors import ToolchainError, UsageError
 from ..files import folder_lock, sha256_file
+from . import buildcache
 from .build import Toolchain, _lib_name, cpu_variants
 from .process import run_tool
 
@@ -89,7 +90,8 @@ def target(arch: str) -> Target:
     if arch in ("arm64", "aarch64"):
         arch = "aarch64"
     if arch not in TARGETS:
-        raise ToolchainError(f"no cross build for {arch!r}.", hint=f"Use one of: {', '.join(TARGETS)}.")
+        # A name the user typed (--arch), not a broken toolchain: a usage error.
+        raise UsageError(f"no cross build for {arch!r}.", hint=f"Use one of: {', '.join(TARGETS)}.")
     return TARGETS[arch]
 
 
@@ -137,13 +139,19 @@ def build(arch: str = "aarch64", *, jobs: int | None = None, on_line: Callable[[
     env = {"CCACHE_BASEDIR": str(config.REPO_DIR)}
     cache = out / "CMakeCache.txt"
     out.mkdir(parents=True, exist_ok=True)
+    key = buildcache.key([f"{t.triple}-gcc", f"{t.triple}-g++"], [t.arch], config.REPO_DIR)
     with folder_lock(out, doing=f"builds llama.cpp for {t.arch}"):  # two bundles at once: one build, not a race
+        # Another clone's finished build of the same inputs (the set-up's build cache) is taken whole.
+        if buildcache.restore(t.arch, key, out):
+            return tc
+        buildcache.forget(out)
         if not cache.exists() or str(t.toolchain_file) not in cache.read_text(errors="replace"):
             run_tool(["cmake", "-S", config.REPO_DIR, "-B", out, "-DCMAKE_BUILD_TYPE=Release",
                       f"-DCMAKE_TOOLCHAIN_FILE={t.toolchain_file}"], name="cmake", env=env, on_line=on_line,
                      tail_lines=60)
         run_tool(["cmake", "--build", out, "-j", str(jobs or os.cpu_count() or 2), "--target", "edgeq-tools"],
                  name="cmake --build", env=env, on_line=on_line, tail_lines=60)
+        buildcache.save(t.arch, key, out)
     return tc
 
 
