@@ -108,6 +108,38 @@ def ensure_folder(path: Path, *, option: str = "-o") -> Path:
     return path
 
 
+def check_output_folder(path: Path, *, option: str = "-o") -> None:
+    """What ``ensure_folder`` would refuse, found without creating anything: for a verb that must say so
+    before it starts minutes of work, and leave nothing behind when it refuses."""
+    existing = next((p for p in [path, *path.parents] if p.exists() or p.is_symlink()), None)
+    if existing is None:
+        return
+    if not existing.is_dir():
+        raise UsageError(f"cannot make the output folder {path}: {existing} is a file, not a folder.",
+                         hint=f"Pass another {option}.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = f"the output folder {path} is not writable" if existing == path else \
+            f"cannot make the output folder {path}: {existing} is not writable"
+        raise UsageError(f"{what}.", hint=f"Pass another {option}.")
+
+
+def link_on_the_way(folder: Path, path: Path) -> Path | None:
+    """The first symlink on the way from ``folder`` down to ``path`` (``path`` itself included), or None.
+
+    A file reached through one may be anywhere on the machine: what a verb publishes or copies out of a
+    folder must be in the folder itself (``folder`` may be a link: the user named it)."""
+    try:
+        rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(folder))
+    except ValueError:
+        return path  # not under the folder at all
+    p = Path(folder)
+    for part in rel.parts:
+        p = p / part
+        if p.is_symlink() or part == "..":
+            return p
+    return None
+
+
 @contextlib.contextmanager
 def atomic_output(final: Path) -> Iterator[Path]:
     """Yield a temporary path; rename it to ``final`` only if the block succeeds.

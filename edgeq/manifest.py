@@ -11,8 +11,9 @@ from pathlib import Path
 
 from ._version import __version__
 from .config import MANIFEST_NAME
-from .errors import SourceError
+from .errors import SourceError, UsageError
 from .files import sha256_file, write_json_atomic
+from .output import note
 
 SCHEMA = 1
 
@@ -143,3 +144,54 @@ def verify(outdir: str | Path) -> VerifyResult:
         else:
             result.ok.append(name)
     return result
+
+
+def kind_of(mf: Manifest) -> str:
+    """What made a folder: ``ship`` (a deploy folder), ``bundle``, ``tune`` or ``convert``."""
+    for kind in ("ship", "bundle", "tuned"):
+        if kind in mf.options:
+            return "tune" if kind == "tuned" else kind
+    return "convert"
+
+
+def claim(folder: Path, kind: str, *, force: bool, option: str = "-o") -> Manifest | None:
+    """The manifest of ``folder`` if a verb that keeps one model in it (``kind``: ship, bundle) may write
+    there; refused otherwise, before any work starts.
+
+    Such a verb replaces what an earlier run of its own kind left (``remove_replaced``).  A folder of another
+    kind (a convert folder's quants), or one holding files no manifest records, is someone's work: refused,
+    unless ``force`` (the user said so)."""
+    if not folder.is_dir():
+        return None
+    old = load(folder)
+    if old is not None and kind_of(old) == kind:
+        return old
+    entries = sorted(p.name for p in folder.iterdir())
+    if not entries or force:
+        return old
+    if old is not None:
+        what = (f"an edgeq {kind_of(old)} folder ({len(old.files)} file(s): {', '.join(list(old.files)[:4])}"
+                f"{', …' if len(old.files) > 4 else ''})")
+    else:
+        what = f"a folder of other files ({', '.join(entries[:4])}{', …' if len(entries) > 4 else ''})"
+    raise UsageError(f"{folder} is {what}; edgeq {kind} keeps one model in its folder and would remove or "
+                     f"overwrite them.", hint=f"Pass another {option} (an empty or new folder), or --force to "
+                                              "replace them.")
+
+
+def remove_replaced(folder: Path, old: Manifest | None, keep: str, *, force: bool) -> list[str]:
+    """Remove the files ``old`` records other than ``keep`` (an earlier run's model); return their names.
+
+    Only files still as edgeq wrote them (size and sha256 as recorded) go; a file changed since is the user's
+    and stays (said on stderr), unless ``force``."""
+    removed = []
+    for name, rec in (old.files if old else {}).items():
+        path = folder / name
+        if name == keep or not (path.is_file() or path.is_symlink()):
+            continue
+        if force or path.is_symlink() or (path.stat().st_size == rec.size_bytes and sha256_file(path) == rec.sha256):
+            path.unlink()
+            removed.append(name)
+        else:
+            note(f"left {path}: it changed after edgeq wrote it, so it is yours now (no longer in the manifest)")
+    return removed

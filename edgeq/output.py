@@ -24,6 +24,34 @@ def printable(text: object) -> str:
                             else f"\\u{ord(m.group()):04x}", str(text))
 
 
+def one_line(text: object) -> str:
+    """``printable`` and on one line: newline and tab shown as ``\\n`` and ``\\t``.
+
+    For text put into a file's structure (a Markdown card, a shell script's comment), where a line break
+    taken from a file name or a GGUF's metadata would start a heading or a command of its own."""
+    return printable(text).replace("\n", "\\n").replace("\t", "\\t")
+
+
+# Characters that have a meaning in Markdown or HTML wherever they stand (links, emphasis, code, tags,
+# entities, headings, tables); backslash-escaped, they are shown as themselves (CommonMark: any ASCII
+# punctuation may be escaped).
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#!|~&])")
+
+
+def md_text(text: object) -> str:
+    """``text`` as literal Markdown: one line, every character that could open markup escaped."""
+    return _MD_SPECIAL.sub(r"\\\1", one_line(text))
+
+
+def md_code(text: object) -> str:
+    """``text`` as one Markdown code span, whatever backticks it holds (the fence is one longer than its
+    longest run of them); HTML and emphasis inside a code span are shown, never rendered."""
+    s = one_line(text)
+    fence = "`" * (max((len(r) for r in re.findall(r"`+", s)), default=0) + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
 def echo(text: object = "", *, err: bool = False) -> None:
     """A line for people, made ``printable``."""
     click.echo(printable(text), err=err)

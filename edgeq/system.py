@@ -92,8 +92,83 @@ def default_threads() -> int:
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
-def system_info() -> SystemInfo:
+# Where Linux shows a process its memory cgroup (v2: one unified tree; v1: the ``memory`` controller's tree).
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
+# cgroup v1 writes a page-rounded 2**63 - 1 for "no limit"; nothing real is this large.
+_NO_LIMIT = 1 << 60
+
+
+def memory_bytes(*, cgroup_root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) -> tuple[int, int]:
+    """(total, available) bytes of memory this process may use: the host's, or less where a container's
+    cgroup (v1 or v2, its own or an ancestor's) sets a limit.
+
+    Available under a limit is the limit less what the cgroup holds that the kernel cannot drop (its usage
+    without the inactive page cache, as ``docker stats`` and the kubelet count it).  psutil alone sees the
+    host: a container given 8 GiB of a 64 GiB machine would plan for 64, and meet the OOM killer."""
     vm = psutil.virtual_memory()
+    total, available = int(vm.total), int(vm.available)
+    for limit, used in cgroup_limits(cgroup_root, proc_cgroup):
+        total, available = min(total, limit), min(available, max(0, limit - used))
+    return total, available
+
+
+def cgroup_limits(root: Path, proc_cgroup: Path) -> list[tuple[int, int]]:
+    """(limit, used) of every memory cgroup level from this process's own up to the root that has a limit."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return []
+    v2 = (root / "cgroup.controllers").exists()
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if v2 and parts[0] == "0":
+            return _walk(root, parts[2], ("memory.max", "memory.current", "inactive_file"))
+        if not v2 and "memory" in parts[1].split(","):
+            return _walk(root / "memory", parts[2], ("memory.limit_in_bytes", "memory.usage_in_bytes",
+                                                     "total_inactive_file"))
+    return []
+
+
+def _walk(top: Path, rel: str, names: tuple[str, str, str]) -> list[tuple[int, int]]:
+    # In a container the cgroup tree is usually mounted at its own cgroup, while /proc/self/cgroup names
+    # the path on the host (or "/"): then the mount point itself is the process's cgroup.
+    here = top / rel.strip("/")
+    if not here.is_dir():
+        here = top
+    out = []
+    while True:
+        limit = _read_int(here / names[0])
+        if limit is not None and limit < _NO_LIMIT:
+            used = _read_int(here / names[1]) or 0
+            out.append((limit, max(0, used - _stat(here / "memory.stat", names[2]))))
+        if here == top or top not in here.parents:
+            return out
+        here = here.parent
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):  # "max" (no limit), or no such file at this level
+        return None
+
+
+def _stat(path: Path, key: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            k, _, v = line.partition(" ")
+            if k == key:
+                return int(v)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def system_info() -> SystemInfo:
+    total, available = memory_bytes()
     return SystemInfo(
         os=f"{platform.system()} {platform.release()}",
         machine=platform.machine(),
@@ -102,8 +177,8 @@ def system_info() -> SystemInfo:
         logical_cores=psutil.cpu_count(logical=True) or 1,
         cpu_features=cpu_features(),
         metal=has_metal(),
-        ram_total_bytes=vm.total,
-        ram_available_bytes=vm.available,
+        ram_total_bytes=total,
+        ram_available_bytes=available,
     )
 
 

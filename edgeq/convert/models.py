@@ -7,14 +7,17 @@ that command's finished outputs are reused rather than made again.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .. import config
+from ..errors import SourceError
 from ..llamacpp import supported_architectures
+from ..llamacpp.converter import gguf_arch_of
 from ..output import note
 from ..sources import Source, gguf_stem, resolve
 from ..sources.checkpoint import architecture, read_config
-from ..sources.gguf import read
+from ..sources.gguf import GENERATOR_HINT, not_a_generator, read, require_generator
 from .pipeline import convert
 
 
@@ -23,18 +26,55 @@ def gguf_variant(path: Path) -> str:
     return read(path).file_type or path.stem.rsplit("-", 1)[-1]
 
 
+def require_generator_source(src: Source, doing: str) -> None:
+    """Refuse a model that cannot generate text before anything runs: a GGUF by its header, a checkpoint by
+    the GGUF architecture the vendored converter would give it (and its config's ``is_causal``, and a
+    sentence-transformers pooling layer), by the one rule of ``sources.gguf.not_a_generator``."""
+    if not src.is_checkpoint:
+        for f in src.ggufs():
+            require_generator(f, doing)
+        return
+    if src.path is None:
+        return
+    cfg = read_config(src.path)
+    hf_arch = architecture(cfg)
+    arch = gguf_arch_of(hf_arch, config.llama_dir()) or ""
+    would: dict[str, object] = {}
+    if cfg.get("is_causal") is False:
+        would[f"{arch}.attention.causal"] = False
+    if _pools(src.path):
+        would[f"{arch}.pooling_type"] = 1
+    if (why := not_a_generator(arch, would)) is not None:
+        raise SourceError(f"{src.name} ({hf_arch}) is {why}; {doing}.", hint=GENERATOR_HINT)
+
+
+def _pools(folder: Path) -> bool:
+    """A sentence-transformers checkpoint: modules.json names a Pooling module (the converter then writes a
+    pooling type, as it does for BERT)."""
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(modules, list) and any(isinstance(m, dict) and str(m.get("type", "")).endswith("Pooling")
+                                             for m in modules)
+
+
 def plan_models(models: list[str], quants: list[str] | None, convert_progress: bool, *, revision: str | None = None,
-                token: str | None = None) -> tuple[list[tuple[str, Path, str]], list[tuple[str, Path]]]:
+                token: str | None = None,
+                doing: str = "edgeq measures text generation") -> tuple[list[tuple[str, Path, str]], list[tuple[str, Path]]]:
     """Split the arguments into GGUF files (name, path, variant) and HF checkpoints (name, path).
 
     No argument means the embedded model.  With ``quants``, an HF source is also
-    converted (or its finished outputs reused).
+    converted (or its finished outputs reused).  A model that cannot generate text (an encoder) is refused
+    first, naming ``doing``.
     """
 
     ggufs: list[tuple[str, Path, str]] = []
     checkpoints: list[tuple[str, Path]] = []
     args: list[str | None] = list(models) or [None]
     sources: list[Source] = [resolve(m, revision=revision, token=token, progress=convert_progress) for m in args]
+    for src in sources:
+        require_generator_source(src, doing)
     for src in sources:
         if not src.is_checkpoint:
             ggufs += [(gguf_stem(f), f, gguf_variant(f)) for f in src.ggufs()]

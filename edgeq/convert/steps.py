@@ -14,7 +14,7 @@ from ..llamacpp.quantize import Overrides, compute_imatrix
 from ..output import Progress, note
 from ..quants import FALLBACK, QuantType, parse_quant
 from ..sources import checkpoint
-from ..sources.texts import calibration_text_file
+from ..sources.texts import calibration_text_file, read_user_text
 
 MIN_CALIBRATION_WORDS = 1024
 # Room left free beyond the estimate: file systems misbehave when completely full.
@@ -59,14 +59,7 @@ def calibration_text(calibration: str | Path | None) -> Path:
         return calibration_text_file()
     path = Path(calibration).expanduser()
     hint = "Pass --calibration FILE with plain text (a few hundred KB is plenty)."
-    if not path.is_file() or path.stat().st_size == 0:
-        raise UsageError(f"calibration text {path} does not exist or is empty.", hint=hint)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError:
-        raise UsageError(f"calibration text {path} is not UTF-8 text (a binary file?).", hint=hint) from None
-    if "\0" in text:
-        raise UsageError(f"calibration text {path} holds NUL bytes: it is a binary file, not text.", hint=hint)
+    text = read_user_text(path, "--calibration", hint=hint)
     # llama-imatrix needs two of its 512-token contexts; a word is at least a token in every tokenizer we ship.
     if (words := len(text.split())) < MIN_CALIBRATION_WORDS:
         raise UsageError(f"calibration text {path} has {words} words; llama-imatrix needs at least "

@@ -16,6 +16,7 @@ from ..errors import DiskSpaceError, EdgeqError, SourceError, ToolFailed, Unsafe
 from ..files import atomic_output, final_name
 from ..quants import QUANT_TYPES, QuantType
 from . import Toolchain, run_tool
+from .converter import converter_error
 from .process import DISK_FULL_HINT
 
 _STEP = re.compile(r"^\[\s*(\d+)/\s*(\d+)\]")
@@ -170,7 +171,7 @@ def what_failed(e: ToolFailed, partial: Path, src: Path) -> EdgeqError:
                            hint="Convert again from a checkpoint whose weights are finite (edgeq convert checks).")
     if reasons:
         return ToolFailed(e.tool, e.returncode, reasons[-1], hint=e.hint)
-    return e
+    return converter_error(e, src.name) or e
 
 
 def compute_imatrix(tc: Toolchain, model: Path, text: Path, dst: Path, *, ctx: int = 512, chunks: int = 64,

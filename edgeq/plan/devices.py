@@ -54,14 +54,19 @@ def named(name: str) -> Device:
 
 
 def parse_size(text: str) -> int:
-    """'8G', '8GB', '7.5GiB', '512M' → bytes (G = GiB: RAM is sold in binary units)."""
+    """'8G', '8GB', '7.5GiB', '512M', '4096B' → bytes (G = GiB: RAM is sold in binary units).
+
+    A unit is required: a bare '100' is as likely megabytes as bytes, and read as bytes it made a
+    100-byte budget (every size option in the README is written with one)."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(i?B)?\s*", text, re.IGNORECASE)
     if not m:
         raise UsageError(f"cannot read {text!r} as a memory size.", hint="Write it like 8G, 7.5GB or 512M.")
-    value = float(m.group(1)) * 1024 ** "BKMGT".index((m.group(2) or "B").upper())
-    if value <= 0:
+    if float(m.group(1)) <= 0:
         raise UsageError(f"memory size {text!r} must be more than zero.", hint="Write it like 8G.")
-    return int(value)
+    if not (m.group(2) or m.group(3)):
+        raise UsageError(f"the size {text!r} has no unit.",
+                         hint=f"Write it with one: {m.group(1)}MiB, {m.group(1)}G or {m.group(1)}B (B, K, M, G, T).")
+    return int(float(m.group(1)) * 1024 ** "BKMGT".index((m.group(2) or "B").upper()))
 
 
 def _flops_per_cycle(features: list[str]) -> int:

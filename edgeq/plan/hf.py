@@ -11,6 +11,7 @@ from .. import config as edgeq_config
 from .. import manifest
 from ..errors import SourceError, ToolFailed
 from ..files import safe_name
+from ..llamacpp.converter import converter_error
 from ..llamacpp.would_write import converter_header, stub_checkpoint
 from ..sources import Source
 from ..sources.hub import hub_errors
@@ -55,8 +56,12 @@ def _from_converter(folder: Path, *, name: str, source: str, kind: str) -> Model
     try:
         header = converter_header(folder)
     except ToolFailed as e:
-        raise SourceError(f"the vendored converter cannot read {source}: {e.last_line}",
-                          hint="edgeq convert would fail the same way; see the converter's message.") from None
+        named = converter_error(e, source, doing="read")
+        if isinstance(named, SourceError):
+            raise named from None
+        reason = named.tail if isinstance(named, ToolFailed) else e.last_line
+        raise SourceError(f"the vendored converter cannot read {source}: {reason}.",
+                          hint=(named.hint if named else None) or "edgeq convert would fail the same way.") from None
     return from_header(header, name=name, source=source, kind=kind)
 
 

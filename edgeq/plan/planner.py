@@ -9,7 +9,7 @@ from ..quants import parse_quants
 from . import devices, families, fitcheck, memory, quality, source, speed
 from .calibrate import MIN_SIZE_SPREAD, Calibration, from_bench
 from .devices import Device
-from .recommend import Candidate, Recommendation, recommend
+from .recommend import Candidate, Recommendation, check_asks, recommend
 from .size import predict_size, tensor_bytes, tensor_types
 
 SCHEMA = "edgeq-plan/1"
@@ -133,6 +133,7 @@ def plan(src: str | None, *, quants: list[str] | tuple[str, ...] = DEFAULT_QUANT
          token: str | None = None) -> PlanResult:
     """Plan every quant of ``src`` (GGUF, folder, HF checkpoint or repo id) for a machine, and recommend one."""
     _check_args(ctx, cache_type, headroom_bytes)
+    check_asks(min_tps, max_kld)
     qs = [q.name for q in parse_quants(list(quants))]
     spec = source.load(src, revision=revision, token=token)
     qs += [label for label in spec.recipes if label not in qs]  # tuned files: their own rows

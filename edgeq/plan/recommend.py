@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..errors import UsageError
+
 GIB = 1024**3
 
 
@@ -30,6 +32,17 @@ class Recommendation:
     sentence: str
     closest_model: str | None = None
     closest_quant: str | None = None
+
+
+def check_asks(min_tps: float | None, max_kld: float | None) -> None:
+    """Refuse asks no candidate could meet, before anything is planned or made: a speed or a KLD that is not a
+    finite number above zero."""
+    if min_tps is not None and not (math.isfinite(min_tps) and min_tps > 0):
+        raise UsageError(f"--min-tps {min_tps:g}: expected a speed above 0 tokens per second.",
+                         hint="Example: --min-tps 10; leave it out to ask for no speed.")
+    if max_kld is not None and not (math.isfinite(max_kld) and max_kld > 0):
+        raise UsageError(f"--max-kld {max_kld:g}: expected a KLD above 0 (0 is met by no quantized file).",
+                         hint="Example: --max-kld 0.02; leave it out to ask for no quality bound.")
 
 
 def misses(c: Candidate, min_tps: float | None, max_kld: float | None) -> list[str]:

@@ -1,7 +1,10 @@
 """Small pieces the report's sections share: which runs to show, and Markdown tables."""
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from ..output import one_line
 
 
 def label(r: dict[str, Any]) -> str:
@@ -18,7 +21,13 @@ def first_prompt_batch1(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in ok if r["prompt"] == prompt and r["batch"] == batch]
 
 
+def cell(v: object) -> str:
+    """A table cell that stays one cell: on one line, its pipes escaped (GFM reads ``\\|`` as a pipe even
+    inside a code span), so a model's or a file's name cannot add a column or a row."""
+    return re.sub(r"(?<!\\)\|", r"\\|", one_line("" if v is None else v))
+
+
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join("" if v is None else str(v) for v in r) + " |" for r in rows]
+    lines = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)

