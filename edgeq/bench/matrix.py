@@ -20,11 +20,12 @@ from ..plan.calibrate import terms_of_file
 from ..plan.devices import local_repack_types
 from ..quants import parse_quants
 from ..sources import file_fingerprint
+from . import fit
 from .eta import ETA, human_seconds
 from .llama_bench import cross_check
 from .prompts import load_prompts
 from .results import SCHEMA, BenchResults, RunResult, RunSpec, Stat
-from .runs import WorkerPool
+from .runs import WorkerPool, skipped_rows
 from .verdict import roofline, verdicts
 
 GGUF_BACKEND = "llama.cpp"
@@ -73,6 +74,9 @@ def _cuda_available() -> bool:
 def failure(res: BenchResults) -> EdgeqError | None:
     """The error to exit with when no run was measured and at least one failed (None otherwise)."""
     runs = res.runs
+    if runs and all(r.status == "skipped" for r in runs):  # nothing measured is no result, whatever the reason
+        return EdgeqError(f"no run was measured: all {len(runs)} were skipped; the first: {runs[0].reason}",
+                          hint="Bench smaller files (fewer --quants, --hf ''), or run it on a machine with more memory.")
     if any(r.status == "ok" for r in runs) or not any(r.status == "failed" for r in runs):
         return None
     failed = [r for r in runs if r.status == "failed"]
@@ -132,7 +136,8 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
         ensure_folder(Path(output).parent)  # a bad -o fails now, not after the first run
     threads = threads or system.default_threads()
     prompts = load_prompts(prompt_file)
-    ggufs, checkpoints = plan_models(models, qnames, progress, revision=revision, token=token)
+    ggufs, checkpoints = plan_models(models, qnames, progress, revision=revision, token=token,
+                                      doing="edgeq bench measures text generation")
     hf = list(HF_VARIANTS if hf_variants is None else hf_variants)  # [] (`--hf ""`): none, as the help says
     specs = build_specs(ggufs, checkpoints, hf_variants=hf, device=dev, threads=threads,
                         batches=list(batches), n_prompt=n_prompt, n_gen=n_gen, reps=reps, prompts=prompts,
@@ -141,11 +146,13 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
                                                       "reps": reps, "device": dev, "prompts": list(prompts),
                                                       "rpc": endpoints})
     terms = [_calibration_terms(s) for s in specs]
+    too_big = fit.too_big(specs, system.memory_bytes()[1])  # asked before any run starts, as the rows will say
+    runs_any = len(too_big) < len(specs)
     t_start = time.perf_counter()
     # The ceiling is the best of readings taken before the first round and after each one: this VM's
     # speed drifts by a fifth within minutes, and one reading taken in a slow moment made F32 beat it.
     t_reading = time.perf_counter()
-    readings = [_bandwidth(threads)]
+    readings = [_bandwidth(threads) if runs_any else None]
     res.roofline = roofline([], readings)
     eta = ETA(specs, reps, readings[0]["read_gbps"] if readings[0] else None,
               per_round_s=time.perf_counter() - t_reading)  # each round ends with a reading too
@@ -163,14 +170,14 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
                     guess = " (estimate)" if eta.guessed else ""
                     bar.say(f"{spec.variant} {spec.backend} batch {spec.batch} · about {human_seconds(left)} left{guess}")
                     loads, t0 = pool.loads[i], time.perf_counter()
-                    rows = pool.measure(i)
+                    rows = skipped_rows(spec, too_big[i]) if i in too_big else pool.measure(i)
                     eta.record(i, time.perf_counter() - t0, rows, loaded=pool.loads[i] > loads)
                     measured.setdefault(i, []).append([replace(r, **terms[i]) for r in rows])
                     res.runs = [r for rows in measured.values() for r in merge_rounds(rows)]
                     _save(res, output)
                     bar.update_to(rnd * len(specs) + i + 1)
                     left = eta.left(rnd, i, live=set(pool.live))
-                readings.append(_bandwidth(threads))
+                readings.append(_bandwidth(threads) if runs_any else None)
             res.timing["loads"] = sum(pool.loads)
             res.timing["runs"] = eta.record_rows()
         res.timing["matrix_s"] = round(time.perf_counter() - t_start, 1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UsageError
+from ..sources.texts import read_user_text
 
 DEFAULT_PROMPTS = {
     "en": ("The history of computing is a story of machines that became smaller, cheaper and faster. "
@@ -28,13 +29,7 @@ def load_prompts(prompt_file: str | Path | None) -> dict[str, str]:
     if prompt_file is None:
         return dict(DEFAULT_PROMPTS)
     p = Path(prompt_file)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UsageError(f"cannot read --prompt-file {p}: {e}.", hint="Pass a UTF-8 text file.") from e
-    if not text.strip():
-        raise UsageError(f"--prompt-file {p} is empty.", hint="Pass a file with some text in it.")
-    return {p.stem: text}
+    return {p.stem: read_user_text(p, "--prompt-file", hint="Pass a UTF-8 text file with some text in it.")}
 
 
 def fit(tokens: list[int], n: int, *, keep_first: int = 0) -> list[int]:

@@ -20,6 +20,7 @@ import psutil
 from ..backends.transformers import unavailable_reason
 from ..llamacpp import Worker, crash_error, run_worker_once
 from ..llamacpp.rpc import went_away
+from ..system import memory_bytes
 from .results import RunResult, RunSpec, weight_file_bytes
 from .worker import _base
 
@@ -135,7 +136,7 @@ class WorkerPool:
     def __init__(self, specs: Sequence[RunSpec], *, budget_bytes: int | None = None) -> None:
         self.specs = list(specs)
         self.budget = (budget_bytes if budget_bytes is not None
-                       else int(POOL_MEMORY_SHARE * psutil.virtual_memory().available))
+                       else int(POOL_MEMORY_SHARE * memory_bytes()[1]))
         self.live: dict[int, LiveWorker] = {}
         self.peak: dict[int, int] = {}  # the peak RSS each spec's worker reported
         self.loads = [0] * len(self.specs)  # workers started per spec
@@ -208,6 +209,10 @@ def _dead(spec: RunSpec, rc: int | None, err_lines: list[str]) -> list[RunResult
               else f"worker exited {rc}: {(err_lines or ['no output'])[-1]}")
     return [replace(_row(spec, p, "failed", reason), crash_signal=crash.signal_name if crash else None)
             for p in spec.prompts]
+
+
+def skipped_rows(spec: RunSpec, reason: str) -> list[RunResult]:
+    return [_row(spec, p, "skipped", reason) for p in spec.prompts]
 
 
 def _row(spec: RunSpec, prompt: str, status: str, reason: str) -> RunResult:

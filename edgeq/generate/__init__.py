@@ -28,6 +28,7 @@ from ..llamacpp.rpc import (
     probe_all,
     went_away,
 )
+from ..sources.gguf import require_generator
 
 DEFAULT_N_PREDICT = 128
 DEFAULT_CTX = 2048
@@ -89,6 +90,7 @@ def generate(model: str | Path, prompt: str, *, n_predict: int = DEFAULT_N_PREDI
         raise UsageError(f"{path} {missing_file(path)}.", hint="Pass a .gguf file (see `edgeq convert`).")
     if n_predict < 1 or n_ctx < 16:
         raise UsageError("-n must be at least 1 and --ctx at least 16.")
+    require_generator(path, "edgeq run generates text")
     if not prompt.strip():
         raise UsageError("the prompt is empty.", hint='Pass the text to continue, e.g. edgeq run MODEL.gguf "Once upon a time".')
     if n_ctx > MAX_CTX:

@@ -26,15 +26,7 @@ class ChoiceItem:
 def load_text(path: str | Path) -> tuple[str, str]:
     """(text, description) of a user's text file, with one clear error for each way it can be wrong."""
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise UsageError(f"--text {p} does not exist.", hint="Pass a UTF-8 plain-text file.")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UsageError(f"--text {p} is not UTF-8 text (byte {e.start}).", hint="Convert it to UTF-8 first.") from e
-    if not text.strip():
-        raise UsageError(f"--text {p} is empty.", hint="Pass a file with a few thousand words at least.")
-    return text, str(p)
+    return texts.read_user_text(p, "--text", hint="Pass a UTF-8 plain-text file of a few thousand words at least."), str(p)
 
 
 def default_choices(n: int = DEFAULT_CHOICE_ITEMS, seed: int = 0) -> list[ChoiceItem]:

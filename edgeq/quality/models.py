@@ -45,7 +45,8 @@ def resolve(models: list[str], quants: list[str] | None, progress: bool, *, revi
             raise UsageError(f"--hf {v}: {why}.", hint="Leave that variant out of --hf.")
     # fp32 is scored whenever another variant is: it is the reference the others' KLD is measured against.
     variants = ["fp32", *[v for v in hf_variants or [] if v != "fp32"]]
-    ggufs, checkpoints = plan_models(models, quants, progress, revision=revision, token=token)
+    ggufs, checkpoints = plan_models(models, quants, progress, revision=revision, token=token,
+                                      doing="edgeq eval scores its next-token predictions")
     refs = [hf_ref(name, path, v) for name, path in checkpoints for v in variants]
     refs += [gguf_ref(path) for _, path, _ in ggufs]
     seen: dict[tuple[str, str, str], ModelRef] = {}
