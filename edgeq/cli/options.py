@@ -40,19 +40,27 @@ def split_list(text: str | None) -> list[str]:
     return [x.strip() for x in (text or "").split(",") if x.strip()]
 
 
-def comma_list(cast: Callable[[str], T], what: str) -> Callable[[click.Context, click.Parameter, str | None], list[T]]:
-    """A click callback: the option's text as a list of ``cast`` values, or a usage error naming ``what``."""
+def comma_list(cast: Callable[[str], T], what: str, *,
+               empty_ok: bool = True) -> Callable[[click.Context, click.Parameter, str | None], list[T]]:
+    """A click callback: the option's text as a list of ``cast`` values, or a usage error naming ``what``.
+
+    ``empty_ok=False``: an option given that names nothing (``--types ","``) is an error, not "all": for
+    options whose absence means every one, an empty list must not quietly mean the same."""
 
     def callback(ctx: click.Context, param: click.Parameter, text: str | None) -> list[T]:
         try:
-            return [cast(x) for x in split_list(text)]
+            out = [cast(x) for x in split_list(text)]
         except ValueError as e:
             raise click.BadParameter(f"{text!r} is not a comma-separated list of {what}") from e
+        if text is not None and not out and not empty_ok:
+            raise click.BadParameter(f"{text!r} names no {what}; leave the option out for all of them")
+        return out
 
     return callback
 
 
 strings = comma_list(str, "names")
+some_strings = comma_list(str, "names", empty_ok=False)
 integers = comma_list(int, "integers")
 numbers = comma_list(float, "numbers")
 

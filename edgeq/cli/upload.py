@@ -6,7 +6,7 @@ import click
 from ..output import echo, human_bytes, print_json, print_table
 from ..plan.devices import parse_size
 from ..upload import upload as run_upload
-from .options import json_option, progress_wanted, strings, token_option
+from .options import json_option, progress_wanted, some_strings, token_option
 
 
 @click.command()
@@ -15,8 +15,8 @@ from .options import json_option, progress_wanted, strings, token_option
 @click.option("--private", is_flag=True, help="Create the repo private (an existing repo keeps its visibility).")
 @click.option("--revision", help="Branch to commit to (default: main); it must exist.")
 @click.option("--create-pr", is_flag=True, help="Open a pull request with the files instead of committing to the branch.")
-@click.option("--include", callback=strings, help="Only these types or file-name globs, comma-separated (Q4_K_M,*Q8_0*).")
-@click.option("--exclude", callback=strings, help="Not these types or file-name globs (e.g. F16).")
+@click.option("--include", callback=some_strings, help="Only these types or file-name globs, comma-separated (Q4_K_M,*Q8_0*).")
+@click.option("--exclude", callback=some_strings, help="Not these types or file-name globs (e.g. F16).")
 @click.option("--results", multiple=True, type=click.Path(exists=True),
               help="bench/eval/tune results (files or folders) for the card's figures; repeatable.")
 @click.option("--max-shard-size", help="Split GGUFs above this size (e.g. 2GB; default: only above the Hub's 50 GB).")

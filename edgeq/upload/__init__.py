@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import os
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,11 +22,11 @@ from pathlib import Path
 from .. import config, manifest
 from ..doctor.smoke import probe
 from ..errors import HubError, UsageError, VerifyFailed
-from ..files import atomic_output, sha256_file
+from ..files import atomic_output, link_on_the_way, sha256_file
 from ..llamacpp import find_toolchain
 from ..llamacpp.split import shard_limit_mb, split
 from ..sources.gguf_header import read_header
-from ..sources.hub import LOGIN_HINT, is_repo_id
+from ..sources.hub import LOGIN_HINT, repo_id_problem
 from ..system import default_threads
 from .card import Published, render
 from .hub import saved_token, send, whoami
@@ -75,11 +76,19 @@ def upload(folder: str | Path, repo_id: str | None = None, *, private: bool = Fa
         raise UsageError(f"{root} has no {config.MANIFEST_NAME}: upload publishes a folder edgeq made.",
                          hint="Run `edgeq convert` (or `edgeq tune`) into it first, or point at its output folder.")
     chosen = _select(mf, include, exclude)
-    _check_hashes(root, mf, chosen)
+    missing = [str(r) for r in results or [] if not Path(r).exists()]
+    if missing:
+        raise UsageError(f"--results {missing[0]} does not exist.", hint="Pass bench/eval/tune results files or folders.")
     token = token or config.hf_token() or saved_token()
     endpoint = endpoint or config.hf_endpoint()
+    # Who may publish where is asked before the files are hashed: a typo in the repo id or a read-only token
+    # must not wait for the sha256 of every GGUF.
     repo_id = _repo_id(repo_id, root, mf, chosen, token, endpoint, dry_run)
+    _check_hashes(root, mf, chosen)
     stage = root / STAGING
+    if stage.is_symlink() or (stage.exists() and not stage.is_dir()):
+        raise UsageError(f"{stage} is not a folder edgeq made: upload stages shards and the card there.",
+                         hint=f"Remove {stage}, then upload again.")
     stage.mkdir(exist_ok=True)
     try:
         res = _stage_and_send(root, stage, mf, chosen, repo_id, token, endpoint, private, revision, create_pr,
@@ -104,6 +113,8 @@ def _stage_and_send(root: Path, stage: Path, mf: manifest.Manifest, chosen: list
     sent = [Sent(n, str(p), p.stat().st_size) for pub in published for n, p in _locals(root, stage, pub)]
     extra = _extras(root, mf, chosen)
     sent += [Sent(n, str(p), p.stat().st_size) for n, p in extra]
+    for s in sent:  # the last gate, before the card lists them: nothing but the folder's own regular files
+        _in_folder(root, Path(s.local))
     found = result_files(root, [Path(r) for r in results or []], Path.cwd())
     measured = measure({n: mf.files[n].size_bytes for n in chosen}, found)
     text = render(mf, root, repo_id, published, measured, [n for n, _ in extra], preface)
@@ -125,6 +136,8 @@ def _select(mf: manifest.Manifest, include: list[str] | None, exclude: list[str]
         t = mf.files[name].type
         return any(p.upper() == t.upper() or fnmatch.fnmatch(name, p) for p in pats)
 
+    if include == [] or exclude == []:  # given, naming nothing: not "everything"
+        raise UsageError("--include/--exclude names nothing.", hint="Name types or file-name globs, or leave it out.")
     names = [n for n in mf.files if n.endswith(".gguf")]
     if include:
         names = [n for n in names if hit(n, include)]
@@ -141,6 +154,7 @@ def _check_hashes(root: Path, mf: manifest.Manifest, names: list[str]) -> None:
     """Refuse to publish a file that is gone or no longer what the manifest says it is."""
     for name in names:
         path = root / name
+        _in_folder(root, path)
         if not path.is_file():
             raise VerifyFailed(f"{name} is in the manifest but not in {root}.",
                                hint=f"Run `edgeq verify {root}`, then `edgeq convert` again to remake it.")
@@ -149,22 +163,46 @@ def _check_hashes(root: Path, mf: manifest.Manifest, names: list[str]) -> None:
                                hint=f"Run `edgeq verify {root}`, and remake the file (`edgeq convert --force`).")
 
 
+def _in_folder(root: Path, path: Path) -> None:
+    """Refuse a file reached through a symlink: it may be anything on this machine (a recipe linked to
+    /etc/passwd was published once), and ``verify`` rejects a linked GGUF too."""
+    link = link_on_the_way(root, path)
+    if link is not None:
+        target = os.readlink(link) if link.is_symlink() else "outside the folder"
+        raise VerifyFailed(f"{link.relative_to(root) if link.is_relative_to(root) else link} is a symlink "
+                           f"(to {target}): upload publishes only the files that are in {root} itself.",
+                           hint="Replace the link with a copy of the file (or remove it), then run `edgeq verify`.")
+
+
 def _repo_id(repo_id: str | None, root: Path, mf: manifest.Manifest, names: list[str], token: str | None,
              endpoint: str | None, dry_run: bool) -> str:
-    """The repo to publish to, checked: the token can write to its namespace (before anything is sent)."""
-    if repo_id is not None and not is_repo_id(repo_id):
-        raise UsageError(f"{repo_id!r} is not a Hub repo id.", hint="Use the form owner/name, e.g. me/Model-GGUF.")
+    default = f"{_model_name(mf, names)}-GGUF"
     if dry_run:  # asks the Hub nothing, not even who the token is
+        _check_form(repo_id)
         owner, _, name = (repo_id or "").rpartition("/")
-        return f"{owner or 'your-name'}/{name or _model_name(mf, names) + '-GGUF'}"
+        return f"{owner or 'your-name'}/{name or default}"
+    return destination(repo_id, token, endpoint, default_name=default)
+
+
+def _check_form(repo_id: str | None) -> None:
+    if repo_id is not None and (why := repo_id_problem(repo_id)):
+        raise UsageError(f"{repo_id!r} is not a Hub repo id: {why}.", hint="Use the form owner/name, e.g. me/Model-GGUF.")
+
+
+def destination(repo_id: str | None, token: str | None, endpoint: str | None, *, default_name: str) -> str:
+    """The repo to publish to (default ``<user>/<default_name>``), checked before anything is made or sent: its
+    form, a token, and that the token may write to its namespace (``ship --push`` asks this first, too)."""
+    _check_form(repo_id)
+    token = token or config.hf_token() or saved_token()
     if token is None:
         raise HubError("no Hugging Face token: uploading needs one with write access.", hint=LOGIN_HINT)
-    who = whoami(token, endpoint)
+    who = whoami(token, endpoint or config.hf_endpoint())
     user, orgs = str(who.get("name")), [str(o.get("name")) for o in who.get("orgs") or []]
     if repo_id is None:
-        repo_id = f"{user}/{_model_name(mf, names)}-GGUF"
+        repo_id = f"{user}/{default_name}"
     elif "/" not in repo_id:
         repo_id = f"{user}/{repo_id}"
+    _check_form(repo_id)  # the default too: a model's name may be one the Hub refuses
     role = ((who.get("auth") or {}).get("accessToken") or {}).get("role")
     if role == "read":
         raise HubError(f"the token of {user} is read-only: it cannot create or write {repo_id}.",
@@ -216,13 +254,16 @@ def companions(root: Path, name: str) -> list[tuple[str, Path]]:
     """(name in the repo, local path) of what a GGUF of ``root`` was made with: the importance matrix its own
     metadata names, and tune's recipe and result beside it."""
     out = []
-    imat = read_header(root / name).metadata.get("quantize.imatrix.file")
-    if imat and (root / "imatrix" / Path(str(imat)).name).is_file():
-        out.append((f"imatrix/{Path(str(imat)).name}", root / "imatrix" / Path(str(imat)).name))
+    imat = Path(str(read_header(root / name).metadata.get("quantize.imatrix.file") or "")).name
+    if imat not in ("", ".", ".."):
+        out.append((f"imatrix/{imat}", root / "imatrix" / imat))
     stem = name[: -len(".gguf")]
-    out += [(f"{stem}{x}", root / f"{stem}{x}") for x in (".tensor-types.txt", ".tune.json")
-            if (root / f"{stem}{x}").is_file()]
-    return out
+    out += [(f"{stem}{x}", root / f"{stem}{x}") for x in (".tensor-types.txt", ".tune.json")]
+    # A companion reached through a symlink is refused, not skipped: it was meant to go, and what it links to
+    # must not (ship copies companions into its deploy folder, whose upload would publish the copy).
+    for _, path in out:
+        _in_folder(root, path)
+    return [(n, p) for n, p in out if p.is_file()]
 
 
 def _extras(root: Path, mf: manifest.Manifest, names: list[str]) -> list[tuple[str, Path]]:
@@ -233,4 +274,4 @@ def _extras(root: Path, mf: manifest.Manifest, names: list[str]) -> list[tuple[s
     return list(dict.fromkeys(out))
 
 
-__all__ = ["SCHEMA", "UploadResult", "companions", "model_name", "upload"]
+__all__ = ["SCHEMA", "UploadResult", "companions", "destination", "model_name", "upload"]

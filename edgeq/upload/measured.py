@@ -142,7 +142,7 @@ def _tune(d: dict[str, Any], files: dict[str, int], src: str, m: Measured) -> bo
         if name is None or r.get("kld_mean") is None:
             continue
         m.quality[name] = Quality(r["kld_mean"], r.get("delta_ppl_pct"), r.get("top1_pct"), "F16 GGUF",
-                                  "the evaluation text of `edgeq tune`'s verification (never its calibration text)",
+                                  "the evaluation text of edgeq tune's verification (never its calibration text)",
                                   None, src)
         got = True
     return got
