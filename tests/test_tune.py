@@ -78,7 +78,9 @@ def test_fit_recovers_known_coefficients_and_refuses_no_signal():
 
 
 def test_types_are_checked():
-    assert parse_types(["q4_k_m", "Q8_0", "q4_k"]) == ["Q4_K", "Q8_0"]
+    assert parse_types(["q4_k", "Q8_0", "Q4_K"]) == ["Q4_K", "Q8_0"]
+    with pytest.raises(UsageError, match="recipe .* not a tensor type"):  # a mix is not a type (issue 32)
+        parse_types(["q4_k_m", "Q8_0"])
     with pytest.raises(UsageError, match="not a type tune can choose"):
         parse_types(["Q9_9"])
 

@@ -5,7 +5,7 @@ import click
 
 from ..output import echo, human_bytes, print_json, print_table
 from ..tune import tune as run_tune
-from .options import eval_tokens_option, json_option, progress_wanted, revision_option, strings, token_option
+from .options import eval_tokens_option, json_option, progress_wanted, revision_option, some_strings, token_option
 
 
 @click.command()
@@ -16,7 +16,7 @@ from .options import eval_tokens_option, json_option, progress_wanted, revision_
 @click.option("--ctx", type=click.IntRange(16), default=4096, show_default=True, help="Context for --ram/--device.")
 @click.option("--device", help="A device from `edgeq plan --device` (its RAM, as --ram).")
 @click.option("--max-kld", type=float, help="The smallest file whose predicted KLD is at most this.")
-@click.option("--types", callback=strings, help="Candidate tensor types, comma-separated (default: all tune knows).")
+@click.option("--types", callback=some_strings, help="Candidate tensor types, comma-separated (default: all tune knows).")
 @click.option("-o", "--outdir", type=click.Path(file_okay=False), help="Output folder (default: models/<name>/).")
 @click.option("--name", help="File-name stem (default: the repo or folder name).")
 @click.option("--calibration", type=click.Path(dir_okay=False),

@@ -21,14 +21,17 @@ from typing import Any
 
 from .. import manifest
 from ..convert import convert
-from ..convert.steps import calibration_text, ensure_imatrix, short_hash
+from ..convert.models import require_generator_source
+from ..convert.steps import ensure_imatrix, short_hash
 from ..errors import UsageError
 from ..files import atomic_output, folder_lock, sha256_file, write_json_atomic
 from ..llamacpp import find_toolchain, llama_cpp_version
 from ..llamacpp.quantize import quantize
 from ..output import Progress, human_bytes
+from ..plan.devices import parse_size
 from ..quants import parse_quant
 from ..report import write_report
+from ..sources import Source, resolve
 from ..sources.gguf import read as read_gguf
 from ..sources.gguf_header import read_header
 from . import pertype
@@ -36,8 +39,9 @@ from .allocate import (
     allocate,
     allowed_types,
     budget_bytes,
-    check_budget,
+    check_floor,
     first_types,
+    floor_bytes,
     for_kld,
     largest,
     lower_type,
@@ -45,6 +49,7 @@ from .allocate import (
     smallest,
 )
 from .fisher import fisher_complete, fisher_gguf, matmul_dtype
+from .preflight import check_source_floor, preflight
 from .probes import calibrate, probe_types
 from .sensitivity import (
     GROUPS,
@@ -53,7 +58,6 @@ from .sensitivity import (
     ftype_for,
     group_of,
     load_json,
-    parse_types,
     tensor_type_rules,
 )
 from .verify import Row, verdict, verify
@@ -91,7 +95,7 @@ class TuneResult:
         return asdict(self)
 
 
-def tune(source: str | None = None, *, size: str | int | None = None, bpw: float | None = None,
+def tune(source: str | Source | None = None, *, size: str | int | None = None, bpw: float | None = None,
          ram: str | None = None, ctx: int = 4096, device: str | None = None, max_kld: float | None = None,
          types: list[str] | None = None, outdir: str | Path | None = None, name: str | None = None,
          calibration: str | Path | None = None, imatrix_chunks: int = DEFAULT_IMATRIX_CHUNKS,
@@ -99,22 +103,27 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
          threads: int | None = None, progress: bool = True, revision: str | None = None,
          token: str | None = None) -> TuneResult:
     """Write the GGUF of least predicted KLD within one budget, its recipe, and verify it against stock recipes."""
-    budgets = [b for b in (size, bpw, ram, device, max_kld) if b is not None]
-    if len(budgets) != 1:
-        raise UsageError("tune needs exactly one budget.",
-                         hint="Pass one of --size 450MiB, --bpw 5.0, --ram 8G (with --ctx) or --device NAME, --max-kld 0.02.")
-    check_budget(size, bpw, ram, device, max_kld)  # now, not after an hour of measuring
-    allowed = set(parse_types(types))
+    # Every option now, not after an hour of measuring; then the source, and the budget against its size.
+    allowed, calib = preflight(size=size, bpw=bpw, ram=ram, device=device, max_kld=max_kld, types=types, ctx=ctx,
+                               outdir=outdir, name=name, calibration=calibration, imatrix_chunks=imatrix_chunks,
+                               eval_text=eval_text, eval_tokens=eval_tokens, threads=threads)
     tc = find_toolchain()
+    src = source if isinstance(source, Source) else resolve(source, revision=revision, token=token, progress=progress)
+    require_generator_source(src, "edgeq tune measures the KLD of its next-token predictions")
+    check_source_floor(src, size if isinstance(size, int) else parse_size(size) if size else None, allowed)
     stages: dict[str, float] = {}
     t0 = time.perf_counter()
-    base = convert(source, quants=["F16"], outdir=outdir, name=name, progress=progress, revision=revision, token=token)
+    base = convert(src, quants=["F16"], outdir=outdir, name=name, progress=progress, revision=revision, token=token)
     f16 = Path(next(o.path for o in base.outputs if o.type == "F16"))
     out, stem = Path(base.outdir), f16.name[: -len("-F16.gguf")]
     stages["convert"] = time.perf_counter() - t0
     mf = manifest.load(out)
     assert mf is not None  # convert wrote it
-    calib = calibration_text(calibration)
+    header = read_header(f16)
+    n_params = sum(t.n_elements for t in header.tensors)
+    limit, kind, asked = budget_bytes(size, bpw, ram, ctx, device, max_kld, n_params, f16)
+    if max_kld is None:  # from the float file's header: before the importance matrix and the per-type files
+        check_floor(limit, floor_bytes(header, allowed), allowed)
     with folder_lock(out, doing="tunes"):
         t = time.perf_counter()
         imat_recipe = short_hash(f"{mf.files[f16.name].sha256}|{sha256_file(calib)[:16]}|{imatrix_chunks}")
@@ -126,9 +135,6 @@ def tune(source: str | None = None, *, size: str | int | None = None, bpw: float
         fisher = fisher_gguf(Path(str(mf.source["path"])), calib, work, threads=threads, progress=progress)
         stages["fisher"] = time.perf_counter() - t
 
-        header = read_header(f16)
-        n_params = sum(t.n_elements for t in header.tensors)
-        limit, kind, asked = budget_bytes(size, bpw, ram, ctx, device, max_kld, n_params, f16)
         # What weighs the errors decides the probes, and so the types to measure first: the Fisher diagonals
         # where they cover every tensor the Q8_0 file quantizes, else the importance matrix.
         q8 = pertype.make(tc, f16, imatrix, work, stem, ["Q8_0"], threads, progress)["Q8_0"]

@@ -17,7 +17,7 @@ from ..plan.devices import generic, headroom_bytes, named, parse_size
 from ..plan.size import fallback_type, tensor_bytes
 from ..plan.source import from_gguf
 from ..quants import QUANT_TYPES
-from ..sources.gguf_header import read_header
+from ..sources.gguf_header import GGUFHeader, read_header
 from .sensitivity import CANDIDATES, LOW_BIT, Calibration, TensorCost, ftype_for
 
 # The types measured first: those at most this many bits per weight below the budget's average (and the probes').
@@ -128,6 +128,8 @@ def check_budget(size: str | int | None, bpw: float | None, ram: str | None, dev
     """Refuse a malformed budget before any stage runs (the same parsers ``budget_bytes`` uses)."""
     if isinstance(size, str):
         parse_size(size)
+    if isinstance(size, int) and size <= 0:
+        raise UsageError(f"a size budget of {size} bytes: expected more than zero.", hint="Example: --size 450MiB")
     if bpw is not None and not 1.0 <= bpw <= 16.0:
         raise UsageError(f"--bpw {bpw}: expected bits per weight between 1 and 16.", hint="Example: --bpw 4.8")
     if ram is not None:
@@ -136,6 +138,34 @@ def check_budget(size: str | int | None, bpw: float | None, ram: str | None, dev
         named(device)
     if max_kld is not None and not max_kld > 0:
         raise UsageError(f"--max-kld {max_kld}: expected a KLD above 0.", hint="Example: --max-kld 0.02")
+
+
+def min_bits(allowed: set[str]) -> tuple[float, str]:
+    """The fewest bits per weight any allowed type stores, and that type."""
+    t = min(allowed, key=bits)
+    return bits(t), t
+
+
+def floor_bytes(header: GGUFHeader, allowed: set[str]) -> int:
+    """Fewer bytes than any file tune could make of the float GGUF ``header`` with ``allowed`` types: each
+    matrix at its smallest allowed type (or the fallback llama-quantize writes for its rows), each vector at
+    F32 as llama-quantize keeps them.  Known from the header alone, so a budget below it is refused before
+    the importance matrix and every per-type file are made (``smallest`` then gives the exact floor)."""
+    total = max(0, header.data_offset_bytes - header.alignment)  # the quantized file's header is no smaller
+    for t in header.tensors:
+        if len(t.shape) < 2:
+            total += padded(t.shape, "F32", header.alignment)
+        else:
+            total += min(padded(t.shape, fallback_type(a, t.shape[0]), header.alignment) for a in allowed)
+    return total
+
+
+def check_floor(limit: int, floor: int, allowed: set[str], *, about: str = "") -> None:
+    if limit < floor:
+        t = min_bits(allowed)[1]
+        raise UsageError(f"a {human_bytes(limit)} file is below the smallest this model can be with these types: "
+                         f"at least {human_bytes(floor)}{about}, every weight at {t}.",
+                         hint=f"Ask for more than {human_bytes(floor)}, or allow smaller --types.")
 
 
 def budget_bytes(size: str | int | None, bpw: float | None, ram: str | None, ctx: int, device: str | None,

@@ -57,13 +57,21 @@ def ftype_for(tensor_type: str) -> str:
 
 
 def parse_types(text: list[str] | None) -> list[str]:
-    """``--types``: candidate ggml types (a mix name means its base: Q4_K_M → Q4_K)."""
-    if not text:
+    """``--types``: candidate ggml tensor types (None: all of them).
+
+    A llama-quantize recipe (Q4_K_M: a mix of Q4_K and Q6_K tensors) is not a tensor type, and tune never
+    writes one's mix, so it is refused with the type it is based on; so is a list that names nothing."""
+    if text is None:
         return list(CANDIDATES)
+    names = [t.strip() for t in text if t.strip(" ,")]
+    if not names:
+        raise UsageError("--types names no type.", hint=f"Leave it out for all, or use some of: {', '.join(CANDIDATES)}.")
     out = []
-    for t in text:
-        key = t.strip().upper().replace("-", "_")
-        key = QUANT_TYPES[key].base if key in QUANT_TYPES else key
+    for t in names:
+        key = t.upper().replace("-", "_")
+        if key in QUANT_TYPES and key not in CANDIDATES and QUANT_TYPES[key].base in CANDIDATES:
+            raise UsageError(f"--types: {t!r} is a llama-quantize recipe (a mix of tensor types), not a tensor type.",
+                             hint=f"Name tensor types, e.g. {QUANT_TYPES[key].base}; tune chooses the mix itself.")
         if key not in CANDIDATES:
             raise UsageError(f"--types: {t!r} is not a type tune can choose.", hint=f"Use some of: {', '.join(CANDIDATES)}.")
         if key not in out:
