@@ -28,10 +28,19 @@ from pathlib import Path
 
 from .. import manifest
 from ..errors import UsageError, VerifyFailed
-from ..files import atomic_output, ensure_folder, folder_lock, missing_file, place_file, safe_name
+from ..files import (
+    atomic_output,
+    check_output_folder,
+    ensure_folder,
+    folder_lock,
+    missing_file,
+    place_file,
+    safe_name,
+)
 from ..llamacpp import cross, find_toolchain, llama_cpp_version
-from ..output import note
+from ..output import note, one_line
 from ..sources import gguf
+from ..sources.gguf import require_generator
 from .check import DEFAULT_PROMPT, DEFAULT_TOKENS, Envelope, TextCheck, check_folder, why_failed
 
 
@@ -56,26 +65,36 @@ class BundleResult:
 
 def bundle(model: str | Path, *, arch: str = "aarch64", outdir: str | Path | None = None, check: bool = False,
            rpc: bool = False, prompt: str = DEFAULT_PROMPT, n_predict: int = DEFAULT_TOKENS, threads: int | None = None,
-           progress: bool = False) -> BundleResult:
+           progress: bool = False, force: bool = False) -> BundleResult:
     """Write ``model``'s deploy folder for ``arch`` (cross-building llama.cpp first if needed); ``check`` it under qemu.
 
-    Raises ``VerifyFailed`` when a check fails (the folder is written all the same: the result says what differed).
+    ``outdir`` must be new, empty or an earlier bundle (whose model this one replaces); ``force`` lets it be
+    another folder, whose recorded files then go.  Raises ``VerifyFailed`` when a check fails (the folder is
+    written all the same: the result says what differed).
     """
     src = Path(model)
     if not src.is_file():
         raise UsageError(f"{src} {missing_file(src, noun='GGUF file')}.", hint="Pass a .gguf file (e.g. one `edgeq convert` wrote).")
-    info = gguf.read(src)  # a whole GGUF, or one clear error
     t = cross.target(arch)
-    folder = ensure_folder(Path(outdir) if outdir else Path("dist") / f"{safe_name(src.stem)}-{t.arch}")
+    if (check or rpc) and not prompt.strip():
+        raise UsageError("--prompt is empty: the checks compare the text each build generates after it.",
+                         hint="Pass a prompt, or leave --prompt out for the default.")
+    if n_predict < 1 or (threads is not None and threads < 1):
+        raise UsageError("-n and --threads must be at least 1.")
+    info = gguf.read(src)  # a whole GGUF, or one clear error
+    require_generator(src, "a bundle runs it with llama-completion")
+    folder = Path(outdir) if outdir else Path("dist") / f"{safe_name(src.stem)}-{t.arch}"
+    # Every refusal before the cross build, which takes minutes when cold.
+    check_output_folder(folder)
+    manifest.claim(folder, "bundle", force=force)
+    ensure_folder(folder)
     t0 = time.monotonic()
     cross.build(t.arch, on_line=_build_progress(t.arch) if progress else None)
     build_s = time.monotonic() - t0
     with folder_lock(folder, doing="writes its bundle"):
+        old = manifest.claim(folder, "bundle", force=force)  # again: another run may have written it since
         bins = write_bin(folder, t.arch)
-        old = manifest.load(folder)
-        for name in (old.files if old else {}):  # an earlier bundle of another model: a bundle holds one
-            if name != src.name:
-                (folder / name).unlink(missing_ok=True)
+        manifest.remove_replaced(folder, old, src.name, force=force)  # a bundle holds one model
         place_file(src, folder / src.name)
         _write_manifest(folder, src, info, bins)
         write_run_sh(folder / "run.sh", src.name, ctx=min(info.context_length or 4096, 4096), threads=None)
@@ -146,9 +165,13 @@ def binaries_record(bins: cross.Binaries) -> dict[str, object]:
 
 
 def write_run_sh(path: Path, gguf_name: str, *, ctx: int, threads: int | None) -> None:
-    """``run.sh``: the model with ``bin/llama-completion`` beside it when there is one, else the one on PATH."""
+    """``run.sh``: the model with ``bin/llama-completion`` beside it when there is one, else the one on PATH.
+
+    The file name is the one thing in it from outside: shell-quoted where it runs, and on one line in the
+    comment (a newline in a name would otherwise start a command of its own)."""
+    ctx, threads = int(ctx), int(threads) if threads else None
     text = f"""#!/bin/sh
-# Written by edgeq: runs {gguf_name} with llama.cpp's own llama-completion.
+# Written by edgeq: runs {one_line(gguf_name)} with llama.cpp's own llama-completion.
 #   ./run.sh "Your prompt" [more llama-completion options]
 # LLAMA_COMPLETION=/path/to/llama-completion picks the binary (default: bin/ here, else the one on PATH).
 here="$(cd "$(dirname "$0")" && pwd)"

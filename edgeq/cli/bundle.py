@@ -13,6 +13,7 @@ from .options import json_option, progress_wanted
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--arch", default="aarch64", show_default=True, help="The board's architecture (aarch64 Linux).")
 @click.option("-o", "--outdir", type=click.Path(file_okay=False), help="Deploy folder (default: dist/<model>-<arch>/).")
+@click.option("--force", is_flag=True, help="Let -o be a folder of other files: its recorded files are replaced.")
 @click.option("--check", is_flag=True,
               help="Run the bundle under qemu at each CPU level and compare it with this machine's build.")
 @click.option("--check-rpc", is_flag=True,
@@ -22,11 +23,11 @@ from .options import json_option, progress_wanted
               help="Tokens the checks generate.")
 @click.option("--threads", type=click.IntRange(1, 1024), help="Threads for the checks (default: all cores).")
 @json_option
-def bundle(model: str, arch: str, outdir: str | None, check: bool, check_rpc: bool, prompt: str, n_predict: int,
+def bundle(model: str, arch: str, outdir: str | None, force: bool, check: bool, check_rpc: bool, prompt: str, n_predict: int,
            threads: int | None, as_json: bool) -> None:
     """Write MODEL (a GGUF) with llama.cpp cross-built for an ARM board, in one folder to copy there."""
     res = run_bundle(model, arch=arch, outdir=outdir, check=check, rpc=check_rpc, prompt=prompt, n_predict=n_predict,
-                     threads=threads, progress=progress_wanted(as_json))
+                     threads=threads, progress=progress_wanted(as_json), force=force)
     if as_json:
         print_json(res)
         return

@@ -5,7 +5,7 @@ import click
 
 from ..output import echo, print_json, print_table
 from ..ship import ship as run_ship
-from .options import eval_tokens_option, json_option, progress_wanted, revision_option, strings, token_option
+from .options import eval_tokens_option, json_option, progress_wanted, revision_option, some_strings, token_option
 
 
 @click.command()
@@ -14,13 +14,15 @@ from .options import eval_tokens_option, json_option, progress_wanted, revision_
 @click.option("--ram", help="Or a machine of this much RAM (with --bandwidth), e.g. 8G.")
 @click.option("--bandwidth", "bandwidth_gbps", type=float, help="Memory bandwidth of that machine, GB/s.")
 @click.option("--ctx", type=click.IntRange(16), default=4096, show_default=True, help="Context it must fit at.")
-@click.option("--quants", callback=strings, help="Stock candidates beside F16 (default: Q8_0,Q6_K,Q5_K_M,Q4_K_M).")
+@click.option("--quants", callback=some_strings, help="Stock candidates beside F16 (default: Q8_0,Q6_K,Q5_K_M,Q4_K_M).")
 @click.option("--no-tune", is_flag=True, help="No `tune` file among the candidates.")
 @click.option("--min-tps", type=float, help="Generation speed the pick must reach on the target (tok/s).")
 @click.option("--max-kld", type=float, help="KLD to the F16 file the pick must stay within.")
 @click.option("-o", "--outdir", type=click.Path(file_okay=False), help="Deploy folder (default: dist/<name>/).")
 @click.option("--work", "workdir", type=click.Path(file_okay=False),
               help="Where the candidates are made (default: models/<name>/, as `convert`).")
+@click.option("--force", is_flag=True, help="Let -o be a folder of other files (a convert folder, say): its recorded "
+                                            "files are replaced.")
 @click.option("--push", metavar="ORG/NAME", help="Publish the deploy folder with `edgeq upload`.")
 @click.option("--private", is_flag=True, help="With --push: create the repo private.")
 @eval_tokens_option
@@ -30,13 +32,13 @@ from .options import eval_tokens_option, json_option, progress_wanted, revision_
 @json_option
 def ship(source: str | None, target: str | None, ram: str | None, bandwidth_gbps: float | None, ctx: int,
          quants: list[str] | None, no_tune: bool, min_tps: float | None, max_kld: float | None, outdir: str | None,
-         workdir: str | None, push: str | None, private: bool, eval_tokens: int, threads: int | None, revision: str | None,
-         token: str | None, as_json: bool) -> None:
+         workdir: str | None, force: bool, push: str | None, private: bool, eval_tokens: int, threads: int | None,
+         revision: str | None, token: str | None, as_json: bool) -> None:
     """Make, measure and plan SOURCE's quants for a device, and write the deploy folder of the best that fits."""
     res = run_ship(source, target=target, ram=ram, bandwidth_gbps=bandwidth_gbps, ctx=ctx, quants=quants or None,
                    tune=not no_tune, min_tps=min_tps, max_kld=max_kld, outdir=outdir, workdir=workdir, push=push, private=private,
                    token=token, threads=threads, eval_tokens=eval_tokens, revision=revision,
-                   progress=progress_wanted(as_json))
+                   progress=progress_wanted(as_json), force=force)
     if as_json:
         print_json(res)
         return

@@ -26,20 +26,22 @@ from typing import Any
 from .. import manifest
 from ..bench.matrix import bench
 from ..convert import convert
+from ..convert.models import require_generator_source
 from ..errors import EdgeqError, UsageError
 from ..files import write_json_atomic
 from ..llamacpp.quantize import Overrides
 from ..output import human_bytes, note, to_jsonable
 from ..plan import devices, plan
-from ..plan.devices import parse_size
 from ..plan.recommend import Candidate, Recommendation, recommend
 from ..plan.source import from_gguf
 from ..report.tables import first_prompt_batch1
+from ..sources import Source, resolve
 from ..system import system_info
 from ..tune import tune as run_tune
 from ..tune.allocate import budget_bytes
 from ..upload import upload
 from .deploy import default_repo, preface, write_folder
+from .preflight import preflight, work_folder
 from .result import SCHEMA, Option, ShipResult
 
 STOCK = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M")  # beside the F16 reference
@@ -56,16 +58,21 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
          bandwidth_gbps: float | None = None, ctx: int = 4096, quants: list[str] | None = None, tune: bool = True,
          min_tps: float | None = None, max_kld: float | None = None, outdir: str | Path | None = None,
          workdir: str | Path | None = None, push: str | None = None, private: bool = False, token: str | None = None, threads: int | None = None,
-         eval_tokens: int = EVAL_TOKENS, revision: str | None = None, progress: bool = True) -> ShipResult:
+         eval_tokens: int = EVAL_TOKENS, revision: str | None = None, progress: bool = True,
+         force: bool = False) -> ShipResult:
     """Make, measure and plan the candidates of ``source`` for ``target``; write the deploy folder of the pick.
 
     The candidates are made in ``workdir`` (default ``models/<name>/``, where ``convert`` puts them), the deploy
-    folder is ``outdir`` (default ``dist/<name>/``)."""
-    if target and ram:
-        raise UsageError("ship takes one target: --for DEVICE or --ram (with --bandwidth).",
-                         hint="Drop one of them.")
-    ram_bytes = parse_size(ram) if ram else None
-    stock = [q.upper() for q in (quants or STOCK)]
+    folder is ``outdir`` (default ``dist/<name>/``): new, empty or an earlier ship's (``force``: any folder).
+    Every option is checked before any model work starts (``preflight``)."""
+    ram_bytes, stock, push = preflight(target=target, ram=ram, bandwidth_gbps=bandwidth_gbps, ctx=ctx, quants=quants,
+                                       default_quants=STOCK, min_tps=min_tps, max_kld=max_kld, outdir=outdir,
+                                       workdir=workdir, push=push, token=token, threads=threads,
+                                       eval_tokens=eval_tokens, force=force)
+    src = resolve(source, revision=revision, token=token, progress=progress)  # a repo id: downloaded once, here
+    require_generator_source(src, "edgeq ship measures and deploys text generation")
+    if outdir is None:  # the default deploy folder is named after the work folder: known only now
+        manifest.claim(Path("dist") / work_folder(src, workdir).name, "ship", force=force)
     stages: dict[str, float] = {}
     here = target is None and ram_bytes is None
 
@@ -76,13 +83,13 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
 
     t = stage(1, "convert", f"F16 and {', '.join(stock)} (imatrix where it helps)")
     plain = [q for q in stock if q not in IMATRIX_HELPS]
-    base = convert(source, quants=plain or ["F16"], outdir=workdir, revision=revision, token=token, threads=threads,
+    base = convert(src, quants=plain or ["F16"], outdir=workdir, revision=revision, token=token, threads=threads,
                    progress=progress)
     work = Path(base.outdir)
     files = {o.variant: Path(o.path) for o in base.outputs}
     imat = [q for q in stock if q in IMATRIX_HELPS]
     if imat:
-        res = convert(source, quants=imat, outdir=work, overrides=Overrides(imatrix=True), revision=revision,
+        res = convert(src, quants=imat, outdir=work, overrides=Overrides(imatrix=True), revision=revision,
                       token=token, threads=threads, progress=progress)
         files.update({o.variant: Path(o.path) for o in res.outputs if o.variant != "F16"})
     stages["convert"] = time.perf_counter() - t
@@ -92,7 +99,7 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
     t = stage(2, "tune", f"a file for {device.name}'s RAM")
     tuned_note = None
     if tune:
-        tuned_note = _tune(source, work, files, target, ram, ctx, threads, progress, revision, token)
+        tuned_note = _tune(src, work, files, target, ram, ctx, threads, progress, revision, token)
     stages["tune"] = time.perf_counter() - t
 
     cands = files  # the candidates, the tuned file included
@@ -116,11 +123,11 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
     if not here:
         notes.append(f"{device.name} is not this machine: its tok/s are predicted by the plan (uncalibrated for that "
                      "device); KLD and every 'here' figure were measured on this machine.")
-    src = dict(base.source) if isinstance(base.source, dict) else {}
+    src_record = dict(base.source) if isinstance(base.source, dict) else {}
     tgt = {"name": device.name, "description": device.description, "ram_bytes": device.ram_bytes, "here": here,
            "arch": device.arch}
     folder = Path(outdir) if outdir else Path("dist") / f"{work.name}"
-    result = ShipResult(SCHEMA, src, tgt, ctx, str(folder), rec.quant if rec.ok else None,
+    result = ShipResult(SCHEMA, src_record, tgt, ctx, str(folder), rec.quant if rec.ok else None,
                         runner.quant if runner and runner.ok else None, rec.sentence, options, stages, notes)
     if not rec.ok:
         raise NothingFits(rec, result)
@@ -130,7 +137,7 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
     repo = push or default_repo(Path(chosen.file).name, chosen.label)
     # run.sh runs on the target: its cores, not the threads this machine measured with (unless it is the target).
     write_folder(folder, work, chosen, result, [eval_path, bench_path], plans[options.index(chosen)],
-                 (threads if here else None) or device.cores, repo)
+                 (threads if here else None) or device.cores, repo, force=force)
     stages["folder"] = time.perf_counter() - t
     if push:
         up = upload(folder, push, private=private, token=token, progress=progress, preface=preface(result, chosen))
@@ -158,7 +165,7 @@ def _target(target: str | None, ram_bytes: int | None, bandwidth_gbps: float | N
     return devices.this_machine(bandwidth_gbps=bandwidth_gbps)
 
 
-def _tune(source: str | None, work: Path, files: dict[str, Path], target: str | None, ram: str | None, ctx: int,
+def _tune(source: Source, work: Path, files: dict[str, Path], target: str | None, ram: str | None, ctx: int,
           threads: int | None, progress: bool, revision: str | None, token: str | None) -> str | None:
     """Add a tuned file for the target's RAM to ``files``; or say why there is none."""
     quantized = [p for k, p in files.items() if k != "F16"]

@@ -25,7 +25,9 @@ from ..bundle import binaries_record, write_bin, write_run_sh
 from ..errors import VerifyFailed
 from ..files import atomic_output, place_file, write_json_atomic
 from ..llamacpp import cross
+from ..output import md_text
 from ..report import write_report
+from ..report.tables import cell
 from ..upload import companions, model_name
 from ..upload.card import Published, render
 from ..upload.measured import measure
@@ -33,16 +35,17 @@ from .result import Option, ShipResult
 
 
 def write_folder(folder: Path, work: Path, chosen: Option, result: ShipResult, results: list[Path],
-                 plan: dict[str, Any], threads: int, repo_id: str) -> None:
-    """Write (or bring up to date) the deploy folder of ``chosen``, then verify it."""
+                 plan: dict[str, Any], threads: int, repo_id: str, *, force: bool = False) -> None:
+    """Write (or bring up to date) the deploy folder of ``chosen``, then verify it.
+
+    The folder holds one model: an earlier ship's pick goes, if edgeq left it as it wrote it; a folder of
+    another kind (a convert folder's quants) is refused (``manifest.claim``) unless ``force``."""
+    old = manifest.claim(folder, "ship", force=force)
     folder.mkdir(parents=True, exist_ok=True)
     src = Path(chosen.file)
     wmf = manifest.load(work)
     assert wmf is not None and src.name in wmf.files  # convert and tune recorded it
-    old = manifest.load(folder)
-    for name in (old.files if old else {}):  # an earlier pick: this folder holds one model file
-        if name != src.name:
-            (folder / name).unlink(missing_ok=True)
+    manifest.remove_replaced(folder, old, src.name, force=force)
     place_file(src, folder / src.name)
     mf = manifest.Manifest(source=wmf.source, llama_cpp=wmf.llama_cpp,
                            options={**{k: v for k, v in wmf.options.items() if k != "tuned"},
@@ -104,16 +107,18 @@ def default_repo(name: str, label: str) -> str:
 
 def preface(result: ShipResult, chosen: Option) -> list[str]:
     """The card's "Recommended" section: the pick, why, and every candidate's figures, measured or predicted."""
-    where = "this machine" if result.target["here"] else f"{result.target['name']} ({result.target['description']})"
-    lines = ["## Recommended", "", f"For {where} at a context of {result.ctx:,}: **{chosen.label}**. {result.sentence}"]
+    where = ("this machine" if result.target["here"]
+             else md_text(f"{result.target['name']} ({result.target['description']})"))
+    lines = ["## Recommended", "",
+             f"For {where} at a context of {result.ctx:,}: **{md_text(chosen.label)}**. {md_text(result.sentence)}"]
     if result.runner_up:
-        lines.append(f"Runner-up: {result.runner_up}.")
-    lines += [""] + [f"> {n}" for n in result.notes] + ([""] if result.notes else [])
+        lines.append(f"Runner-up: {md_text(result.runner_up)}.")
+    lines += [""] + [f"> {md_text(n)}" for n in result.notes] + ([""] if result.notes else [])
     lines += ["| file | size | KLD | ΔPPL % | top-1 % | tg tok/s here | RAM on target at ctx | tg tok/s on target |",
               "|---|---|---|---|---|---|---|---|"]
     for o in result.options:
         mark = "▶ " if o.label == chosen.label else ""
-        lines.append(f"| {mark}{o.label} | {o.size_bytes / 2**20:.1f} MiB | "
+        lines.append(f"| {mark}{cell(md_text(o.label))} | {o.size_bytes / 2**20:.1f} MiB | "
                      f"{'reference' if o.label == 'F16' else _n(o.kld_mean, '.4g')} | {_n(o.delta_ppl_pct, '+.2f')} | "
                      f"{_n(o.top1_pct, '.1f')} | {_n(o.tg_tps_here, '.1f')} | {o.ram_target_bytes / 2**20:.0f} MiB "
                      f"(predicted){'' if o.fits else ', does not fit'} | {o.tg_tps_target:.1f} "
