@@ -29,7 +29,7 @@ def test_an_unknown_architecture_names_the_known_ones(tmp_path, capsys):
 
     model = write_small_gguf(tmp_path / "m.gguf", name="m", add_bos=True)
     code, err, _ = run_main(["bundle", str(model), "--arch", "riscv64", "-o", str(tmp_path / "b")], capsys)
-    assert code == 3 and "riscv64" in err and "aarch64" in err and len(err.splitlines()) == 1
+    assert code == 2 and "riscv64" in err and "aarch64" in err and len(err.splitlines()) == 1  # a usage error (issue 32)
     assert not (tmp_path / "b").exists()
 
 
