@@ -41,15 +41,20 @@ def embedded_checkpoint() -> Path:
 
 
 def make_tiny_checkpoint(dest: Path, tokenizer_from: Path, *, arch: str = "llama", hidden: int = 256,
-                         layers: int = 2, heads: int = 4, kv_heads: int = 2, ffn: int = 512) -> Path:
-    """A randomly initialised model with a real tokenizer, saved as safetensors."""
+                         layers: int = 2, heads: int = 4, kv_heads: int = 2, ffn: int = 512,
+                         initializer_range: float = 0.02) -> Path:
+    """A randomly initialised model with a real tokenizer, saved as safetensors.
+
+    ``initializer_range`` well above the default (0.02) gives peaked logits, for checks of arithmetic in which
+    a wrong kernel must not hide in near-uniform noise.
+    """
     import torch
     import transformers
 
     vocab = len(transformers.AutoTokenizer.from_pretrained(tokenizer_from))
     common = dict(vocab_size=vocab, hidden_size=hidden, intermediate_size=ffn, num_hidden_layers=layers,
                   num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=512,
-                  bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+                  bos_token_id=1, eos_token_id=2, tie_word_embeddings=False, initializer_range=initializer_range)
     if arch == "llama":
         cfg, cls = transformers.LlamaConfig(**common), transformers.LlamaForCausalLM
     elif arch == "qwen2":
@@ -67,12 +72,50 @@ def make_tiny_checkpoint(dest: Path, tokenizer_from: Path, *, arch: str = "llama
 
 @pytest.fixture(scope="session")
 def embedded_outputs(tmp_path_factory: pytest.TempPathFactory, embedded_checkpoint: Path) -> list[Path]:
-    """The embedded model as F16, Q8_0 and Q4_K_M GGUFs (in the folder other tests reuse)."""
+    """The embedded model as F16, Q8_0 and Q4_K_M GGUFs: converted once per test session, for every test.
+
+    Tests must not change these files; one that needs to damage a file copies it first.
+    """
     from edgeq.convert import convert
 
-    out = tmp_path_factory.getbasetemp() / "embedded-out"
+    # convert lets one run at a time into a folder and reuses what an earlier one made there: with several
+    # pytest-xdist workers, the first converts and the others wait for its files.
+    out = run_dir(tmp_path_factory) / "embedded-out"
     res = convert(str(embedded_checkpoint), quants=["Q8_0", "Q4_K_M"], outdir=out, progress=False)
     return [Path(o.path) for o in res.outputs]
+
+
+def run_dir(factory: pytest.TempPathFactory) -> Path:
+    """The folder of this test run, which every pytest-xdist worker of it shares (each has its own under it)."""
+    import os
+
+    base = factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def seed_folder(dest: Path, files: list[Path]) -> Path:
+    """``dest`` holding ``files`` and their folder's manifest, as hard links where it can (copies elsewhere).
+
+    edgeq replaces a file by renaming a new one over it, never by writing into it, so a link is as safe as a copy.
+    """
+    import os
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in [*files, files[0].parent / "edgeq-manifest.json"]:
+        try:
+            os.link(f, dest / f.name)
+        except OSError:
+            shutil.copy2(f, dest / f.name)
+    return dest
+
+
+@pytest.fixture
+def embedded_models(embedded_outputs: list[Path]) -> Path:
+    """This test's models folder already holding the session's conversions of the embedded model where convert
+    puts them by default, so a command that converts the embedded model reuses them (as a user's second run does)."""
+    from edgeq import config
+
+    return seed_folder(config.models_dir() / "SmolLM2-135M-Instruct", embedded_outputs)
 
 
 @pytest.fixture(scope="session")
@@ -87,12 +130,10 @@ def qwen2_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (transformers 5 rebuilds a Qwen2 model's pre-tokenizer from the class, so a
     tiny Qwen2 needs Qwen2's own tokenizer for the converter to recognise it.)
     """
-    from transformers import AutoTokenizer
-
-    from edgeq import config
+    from archmatrix import vocab_tokenizer
 
     dest = tmp_path_factory.mktemp("qwen2-tokenizer")
-    AutoTokenizer.from_pretrained(config.llama_dir() / "models", gguf_file="ggml-vocab-qwen2.gguf").save_pretrained(dest)
+    vocab_tokenizer("qwen2").save_pretrained(dest)
     return dest
 
 

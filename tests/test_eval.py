@@ -236,7 +236,7 @@ def test_partial_and_imatrix_variants(tiny_llama: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_eval_cli_on_the_embedded_model(tmp_path: Path) -> None:
+def test_eval_cli_on_the_embedded_model(tmp_path: Path, embedded_models: Path) -> None:
     """HF fp32 vs F16 within 1% (the conversion check), KLD ordering F16 < Q8_0, JSON out, one table."""
     out = tmp_path / "ppl.json"
     r = CliRunner().invoke(cli, ["eval", "ppl", "--quants", "F16,Q8_0", "--max-tokens", "1024", "--json",
@@ -252,7 +252,7 @@ def test_eval_cli_on_the_embedded_model(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_kld_agrees_with_llama_perplexity(tmp_path: Path) -> None:
+def test_kld_agrees_with_llama_perplexity(tmp_path: Path, embedded_models: Path) -> None:
     from edgeq import convert
 
     res = convert(None, quants=["Q4_K_M"], progress=False)

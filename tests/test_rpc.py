@@ -148,15 +148,9 @@ def hosts() -> Iterator[list[Server]]:
 
 
 @pytest.fixture(scope="module")
-def gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The embedded model's Q8_0 GGUF (~140 MiB), converted once if this checkout has none yet."""
-    p = REPO / "models" / "SmolLM2-135M-Instruct" / "SmolLM2-135M-Instruct-Q8_0.gguf"
-    if p.is_file():
-        return p
-    from edgeq.convert import convert
-
-    res = convert(None, quants=["Q8_0"], outdir=tmp_path_factory.mktemp("gguf"), progress=False)
-    return next(Path(o.path) for o in res.outputs if o.type == "Q8_0")
+def gguf(embedded_outputs: list[Path]) -> Path:
+    """The embedded model's Q8_0 GGUF (~140 MiB), from the session's one conversion."""
+    return next(p for p in embedded_outputs if p.name.endswith("-Q8_0.gguf"))
 
 
 def edgeq(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -94,13 +94,15 @@ FAST = ["--types", "Q8_0,Q6_K,Q5_0,Q4_K,Q4_0,Q3_K,IQ4_NL", "--imatrix-chunks", "
 
 
 @pytest.fixture(scope="module")
-def tuned(tmp_path_factory):
-    """A tune of the embedded model at the size of its stock Q4_K_M (made with the same imatrix)."""
-    from conftest import run_main  # noqa: F401 - the CLI's own entry point, via main()
+def tuned(tmp_path_factory, embedded_outputs):
+    """A tune of the embedded model at the size of its stock Q4_K_M (made with the same imatrix), into a folder
+    that holds the session's conversions already (as a user's convert folder does): its F16 is reused."""
+    from conftest import run_main, seed_folder  # noqa: F401 - the CLI's own entry point, via main()
 
     from edgeq.cli import main
 
     out = tmp_path_factory.mktemp("tune")
+    seed_folder(out / "m", embedded_outputs)
     first = out / "first.json"
     with open(first, "w") as f:
         _run_json(main, ["tune", "--size", "100MiB", "-o", str(out / "m"), *FAST], f)

@@ -63,10 +63,13 @@ class TextCheck:
 
 def check_folder(folder: Path, *, local: bool = True, rpc: bool = False, prompt: str = DEFAULT_PROMPT,
                  n_predict: int = DEFAULT_TOKENS, threads: int | None = None,
-                 levels: list[str] | None = None, progress: bool = False) -> tuple[Envelope, list[TextCheck]]:
+                 levels: list[str] | None = None, progress: bool = False,
+                 bounds: Envelope | None = None) -> tuple[Envelope, list[TextCheck]]:
     """Run a bundle's binaries under qemu at each of its CPU levels and compare them with this machine's build.
 
     Returns the envelope (this machine's own levels against each other: the bounds) and one check per run.
+    ``bounds``: the envelope of this model already measured (``envelope``) with the same ``threads``, which the
+    checks then reuse instead of scoring the model at every CPU level here again.
     """
     from ..quality.crosscheck import llama_perplexity_kld  # numpy: not while the CLI starts
 
@@ -81,7 +84,9 @@ def check_folder(folder: Path, *, local: bool = True, rpc: bool = False, prompt:
     threads = threads or system.default_threads()
     here, _ = _generate([find_toolchain().tool("llama-completion")], model, prompt, n_predict, threads)
     text = default_text()[0][:CHECK_CHARS]
-    env = envelope(model, text, threads) if local else Envelope(None, 0.0, 100.0, MAX_KLD_FLOOR, MIN_TOP1_CEILING)
+    if bounds is None:
+        bounds = envelope(model, text, threads) if local else Envelope(None, 0.0, 100.0, MAX_KLD_FLOOR, MIN_TOP1_CEILING)
+    env = bounds
     out = []
     for level in levels or [v["name"] for v in rec["levels"]]:
         emu = cross.emulator(t, level)
