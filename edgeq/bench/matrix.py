@@ -23,6 +23,7 @@ from ..sources import file_fingerprint
 from . import fit
 from .eta import ETA, human_seconds
 from .llama_bench import cross_check
+from .noise import busy_reason, load_now
 from .prompts import load_prompts
 from .results import SCHEMA, BenchResults, RunResult, RunSpec, Stat
 from .runs import WorkerPool, skipped_rows
@@ -177,6 +178,7 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
                     _save(res, output)
                     bar.update_to(rnd * len(specs) + i + 1)
                     left = eta.left(rnd, i, live=set(pool.live))
+                res.loads.append(load_now())
                 readings.append(_bandwidth(threads) if runs_any else None)
             res.timing["loads"] = sum(pool.loads)
             res.timing["runs"] = eta.record_rows()
@@ -244,6 +246,9 @@ def merge_rounds(rounds: list[list[RunResult]]) -> list[RunResult]:
 def _finish(res: BenchResults, readings: list[dict[str, Any] | None]) -> None:
     res.verdicts = verdicts(res.runs)
     res.roofline = roofline(res.runs, readings, threads=res.environment.get("threads"))
+    threads = int(res.environment.get("threads") or 1)
+    res.busy = busy_reason(res.runs, res.loads, cores=int(res.environment.get("physical_cores") or threads),
+                           threads=threads)
 
 
 def _save(res: BenchResults, output: str | Path | None) -> None:

@@ -125,6 +125,8 @@ class BenchResults:
     roofline: dict[str, Any] = field(default_factory=dict)
     llama_bench: list[LlamaBenchCheck] = field(default_factory=list)
     interrupted: bool = False
+    busy: str | None = None  # why the machine looked busy while it measured (bench.noise), or None
+    loads: list[float | None] = field(default_factory=list)  # 1-minute load average after each round
     # Seconds: estimated_s (before it ran), matrix_s (bandwidth readings and every run); loads: workers started.
     timing: dict[str, Any] = field(default_factory=dict)
 

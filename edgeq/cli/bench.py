@@ -114,6 +114,8 @@ def print_results(res: BenchResults) -> None:
                    + (f"; the matrix took {human_seconds(res.timing['matrix_s'])}" if res.timing.get("matrix_s") else ""))
     for w in res.roofline.get("warnings", []):
         note(f"warning: {w}")
+    if res.busy:
+        note(f"warning: {res.busy}")
     for c in res.llama_bench:
         flag = "agrees" if c.agrees else "DISAGREES (>10%)"
         echo(f"llama-bench {c.variant}: pp {c.llama_bench_pp_tps:.1f} vs ours {c.ours_pp_tps:.1f} "

@@ -41,6 +41,9 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
               help="`edgeq eval` results with this model's KLD / ΔPPL (repeatable).")
 @click.option("--min-tps", type=float, help="Slowest acceptable generation speed (tok/s).")
 @click.option("--max-kld", type=float, help="Largest acceptable KL divergence vs full precision.")
+@click.option("--prefer", type=click.Choice(["speed", "quality", "size"]), default="speed", show_default=True,
+              help="The objective: the fastest near-lossless quant (speed), the least KLD (quality) or the least RAM "
+                   "(size) among those that fit and meet --min-tps/--max-kld.")
 @click.option("--largest", is_flag=True, help="Across shipped model configs: the largest model and quant that qualifies.")
 @click.option("--family", help="With --largest: one family (llama-3, qwen2.5, gemma-2, mistral).")
 @click.option("--rpc", callback=strings, help="Cross-check llama-fit-params with these RPC servers (host:port,…).")
@@ -50,7 +53,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 @json_option
 def plan(source: str | None, quants: str, ctx: int, cache_type: str, device: str | None, ram: int | None,
          bandwidth: float | None, headroom: int | None, calibrate: str | None, eval_results: tuple[str, ...],
-         min_tps: float | None, max_kld: float | None, largest: bool, family: str | None, rpc: list[str],
+         min_tps: float | None, max_kld: float | None, prefer: str, largest: bool, family: str | None, rpc: list[str],
          no_fit_params: bool, revision: str | None, token: str | None, as_json: bool) -> None:
     """Predict size, peak RAM, speed and quality of each quant of SOURCE, and recommend one.
 
@@ -68,7 +71,7 @@ def plan(source: str | None, quants: str, ctx: int, cache_type: str, device: str
         raise click.BadParameter("must be more than zero", param_hint="--ram")
     common: dict[str, Any] = dict(quants=[quants], ctx=ctx, cache_type=cache_type, device=device, ram_bytes=ram,
                   bandwidth_gbps=bandwidth, headroom_bytes=headroom, calibrate=calibrate, min_tps=min_tps,
-                  max_kld=max_kld)
+                  max_kld=max_kld, prefer=prefer)
     if largest:
         if source:
             raise click.UsageError("--largest plans the shipped model configs; leave out SOURCE.")
@@ -105,15 +108,16 @@ def print_plan(res: PlanResult, *, largest: bool = False) -> None:
             "yes" if r.fits else "NO", f"{r.tg_tps:.1f}", f"{r.pp_tps:.0f}" if r.pp_tps else "-",
             f"{q.kld:.4f}" if q.kld is not None else "-",
             (f"{q.delta_ppl:+.3f}" + ("%" if q.delta_ppl_unit == "%" else "")) if q.delta_ppl is not None else "-",
-            "eval" if q.measured else "published"])
+            "eval" if q.measured else "published", f"no: {r.dominated_by}" if r.dominated_by else "yes"])
     print_table(title, (["model"] if largest else []) + [
         "quant", "size", "bits/w", f"RAM @{res.ctx}", "fits", "tg tok/s*", "pp tok/s*",
-        "KLD", "ΔPPL", "quality from"], rows)
+        "KLD", "ΔPPL", "quality from", "front"], rows)
     for f in res.fit_params:
         echo(f"llama-fit-params {f.quant} on {f.device}: {f.explanation}.")
     for n in res.notes:
         echo(f"• {n}")
-    echo("* predictions (memory-bandwidth roofline for tg, compute estimate for pp), not measurements.")
+    echo("* predictions (memory-bandwidth roofline for tg, compute estimate for pp), not measurements. front: on the "
+         "Pareto front of KLD vs tg; 'no: X' = X has no more KLD and is faster beyond noise.")
     rec = res.recommendation
     if rec is not None and rec.ok:
         echo(f"Recommendation: {rec.sentence}")

@@ -9,7 +9,8 @@ from ..quants import parse_quants
 from . import devices, families, fitcheck, memory, quality, source, speed
 from .calibrate import MIN_SIZE_SPREAD, Calibration, from_bench
 from .devices import Device
-from .recommend import Candidate, Recommendation, check_asks, recommend
+from .objective import DEFAULT_PREFER, dominated_by
+from .recommend import Candidate, Recommendation, check_asks, check_prefer, recommend
 from .size import predict_size, tensor_bytes, tensor_types
 
 SCHEMA = "edgeq-plan/1"
@@ -35,6 +36,7 @@ class QuantPlan:
     quality: quality.Quality
     fits: bool
     reason: str  # why it fits or not, one phrase
+    dominated_by: str | None = None  # a quant with no more KLD that is faster beyond noise: off the Pareto front
 
 
 @dataclass
@@ -130,10 +132,12 @@ def plan(src: str | None, *, quants: list[str] | tuple[str, ...] = DEFAULT_QUANT
          bandwidth_gbps: float | None = None, headroom_bytes: int | None = None, calibrate: str | None = None,
          min_tps: float | None = None, max_kld: float | None = None, eval_results: list[str] | None = None,
          rpc: list[str] | None = None, fit_params: bool = True, revision: str | None = None,
-         token: str | None = None) -> PlanResult:
-    """Plan every quant of ``src`` (GGUF, folder, HF checkpoint or repo id) for a machine, and recommend one."""
+         token: str | None = None, prefer: str = DEFAULT_PREFER) -> PlanResult:
+    """Plan every quant of ``src`` (GGUF, folder, HF checkpoint or repo id) for a machine, and recommend one by
+    ``prefer`` (``objective``)."""
     _check_args(ctx, cache_type, headroom_bytes)
     check_asks(min_tps, max_kld)
+    check_prefer(prefer)
     qs = [q.name for q in parse_quants(list(quants))]
     spec = source.load(src, revision=revision, token=token)
     qs += [label for label in spec.recipes if label not in qs]  # tuned files: their own rows
@@ -144,7 +148,7 @@ def plan(src: str | None, *, quants: list[str] | tuple[str, ...] = DEFAULT_QUANT
     res = PlanResult(SCHEMA, {"source": src, "kind": spec.kind, "name": spec.name, "architecture": spec.arch,
                               "parameters": spec.parameters, "n_layer": spec.n_layer, "ctx_train": spec.ctx_train},
                      dev, ctx, cache_type, head, budget, calib, rows)
-    res.recommendation = recommend([_candidate(r, budget) for r in rows], min_tps=min_tps, max_kld=max_kld)
+    res.recommendation = _decide(rows, budget, min_tps=min_tps, max_kld=max_kld, prefer=prefer)
     if fit_params:
         res.fit_params = _fit_params(spec, rows, ctx=ctx, cache_type=cache_type, rpc=rpc)
     res.notes = _notes(spec, ctx, rows, calib)
@@ -152,7 +156,19 @@ def plan(src: str | None, *, quants: list[str] | tuple[str, ...] = DEFAULT_QUANT
 
 
 def _candidate(r: QuantPlan, budget: int) -> Candidate:
-    return Candidate(r.model, r.quant, r.parameters, r.memory.required_bytes, budget, r.tg_tps, r.quality.kld)
+    return Candidate(r.model, r.quant, r.parameters, r.memory.required_bytes, budget, r.tg_tps, r.quality.kld,
+                     r.pp_tps)
+
+
+def _decide(rows: list[QuantPlan], budget: int, *, largest: bool = False, **asks: object) -> Recommendation:
+    """The recommendation, and each row marked when another of its model dominates it."""
+    cands = [_candidate(r, budget) for r in rows]
+    for m in {r.model for r in rows}:
+        mine = [(r, c) for r, c in zip(rows, cands) if r.model == m]
+        dom = dominated_by([c for _, c in mine])
+        for r, c in mine:
+            r.dominated_by = dom[c.quant]
+    return recommend(cands, largest=largest, **asks)  # type: ignore[arg-type]
 
 
 def _fit_params(spec: source.ModelSpec, rows: list[QuantPlan], *, ctx: int, cache_type: str,
@@ -212,17 +228,17 @@ def _size_warning(spec: source.ModelSpec, calib: Calibration) -> str:
 def largest(*, family: str | None = None, quants: list[str] | tuple[str, ...] = DEFAULT_QUANTS,
             ctx: int = DEFAULT_CTX, cache_type: str = "f16", device: str | None = None, ram_bytes: int | None = None,
             bandwidth_gbps: float | None = None, headroom_bytes: int | None = None, calibrate: str | None = None,
-            min_tps: float | None = None, max_kld: float | None = None) -> PlanResult:
+            min_tps: float | None = None, max_kld: float | None = None, prefer: str = DEFAULT_PREFER) -> PlanResult:
     """The largest shipped model config (of ``family``, or any) and its best quant this machine runs as asked."""
     _check_args(ctx, cache_type, headroom_bytes)
+    check_prefer(prefer)
     qs = [q.name for q in parse_quants(list(quants))]
     dev, calib, head, budget = _setup(device, ram_bytes, bandwidth_gbps, calibrate, headroom_bytes)
     rows = [_row(families.spec(m), q, ctx=ctx, cache_type=cache_type, device=dev, budget=budget, calib=calib,
                  eval_rows=[]) for m in families.members(family) for q in qs]
     res = PlanResult(SCHEMA, {"source": f"family:{family or 'all'}", "kind": "family",
                               "models": families.members(family)}, dev, ctx, cache_type, head, budget, calib, rows)
-    res.recommendation = recommend([_candidate(r, budget) for r in rows], min_tps=min_tps, max_kld=max_kld,
-                                   largest=True)
+    res.recommendation = _decide(rows, budget, min_tps=min_tps, max_kld=max_kld, prefer=prefer, largest=True)
     res.notes = ["model shapes from edgeq/data/model-configs.json (config numbers only); file sizes estimate the "
                  "vocabulary's metadata from its size."] + _notes(families.spec(families.members(family)[0]), 0, rows,
                                                                    calib)[-3:-1]

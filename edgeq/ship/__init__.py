@@ -12,7 +12,7 @@ Stages, each reusing what an earlier run or the single verbs made (so an interru
 3. **quality**: KLD, ΔPPL and top-1 of every candidate against the F16 file on the evaluation text (``eval``);
 4. **speed**: tok/s and peak RAM of every candidate here (``bench``), which also calibrates the plan;
 5. **plan** each candidate for the target: its RAM at ``ctx`` and, for another machine, its tok/s;
-6. **pick** the best quality that fits and meets ``min_tps``/``max_kld``, and the runner-up;
+6. **pick** by ``prefer`` among those that fit and meet ``min_tps``/``max_kld`` (``decide``), and the runner-up;
 7. **folder**: the chosen file, manifest, card, report, recipe and imatrix, and ``run.sh``; ``verify``; ``push``.
 """
 from __future__ import annotations
@@ -30,16 +30,17 @@ from ..convert.models import require_generator_source
 from ..errors import EdgeqError, UsageError
 from ..files import write_json_atomic
 from ..llamacpp.quantize import Overrides
-from ..output import human_bytes, note, to_jsonable
-from ..plan import devices, plan
-from ..plan.recommend import Candidate, Recommendation, recommend
+from ..output import human_bytes, note
+from ..plan import devices
+from ..plan.objective import DEFAULT_PREFER
+from ..plan.recommend import Recommendation, check_prefer
 from ..plan.source import from_gguf
-from ..report.tables import first_prompt_batch1
 from ..sources import Source, resolve
 from ..system import system_info
 from ..tune import tune as run_tune
 from ..tune.allocate import budget_bytes
 from ..upload import upload
+from .decide import GENERIC_BANDWIDTH_GBPS, pick, plan_options
 from .deploy import default_repo, preface, write_folder
 from .preflight import preflight, work_folder
 from .result import SCHEMA, Option, ShipResult
@@ -50,7 +51,6 @@ IMATRIX_HELPS = ("Q5_K_S", "Q5_K_M", "Q4_K_S", "Q4_K_M", "Q3_K_S", "Q3_K_M", "Q3
                  "IQ3_S", "IQ3_XXS", "IQ2_XS", "IQ2_XXS")
 EVAL_TOKENS = 8192
 BENCH = {"n_prompt": 128, "n_gen": 64, "reps": 3}
-GENERIC_BANDWIDTH_GBPS = 50.0  # a --ram machine's, without --bandwidth (a laptop's dual-channel DDR4/5)
 STAGES = ("convert", "tune", "quality", "speed", "plan", "pick", "folder")
 
 
@@ -59,12 +59,14 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
          min_tps: float | None = None, max_kld: float | None = None, outdir: str | Path | None = None,
          workdir: str | Path | None = None, push: str | None = None, private: bool = False, token: str | None = None, threads: int | None = None,
          eval_tokens: int = EVAL_TOKENS, revision: str | None = None, progress: bool = True,
-         force: bool = False) -> ShipResult:
+         force: bool = False, prefer: str = DEFAULT_PREFER) -> ShipResult:
     """Make, measure and plan the candidates of ``source`` for ``target``; write the deploy folder of the pick.
 
     The candidates are made in ``workdir`` (default ``models/<name>/``, where ``convert`` puts them), the deploy
     folder is ``outdir`` (default ``dist/<name>/``): new, empty or an earlier ship's (``force``: any folder).
+    The pick is made by ``prefer`` (``plan.objective``: the fastest near-lossless file by default).
     Every option is checked before any model work starts (``preflight``)."""
+    check_prefer(prefer)
     ram_bytes, stock, push = preflight(target=target, ram=ram, bandwidth_gbps=bandwidth_gbps, ctx=ctx, quants=quants,
                                        default_quants=STOCK, min_tps=min_tps, max_kld=max_kld, outdir=outdir,
                                        workdir=workdir, push=push, token=token, threads=threads,
@@ -112,14 +114,15 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
     stages["speed"] = time.perf_counter() - t
 
     t = stage(5, "plan", f"each file on {device.name} at ctx {ctx:,}")
-    options, plans = _plan(cands, eval_path, bench_path, target, ram_bytes, bandwidth_gbps, ctx, here)
+    options, plans = plan_options(cands, eval_path, bench_path, target, ram_bytes, bandwidth_gbps, ctx, here)
     stages["plan"] = time.perf_counter() - t
 
-    t = stage(6, "pick", "the best quality that fits and meets the asks")
+    t = stage(6, "pick", f"by {prefer} among the files that fit and meet the asks")
     rec, runner = pick(options, device_budget=plans[0]["budget_bytes"] if plans else 0, min_tps=min_tps,
-                       max_kld=max_kld)
+                       max_kld=max_kld, prefer=prefer)
     stages["pick"] = time.perf_counter() - t
-    notes = [n for n in [tuned_note] if n]
+    busy = json.loads(bench_path.read_text()).get("busy")
+    notes = [n for n in [tuned_note, busy and f"speed stage: {busy}"] if n]
     if not here:
         notes.append(f"{device.name} is not this machine: its tok/s are predicted by the plan (uncalibrated for that "
                      "device); KLD and every 'here' figure were measured on this machine.")
@@ -128,7 +131,8 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
            "arch": device.arch}
     folder = Path(outdir) if outdir else Path("dist") / f"{work.name}"
     result = ShipResult(SCHEMA, src_record, tgt, ctx, str(folder), rec.quant if rec.ok else None,
-                        runner.quant if runner and runner.ok else None, rec.sentence, options, stages, notes)
+                        runner.quant if runner and runner.ok else None, rec.sentence, options, stages, notes,
+                        prefer=prefer, kld_bound=rec.kld_bound, busy=busy)
     if not rec.ok:
         raise NothingFits(rec, result)
 
@@ -231,49 +235,6 @@ def _speed(work: Path, cands: dict[str, Path], threads: int | None, progress: bo
           progress=progress, n_prompt=BENCH["n_prompt"], n_gen=BENCH["n_gen"], reps=BENCH["reps"])
     tmp.replace(path)  # whole: an interrupted bench is measured again
     return path
-
-
-def _plan(cands: dict[str, Path], eval_path: Path, bench_path: Path, target: str | None, ram_bytes: int | None,
-          bandwidth_gbps: float | None, ctx: int, here: bool) -> tuple[list[Option], list[dict[str, Any]]]:
-    """Each candidate planned for the target (calibrated by the bench when the target is this machine)."""
-    bench = json.loads(bench_path.read_text())
-    ev = json.loads(eval_path.read_text())
-    # The runs the card shows too: the first prompt at batch 1 (bench measures each prompt).
-    runs = {Path(r["path"]).name: r for r in first_prompt_batch1(bench["runs"]) if r["backend"] == "llama.cpp"}
-    rows = {Path(r["model"]["path"]).name: r for r in ev["rows"]}
-    options, plans = [], []
-    for label, path in cands.items():
-        spec = from_gguf(path)
-        quants = [] if spec.recipes else list(spec.files)
-        # A --ram machine gets _target's bandwidth too, never this machine's (nor its calibration).
-        res = plan(str(path), quants=quants, ctx=ctx, device=target, ram_bytes=ram_bytes,
-                   bandwidth_gbps=bandwidth_gbps or (GENERIC_BANDWIDTH_GBPS if ram_bytes is not None else None),
-                   calibrate=str(bench_path) if here else None, fit_params=False)
-        row = res.rows[0]
-        plans.append(to_jsonable(res))
-        run, q = runs.get(path.name), rows.get(path.name, {})
-        tg_here = float(run["tg_tps"]["median"]) if run else None
-        options.append(Option(label, str(path), path.stat().st_size, row.bits_per_weight, q.get("kld_mean"),
-                              q.get("delta_ppl_pct"), q.get("top1_pct"), tg_here,
-                              float(run["pp_tps"]["median"]) if run else None, run.get("peak_rss_bytes") if run else None,
-                              row.memory.required_bytes, tg_here if here and tg_here else row.tg_tps,
-                              bool(here and tg_here), row.fits))
-    return options, plans
-
-
-def pick(options: list[Option], *, device_budget: int, min_tps: float | None,
-         max_kld: float | None) -> tuple[Recommendation, Recommendation | None]:
-    """The best quality (least KLD) among the candidates that fit and meet the asks, and the runner-up; the F16
-    reference competes too (its KLD is 0 by definition: it is what the others are measured against)."""
-    cands = [Candidate("", o.label, 1, o.ram_target_bytes, device_budget, o.tg_tps_target,
-                       0.0 if o.label == "F16" else o.kld_mean) for o in options]
-    best = recommend(cands, min_tps=min_tps, max_kld=max_kld)
-    if best.quant == "F16":
-        best.sentence = best.sentence.replace(f"(KLD {0.0:.4f})", "(the float reference itself)")
-    if not best.ok:
-        return best, None
-    rest = [c for c in cands if c.quant != best.quant]
-    return best, (recommend(rest, min_tps=min_tps, max_kld=max_kld) if rest else None)
 
 
 __all__ = ["SCHEMA", "NothingFits", "Option", "ShipResult", "pick", "ship"]

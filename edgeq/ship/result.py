@@ -24,6 +24,13 @@ class Option:
     tg_tps_target: float  # measured here when the target is here, else predicted
     tg_measured: bool
     fits: bool
+    # The range the pick compares within (measured: the repetitions' min–max; None: a prediction) and pp.
+    tg_low_target: float | None = None
+    tg_high_target: float | None = None
+    pp_tps_target: float | None = None
+    pp_low_target: float | None = None
+    pp_high_target: float | None = None
+    dominated_by: str | None = None  # a candidate with no more KLD, faster beyond noise: off the Pareto front
 
 
 @dataclass
@@ -40,6 +47,9 @@ class ShipResult:
     stages: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     pushed: str | None = None  # the commit or pull request of --push
+    prefer: str = "speed"  # the objective the pick was made by (plan.objective)
+    kld_bound: float | None = None  # the quality bound it kept to (None: the quality objective)
+    busy: str | None = None  # why the speed stage's machine looked busy (bench.noise), or None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -1,0 +1,125 @@
+"""The objective behind plan's and ship's picks (issue 33): pure logic, no model, no run."""
+from __future__ import annotations
+
+import pytest
+
+from edgeq.bench.noise import busy_reason
+from edgeq.bench.results import RunResult, Stat
+from edgeq.errors import UsageError
+from edgeq.plan.objective import NEAR_LOSSLESS_KLD, PREDICTED_BAND, band, choose, dominated_by
+from edgeq.plan.recommend import Candidate, recommend
+from edgeq.ship.decide import pick
+from edgeq.ship.result import Option
+
+GIB = 1024**3
+
+
+def _c(q: str, tg: float, kld: float | None, *, lo: float | None = None, hi: float | None = None,
+       pp: float | None = None, ram: int = GIB, budget: int = 8 * GIB) -> Candidate:
+    return Candidate("m", q, 10, ram, budget, tg, kld, pp, lo, hi)
+
+
+# The issue's 0.5B ship on a quiet machine: F16 tg 30.3; Q8_0 44.2 (KLD 0.0010); Q6_K 49.6 (0.0017); Q4_K_M 48.9.
+QWEN = [_c("F16", 30.3, 0.0, lo=29.8, hi=30.9, ram=2 * GIB), _c("Q8_0", 44.2, 0.0010, lo=43.5, hi=45.0),
+        _c("Q6_K", 49.6, 0.0017, lo=48.9, hi=50.3), _c("Q4_K_M", 48.9, 0.0045, lo=48.0, hi=49.7),
+        _c("Q4_0", 60.0, 0.05, lo=59.0, hi=61.0)]
+
+
+def test_speed_is_the_default_and_picks_the_fastest_near_lossless():
+    rec = recommend(QWEN)
+    assert rec.ok and rec.prefer == "speed" and rec.kld_bound == NEAR_LOSSLESS_KLD
+    # Q6_K and Q4_K_M overlap (48.9–50.3 vs 48.0–49.7): within noise; pp ties too (none), so the lower KLD decides.
+    assert rec.quant == "Q6_K" and rec.within_noise == ["Q4_K_M"]
+    assert "within noise" in rec.sentence and "KLD decided" in rec.sentence
+    assert "1.64× F16's speed" in rec.sentence and "F16 would have KLD 0.0000" in rec.sentence
+    assert "39% slower" in rec.sentence
+    assert "Q4_0" not in rec.sentence  # KLD 0.05 is outside the bound however fast
+
+
+def test_quality_is_the_old_rule_and_size_the_least_ram():
+    assert recommend(QWEN, prefer="quality").quant == "F16"
+    sized = [_c("Q8_0", 44.2, 0.001, ram=2 * GIB), _c("Q6_K", 40.0, 0.002, ram=GIB), _c("Q4_0", 60, 0.05, ram=GIB // 2)]
+    assert recommend(sized, prefer="size").quant == "Q6_K"
+
+
+def test_max_kld_replaces_the_bound_and_min_tps_stays_a_constraint():
+    assert recommend(QWEN, max_kld=0.06).quant == "Q4_0"
+    rec = recommend(QWEN, min_tps=55)  # only Q4_0 is fast enough: nothing near-lossless, so the best quality
+    assert rec.quant == "Q4_0" and "none within KLD 0.01" in rec.sentence and rec.kld_bound is None
+
+
+def test_pp_decides_when_generation_is_within_noise():
+    cands = [_c("Q5_0", 50.0, 0.004, lo=47, hi=53, pp=90), _c("Q5_K", 49.0, 0.004, lo=46, hi=52, pp=240)]
+    rec = recommend(cands)
+    assert rec.quant == "Q5_K" and "prompt speed decided" in rec.sentence
+
+
+def test_predicted_speeds_are_equal_within_the_plan_band():
+    assert band(100.0) == pytest.approx((100 * (1 - PREDICTED_BAND), 100 * (1 + PREDICTED_BAND)))
+    cands = [_c("Q8_0", 100.0, 0.001), _c("Q6_K", 103.0, 0.005)]  # 3% apart, predicted: the lower KLD
+    assert recommend(cands).quant == "Q8_0"
+    cands = [_c("Q8_0", 100.0, 0.001), _c("Q6_K", 130.0, 0.005)]
+    assert recommend(cands).quant == "Q6_K"
+
+
+def test_unknown_prefer_is_a_usage_error():
+    with pytest.raises(UsageError, match="--prefer fastest"):
+        recommend(QWEN, prefer="fastest")
+
+
+def test_pareto_front_marks_the_dominated():
+    dom = dominated_by(QWEN)
+    assert dom["Q4_K_M"] is None or dom["Q4_K_M"] != "Q6_K"  # Q6_K is not faster beyond noise
+    slow = [_c("F16", 30, 0.0, lo=29, hi=31), _c("Q5_1", 25, 0.01, lo=24, hi=26), _c("Q8_0", 44, 0.001, lo=43, hi=45)]
+    dom = dominated_by(slow)
+    assert dom == {"F16": None, "Q5_1": "Q8_0", "Q8_0": None}
+
+
+def test_the_pick_is_never_dominated():
+    import random
+
+    rnd = random.Random(3)
+    for _ in range(500):
+        cands = []
+        for i in range(rnd.randint(1, 6)):
+            tg = rnd.uniform(10, 100)
+            w = rnd.uniform(0, 0.2) * tg
+            cands.append(_c(f"T{i}", tg, rnd.choice([0.0005, 0.002, 0.004, 0.008, 0.02, 0.06]), lo=tg - w, hi=tg + w,
+                            pp=rnd.uniform(50, 300)))
+        for prefer in ("speed", "quality", "size"):
+            best = next(c for c in cands if c.quant == recommend(cands, prefer=prefer).quant)
+            assert not [c for c in cands if c.kld <= best.kld and c.tg_range[0] > best.tg_range[1]]  # type: ignore[operator]
+
+
+def test_choose_orders_each_objective():
+    ch = choose(QWEN[:3], "speed")
+    assert ch.best.quant == "Q6_K" and not ch.ties
+
+
+def _opt(label: str, tg: float, kld: float | None, lo: float, hi: float) -> Option:
+    return Option(label, f"/m/{label}.gguf", GIB, 8.0, kld, None, None, tg, 100.0, None, GIB, tg, True, True,
+                  tg_low_target=lo, tg_high_target=hi, pp_tps_target=100.0, pp_low_target=95, pp_high_target=105)
+
+
+def test_ship_pick_reverses_nothing_on_noise():
+    # The README's busy ship: F16 2.97, Q8_0 2.80 tok/s: overlapping ranges are a tie, and the lower KLD decides.
+    opts = [_opt("F16", 2.97, None, 2.2, 3.5), _opt("Q8_0", 2.80, 0.001, 2.1, 3.4)]
+    rec, runner = pick(opts, device_budget=8 * GIB, min_tps=None, max_kld=None)
+    assert rec.quant == "F16" and "within noise" in rec.sentence and runner and runner.quant == "Q8_0"
+    assert all(o.dominated_by is None for o in opts)
+    opts = [_opt("F16", 30.3, None, 29.8, 30.9), _opt("Q6_K", 49.6, 0.0017, 48.9, 50.3)]
+    rec, _ = pick(opts, device_budget=8 * GIB, min_tps=None, max_kld=None)
+    assert rec.quant == "Q6_K" and opts[0].dominated_by is None  # F16's KLD (0) is the lowest: on the front
+
+
+def _run(variant: str, samples: list[float]) -> RunResult:
+    return RunResult("m", f"/m/{variant}.gguf", "llama.cpp", variant, "cpu", 2, 1, "en", 128, 64, len(samples), "ok",
+                     tg_tps=Stat.of(samples))
+
+
+def test_busy_is_said_from_spread_or_load():
+    quiet = [_run("F16", [30, 30.5, 31]), _run("Q8_0", [44, 45, 44.5])]
+    assert busy_reason(quiet, [2.1, 2.3], cores=2, threads=2) is None
+    noisy = [_run("F16", [20, 30, 31])]
+    assert "F16's generation speed spread 37%" in (busy_reason(noisy, [], cores=2, threads=2) or "")
+    assert "load of about 1.8" in (busy_reason(quiet, [3.8, 3.9], cores=2, threads=2) or "")
