@@ -569,6 +569,7 @@ def test_a_causal_model_passes_the_same_check(tmp_path):
     ({"architectures": ["XLMRobertaModel"]}, None, "an encoder"),
     ({"architectures": ["NomicBertModel"]}, None, "an encoder (architecture 'bert'"),
     ({"architectures": ["LlamaForCausalLM"], "is_causal": False}, None, "attention is not causal"),
+    ({"architectures": ["LLaDAModelLM"]}, None, "a diffusion language model (architecture 'llada')"),
     ({"architectures": ["Qwen2ForCausalLM"]}, [{"type": "sentence_transformers.models.Pooling", "path": "1_Pooling"}],
      "an embedding model (architecture 'qwen2'"),
 ])

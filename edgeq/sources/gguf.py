@@ -117,7 +117,7 @@ ENCODER_ARCHS = frozenset({"bert", "modern-bert", "nomic-bert", "nomic-bert-moe"
                            "jina-bert-v3", "eurobert", "t5encoder"})
 # Diffusion language models: they unmask a whole sequence at once (llama.cpp's llama-diffusion-cli), with
 # attention that is not causal; the converter writes them so whatever their config says.
-DIFFUSION_ARCHS = frozenset({"dream", "llada", "llada-moe"})
+DIFFUSION_ARCHS = frozenset({"dream", "llada", "llada-moe", "rnd1"})
 POOLING = {1: "mean", 2: "CLS", 3: "last-token", 4: "rank"}  # gguf-py's PoolingType (0 is none)
 
 
