@@ -123,3 +123,91 @@ def test_busy_is_said_from_spread_or_load():
     noisy = [_run("F16", [20, 30, 31])]
     assert "F16's generation speed spread 37%" in (busy_reason(noisy, [], cores=2, threads=2) or "")
     assert "load of about 1.8" in (busy_reason(quiet, [3.8, 3.9], cores=2, threads=2) or "")
+
+
+# --- tune: the speed floor against the stock recipe (speedcap) ------------------------------------------------
+
+def _tune_case():
+    from edgeq.tune.sensitivity import Calibration, TensorCost
+    from edgeq.tune.speedcap import TypeSpeed
+
+    cal = Calibration({"ffn_in": 1.0, "ffn_out": 1.0, "floor": 0.001}, [])
+    # Q5_1 is the least error per byte here but slow (as on x86); Q4_K fast; Q8_0 wide.
+    errs = {"Q8_0": 1.0, "Q5_1": 3.0, "Q4_K": 6.0}
+    costs = [TensorCost(f"blk.{i}.ffn_up.weight", "ffn_in", [256, 256], dict(errs)) for i in range(8)]
+    speeds = {"Q8_0": TypeSpeed(pp_s=1.0, tg_s=1.0, bytes=272, weights=256),
+              "Q5_1": TypeSpeed(pp_s=3.0, tg_s=1.6, bytes=192, weights=256),
+              "Q4_K": TypeSpeed(pp_s=1.0, tg_s=0.6, bytes=144, weights=256)}
+    return cal, costs, speeds
+
+
+def test_tune_speed_floor_trades_kld_for_speed_only_as_far_as_needed():
+    from edgeq.tune.allocate import allocate, padded
+    from edgeq.tune.speedcap import allocate_within, recipe_time, tensor_time
+
+    cal, costs, speeds = _tune_case()
+    cost = tensor_time(speeds)
+    budget = sum(padded(c.shape, "Q5_1", 32) for c in costs)
+    free = allocate(costs, cal, budget, allowed={"Q8_0", "Q5_1", "Q4_K"}, alignment=32)
+    assert set(free.types.values()) == {"Q5_1"}  # KLD alone: every tensor on the slow type
+    stock = {c.name: "Q4_K" for c in costs}
+    limit = recipe_time(costs, stock, cost)
+    capped, met = allocate_within(costs, cal, budget, allowed={"Q8_0", "Q5_1", "Q4_K"}, alignment=32, cost=cost,
+                                  limit=limit)
+    pp, tg = recipe_time(costs, capped.types, cost)
+    assert met and pp <= limit[0] * 1.000001 and tg <= limit[1] * 1.000001
+    assert capped.tensor_bytes <= budget and capped.predicted_kld >= free.predicted_kld
+    assert capped.predicted_kld < sum(cal.coefficients["ffn_in"] * c.errors["Q4_K"] for c in costs) + 0.001 + 1e-12 \
+        or set(capped.types.values()) == {"Q4_K"}
+    loose, met = allocate_within(costs, cal, budget, allowed={"Q8_0", "Q5_1", "Q4_K"}, alignment=32, cost=cost,
+                                 limit=(limit[0] * 100, limit[1] * 100))
+    assert met and loose.types == free.types  # a floor the KLD-only file already meets changes nothing
+
+
+def test_predicted_type_speeds_follow_the_kernel_table():
+    from edgeq.plan import kernels
+    from edgeq.tune.speedcap import predicted_types
+
+    sp = predicted_types({"Q4_0", "Q5_1"}, "x86")
+    assert sp["Q5_1"].pp_s / sp["Q4_0"].pp_s == pytest.approx(1 / kernels.factors("x86", "Q5_1")[1])
+    assert kernels.factors("metal", "Q5_1") == (1.0, 1.0) and kernels.factors(None, "Q5_1") == (1.0, 1.0)
+
+
+# --- speed per type, not per byte (plan.kernels, speed.effective_bytes) -------------------------------------------
+
+def test_a_calibration_from_three_types_predicts_the_others_by_their_kernels():
+    from edgeq.plan import kernels, speed
+    from edgeq.plan.calibrate import fit_families
+
+    bw, q4 = 30.0, 0.5  # GB/s, and Q4_0's share of it
+    mb = 10**6
+    pure = {t: {t: int(b * mb)} for t, b in {"F16": 900, "Q8_0": 480, "Q6_K": 370, "Q5_K": 310, "Q5_0": 310,
+                                             "Q5_1": 340, "Q4_K": 250, "Q4_0": 250, "Q4_1": 280, "IQ4_XS": 240,
+                                             "Q3_K": 195, "Q2_K": 150}.items()}
+
+    def truth(t: str) -> float:  # tok/s if every type runs at Q4_0's efficiency × its factor, + 3 ms a token
+        return 1 / (0.003 + pure[t][t] / (bw * 1e9 * q4 * kernels.factors("x86", t)[0]))
+
+    small = {t: {k: v // 4 for k, v in b.items()} for t, b in pure.items()}
+    pts = [(speed.effective_bytes(b, "x86"), sum(b.values()) // 2, 1 / (0.003 + sum(b.values()) / (
+        bw * 1e9 * q4 * kernels.factors("x86", t)[0]))) for t, b in [*[(t, pure[t]) for t in ("F16", "Q8_0", "Q4_K")],
+                                                                      *[(t, small[t]) for t in ("F16", "Q4_K")]]]
+    fit = fit_families(pts, bw)
+    for t in pure:
+        got = speed.tg_tps(speed.effective_bytes(pure[t], "x86"), bandwidth_gbps=bw, efficiency=fit.efficiency,
+                           family_efficiency=fit.family_efficiency, overhead_s=fit.overhead_s)[0]
+        assert got == pytest.approx(truth(t), rel=0.02), t
+    # By bytes alone (no kernel table) the slow legacy types would be predicted as fast as their size says.
+    naive = speed.tg_tps(speed.effective_bytes(pure["Q5_1"], None), bandwidth_gbps=bw, efficiency=fit.efficiency,
+                         family_efficiency=fit.family_efficiency, overhead_s=fit.overhead_s)[0]
+    assert kernels.factors("x86", "Q5_1")[0] == 1.0 or naive > truth("Q5_1") * 1.1
+
+
+def test_prompt_speed_counts_each_type_at_its_kernel_rate():
+    from edgeq.plan import kernels, speed
+
+    w = {"Q5_1": 10**8}
+    slow = speed.effective_flops(w, 0.0, "x86")
+    fast = speed.effective_flops({"Q5_K": 10**8}, 0.0, "x86")
+    assert slow / fast == pytest.approx(kernels.factors("x86", "Q5_K")[1] / kernels.factors("x86", "Q5_1")[1])
+    assert speed.effective_flops(w, 0.0, None) == 2 * 10**8

@@ -19,7 +19,19 @@ from ..files import read_results
 from . import memory
 from .size import tensor_bytes
 from .source import from_gguf
-from .speed import FAMILIES, family, family_bytes, matmul_flops_per_token, matmul_weights, tg_tps
+from .speed import (
+    FAMILIES,
+    attention_flops,
+    effective_bytes,
+    effective_flops,
+    family,
+    family_bytes,
+    matmul_flops_per_token,
+    matmul_weights,
+    tg_tps,
+    type_bytes,
+    weights_by_type,
+)
 
 
 @dataclass
@@ -58,20 +70,29 @@ def terms_of_file(path: Path, *, batch: int, n_prompt: int, n_gen: int, repack_t
     ctx = _bench_ctx({"batch": batch, "n_prompt": n_prompt, "n_gen": n_gen})
     mem = memory.estimate(spec, path.stat().st_size, ctx=ctx, repacked_bytes=repacked, overhead_bytes=0)
     return {"bytes_by_family": family_bytes(spec, spec.current_types, sizes, fill_tokens=n_prompt),
+            "bytes_by_type": type_bytes(spec, spec.current_types, sizes, fill_tokens=n_prompt),
+            "weights_by_type": weights_by_type(spec, spec.current_types),
+            "attention_flops": attention_flops(spec, fill_tokens=n_prompt),
             "matmul_weights": matmul_weights(spec), "resident_bytes": mem.total_bytes,
             "flops_per_token": matmul_flops_per_token(spec, fill_tokens=n_prompt), "ctx": ctx, "fill_tokens": n_prompt,
             "repack_types": sorted(repack_types)}
 
 
-def _run_terms(run: dict[str, Any], repack_types: list[str],
-               warnings: list[str]) -> tuple[dict[str, int], int, int, float]:
+def _run_terms(run: dict[str, Any], repack_types: list[str], warnings: list[str],
+               kind: str | None = None) -> tuple[dict[str, int], int, int, float]:
     """(bytes per token by family, weights per token, resident bytes before overhead, FLOP per token) of a run:
-    as bench recorded them, else from the file if it is still here, else a rough fallback that is warned of."""
+    as bench recorded them, else from the file if it is still here, else a rough fallback that is warned of.
+    Recorded per type (bench since issue 33), bytes and FLOP count at each type's speed relative to Q4_0 on
+    ``kind`` (``speed.effective_bytes``); older records count them as they are."""
     t = run.get("calibration")
     path = Path(run["path"])
     if not t and path.is_file():
         t = terms_of_file(path, batch=run["batch"], n_prompt=run["n_prompt"], n_gen=run["n_gen"],
                           repack_types=repack_types)
+    if t and t.get("bytes_by_type"):
+        fam = effective_bytes({k: int(v) for k, v in t["bytes_by_type"].items()}, kind)
+        flops = effective_flops({k: int(v) for k, v in t["weights_by_type"].items()}, float(t["attention_flops"]), kind)
+        return fam, int(t["matmul_weights"]), int(t["resident_bytes"]), flops
     if t:
         fam = {f: int(t["bytes_by_family"].get(f, 0)) for f in FAMILIES}
         return fam, int(t["matmul_weights"]), int(t["resident_bytes"]), float(t["flops_per_token"])
@@ -150,8 +171,9 @@ def fit_families(points: list[tuple[dict[str, int], int, float]], bandwidth_gbps
                          overhead_s=overhead)
 
 
-def from_bench(path: Path, *, repack_types: list[str]) -> Calibration:
-    """A Calibration from one bench results file; UsageError when it has no usable llama.cpp run."""
+def from_bench(path: Path, *, repack_types: list[str], kind: str | None = None) -> Calibration:
+    """A Calibration from one bench results file; UsageError when it has no usable llama.cpp run.  ``kind``: the
+    target's (``kernels.KINDS``), whose per-type factors the fit keeps."""
     data = _load(path)
     bw = float(((data.get("roofline") or {}).get("bandwidth") or {}).get("read_gbps") or 0)
     if bw <= 0:
@@ -166,7 +188,7 @@ def from_bench(path: Path, *, repack_types: list[str]) -> Calibration:
     points: list[tuple[dict[str, int], int, float]] = []
     warnings: list[str] = []
     for r in runs:
-        fam, weights, resident, flops = _run_terms(r, repack_types, warnings)
+        fam, weights, resident, flops = _run_terms(r, repack_types, warnings, kind)
         points.append((fam, weights, r["tg_tps"]["median"]))
         s: dict[str, Any] = {"run": f"{r.get('model', '?')} {r.get('variant', '?')} ({r.get('prompt', '?')})",
                              "tg_tps": r["tg_tps"]["median"], "bytes_per_token": sum(fam.values()),

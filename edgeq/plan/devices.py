@@ -10,6 +10,7 @@ from importlib import resources
 from ..errors import UsageError
 from ..llamacpp import measure_bandwidth
 from ..system import cpu_features, has_metal, system_info
+from . import kernels
 
 DEVICES_FILE = "devices.json"
 GIB = 1024**3
@@ -104,16 +105,21 @@ def this_machine(*, bandwidth_gbps: float | None = None) -> Device:
     feats = cpu_features()
     metal = has_metal()
     repack = local_repack_types()
+    x86 = not metal and kernels.kind_of("cpu", repack) == "x86"
+    tg_eff, pp_eff = (kernels.X86_TG_EFFICIENCY, kernels.X86_PP_EFFICIENCY) if x86 else (CPU_TG_EFFICIENCY,
+                                                                                        CPU_PP_EFFICIENCY)
+    eff_src = f"Q4_0's, {kernels.X86_SOURCE}; until calibrated" if x86 else "assumption until calibrated"
     return Device(
         name="this machine", description=f"{info.cpu}, {info.physical_cores} cores", backend="metal" if metal else "cpu",
         ram_bytes=info.ram_total_bytes, usable_ram_bytes=info.ram_available_bytes, bandwidth_gbps=bandwidth_gbps,
         cores=info.physical_cores, gflops=None if metal else info.physical_cores * ghz * _flops_per_cycle(feats),
-        tg_efficiency=CPU_TG_EFFICIENCY, pp_efficiency=None if metal else CPU_PP_EFFICIENCY, repack_types=repack,
+        tg_efficiency=tg_eff, pp_efficiency=None if metal else pp_eff, repack_types=repack,
         sources={"ram_bytes": "psutil (total)", "usable_ram_bytes": "psutil (available now)", "bandwidth_gbps": src,
                  "cores": "psutil (physical cores)",
                  "gflops": f"estimate: {info.physical_cores} cores × {ghz:.1f} GHz × {_flops_per_cycle(feats)} FLOP/cycle",
-                 "tg_efficiency": "assumption until calibrated", "pp_efficiency": "assumption until calibrated",
-                 "repack_types": "ggml-cpu repack.cpp for this CPU's features"})
+                 "tg_efficiency": eff_src, "pp_efficiency": eff_src,
+                 "repack_types": "ggml-cpu repack.cpp for this CPU's features",
+                 "kernels": kernels.SOURCES[kernels.kind_of("metal" if metal else "cpu", repack)]})
 
 
 def generic(ram_bytes: int, bandwidth_gbps: float) -> Device:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..quants import parse_quants
-from . import devices, families, fitcheck, memory, quality, source, speed
+from . import devices, families, fitcheck, kernels, memory, quality, source, speed
 from .calibrate import MIN_SIZE_SPREAD, Calibration, from_bench
 from .devices import Device
 from .objective import DEFAULT_PREFER, dominated_by
@@ -66,13 +66,13 @@ def _device(name: str | None, ram_bytes: int | None, bandwidth_gbps: float | Non
     return devices.override(d, ram_bytes=ram_bytes, bandwidth_gbps=bandwidth_gbps)
 
 
-def _calibration(path: str | None, target_is_here: bool, repack: list[str]) -> Calibration | None:
+def _calibration(path: str | None, target_is_here: bool, repack: list[str], kind: str) -> Calibration | None:
     if path:
-        return from_bench(Path(path), repack_types=repack)
+        return from_bench(Path(path), repack_types=repack, kind=kind)
     auto = Path(DEFAULT_CALIBRATION)
     if target_is_here and auto.is_file():
         try:
-            return from_bench(auto, repack_types=repack)
+            return from_bench(auto, repack_types=repack, kind=kind)
         except UsageError:
             return None  # an unusable leftover file is not the user's question
     return None
@@ -88,15 +88,16 @@ def _row(spec: source.ModelSpec, quant: str, *, ctx: int, cache_type: str, devic
     mem = memory.estimate(spec, measured or size.file_size_bytes, ctx=ctx, cache_type=cache_type,
                           repacked_bytes=repacked,
                           overhead_bytes=calib.overhead_bytes if calib else memory.DEFAULT_OVERHEAD_BYTES)
+    kind = kernels.kind_of(device.backend, device.repack_types)
     if calib:
         sp = speed.estimate(spec, types, sizes, bandwidth_gbps=device.bandwidth_gbps,
                             tg_efficiency=calib.tg_efficiency, family_efficiency=calib.tg_family_efficiency,
                             overhead_s=calib.tg_overhead_ms / 1e3, gflops=calib.pp_gflops,
-                            pp_efficiency=1.0 if calib.pp_gflops else None, cache_type=cache_type)
+                            pp_efficiency=1.0 if calib.pp_gflops else None, cache_type=cache_type, kind=kind)
     else:
         sp = speed.estimate(spec, types, sizes, bandwidth_gbps=device.bandwidth_gbps,
                             tg_efficiency=device.tg_efficiency, gflops=device.gflops,
-                            pp_efficiency=device.pp_efficiency, cache_type=cache_type)
+                            pp_efficiency=device.pp_efficiency, cache_type=cache_type, kind=kind)
     names = {spec.name.lower(), Path(spec.source).name.lower(), Path(spec.source).stem.lower()}
     q = quality.expected(quant, names, eval_rows)
     fits = mem.required_bytes <= budget
@@ -121,7 +122,8 @@ def _setup(device: str | None, ram_bytes: int | None, bandwidth_gbps: float | No
     here = device is None and not (ram_bytes is not None and bandwidth_gbps is not None)
     probe = devices.named(device) if device else None
     repack = probe.repack_types if probe else (devices.local_repack_types() if here else [])
-    calib = _calibration(calibrate, here, repack)
+    backend = probe.backend if probe else ("metal" if here and devices.has_metal() else "cpu")
+    calib = _calibration(calibrate, here, repack, kernels.kind_of(backend, repack))
     dev = _device(device, ram_bytes, bandwidth_gbps, calib)
     head = devices.headroom_bytes(dev, headroom_bytes)
     return dev, calib, head, dev.usable_ram_bytes - head

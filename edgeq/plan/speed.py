@@ -12,8 +12,12 @@ sampling):
     seconds per token = overhead + Σ_family bytes_family ÷ (bandwidth × efficiency_family)
 
 ``calibrate.fit_families`` fits the efficiencies and the overhead to bench results.
-A prompt is processed in batches, so it is bound by arithmetic instead: ≈ efficiency ×
-FLOP/s ÷ (2 × matmul weights + attention) per token.  Both are predictions.
+Within a family, types differ too (Q5_1 generates slower than F16 on x86 at 38% of its
+bytes): each type's bytes count at its kernel's speed relative to Q4_0 on the target
+(``kernels``), so a family's efficiency is Q4_0's-equivalent and a device's one figure
+serves every type.  A prompt is processed in batches, so it is bound by arithmetic
+instead: ≈ efficiency × FLOP/s ÷ Σ (2 × matmul weights of each type ÷ its kernel's
+relative rate, + attention) per token.  Both are predictions.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import statistics
 from dataclasses import dataclass
 
 from ..sources.gguf import bytes_read_per_token
+from . import kernels
 from .memory import CACHE_TYPES
 from .spec import ModelSpec
 
@@ -79,9 +84,50 @@ def family_bytes(spec: ModelSpec, types: list[str], tensor_bytes: list[int], *,
     return out
 
 
+def type_bytes(spec: ModelSpec, types: list[str], tensor_bytes: list[int], *,
+               fill_tokens: int = DEFAULT_FILL_TOKENS, cache_type: str = "f16") -> dict[str, int]:
+    """``bytes_per_token`` split by ggml type (the KV cache under its cache type: F16 or Q8_0)."""
+    out: dict[str, int] = {}
+    for ty, b in zip(types, _read_bytes(spec, tensor_bytes)):
+        if b:
+            out[ty.upper()] = out.get(ty.upper(), 0) + b
+    kv = _CACHE_FAMILY[cache_type]
+    out[kv] = out.get(kv, 0) + kv_bytes_per_token(spec, fill_tokens=fill_tokens, cache_type=cache_type)
+    return out
+
+
+def effective_bytes(by_type: dict[str, int], kind: str | None) -> dict[str, int]:
+    """Bytes per family, each type's counted at Q4_0's speed on ``kind`` (``kernels.factors``): a type whose
+    kernel reads half as fast counts twice its bytes."""
+    out = dict.fromkeys(FAMILIES, 0)
+    for ty, b in by_type.items():
+        out[family(ty)] += int(b / kernels.factors(kind, ty)[0])
+    return out
+
+
+def weights_by_type(spec: ModelSpec, types: list[str]) -> dict[str, int]:
+    """Weights multiplied per token (``matmul_weights``), by the type each matrix is stored in."""
+    tied = not any(t.name == "output.weight" for t in spec.tensors)
+    out: dict[str, int] = {}
+    for t, ty in zip(spec.tensors, types):
+        if len(t.shape) >= 2 and (t.name != "token_embd.weight" or tied):
+            out[ty.upper()] = out.get(ty.upper(), 0) + t.n_elements
+    return out
+
+
+def attention_flops(spec: ModelSpec, *, fill_tokens: int = DEFAULT_FILL_TOKENS) -> float:
+    return 2.0 * spec.n_layer * fill_tokens * spec.n_head * (spec.head_dim_k + spec.head_dim_v)
+
+
+def effective_flops(by_type: dict[str, int], attention: float, kind: str | None) -> float:
+    """FLOP per prompt token, each type's counted at Q4_0's rate on ``kind`` (attention runs in F16 kernels)."""
+    return (sum(2.0 * w / kernels.factors(kind, ty)[1] for ty, w in by_type.items())
+            + attention / kernels.factors(kind, "F16")[1])
+
+
 def matmul_flops_per_token(spec: ModelSpec, *, fill_tokens: int = DEFAULT_FILL_TOKENS) -> float:
     """2 FLOP per weight of every matrix multiplied (not the embedding lookup) + attention scores and sums."""
-    return 2.0 * matmul_weights(spec) + 2 * spec.n_layer * fill_tokens * spec.n_head * (spec.head_dim_k + spec.head_dim_v)
+    return 2.0 * matmul_weights(spec) + attention_flops(spec, fill_tokens=fill_tokens)
 
 
 def matmul_weights(spec: ModelSpec) -> int:
@@ -116,14 +162,16 @@ def _fallback(fam: str, fitted: dict[str, float], pooled: float) -> float:
 def estimate(spec: ModelSpec, types: list[str], tensor_bytes: list[int], *, bandwidth_gbps: float,
              tg_efficiency: float, gflops: float | None, pp_efficiency: float | None,
              family_efficiency: dict[str, float] | None = None, overhead_s: float = 0.0,
-             cache_type: str = "f16", fill_tokens: int = DEFAULT_FILL_TOKENS) -> SpeedEstimate:
-    """Generation and prompt speed of one quant (``types``/``tensor_bytes``: per tensor, as written)."""
-    fb = family_bytes(spec, types, tensor_bytes, fill_tokens=fill_tokens, cache_type=cache_type)
+             cache_type: str = "f16", fill_tokens: int = DEFAULT_FILL_TOKENS, kind: str | None = None) -> SpeedEstimate:
+    """Generation and prompt speed of one quant (``types``/``tensor_bytes``: per tensor, as written) on a target of
+    ``kind`` (``kernels.KINDS``; None: every type at Q4_0's speed per byte and per FLOP)."""
+    by_type = type_bytes(spec, types, tensor_bytes, fill_tokens=fill_tokens, cache_type=cache_type)
     w = matmul_weights(spec)
-    tg, bound = tg_tps(fb, bandwidth_gbps=bandwidth_gbps, efficiency=tg_efficiency,
+    tg, bound = tg_tps(effective_bytes(by_type, kind), bandwidth_gbps=bandwidth_gbps, efficiency=tg_efficiency,
                        family_efficiency=family_efficiency, overhead_s=overhead_s)
     pp = None
     if gflops and pp_efficiency:
-        pp = pp_efficiency * gflops * 1e9 / matmul_flops_per_token(spec, fill_tokens=fill_tokens)
-    return SpeedEstimate(sum(fb.values()), w, round(tg, 2), bound, round(pp, 1) if pp else None, tg_efficiency,
+        flops = effective_flops(weights_by_type(spec, types), attention_flops(spec, fill_tokens=fill_tokens), kind)
+        pp = pp_efficiency * gflops * 1e9 / flops
+    return SpeedEstimate(sum(by_type.values()), w, round(tg, 2), bound, round(pp, 1) if pp else None, tg_efficiency,
                          pp_efficiency)
