@@ -16,6 +16,8 @@ from .options import eval_tokens_option, json_option, progress_wanted, revision_
 @click.option("--ctx", type=click.IntRange(16), default=4096, show_default=True, help="Context for --ram/--device.")
 @click.option("--device", help="A device from `edgeq plan --device` (its RAM, as --ram).")
 @click.option("--max-kld", type=float, help="The smallest file whose predicted KLD is at most this.")
+@click.option("--min-speed", type=float, default=1.0, show_default=True,
+              help="pp and tg at least this × the stock recipe of the file's size on the target (0: KLD alone).")
 @click.option("--types", callback=some_strings, help="Candidate tensor types, comma-separated (default: all tune knows).")
 @click.option("-o", "--outdir", type=click.Path(file_okay=False), help="Output folder (default: models/<name>/).")
 @click.option("--name", help="File-name stem (default: the repo or folder name).")
@@ -31,25 +33,29 @@ from .options import eval_tokens_option, json_option, progress_wanted, revision_
 @token_option
 @json_option
 def tune(source: str | None, size: str | None, bpw: float | None, ram: str | None, ctx: int, device: str | None,
-         max_kld: float | None, types: list[str] | None, outdir: str | None, name: str | None, calibration: str | None,
+         max_kld: float | None, min_speed: float, types: list[str] | None, outdir: str | None, name: str | None, calibration: str | None,
          imatrix_chunks: int, eval_text: str | None, eval_tokens: int, threads: int | None, revision: str | None,
          token: str | None, as_json: bool) -> None:
     """The GGUF of SOURCE with the least KLD for one budget, per-tensor types measured on this model."""
     res = run_tune(source, size=size, bpw=bpw, ram=ram, ctx=ctx, device=device, max_kld=max_kld, types=types or None,
                    outdir=outdir, name=name, calibration=calibration, imatrix_chunks=imatrix_chunks,
                    eval_text=eval_text, eval_tokens=eval_tokens, threads=threads, progress=progress_wanted(as_json),
-                   revision=revision, token=token)
+                   revision=revision, token=token, min_speed=min_speed)
     if as_json:
         print_json(res)
         return
     print_table("tune: verification on the evaluation text (KLD to the F16 file)",
-                ["file", "size", "bits/w", "mean KLD", "ΔPPL %", "top-1 %", "predicted KLD"],
+                ["file", "size", "bits/w", "mean KLD", "ΔPPL %", "top-1 %", "predicted KLD", "pp tok/s", "tg tok/s"],
                 [[("▶ " if r.tuned else "") + r.label, human_bytes(r.size_bytes), f"{r.bits_per_weight:.2f}",
                   f"{r.kld_mean:.4g}" if r.kld_mean is not None else "-",
                   f"{r.delta_ppl_pct:+.2f}" if r.delta_ppl_pct is not None else "-",
                   f"{r.top1_pct:.1f}" if r.top1_pct is not None else "-",
-                  f"{r.predicted_kld:.4g}" if r.predicted_kld is not None else ""] for r in res.rows])
+                  f"{r.predicted_kld:.4g}" if r.predicted_kld is not None else "",
+                  f"{r.pp_tps:.0f}" if r.pp_tps else "-", f"{r.tg_tps:.1f}" if r.tg_tps else "-"] for r in res.rows])
     echo(res.verdict)
+    if res.speed:
+        echo(f"speed: against stock {res.speed['stock']}, predicted pp ×{res.speed['pp_ratio']}, tg ×{res.speed['tg_ratio']} "
+             f"of its time ({res.speed['source']}){'' if res.speed['met'] else '; NOT met'}")
     echo(f"file: {res.output} (predicted {res.predicted_size_bytes} bytes, written {res.size_bytes})")
     echo(f"recipe: {res.recipe} (sha256 {res.recipe_sha256[:16]}…); replay: {res.replay}")
     echo(f"report and KLD-vs-size chart: {res.report}")

@@ -28,6 +28,7 @@ from ..files import atomic_output, folder_lock, sha256_file, write_json_atomic
 from ..llamacpp import find_toolchain, llama_cpp_version
 from ..llamacpp.quantize import quantize
 from ..output import Progress, human_bytes
+from ..plan import devices, kernels
 from ..plan.devices import parse_size
 from ..quants import parse_quant
 from ..report import write_report
@@ -60,6 +61,7 @@ from .sensitivity import (
     load_json,
     tensor_type_rules,
 )
+from .speedcap import cap
 from .verify import Row, verdict, verify
 
 SCHEMA = "edgeq-tune/1"
@@ -90,6 +92,7 @@ class TuneResult:
     stages: dict[str, float] = field(default_factory=dict)
     replay: str = ""  # the plain llama-quantize command that makes the same file
     report: str = ""  # ``edgeq report``'s Markdown of this result, with its KLD-vs-size chart
+    speed: dict[str, Any] = field(default_factory=dict)  # the speed floor against the stock recipe (``speedcap``)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -101,8 +104,12 @@ def tune(source: str | Source | None = None, *, size: str | int | None = None, b
          calibration: str | Path | None = None, imatrix_chunks: int = DEFAULT_IMATRIX_CHUNKS,
          eval_text: str | Path | None = None, eval_tokens: int = EVAL_TOKENS, stock: tuple[str, ...] = STOCK,
          threads: int | None = None, progress: bool = True, revision: str | None = None,
-         token: str | None = None) -> TuneResult:
-    """Write the GGUF of least predicted KLD within one budget, its recipe, and verify it against stock recipes."""
+         token: str | None = None, min_speed: float = 1.0) -> TuneResult:
+    """Write the GGUF of least predicted KLD within one budget, no slower in pp and tg than ``min_speed`` × the stock
+    recipe of its size on the target (0: KLD alone), its recipe, and verify it against stock recipes."""
+    if not (min_speed >= 0 and min_speed < 10):
+        raise UsageError(f"--min-speed {min_speed:g}: expected a ratio to the stock recipe's speed from 0 to 10.",
+                         hint="1 (the default) = no slower than stock; 0 = KLD alone.")
     # Every option now, not after an hour of measuring; then the source, and the budget against its size.
     allowed, calib = preflight(size=size, bpw=bpw, ram=ram, device=device, max_kld=max_kld, types=types, ctx=ctx,
                                outdir=outdir, name=name, calibration=calibration, imatrix_chunks=imatrix_chunks,
@@ -177,6 +184,13 @@ def tune(source: str | Source | None = None, *, size: str | int | None = None, b
             if lower is None:
                 break
             made.add(lower)
+        speed: dict[str, Any] = {}
+        if min_speed and max_kld is None:  # a --max-kld file has no stock recipe "of its size" to keep up with
+            t = time.perf_counter()
+            alloc, speed = cap(alloc, costs, cal, min(limit, hi) - head, allowed=allowed_for,
+                               alignment=qheader.alignment, per_type=per_type, f16=f16, stock=stock, size=limit,
+                               min_speed=min_speed, here=device is None, kind=_kind(device), work=work, threads=threads)
+            stages["speed"] = time.perf_counter() - t
         if max_kld is not None:
             limit = head + alloc.tensor_bytes  # the size the KLD asked for
         header = qheader
@@ -216,11 +230,17 @@ def tune(source: str | Source | None = None, *, size: str | int | None = None, b
                      {**cal.to_dict(), "weighting": weighting,
                       **({"fisher_matmuls": matmul_dtype()} if weighting == "fisher" else {})}, rows, verdict(rows),
                      {k: round(v, 1) for k, v in stages.items()}, replay)
+    res.speed = speed
     result_path = out / f"{stem}-{label}.tune.json"
     res.report = str(out / f"{stem}-{label}.report" / "report.md")
     write_json_atomic(result_path, res.to_dict())
     write_report([result_path], Path(res.report).parent)
     return res
+
+
+def _kind(device: str | None) -> str:
+    d = devices.named(device) if device else None
+    return kernels.kind_of(d.backend if d else "cpu", d.repack_types if d else devices.local_repack_types())
 
 
 def _costs(f16: Path, per_type: dict[str, Path], weights: Path, weighting: str, work: Path, threads: int | None,

@@ -17,6 +17,7 @@ from ..sources.gguf import read as read_gguf
 from ..sources.texts import default_text
 from .allocate import Allocation
 from .sensitivity import load_json
+from .speedcap import time_types
 
 
 @dataclass
@@ -30,6 +31,8 @@ class Row:
     top1_pct: float | None
     tuned: bool = False
     predicted_kld: float | None = None
+    pp_tps: float | None = None  # measured here, interleaved with the other rows' files (llama-bench)
+    tg_tps: float | None = None
 
 
 def verify(tc: Any, f16: Path, dst: Path, imatrix: Path, work: Path, stem: str, stock: tuple[str, ...],
@@ -54,12 +57,16 @@ def verify(tc: Any, f16: Path, dst: Path, imatrix: Path, work: Path, stem: str, 
     if todo:
         write_json_atomic(cache_path, {**cached, **{p.name: scores[p.name] for p in todo}})
     scores = {**cached, **scores}
+    files = [("tuned", dst, True), *[(f"{q} (imatrix)", p, False) for q, p in stock_files]]
+    speeds = time_types({p.name: p for _, p, _ in files}, set(), work / "verify-speeds.json", threads)
     rows = []
-    for label, path, tuned in [("tuned", dst, True), *[(f"{q} (imatrix)", p, False) for q, p in stock_files]]:
+    for label, path, tuned in files:
         r = scores[path.name]
         info = read_gguf(path)
+        sp = speeds[path.name]
         rows.append(Row(label, str(path), info.file_size_bytes, info.bits_per_weight, r["kld_mean"],
-                        r["delta_ppl_pct"], r["top1_pct"], tuned, alloc.predicted_kld if tuned else None))
+                        r["delta_ppl_pct"], r["top1_pct"], tuned, alloc.predicted_kld if tuned else None,
+                        round(1 / sp.pp_s, 1), round(1 / sp.tg_s, 2)))
     return sorted(rows, key=lambda r: r.size_bytes)
 
 
@@ -93,7 +100,7 @@ def verdict(rows: list[Row]) -> str:
         ratio = tk / b.kld_mean if b.kld_mean else float("nan")
         parts.append(f"{'beats' if tk < (b.kld_mean or 0) else 'does NOT beat'} {b.label} "
                      f"({human_bytes(b.size_bytes)}, KLD {_g(b.kld_mean)}): {ratio:.2f}× its KLD at "
-                     f"{tuned.size_bytes / b.size_bytes:.2f}× its size")
+                     f"{tuned.size_bytes / b.size_bytes:.2f}× its size{_speed(tuned, b)}")
     if smaller:
         s = max(smaller, key=lambda r: r.size_bytes)
         parts.append(f"{s.label} is smaller ({human_bytes(s.size_bytes)}) with KLD {_g(s.kld_mean)}")
@@ -102,3 +109,9 @@ def verdict(rows: list[Row]) -> str:
 
 def _g(x: float | None) -> str:
     return "-" if x is None else f"{x:.4g}"
+
+
+def _speed(tuned: Row, stock: Row) -> str:
+    if not (tuned.pp_tps and tuned.tg_tps and stock.pp_tps and stock.tg_tps):
+        return ""
+    return f", {tuned.pp_tps / stock.pp_tps:.2f}× its pp and {tuned.tg_tps / stock.tg_tps:.2f}× its tg (measured here)"

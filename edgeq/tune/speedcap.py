@@ -1,0 +1,173 @@
+"""tune weighs speed: a tuned file no slower, in prompts and generation, than the stock recipe of its size.
+
+Bytes do not predict speed (issue 33): the 0.5B file tuned for KLD alone, mostly Q5_1/Q4_1, processed prompts at
+95 tok/s against stock Q4_K_M's 225 on x86.  So every type's speed on the target is known before the allocation:
+
+- on this machine, measured: each per-type ``--pure`` file tune already writes is timed with ``llama-bench``
+  (``TIMING``: prompt and generation, every file once a round, rounds in alternating order, so the VM's drift hits
+  every type alike), cached beside the per-type files;
+- for another device, predicted from ``plan.kernels``' factors of its kind.
+
+A tensor then costs its share of its type's file time: generation by bytes (it reads them once a token), prompts
+by weights (it multiplies them).  ``allocate_within`` prices that time with a second Lagrange multiplier ``μ``,
+raised until the recipe's predicted pp and tg time are both at most the stock recipe's (÷ ``min_speed``).
+"""
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..files import write_json_atomic
+from ..llamacpp import find_toolchain, json_array, run_tool
+from ..plan import kernels
+from ..plan.size import predict_size, tensor_bytes, tensor_types
+from ..plan.source import from_gguf
+from ..sources.gguf_header import read_header
+from ..system import system_info
+from .allocate import Allocation, allocate
+from .sensitivity import Calibration, TensorCost, load_json
+
+TIMING = {"n_prompt": 64, "n_gen": 16, "rounds": 2}
+
+
+@dataclass
+class TypeSpeed:
+    """Seconds per prompt token and per generated token of one pure file, and what it holds."""
+
+    pp_s: float
+    tg_s: float
+    bytes: int  # of its quantizable tensors
+    weights: int
+
+
+def time_types(files: dict[str, Path], quantizable: set[str], cache: Path, threads: int | None) -> dict[str, TypeSpeed]:
+    """Each per-type file timed here with llama-bench, interleaved; cached by file name and size."""
+    cached = load_json(cache) or {}
+    key = {k: f"{p.name}:{p.stat().st_size}" for k, p in files.items()}
+    todo = [k for k in files if cached.get(k, {}).get("key") != key[k]]
+    samples: dict[str, dict[str, list[float]]] = {k: {"pp": [], "tg": []} for k in todo}
+    exe = find_toolchain().tool("llama-bench")
+    common = ["-t", str(threads or system_info().physical_cores), "-r", "1", "-o", "json"]
+    for rnd in range(TIMING["rounds"] if todo else 0):
+        for k in todo if rnd % 2 == 0 else todo[::-1]:
+            for test, args in (("pp", ["-p", str(TIMING["n_prompt"]), "-n", "0"]),
+                               ("tg", ["-p", "0", "-n", str(TIMING["n_gen"])])):
+                out = run_tool([exe, "-m", str(files[k]), *common, *args], name="llama-bench", tail_lines=100000)
+                samples[k][test].append(float(json_array(out)[0]["avg_ts"]))
+    for k in todo:
+        h = read_header(files[k])
+        qt = [t for t in h.tensors if t.name in quantizable]
+        cached[k] = {"key": key[k], "pp_tps": statistics.median(samples[k]["pp"]),
+                     "tg_tps": statistics.median(samples[k]["tg"]), "samples": samples[k],
+                     "bytes": sum(tensor_bytes(t.shape, t.type) for t in qt), "weights": sum(t.n_elements for t in qt)}
+    if todo:
+        write_json_atomic(cache, cached)
+    return {k: TypeSpeed(1 / cached[k]["pp_tps"], 1 / cached[k]["tg_tps"], cached[k]["bytes"], cached[k]["weights"])
+            for k in files}
+
+
+def predicted_types(types: set[str], kind: str) -> dict[str, TypeSpeed]:
+    """Per-type speeds on a device of ``kind`` from ``plan.kernels`` (relative: only ratios matter here)."""
+    return {t: TypeSpeed(1 / kernels.factors(kind, t)[1], 1 / kernels.factors(kind, t)[0], 1, 1) for t in types}
+
+
+Costs = Callable[[str, list[int], str], tuple[float, float]]
+
+
+def tensor_time(speeds: dict[str, TypeSpeed]) -> Costs:
+    """(pp s, tg s) of one tensor (name, shape, type): its bytes at its type's seconds per byte, its weights at
+    seconds per weight.  A type no file was timed for (a fallback) runs at the median of those timed."""
+    tg = {t: s.tg_s / s.bytes for t, s in speeds.items()}
+    pp = {t: s.pp_s / s.weights for t, s in speeds.items()}
+    tg_mid, pp_mid = statistics.median(tg.values()), statistics.median(pp.values())
+
+    def cost(name: str, shape: list[int], ty: str) -> tuple[float, float]:
+        n = 1
+        for d in shape:
+            n *= d
+        return n * pp.get(ty, pp_mid), tensor_bytes(shape, ty) * tg.get(ty, tg_mid)
+    return cost
+
+
+def recipe_time(costs: list[TensorCost], types: dict[str, str], cost: Costs) -> tuple[float, float]:
+    pp = tg = 0.0
+    for c in costs:
+        a, b = cost(c.name, c.shape, types[c.name])
+        pp, tg = pp + a, tg + b
+    return pp, tg
+
+
+def allocate_within(costs: list[TensorCost], cal: Calibration, budget: int, *, allowed: object, alignment: int,
+                    cost: Costs, limit: tuple[float, float]) -> tuple[Allocation, bool]:
+    """The least predicted KLD within ``budget`` whose pp and tg time are at most ``limit``; (allocation, met).
+    Not met even at the highest price of time: the fastest recipe found, and False."""
+    def run(mu: float) -> tuple[Allocation, bool]:
+        adj = []
+        for c in costs:
+            coef = max(cal.coefficients[c.group], 1e-12)
+            adj.append(TensorCost(c.name, c.group, c.shape, {
+                t: e + mu * sum(x / lim for x, lim in zip(cost(c.name, c.shape, t), limit)) / coef
+                for t, e in c.errors.items()}))
+        a = allocate(adj, cal, budget, allowed=allowed, alignment=alignment)  # type: ignore[arg-type]
+        pp, tg = recipe_time(costs, a.types, cost)
+        kld = sum(cal.coefficients[c.group] * c.errors[a.types[c.name]] for c in costs) + cal.coefficients.get("floor", 0.0)
+        return Allocation(a.types, a.tensor_bytes, kld), pp <= limit[0] * (1 + 1e-9) and tg <= limit[1] * (1 + 1e-9)
+
+    first = run(0.0)
+    if first[1]:
+        return first
+    lo, hi = 0.0, 1e-9
+    best = run(hi)
+    while not best[1] and hi < 1e6:
+        lo, hi = hi, hi * 4
+        best = run(hi)
+    if not best[1]:
+        return best[0], False
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        got = run(mid)
+        if got[1]:
+            hi, best = mid, got
+        else:
+            lo = mid
+    return best
+
+
+def stock_for(f16: Path, stock: tuple[str, ...], size: int) -> str:
+    """The stock recipe of a file's size: the smallest at least as large (within 1%), else the largest."""
+    spec = from_gguf(f16)
+    sizes = sorted((predict_size(spec, q).file_size_bytes, q) for q in stock)
+    return next((q for s, q in sizes if s >= size * 0.99), sizes[-1][1])
+
+
+def cap(alloc: Allocation, costs: list[TensorCost], cal: Calibration, budget: int, *, allowed: object,
+        alignment: int, per_type: dict[str, Path], f16: Path, stock: tuple[str, ...], size: int, min_speed: float,
+        here: bool, kind: str, work: Path, threads: int | None) -> tuple[Allocation, dict[str, object]]:
+    """``alloc`` made no slower than the stock recipe of its size (× ``min_speed``), and what was done."""
+    names = {c.name for c in costs}
+    if here:
+        speeds = time_types(per_type, names, work / "type-speeds.json", threads)
+        source = "measured here (llama-bench on the per-type files)"
+    else:
+        speeds = predicted_types({t for c in costs for t in c.errors}, kind)
+        source = f"predicted for the device ({kernels.SOURCES[kind]})"
+    cost = tensor_time(speeds)
+    q = stock_for(f16, stock, size)
+    spec = from_gguf(f16)
+    stock_types = {t.name: ty for t, ty in zip(spec.tensors, tensor_types(spec, q)) if t.name in names}
+    s_pp, s_tg = recipe_time(costs, stock_types, cost)
+    limit = (s_pp / min_speed, s_tg / min_speed)
+    pp, tg = recipe_time(costs, alloc.types, cost)
+    info: dict[str, object] = {"stock": q, "min_speed": min_speed, "source": source,
+                               "kld_only": {"pp_ratio": round(s_pp / pp, 3), "tg_ratio": round(s_tg / tg, 3),
+                                            "predicted_kld": alloc.predicted_kld}}
+    if pp <= limit[0] and tg <= limit[1]:
+        info.update(met=True, changed=False, pp_ratio=info["kld_only"]["pp_ratio"],  # type: ignore[index]
+                    tg_ratio=info["kld_only"]["tg_ratio"])  # type: ignore[index]
+        return alloc, info
+    out, met = allocate_within(costs, cal, budget, allowed=allowed, alignment=alignment, cost=cost, limit=limit)
+    pp, tg = recipe_time(costs, out.types, cost)
+    info.update(met=met, changed=True, pp_ratio=round(s_pp / pp, 3), tg_ratio=round(s_tg / tg, 3))
+    return out, info
