@@ -25,6 +25,7 @@ from typing import Any
 
 from .. import manifest
 from ..bench.matrix import bench
+from ..bench.prompts import DEFAULT_PROMPTS
 from ..convert import convert
 from ..convert.models import require_generator_source
 from ..errors import EdgeqError, UsageError
@@ -50,7 +51,10 @@ STOCK = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M")  # beside the F16 reference
 IMATRIX_HELPS = ("Q5_K_S", "Q5_K_M", "Q4_K_S", "Q4_K_M", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q2_K", "IQ4_XS", "IQ4_NL",
                  "IQ3_S", "IQ3_XXS", "IQ2_XS", "IQ2_XXS")
 EVAL_TOKENS = 8192
+# One prompt: bench's default matrix measures an English and a Hindi one, and the pick reads the first only (the
+# second was half the speed stage, measured for nothing).
 BENCH = {"n_prompt": 128, "n_gen": 64, "reps": 3}
+BENCH_PROMPT = "en"
 STAGES = ("convert", "tune", "quality", "speed", "plan", "pick", "folder")
 
 
@@ -226,13 +230,17 @@ def _quality(work: Path, f16: Path, cands: dict[str, Path], tokens: int, threads
 def _speed(work: Path, cands: dict[str, Path], threads: int | None, progress: bool) -> Path:
     """bench's results of every candidate here (batch 1), measured once per set of files and machine."""
     info = system_info()
-    path = work / "ship" / f"bench-{_key(sorted(_sha(p) for p in cands.values()), info.cpu, threads, BENCH)}.json"
+    key = _key(sorted(_sha(p) for p in cands.values()), info.cpu, threads, BENCH, BENCH_PROMPT)
+    path = work / "ship" / f"bench-{key}.json"
     if path.is_file():
         return path
     tmp = path.with_suffix(".partial.json")
     tmp.parent.mkdir(parents=True, exist_ok=True)
+    prompt = tmp.parent / f"{BENCH_PROMPT}.txt"  # bench names a prompt file's prompt by its stem
+    prompt.write_text(DEFAULT_PROMPTS[BENCH_PROMPT], encoding="utf-8")
     bench([str(p) for p in cands.values()], hf_variants=[], batches=[1], threads=threads, output=tmp,
-          progress=progress, n_prompt=BENCH["n_prompt"], n_gen=BENCH["n_gen"], reps=BENCH["reps"])
+          progress=progress, n_prompt=BENCH["n_prompt"], n_gen=BENCH["n_gen"], reps=BENCH["reps"],
+          prompt_file=str(prompt))
     tmp.replace(path)  # whole: an interrupted bench is measured again
     return path
 
