@@ -93,17 +93,23 @@ def main() -> None:
 def render(data: dict) -> None:
     """benchmarks/results/tune.md and the README's table (between its tune:begin/end markers)."""
     lines = ["| model | stock recipe (imatrix) | candidates | stock KLD | tuned KLD | KLD ratio | size ratio | "
-             "predicted / measured KLD |", "|---|---|---|---|---|---|---|---|"]
+             "pp ratio | tg ratio | predicted / measured KLD |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["runs"]:
         cands = r["candidates"] if not r["excluded"] else f"{r['candidates']} (no {', '.join(r['excluded'])})"
         lines.append(f"| {r['model']} | {r['stock']} | {cands} | {r['stock_row']['kld_mean']:.4g} | "
                      f"{r['tuned']['kld_mean']:.4g} | **{r['kld_ratio']:.2f}×** | {r['size_ratio']:.4f}× | "
-                     f"{r['predicted_over_measured']:.2f} |")
+                     f"{_ratio(r, 'pp_tps')} | {_ratio(r, 'tg_tps')} | {r['predicted_over_measured']:.2f} |")
     lines.append("")
     for key, c in data["cold"].items():
         stages = ", ".join(f"{k} {v:.0f} s" for k, v in c["stages"].items())
         lines.append(f"- First (cold) tune of `{key}`: {c['seconds'] / 60:.1f} min in all ({stages}).")
     publish("tune", "\n".join(lines))
+
+def _ratio(r: dict, key: str) -> str:
+    """Tuned over stock, measured interleaved in the verification (runs before issue 33 have none)."""
+    a, b = r["tuned"].get(key), r["stock_row"].get(key)
+    return f"{a / b:.2f}×" if a and b else "—"
+
 
 if __name__ == "__main__":
     main()

@@ -203,6 +203,9 @@ def from_bench(path: Path, *, repack_types: list[str], kind: str | None = None) 
         xs = [s[key] for s in samples if key in s]
         return statistics.median(xs) if xs else None
 
+    if data.get("busy"):  # bench said so while it measured: a calibration from those runs carries the noise
+        warnings.append(f"{path.name}: {data['busy']} A calibration from it can miss by that much; bench again on "
+                        "a quiet machine.")
     env = data.get("environment") or {}
     fit = fit_families(points, bw)
     for smp, (fam, _, _) in zip(samples, points):  # each run predicted back: the calibration's own check
