@@ -7,9 +7,13 @@ setup:
 demo: setup
 	.venv/bin/edgeq convert --q8 --q4
 
-# Every test, the slow end-to-end ones included (what CI runs), and where the time went.
+# Every test, the slow end-to-end ones included (what CI runs), and where the time went. Two workers
+# (pytest-xdist): most of a test's time is a child process starting, a converter importing torch, a tool
+# loading a model, which overlap well on two cores; modules that share a costly fixture stay on one worker
+# (tests/conftest.py: ONE_WORKER).
 test: setup
-	.venv/bin/python -m pytest -m "slow or not slow" --durations=25
+	.venv/bin/python -m pytest -m "slow or not slow" -n 2 --dist loadgroup --durations=25
 
+# The inner loop: the tests that need no conversion, no tune and no emulator (under 3 minutes).
 test-fast:
-	.venv/bin/python -m pytest -m "not slow"
+	.venv/bin/python -m pytest -m "not slow" -n 2 --dist loadgroup

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from collections.abc import Iterator
@@ -12,6 +13,36 @@ from hubserver import FakeHub
 
 REPO = Path(__file__).resolve().parent.parent
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+
+
+# Modules whose module-scoped fixtures are whole runs (a tune, a ship, a converted folder, RPC hosts, the bundle's
+# files and envelopes): under pytest-xdist (`make test` runs two workers) each module runs on one worker, so each
+# is made once.  Every other test goes to whichever worker is free.
+ONE_WORKER = ("test_bundle", "test_convert_e2e", "test_eval", "test_reliability2", "test_rpc", "test_ship",
+              "test_tune", "test_upload")
+
+
+# A test that uses one of these converts or runs a real model, whether or not it says so: it is `slow`, and
+# `make test-fast` (-m "not slow") leaves it out.
+MODEL_FIXTURES = {"tiny_llama", "embedded_checkpoint", "embedded_outputs", "embedded_models", "qwen2_tokenizer",
+                  "aarch64_build", "made", "nan_gguf"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        if item.module.__name__ in ONE_WORKER:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+        if MODEL_FIXTURES & set(item.fixturenames) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _vocabularies_read_once_per_run(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from archmatrix import VOCAB_CACHE_ENV
+
+    os.environ[VOCAB_CACHE_ENV] = str(run_dir(tmp_path_factory) / "vocab-tokenizers")
 
 
 @pytest.fixture(autouse=True)
@@ -81,14 +112,14 @@ def embedded_outputs(tmp_path_factory: pytest.TempPathFactory, embedded_checkpoi
     # convert lets one run at a time into a folder and reuses what an earlier one made there: with several
     # pytest-xdist workers, the first converts and the others wait for its files.
     out = run_dir(tmp_path_factory) / "embedded-out"
-    res = convert(str(embedded_checkpoint), quants=["Q8_0", "Q4_K_M"], outdir=out, progress=False)
+    # No source: the embedded model as every verb's default names it, so the folder is the one a user's plain
+    # `edgeq convert` makes and any verb's default run may reuse it (embedded_checkpoint: made by setup).
+    res = convert(None, quants=["Q8_0", "Q4_K_M"], outdir=out, progress=False)
     return [Path(o.path) for o in res.outputs]
 
 
 def run_dir(factory: pytest.TempPathFactory) -> Path:
     """The folder of this test run, which every pytest-xdist worker of it shares (each has its own under it)."""
-    import os
-
     base = factory.getbasetemp()
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
@@ -98,8 +129,6 @@ def seed_folder(dest: Path, files: list[Path]) -> Path:
 
     edgeq replaces a file by renaming a new one over it, never by writing into it, so a link is as safe as a copy.
     """
-    import os
-
     dest.mkdir(parents=True, exist_ok=True)
     for f in [*files, files[0].parent / "edgeq-manifest.json"]:
         try:

@@ -108,7 +108,9 @@ def test_a_second_target_reuses_every_measurement_and_push_publishes_the_folder(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["_quality", "_speed", "_plan", "write_folder"])
+# Two boundaries: after the quality stage (the conversions and KLDs made) and at the very end (every measurement
+# made); an interruption at any stage between them leaves a subset of the second's files, all kept the same way.
+@pytest.mark.parametrize("stage", ["_speed", "write_folder"])
 def test_an_interrupted_ship_resumes_with_what_it_had_measured(shipped, hub, monkeypatch, stage):
     import sys
 

@@ -90,7 +90,6 @@ def generate(model: str | Path, prompt: str, *, n_predict: int = DEFAULT_N_PREDI
         raise UsageError(f"{path} {missing_file(path)}.", hint="Pass a .gguf file (see `edgeq convert`).")
     if n_predict < 1 or n_ctx < 16:
         raise UsageError("-n must be at least 1 and --ctx at least 16.")
-    require_generator(path, "edgeq run generates text")
     if not prompt.strip():
         raise UsageError("the prompt is empty.", hint='Pass the text to continue, e.g. edgeq run MODEL.gguf "Once upon a time".')
     if n_ctx > MAX_CTX:
@@ -99,6 +98,7 @@ def generate(model: str | Path, prompt: str, *, n_predict: int = DEFAULT_N_PREDI
     endpoints = parse_endpoints(rpc)
     if (no_local or tensor_split) and not endpoints:
         raise UsageError("--no-local and --tensor-split need --rpc.")
+    require_generator(path, "edgeq run generates text")  # reads the file: after every check of the options
     servers = probe_all(endpoints)
     spec = GenerateSpec(str(path.resolve()), prompt, n_predict, temp, seed, n_ctx, threads or system.default_threads(),
                         chat, endpoints, no_local, tensor_split)
