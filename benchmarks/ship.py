@@ -4,8 +4,9 @@
 
 For each model, in a fresh work folder: `ship --for m1-8gb` (cold: every stage runs), then `ship --for pi5-8gb`
 (every measurement reused: only the plan and the pick run again), then `ship` for this machine with a
-`--min-tps` between the candidates' measured speeds, whose pick must agree with the measurements: its measured
-tok/s meets the ask, it fits, and no other candidate that meets the ask has a lower measured KLD.  Writes
+`--min-tps` between the candidates' measured speeds, whose pick must agree with the measurements under the
+default rule (``plan.objective``): its measured tok/s meets the ask, it fits, its KLD is within the bound, and no
+other candidate that meets the ask and the bound generates faster beyond the measured noise.  Writes
 ``benchmarks/results/ship.{json,md}`` and the README's table (between its ship:begin/end markers).
 """
 from __future__ import annotations
@@ -64,8 +65,12 @@ def main() -> None:
         chosen = next(o for o in r.options if o.label == r.chosen)
         kld = {o.label: 0.0 if o.label == "F16" else o.kld_mean for o in r.options}
         meets = [o for o in r.options if o.tg_tps_here and o.tg_tps_here >= ask and o.fits]
-        agrees = bool(chosen.tg_tps_here and chosen.tg_tps_here >= ask and chosen.fits
-                      and all(kld[o.label] >= kld[chosen.label] for o in meets))
+        # The documented rule (plan.objective, --prefer speed): within the KLD bound (or the best quality when
+        # nothing within it meets the ask), and nothing else that meets the ask and the bound is faster beyond noise.
+        bound = r.kld_bound if r.kld_bound is not None else kld[chosen.label]
+        agrees = bool(chosen.tg_tps_here and chosen.tg_tps_here >= ask and chosen.fits and kld[chosen.label] <= bound
+                      and not [o for o in meets if kld[o.label] <= bound and chosen.tg_high_target is not None
+                               and (o.tg_low_target or o.tg_tps_target) > chosen.tg_high_target])
         runs["this machine, --min-tps median"] = {"seconds": seconds, "stages": r.stages, "chosen": r.chosen,
                                                   "sentence": r.sentence, "min_tps": round(ask, 1),
                                                   "agrees_with_measurements": agrees}

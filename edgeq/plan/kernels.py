@@ -29,15 +29,16 @@ X86_SOURCE = ("measured on this project's 2-core AMD EPYC VM, one thread (benchm
 X86_TG_EFFICIENCY, X86_PP_EFFICIENCY = 0.61, 0.56
 
 # ARM with dotprod (Pi 5's Cortex-A76): repack.cpp repacks Q4_0, Q4_K, Q5_K, Q6_K, IQ4_NL and Q8_0 there
-# (plan/devices.py); the legacy types without a repacked path are assumed to lose in prompts what they lose on x86.
+# (plan/devices.py).  Not measured: generation per type as on x86; in prompts the repacked types at Q4_0's rate and
+# the types without a repacked path losing what they lose on x86.
 ARM_DOTPROD: dict[str, tuple[float, float]] = {
     **{t: (f[0], 1.0) for t, f in X86.items()},
     "F32": (1.0, 0.5), "F16": (1.0, 0.6), "BF16": (1.0, 0.6),
     "Q5_0": X86["Q5_0"], "Q5_1": X86["Q5_1"], "Q4_1": X86["Q4_1"], "IQ4_XS": X86["IQ4_XS"], "Q2_K": X86["Q2_K"],
     "Q3_K": X86["Q3_K"],
 }
-ARM_SOURCE = ("assumption: repacked types (vendor/llama.cpp/ggml/src/ggml-cpu/repack.cpp, NEON + dotprod) at Q4_0's "
-              "prompt rate, the others at their x86 factors; calibrate with `edgeq bench` on the device")
+ARM_SOURCE = ("assumption: generation per type as measured on x86; prompts at Q4_0's rate for the types repack.cpp "
+              "repacks with NEON + dotprod, the others at their x86 factors; calibrate with `edgeq bench` on the device")
 # Metal: every type has a simdgroup kernel and none is repacked; generation is bound by unified memory.
 METAL: dict[str, tuple[float, float]] = {t: (1.0, 1.0) for t in X86}
 METAL_SOURCE = ("assumption: ggml-metal has a kernel for every type and repacks none, so no type is assumed faster "

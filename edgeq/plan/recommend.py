@@ -131,7 +131,8 @@ def recommend(cands: list[Candidate], *, min_tps: float | None = None, max_kld: 
     if rule == "quality" and prefer != "quality":
         lead = f"none within KLD {bound:g} qualifies, so the best quality"
     if largest:
-        lead = f"the largest model and {lead.removeprefix('the ')}"
+        lead = (f"the largest model; {lead.replace('none within', 'none of its quants within')}"
+                if lead.startswith("none") else f"the largest model and {lead.removeprefix('the ')}")
     sentence = f"{what}: {lead} ({_kld_text(best.kld)}) that {' and '.join(asks)}{_noise(ch)}{_trade(best, pool)}."
     return Recommendation(True, best.model, best.quant, sentence, prefer=prefer,
                           kld_bound=bound if rule != "quality" else None, within_noise=ch.ties or None)
