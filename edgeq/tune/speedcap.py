@@ -52,10 +52,11 @@ def time_types(files: dict[str, Path], quantizable: set[str], cache: Path, threa
     common = ["-t", str(threads or system_info().physical_cores), "-r", "1", "-o", "json"]
     for rnd in range(TIMING["rounds"] if todo else 0):
         for k in todo if rnd % 2 == 0 else todo[::-1]:
-            for test, args in (("pp", ["-p", str(TIMING["n_prompt"]), "-n", "0"]),
-                               ("tg", ["-p", "0", "-n", str(TIMING["n_gen"])])):
-                out = run_tool([exe, "-m", str(files[k]), *common, *args], name="llama-bench", tail_lines=100000)
-                samples[k][test].append(float(json_array(out)[0]["avg_ts"]))
+            # One process a file and round measures both tests: half the loads and warm-ups of one per test.
+            out = run_tool([exe, "-m", str(files[k]), *common, "-p", str(TIMING["n_prompt"]), "-n",
+                            str(TIMING["n_gen"])], name="llama-bench", tail_lines=100000)
+            for test in json_array(out):
+                samples[k]["tg" if test.get("n_gen") else "pp"].append(float(test["avg_ts"]))
     for k in todo:
         h = read_header(files[k])
         qt = [t for t in h.tensors if t.name in quantizable]
