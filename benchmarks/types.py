@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 TYPES = ("F16", "Q8_0", "Q6_K", "Q5_K", "Q5_0", "Q5_1", "Q4_K", "Q4_0", "Q4_1", "IQ4_XS", "IQ4_NL", "Q3_K", "Q2_K")
 WORK = ROOT / "models" / "types-2048"
-RAW = ROOT / "benchmarks" / "results" / "types-raw.json"
+RAW = Path(os.environ.get("TYPES_RAW", ROOT / "benchmarks" / "results" / "types-raw.json"))
 BIN = ROOT / "build" / "bin"
 # One thread: on 2 shared cores a second thread spin-waits at every barrier while another process holds the
 # other core, and generation collapses (2-30 tok/s for one file across rounds, measured); one thread does not.
@@ -174,6 +174,34 @@ def check(raw_path: Path, calib_types: tuple[str, ...] = ("F16", "Q8_0", "Q4_K")
     return rows
 
 
+def render(raws: list[Path]) -> None:
+    """``benchmarks/results/types-check.{json,md}``: plan's per-type predictions against runs made after the table."""
+    lines, data = [], {}
+    for raw_path in raws:
+        raw = json.loads(raw_path.read_text())
+        rows = check(raw_path)
+        data[raw_path.name] = {"threads": raw["threads"], "date": raw["date"], "rows": rows,
+                               "bandwidth_gbps": raw["bandwidth_gbps"], "load": raw["load"]}
+        lines += [f"**{raw_path.name}**: {raw['threads']} thread(s), {raw['rounds']} rounds, {raw['date']}, "
+                  f"edgeq-bandwidth {min(raw['bandwidth_gbps']):.1f}–{max(raw['bandwidth_gbps']):.1f} GB/s, "
+                  f"load {min(raw['load']):.1f}–{max(raw['load']):.1f}", "",
+                  "| type | tg measured (min–max) | uncalibrated | calibrated | pp measured (min–max) | uncalibrated "
+                  "| calibrated |", "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            cal = " (calibration run)" if r["calibration_run"] else ""
+            lines.append(f"| {r['type']} | {r['tg']:.1f} ({r['tg_spread'][0]:.1f}–{r['tg_spread'][1]:.1f}) | "
+                         f"{r['uncal_tg_err']:+.0%} | {r['cal_tg_err']:+.0%}{cal} | {r['pp']:.0f} "
+                         f"({r['pp_spread'][0]:.0f}–{r['pp_spread'][1]:.0f}) | {r['uncal_pp_err']:+.0%} | "
+                         f"{r['cal_pp_err']:+.0%} |")
+        worst = {k: max(abs(r[k]) for r in rows if not (k.startswith("cal") and r["calibration_run"]))
+                 for k in ("uncal_tg_err", "cal_tg_err", "uncal_pp_err", "cal_pp_err")}
+        data[raw_path.name]["worst"] = worst
+        lines += ["", "worst: " + ", ".join(f"{k} {v:.0%}" for k, v in worst.items()), ""]
+    (ROOT / "benchmarks" / "results" / "types-check.json").write_text(json.dumps(data, indent=1))
+    (ROOT / "benchmarks" / "results" / "types-check.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 if __name__ == "__main__":
     what = sys.argv[1] if len(sys.argv) > 1 else "make"
     if what == "make":
@@ -185,3 +213,5 @@ if __name__ == "__main__":
     elif what == "check":
         for row in check(Path(sys.argv[2]) if len(sys.argv) > 2 else RAW):
             print(row)
+    elif what == "render":  # render RAW... : the check of each later run, as Markdown and JSON
+        render([Path(a) for a in sys.argv[2:]])
