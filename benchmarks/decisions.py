@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from edgeq.plan import plan  # noqa: E402
 from edgeq.plan.objective import NEAR_LOSSLESS_KLD  # noqa: E402
 from edgeq.plan.recommend import Candidate, recommend  # noqa: E402
+from edgeq.plan.source import from_gguf  # noqa: E402
 from edgeq.ship import ship  # noqa: E402
 from edgeq.sources.embedded import ensure_embedded_model  # noqa: E402
 from edgeq.system import system_info  # noqa: E402
@@ -81,7 +82,10 @@ def run_model(key: str, out: Path, rounds: int) -> dict[str, object]:
         here = os.getcwd()
         os.chdir(empty)
         try:
-            pred = {k: plan(f, quants=[], fit_params=False).rows[0] for k, f in files.items()}
+            pred = {}
+            for k, f in files.items():
+                spec = from_gguf(Path(f))
+                pred[k] = plan(f, quants=[] if spec.recipes else list(spec.files), fit_params=False).rows[0]
         finally:
             os.chdir(here)
     predicted = recommend([_cand(k, kld[k], pred[k].tg_tps, pred[k].pp_tps) for k in files])
