@@ -15,25 +15,26 @@ REPO = Path(__file__).resolve().parent.parent
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
 
 
-# Modules whose module-scoped fixtures are whole runs (a tune, a ship, a converted folder, RPC hosts, the bundle's
-# files and envelopes): under pytest-xdist (`make test` runs two workers) each module runs on one worker, so each
-# is made once.  Every other test goes to whichever worker is free.
-ONE_WORKER = ("test_bundle", "test_convert_e2e", "test_eval", "test_reliability2", "test_rpc", "test_ship",
-              "test_tune", "test_upload")
-
-
 # A test that uses one of these converts or runs a real model, whether or not it says so: it is `slow`, and
 # `make test-fast` (-m "not slow") leaves it out.
 MODEL_FIXTURES = {"tiny_llama", "embedded_checkpoint", "embedded_outputs", "embedded_models", "qwen2_tokenizer",
                   "aarch64_build", "made", "nan_gguf"}
 
 
+# The longest modules (measured: `make test --durations`), started first so that neither worker is left with one
+# of them at the end while the other idles.
+LONGEST_FIRST = ("test_tune", "test_architectures", "test_ship", "test_bundle", "test_eval", "test_bench")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.module.__name__ if isinstance(item, pytest.Function) else ""
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: within a module, the written order
     for item in items:
         if not isinstance(item, pytest.Function):
             continue
-        if item.module.__name__ in ONE_WORKER:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
         if MODEL_FIXTURES & set(item.fixturenames) and not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)
 

@@ -75,7 +75,9 @@ def test_calibration_travels_with_the_results(tmp_path, embedded_outputs):
     moved = Path(shutil.copy(out, elsewhere / "results.json"))
     shutil.rmtree(here)
     travelled = from_bench(moved, repack_types=repack)
-    assert travelled.tg_family_efficiency == from_files.tg_family_efficiency and not travelled.warnings
+    assert travelled.tg_family_efficiency == from_files.tg_family_efficiency
+    # No warning that the terms are missing (one that the machine was busy depends on what else runs beside it).
+    assert not [w for w in travelled.warnings if "was busy" not in w], travelled.warnings
     assert travelled.overhead_bytes == from_files.overhead_bytes
     # Speeds are the benchmark's business (benchmarks/plan_user_path.py); here: the same prediction back,
     # whichever way the terms came, and norms counted under their own family, not lumped with the weights.

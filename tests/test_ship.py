@@ -60,7 +60,9 @@ def test_ship_writes_a_verified_deploy_folder_whose_run_sh_generates(shipped):
     assert json.loads((dist / "edgeq-manifest.json").read_text())["files"].keys() == {Path(chosen.file).name}
     card = ModelCard((dist / "README.md").read_text())
     assert card.data.base_model == SOURCE and card.data.license == "apache-2.0"
-    assert "## Recommended" in card.text and res.sentence in card.text and "measured here" in card.text
+    from edgeq.output import md_text  # the card holds the sentence as literal Markdown
+
+    assert "## Recommended" in card.text and md_text(res.sentence) in card.text and "measured here" in card.text
     # The pick follows the documented rule (speed by default): it fits and keeps to the near-lossless bound, and
     # nothing else that fits and keeps to it generates faster beyond the measured noise (issue 33).
     kld = {o.label: (0.0 if o.label == "F16" else o.kld_mean) for o in res.options}
