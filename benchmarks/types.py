@@ -28,7 +28,7 @@ WORK = ROOT / "models" / "types-2048"
 RAW = Path(os.environ.get("TYPES_RAW", ROOT / "benchmarks" / "results" / "types-raw.json"))
 BIN = ROOT / "build" / "bin"
 # One thread: on 2 shared cores a second thread spin-waits at every barrier while another process holds the
-# other core, and generation collapses (2-30 tok/s for one file across rounds, measured); one thread does not.
+# other core, and generation collapses (F16 at 1.8-2.6 tok/s, 18 at one thread: results/types-raw-2threads-busy.json).
 THREADS = int(os.environ.get("TYPES_THREADS", "1"))
 
 
