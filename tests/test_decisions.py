@@ -231,3 +231,11 @@ def test_a_calibration_from_busy_bench_results_says_so(tmp_path):
     assert any("busy" in w and "bench again" in w for w in cal.warnings)
     # Recorded per type, the bytes count at the type's kernel rate: Q8_0 on x86 is 0.99 of Q4_0's per byte.
     assert cal.tg_family_efficiency["Q8_0"] == pytest.approx(50.0 * 5e8 / 0.99 / 40e9, rel=0.02)
+
+
+def test_tune_timings_that_spread_are_noise():
+    from edgeq.tune.speedcap import SPREAD_BUSY, _spread
+
+    assert _spread([100.0, 110.0]) == pytest.approx(10 / 105) and _spread([100.0, 110.0]) < SPREAD_BUSY
+    assert _spread([2.4, 12.7]) > SPREAD_BUSY  # the loaded run's Q4_K tg samples: the table is used instead
+    assert _spread([5.0]) == 0.0

@@ -5,7 +5,8 @@ Bytes do not predict speed (issue 33): the 0.5B file tuned for KLD alone, mostly
 
 - on this machine, measured: each per-type ``--pure`` file tune already writes is timed with ``llama-bench``
   (``TIMING``: prompt and generation, every file once a round, rounds in alternating order, so the VM's drift hits
-  every type alike), cached beside the per-type files;
+  every type alike), cached beside the per-type files; where the rounds of a file differ by more than
+  ``SPREAD_BUSY`` the machine is busy and the kernel table's prediction is used instead (and said);
 - for another device, predicted from ``plan.kernels``' factors of its kind.
 
 A tensor then costs its share of its type's file time: generation by bytes (it reads them once a token), prompts
@@ -30,6 +31,7 @@ from .allocate import Allocation, allocate
 from .sensitivity import Calibration, TensorCost, load_json
 
 TIMING = {"n_prompt": 64, "n_gen": 16, "rounds": 2}
+SPREAD_BUSY = 0.20  # as bench.noise: timings whose rounds differ more than this fall back to the kernel table
 
 
 @dataclass
@@ -40,6 +42,7 @@ class TypeSpeed:
     tg_s: float
     bytes: int  # of its quantizable tensors
     weights: int
+    spread: float = 0.0  # the widest of its pp and tg samples' (max − min) ÷ median: noise of the timing
 
 
 def time_types(files: dict[str, Path], quantizable: set[str], cache: Path, threads: int | None) -> dict[str, TypeSpeed]:
@@ -65,8 +68,12 @@ def time_types(files: dict[str, Path], quantizable: set[str], cache: Path, threa
                      "bytes": sum(tensor_bytes(t.shape, t.type) for t in qt), "weights": sum(t.n_elements for t in qt)}
     if todo:
         write_json_atomic(cache, cached)
-    return {k: TypeSpeed(1 / cached[k]["pp_tps"], 1 / cached[k]["tg_tps"], cached[k]["bytes"], cached[k]["weights"])
-            for k in files}
+    return {k: TypeSpeed(1 / cached[k]["pp_tps"], 1 / cached[k]["tg_tps"], cached[k]["bytes"], cached[k]["weights"],
+                         max(_spread(xs) for xs in cached[k]["samples"].values())) for k in files}
+
+
+def _spread(xs: list[float]) -> float:
+    return (max(xs) - min(xs)) / statistics.median(xs) if len(xs) > 1 and statistics.median(xs) else 0.0
 
 
 def predicted_types(types: set[str], kind: str) -> dict[str, TypeSpeed]:
@@ -151,6 +158,11 @@ def cap(alloc: Allocation, costs: list[TensorCost], cal: Calibration, budget: in
     if here:
         speeds = time_types(per_type, names, work / "type-speeds.json", threads)
         source = "measured here (llama-bench on the per-type files)"
+        worst = max(speeds.values(), key=lambda s: s.spread)
+        if worst.spread > SPREAD_BUSY:  # a busy machine: timings that spread so are noise; the table is not
+            speeds = predicted_types({t for c in costs for t in c.errors}, kind)
+            source = (f"predicted ({kernels.SOURCES[kind]}): the per-type timings here spread up to "
+                      f"{worst.spread:.0%}, a busy machine")
     else:
         speeds = predicted_types({t for c in costs for t in c.errors}, kind)
         source = f"predicted for the device ({kernels.SOURCES[kind]})"
