@@ -90,4 +90,6 @@ def test_calibration_travels_with_the_results(tmp_path, embedded_outputs):
     p = subprocess.run([EDGEQ, "plan", str(src.parent), "--quants", "Q8_0,Q4_K_M", "--calibrate", str(moved)],
                        capture_output=True, text=True, cwd=elsewhere, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "calibration runs, measured tg tok/s → predicted back:" in p.stdout and "calibration warning" not in p.stdout
+    # No calibration warning but the one a busy machine earns (plan.calibrate: bench marked its results busy).
+    warned = [ln for ln in p.stdout.splitlines() if "calibration warning" in ln and "was busy" not in ln]
+    assert "calibration runs, measured tg tok/s → predicted back:" in p.stdout and not warned, warned
