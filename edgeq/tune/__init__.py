@@ -216,7 +216,7 @@ def tune(source: str | Source | None = None, *, size: str | int | None = None, b
 
         t = time.perf_counter()
         rows = verify(tc, f16, dst, imatrix, work, stem, stock, eval_text, eval_tokens, alloc, threads, progress,
-                       info.file_size_bytes)
+                       info.file_size_bytes, also=speed.get("stock"))
         stages["verification"] = time.perf_counter() - t
         tuned = next(r for r in rows if r.tuned)
         _record(out, dst, info, label, sha, kind, asked, limit, alloc.predicted_kld, imat_recipe, tuned.kld_mean)

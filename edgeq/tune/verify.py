@@ -37,12 +37,15 @@ class Row:
 
 def verify(tc: Any, f16: Path, dst: Path, imatrix: Path, work: Path, stem: str, stock: tuple[str, ...],
             eval_text: str | Path | None, eval_tokens: int, alloc: Allocation, threads: int | None, progress: bool,
-            size: int) -> list[Row]:
-    """KLD, ΔPPL and top-1 of the tuned file and the stock recipes (same imatrix) on the evaluation text."""
+            size: int, also: str | None = None) -> list[Row]:
+    """KLD, ΔPPL and top-1 of the tuned file and the stock recipes (same imatrix) on the evaluation text: those
+    either side of its size, and ``also`` (the stock recipe its speed floor was held to, wherever its size fell)."""
     from ..quality import load_text, perplexity  # here: the quality package loads numpy
     from ..quality.models import gguf_ref
 
-    stock_files = [(q, _stock(tc, f16, imatrix, work, stem, q, threads)) for q in bracket(f16, stock, size)]
+    names = bracket(f16, stock, size)
+    names += [also] if also and also not in names else []
+    stock_files = [(q, _stock(tc, f16, imatrix, work, stem, q, threads)) for q in names]
     text, src = load_text(eval_text) if eval_text else default_text()
     # A stock file's scores depend on it and the text alone: measured once per work folder, text and length,
     # so a second budget scores only the F16 reference and the new file.
