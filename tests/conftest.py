@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session", autouse=True)
 def _vocabularies_read_once_per_run(tmp_path_factory: pytest.TempPathFactory) -> None:
-    from archmatrix import VOCAB_CACHE_ENV
+    from vocab import VOCAB_CACHE_ENV
 
     os.environ[VOCAB_CACHE_ENV] = str(run_dir(tmp_path_factory) / "vocab-tokenizers")
 
@@ -160,7 +160,7 @@ def qwen2_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (transformers 5 rebuilds a Qwen2 model's pre-tokenizer from the class, so a
     tiny Qwen2 needs Qwen2's own tokenizer for the converter to recognise it.)
     """
-    from archmatrix import vocab_tokenizer
+    from vocab import vocab_tokenizer
 
     dest = tmp_path_factory.mktemp("qwen2-tokenizer")
     vocab_tokenizer("qwen2").save_pretrained(dest)
