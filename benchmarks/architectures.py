@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/architectures.py [NAME...]   # names: re-check those, keep the other rows
     .venv/bin/python benchmarks/architectures.py --render    # the table again from the JSON, nothing re-run
 
-Writes ``benchmarks/results/architectures.{json,md}``, the README's table (between its ``architectures`` markers)
+Writes ``benchmarks/results/architectures.{json,md}``, the table in ``docs/architectures.md`` (between its ``architectures`` markers)
 and ``edgeq/data/tested-architectures.json`` (the HF classes that passed every column, which ``edgeq convert``
 reads to say when a model's architecture is untested).  The same checks run in ``tests/test_architectures.py``.
 """
@@ -19,9 +19,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import archmatrix  # noqa: E402
 
-from edgeq.llamacpp import find_toolchain, llama_cpp_version  # noqa: E402
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from readme_table import write_between_markers  # noqa: E402
 
-BEGIN, END = "<!-- architectures:begin -->", "<!-- architectures:end -->"
+from edgeq.llamacpp import find_toolchain, llama_cpp_version  # noqa: E402
 
 
 def _mark(ok: object) -> str:
@@ -80,11 +81,7 @@ def main(only: list[str]) -> None:
     (ROOT / "edgeq" / "data" / "tested-architectures.json").write_text(
         json.dumps({"note": "written by benchmarks/architectures.py", "llama_cpp": llama, "passed": passed},
                    indent=1) + "\n")
-    readme = ROOT / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        readme.write_text(head + BEGIN + "\n" + md + "\n" + END + rest.split(END, 1)[1], encoding="utf-8")
+    write_between_markers("architectures", md)
     print(md)
 
 
