@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from readme_table import publish  # noqa: E402
 
-from edgeq.bundle import bundle  # noqa: E402
-from edgeq.bundle.check import (  # noqa: E402
+from edgeq.bundling import bundle  # noqa: E402
+from edgeq.bundling.check import (  # noqa: E402
     CHECK_CHARS,
     CHECK_CTX,
     CHECK_WINDOWS,
@@ -37,7 +37,7 @@ from edgeq.bundle.check import (  # noqa: E402
     TOP1_MARGIN_PTS,
     check_folder,
 )
-from edgeq.convert import convert  # noqa: E402
+from edgeq.conversion import convert  # noqa: E402
 from edgeq.llamacpp import cross  # noqa: E402
 from edgeq.quality.crosscheck import llama_perplexity_kld  # noqa: E402
 from edgeq.sources.texts import default_text  # noqa: E402

@@ -29,7 +29,7 @@ from pathlib import Path
 import psutil
 
 from edgeq import config
-from edgeq.convert import convert
+from edgeq.conversion import convert
 from edgeq.llamacpp import find_toolchain, run_tool
 from edgeq.output import human_bytes, print_table
 from edgeq.sources.embedded import ensure_embedded_model

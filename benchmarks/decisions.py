@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
-from edgeq.plan import plan  # noqa: E402
-from edgeq.plan.objective import NEAR_LOSSLESS_KLD  # noqa: E402
-from edgeq.plan.recommend import Candidate, recommend  # noqa: E402
-from edgeq.plan.source import from_gguf  # noqa: E402
-from edgeq.ship import ship  # noqa: E402
+from edgeq.planning import plan  # noqa: E402
+from edgeq.planning.objective import NEAR_LOSSLESS_KLD  # noqa: E402
+from edgeq.planning.recommend import Candidate, recommend  # noqa: E402
+from edgeq.planning.source import from_gguf  # noqa: E402
+from edgeq.shipping import ship  # noqa: E402
 from edgeq.sources.embedded import ensure_embedded_model  # noqa: E402
 from edgeq.system import system_info  # noqa: E402
 

@@ -34,11 +34,11 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from plan_accuracy import make_qwen  # noqa: E402
 
-from edgeq.bench.llama_bench import llama_bench  # noqa: E402
-from edgeq.bench.prompts import DEFAULT_PROMPTS  # noqa: E402
-from edgeq.bench.results import RunSpec  # noqa: E402
-from edgeq.bench.runs import run_worker  # noqa: E402
-from edgeq.convert import convert  # noqa: E402
+from edgeq.benchmarking.llama_bench import llama_bench  # noqa: E402
+from edgeq.benchmarking.prompts import DEFAULT_PROMPTS  # noqa: E402
+from edgeq.benchmarking.results import RunSpec  # noqa: E402
+from edgeq.benchmarking.runs import run_worker  # noqa: E402
+from edgeq.conversion import convert  # noqa: E402
 from edgeq.llamacpp import measure_bandwidth  # noqa: E402
 from edgeq.sources.gguf import read  # noqa: E402
 from edgeq.system import default_threads  # noqa: E402

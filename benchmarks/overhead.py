@@ -132,10 +132,10 @@ def measure_inspect(path: Path, rounds: int) -> dict[str, Any]:
 
 
 def measure_bench(path: Path, rounds: int, threads: int) -> dict[str, Any]:
-    from edgeq.bench.llama_bench import llama_bench
-    from edgeq.bench.prompts import DEFAULT_PROMPTS
-    from edgeq.bench.results import RunSpec
-    from edgeq.bench.runs import run_worker
+    from edgeq.benchmarking.llama_bench import llama_bench
+    from edgeq.benchmarking.prompts import DEFAULT_PROMPTS
+    from edgeq.benchmarking.results import RunSpec
+    from edgeq.benchmarking.runs import run_worker
 
     spec = RunSpec(path.stem, str(path), "llama.cpp", path.stem.rsplit("-", 1)[-1], "cpu", threads, 1, N_PROMPT,
                    N_GEN, 1, {"en": DEFAULT_PROMPTS["en"]})
@@ -244,7 +244,7 @@ def main() -> None:
 
     from plan_accuracy import make_qwen
 
-    from edgeq.convert import convert
+    from edgeq.conversion import convert
     from edgeq.sources.embedded import ensure_embedded_model
     from edgeq.sources.texts import default_text
     from edgeq.system import cpu_name

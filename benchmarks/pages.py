@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from readme_table import publish  # noqa: E402
 
 import edgeq  # noqa: E402
-from edgeq.convert.steps import ensure_imatrix  # noqa: E402
+from edgeq.conversion.steps import ensure_imatrix  # noqa: E402
 from edgeq.llamacpp import find_toolchain  # noqa: E402
 from edgeq.sources.texts import calibration_text_file  # noqa: E402
 from edgeq.system import cpu_name  # noqa: E402
@@ -46,7 +46,7 @@ JOBS = {
     "score": ("from pathlib import Path; from edgeq.quality import perplexity; from edgeq.quality.models import gguf_ref;"
               "from edgeq.sources.texts import default_text; t, s = default_text(); r = gguf_ref(Path({f16!r}));"
               "perplexity([r, gguf_ref(Path({q8!r}))], t, s, reference=r, ctx=512, max_tokens=2048, threads=2)"),
-    "errors": ("from pathlib import Path; from edgeq.tune.sensitivity import tensor_errors;"
+    "errors": ("from pathlib import Path; from edgeq.tuning.sensitivity import tensor_errors;"
                "tensor_errors(Path({f16!r}), Path({q4!r}), 'imatrix', Path({imat!r}))"),
 }
 

@@ -101,13 +101,13 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true", help="measure again instead of resuming from measurements.json")
     args = ap.parse_args()
 
-    from edgeq.convert import convert
+    from edgeq.conversion import convert
     from edgeq.llamacpp import measure_bandwidth
-    from edgeq.plan import memory, source
-    from edgeq.plan.calibrate import fit_families
-    from edgeq.plan.devices import this_machine
-    from edgeq.plan.size import predict_size, tensor_bytes, tensor_types
-    from edgeq.plan.speed import family_bytes, matmul_weights, tg_tps
+    from edgeq.planning import memory, source
+    from edgeq.planning.calibrate import fit_families
+    from edgeq.planning.devices import this_machine
+    from edgeq.planning.size import predict_size, tensor_bytes, tensor_types
+    from edgeq.planning.speed import family_bytes, matmul_weights, tg_tps
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

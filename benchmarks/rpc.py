@@ -44,7 +44,7 @@ def larger_model() -> Path:
     sys.path.insert(0, str(REPO / "benchmarks"))
     from convert_memory import make_qwen
 
-    from edgeq.convert import convert
+    from edgeq.conversion import convert
 
     src = make_qwen(LARGER.parent.parent / "qwen2.5-0.5b-random", "qwen2.5-0.5b")
     res = convert(str(src), quants=["Q8_0"], outdir=LARGER.parent, name="qwen2.5-0.5b-random", progress=False)

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import qwen05b  # noqa: E402
 from readme_table import publish  # noqa: E402
 
-from edgeq.ship import ship  # noqa: E402
+from edgeq.shipping import ship  # noqa: E402
 from edgeq.sources.embedded import ensure_embedded_model  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"

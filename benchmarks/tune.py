@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import qwen05b  # noqa: E402
 from readme_table import publish  # noqa: E402
 
-from edgeq.plan import plan  # noqa: E402
+from edgeq.planning import plan  # noqa: E402
 from edgeq.sources.embedded import ensure_embedded_model  # noqa: E402
-from edgeq.tune import tune  # noqa: E402
-from edgeq.tune.sensitivity import CANDIDATES  # noqa: E402
+from edgeq.tuning import tune  # noqa: E402
+from edgeq.tuning.sensitivity import CANDIDATES  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 MODELS = {

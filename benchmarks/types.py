@@ -102,9 +102,9 @@ def _cpu() -> str:
 
 def _terms(path: Path) -> tuple[dict[str, int], dict[str, int], float]:
     """(bytes read per generated token by type, matmul weights by type, attention FLOP) of a file, as plan sees it."""
-    from edgeq.plan import speed
-    from edgeq.plan.size import tensor_bytes
-    from edgeq.plan.source import from_gguf
+    from edgeq.planning import speed
+    from edgeq.planning.size import tensor_bytes
+    from edgeq.planning.source import from_gguf
 
     spec = from_gguf(path)
     sizes = [tensor_bytes(t.shape, ty) for t, ty in zip(spec.tensors, spec.current_types)]
@@ -115,7 +115,7 @@ def _terms(path: Path) -> tuple[dict[str, int], dict[str, int], float]:
 def _gflops() -> float:
     import psutil
 
-    from edgeq.plan.devices import _flops_per_cycle
+    from edgeq.planning.devices import _flops_per_cycle
     from edgeq.system import cpu_features, system_info
 
     f = psutil.cpu_freq()
@@ -146,8 +146,8 @@ def derive(raw_path: Path = RAW) -> dict[str, object]:
 def check(raw_path: Path, calib_types: tuple[str, ...] = ("F16", "Q8_0", "Q4_K")) -> list[dict[str, object]]:
     """plan's per-type predictions against the measurements in ``raw_path``: uncalibrated (the kernel table, the
     bandwidth read in that run, this machine's FLOP/s estimate) and calibrated from ``calib_types``' runs only."""
-    from edgeq.plan import kernels, speed
-    from edgeq.plan.calibrate import fit_families
+    from edgeq.planning import kernels, speed
+    from edgeq.planning.calibrate import fit_families
 
     raw = json.loads(raw_path.read_text())
     bw = statistics.median(x for x in raw["bandwidth_gbps"] if x)

@@ -5,6 +5,7 @@ import os
 import platform
 import shutil
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,14 @@ import psutil
 
 # numpy's switch for transparent huge pages (it reads it once, when imported): see ``use_small_pages``.
 HUGEPAGE_ENV = "NUMPY_MADVISE_HUGEPAGE"
+
+
+def small_pages_env(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` for a process edgeq starts, with numpy's huge pages off unless the caller's environment chose.
+
+    Every child (the converter, the workers) gets it this way, so a library import of edgeq never has to
+    write the caller's environment for the choice to reach them (``use_small_pages`` says why it is made)."""
+    return {HUGEPAGE_ENV: "0", **env}
 
 
 def use_small_pages() -> None:
@@ -23,7 +32,8 @@ def use_small_pages() -> None:
     pages, and edgeq's arrays are large and short-lived: a window's log-probabilities, a dequantized tensor,
     the converter's copies (``benchmarks/pages.py`` measures what it costs each of them).  The variable also
     reaches the converter and the workers edgeq starts; numpy already imported (by a script, before edgeq) is
-    switched too.  Huge pages' gain, fewer TLB misses, is a few per cent of a pass over such an array.
+    switched too.  The CLI calls it first thing; ``import edgeq`` does not (a library import changes nothing),
+    and a script may call it itself.  Huge pages' gain, fewer TLB misses, is a few per cent of a pass over such an array.
     """
     if HUGEPAGE_ENV in os.environ:
         return  # the user's choice, either way

@@ -158,9 +158,9 @@ def check(name: str, work: Path, *, cli: bool = True) -> dict[str, Any]:
     import torch
 
     from edgeq.backends.isolated import ChildScorer
-    from edgeq.convert import convert
-    from edgeq.plan.size import tensor_types
-    from edgeq.plan.source import load
+    from edgeq.conversion import convert
+    from edgeq.planning.size import tensor_types
+    from edgeq.planning.source import load
     from edgeq.sources.gguf import read_header
 
     case, t0 = CASES[name], time.monotonic()
@@ -237,7 +237,7 @@ def check(name: str, work: Path, *, cli: bool = True) -> dict[str, Any]:
 
 
 def _plan_sizes_exact(hf: Path, files: dict[str, Path]) -> bool:
-    from edgeq.plan import plan
+    from edgeq.planning import plan
 
     # A stated machine: file sizes do not depend on it, and this one's memory bandwidth is not measured for them.
     sizes = {r.quant: r.file_size_bytes for r in plan(str(hf), quants=list(files), fit_params=False,

@@ -108,7 +108,7 @@ def embedded_outputs(tmp_path_factory: pytest.TempPathFactory, embedded_checkpoi
 
     Tests must not change these files; one that needs to damage a file copies it first.
     """
-    from edgeq.convert import convert
+    from edgeq.conversion import convert
 
     # convert lets one run at a time into a folder and reuses what an earlier one made there: with several
     # pytest-xdist workers, the first converts and the others wait for its files.

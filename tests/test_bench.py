@@ -3,14 +3,14 @@ import json
 
 import pytest
 
-from edgeq.bench import matrix
-from edgeq.bench.prompts import DEFAULT_PROMPTS, fit, load_prompts, sequences
-from edgeq.bench.results import CSV_FIELDS, BenchResults, RunResult, RunSpec, Stat, csv_rows
-from edgeq.bench.runs import run_worker
-from edgeq.bench.verdict import HOLDS_AT, roofline, verdicts
+from edgeq.benchmarking import matrix
+from edgeq.benchmarking.prompts import DEFAULT_PROMPTS, fit, load_prompts, sequences
+from edgeq.benchmarking.results import CSV_FIELDS, BenchResults, RunResult, RunSpec, Stat, csv_rows
+from edgeq.benchmarking.runs import run_worker
+from edgeq.benchmarking.verdict import HOLDS_AT, roofline, verdicts
 from edgeq.cli import main
 from edgeq.errors import UsageError
-from edgeq.report import write_report
+from edgeq.reporting import report
 
 
 def row(backend, variant, pp, tg, batch=1, prompt="en", rss=100, weight_bytes=1_000_000):
@@ -153,7 +153,7 @@ def test_report_writes_markdown_and_nonempty_pngs(tmp_path):
 def test_report_rejects_a_file_that_is_not_bench_results(tmp_path):
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(UsageError, match="not an edgeq bench result"):
-        write_report([tmp_path / "x.json"], tmp_path / "rep")
+        report([tmp_path / "x.json"], tmp_path / "rep")
 
 
 @pytest.mark.slow
@@ -163,7 +163,7 @@ def test_bench_end_to_end(tiny_llama, tmp_path):
     `benchmarks/embedded.sh`'s, in benchmarks/results/embedded.json)."""
     import os
 
-    from edgeq.convert import convert
+    from edgeq.conversion import convert
 
     res = convert(str(tiny_llama), quants=["F32", "Q8_0"], outdir=tmp_path / "gguf", progress=False)
     ggufs = [o.path for o in res.outputs if o.type in ("F32", "Q8_0")]
@@ -197,7 +197,7 @@ def test_bench_end_to_end(tiny_llama, tmp_path):
 
 
 def test_published_ratios_pair_each_quantized_row_with_its_full_precision_row():
-    from edgeq.report import published_ratios
+    from edgeq.reporting import published_ratios
 
     rows = {(r[1], r[2]): r for r in published_ratios()}
     assert rows[("meta-llama/Llama-3.2-1B", "bnb-int8")][3] == "0.33×"  # 0.05 s ÷ 0.15 s: slower on the GPU

@@ -5,10 +5,10 @@ from dataclasses import replace
 
 import pytest
 
-from edgeq.bench.eta import ETA, human_seconds, prior
-from edgeq.bench.results import RunResult, RunSpec, Stat
-from edgeq.bench.runs import WorkerPool
-from edgeq.bench.verdict import roofline
+from edgeq.benchmarking.eta import ETA, human_seconds, prior
+from edgeq.benchmarking.results import RunResult, RunSpec, Stat
+from edgeq.benchmarking.runs import WorkerPool
+from edgeq.benchmarking.verdict import roofline
 from edgeq.sources.gguf import bytes_read_per_token, read
 from edgeq.sources.gguf_header import TensorEntry
 
@@ -132,7 +132,7 @@ def test_transformers_bytes_per_token_leave_out_an_untied_embedding():
 
 
 def test_merged_rounds_count_their_loads():
-    from edgeq.bench.matrix import merge_rounds
+    from edgeq.benchmarking.matrix import merge_rounds
 
     a, b = replace(_ok("Q8_0", 10, 1), pid=7), replace(_ok("Q8_0", 12, 1), pid=7)
     (m,) = merge_rounds([[a], [b]])

@@ -43,7 +43,7 @@ def test_without_the_cross_compiler_it_says_what_to_install(tmp_path, monkeypatc
 
 
 def test_run_sh_prefers_the_bundled_binary_and_falls_back_to_path(tmp_path):
-    from edgeq.bundle import write_run_sh
+    from edgeq.bundling import write_run_sh
 
     fake = "#!/bin/sh\necho \"$0 $*\"\n"
     (tmp_path / "bin").mkdir()
@@ -94,7 +94,7 @@ def peaked(tmp_path_factory, embedded_checkpoint) -> dict[str, Path]:
     """The tiny peaked Llama as Q8_0, Q4_0 and Q4_K_M."""
     from conftest import make_tiny_checkpoint
 
-    from edgeq.convert import convert
+    from edgeq.conversion import convert
 
     base = tmp_path_factory.mktemp("peaked")
     ck = make_tiny_checkpoint(base / "tiny-peaked", embedded_checkpoint, initializer_range=0.25)
@@ -105,7 +105,7 @@ def peaked(tmp_path_factory, embedded_checkpoint) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def bounds(peaked):
     """Each file's envelope (this machine's own CPU levels against each other), measured once per file."""
-    from edgeq.bundle.check import CHECK_CHARS, envelope
+    from edgeq.bundling.check import CHECK_CHARS, envelope
     from edgeq.sources.texts import default_text
 
     made: dict[str, object] = {}
@@ -170,7 +170,7 @@ def _holds(c, env) -> None:
 def test_bundle_check_runs_every_cpu_level_under_qemu_and_each_computes_what_this_machine_does(aarch64_build, peaked,
                                                                                               tmp_path):
     """Q4_K_M (ggml's most involved kernels) through `bundle --check`: greedy text, top-1 and KLD at every level."""
-    from edgeq.bundle import bundle
+    from edgeq.bundling import bundle
 
     res = bundle(peaked["Q4_K_M"], outdir=tmp_path / "b", check=True, n_predict=24, threads=2)
     assert [c.level for c in res.checks] == sorted(cross.AARCH64.levels)
@@ -185,8 +185,8 @@ def test_q4_0_on_the_board_holds_and_a_real_difference_is_far_outside_the_bounds
                                                                                 tmp_path):
     """Q4_0 at the baseline level; the control: the board's Q4_0 scored against the Q8_0 file's logits is caught by
     Q4_0's own bounds."""
-    from edgeq.bundle import bundle, check_folder
-    from edgeq.bundle.check import CHECK_CHARS, CHECK_CTX, CHECK_WINDOWS
+    from edgeq.bundling import bundle, check_folder
+    from edgeq.bundling.check import CHECK_CHARS, CHECK_CTX, CHECK_WINDOWS
     from edgeq.quality.crosscheck import llama_perplexity_kld
     from edgeq.sources.texts import default_text
 
@@ -204,7 +204,7 @@ def test_q4_0_on_the_board_holds_and_a_real_difference_is_far_outside_the_bounds
 @slow
 def test_an_emulated_aarch64_rpc_server_computes_for_this_machines_client_what_the_board_computes(aarch64_build, peaked,
                                                                                 bounds, tmp_path):
-    from edgeq.bundle import bundle, check_folder
+    from edgeq.bundling import bundle, check_folder
 
     bundle(peaked["Q8_0"], outdir=tmp_path / "b")
     env, [local, rpc] = check_folder(tmp_path / "b", local=True, rpc=True, levels=["armv8.2_2"], n_predict=24,

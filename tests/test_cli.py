@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgeq.cli import cli, main
-from edgeq.convert import ConvertResult, OutputFile
+from edgeq.conversion import ConvertResult, OutputFile
 
 # `edgeq.convert` is the function (as in mlx_lm); the modules are reached by name.
 download_mod = importlib.import_module("edgeq.sources.hub")

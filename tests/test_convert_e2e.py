@@ -10,9 +10,9 @@ from gguf import GGUFReader
 from hubserver import Repo
 
 from edgeq.cli import main
-from edgeq.convert import convert
+from edgeq.conversion import convert
 from edgeq.errors import ToolFailed
-from edgeq.generate import generate
+from edgeq.generation import generate
 from edgeq.manifest import load as load_manifest
 from edgeq.manifest import verify
 

@@ -35,7 +35,7 @@ def crash_shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_q8(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The smoke test's tiny model in Q8_0 (a couple of MiB, made in a second)."""
-    from edgeq.doctor.smoke import tiny_weights, write_tiny_model
+    from edgeq.diagnosis.smoke import tiny_weights, write_tiny_model
     from edgeq.llamacpp import find_toolchain
     from edgeq.llamacpp.quantize import quantize
     from edgeq.quants import parse_quant

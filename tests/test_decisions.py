@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from edgeq.bench.noise import busy_reason
-from edgeq.bench.results import RunResult, Stat
+from edgeq.benchmarking.noise import busy_reason
+from edgeq.benchmarking.results import RunResult, Stat
 from edgeq.errors import UsageError
-from edgeq.plan.objective import NEAR_LOSSLESS_KLD, PREDICTED_BAND, band, choose, dominated_by
-from edgeq.plan.recommend import Candidate, recommend
-from edgeq.ship.decide import pick
-from edgeq.ship.result import Option
+from edgeq.planning.objective import NEAR_LOSSLESS_KLD, PREDICTED_BAND, band, choose, dominated_by
+from edgeq.planning.recommend import Candidate, recommend
+from edgeq.shipping.decide import pick
+from edgeq.shipping.result import Option
 
 GIB = 1024**3
 
@@ -128,8 +128,8 @@ def test_busy_is_said_from_spread_or_load():
 # --- tune: the speed floor against the stock recipe (speedcap) ------------------------------------------------
 
 def _tune_case():
-    from edgeq.tune.sensitivity import Calibration, TensorCost
-    from edgeq.tune.speedcap import TypeSpeed
+    from edgeq.tuning.sensitivity import Calibration, TensorCost
+    from edgeq.tuning.speedcap import TypeSpeed
 
     cal = Calibration({"ffn_in": 1.0, "ffn_out": 1.0, "floor": 0.001}, [])
     # Q5_1 is the least error per byte here but slow (as on x86); Q4_K fast; Q8_0 wide.
@@ -142,8 +142,8 @@ def _tune_case():
 
 
 def test_tune_speed_floor_trades_kld_for_speed_only_as_far_as_needed():
-    from edgeq.tune.allocate import allocate, padded
-    from edgeq.tune.speedcap import allocate_within, recipe_time, tensor_time
+    from edgeq.tuning.allocate import allocate, padded
+    from edgeq.tuning.speedcap import allocate_within, recipe_time, tensor_time
 
     cal, costs, speeds = _tune_case()
     cost = tensor_time(speeds)
@@ -165,8 +165,8 @@ def test_tune_speed_floor_trades_kld_for_speed_only_as_far_as_needed():
 
 
 def test_predicted_type_speeds_follow_the_kernel_table():
-    from edgeq.plan import kernels
-    from edgeq.tune.speedcap import predicted_types
+    from edgeq.planning import kernels
+    from edgeq.tuning.speedcap import predicted_types
 
     sp = predicted_types({"Q4_0", "Q5_1"}, "x86")
     assert sp["Q5_1"].pp_s / sp["Q4_0"].pp_s == pytest.approx(1 / kernels.factors("x86", "Q5_1")[1])
@@ -176,8 +176,8 @@ def test_predicted_type_speeds_follow_the_kernel_table():
 # --- speed per type, not per byte (plan.kernels, speed.effective_bytes) -------------------------------------------
 
 def test_a_calibration_from_three_types_predicts_the_others_by_their_kernels():
-    from edgeq.plan import kernels, speed
-    from edgeq.plan.calibrate import fit_families
+    from edgeq.planning import kernels, speed
+    from edgeq.planning.calibrate import fit_families
 
     bw, q4 = 30.0, 0.5  # GB/s, and Q4_0's share of it
     mb = 10**6
@@ -204,7 +204,7 @@ def test_a_calibration_from_three_types_predicts_the_others_by_their_kernels():
 
 
 def test_prompt_speed_counts_each_type_at_its_kernel_rate():
-    from edgeq.plan import kernels, speed
+    from edgeq.planning import kernels, speed
 
     w = {"Q5_1": 10**8}
     slow = speed.effective_flops(w, 0.0, "x86")
@@ -216,7 +216,7 @@ def test_prompt_speed_counts_each_type_at_its_kernel_rate():
 def test_a_calibration_from_busy_bench_results_says_so(tmp_path):
     import json
 
-    from edgeq.plan.calibrate import from_bench
+    from edgeq.planning.calibrate import from_bench
 
     run = {"model": "m", "path": "/nowhere/m-Q8_0.gguf", "backend": "llama.cpp", "variant": "Q8_0", "device": "cpu",
            "batch": 1, "prompt": "en", "n_prompt": 128, "n_gen": 64, "status": "ok", "tg_tps": {"median": 50.0},
@@ -234,7 +234,7 @@ def test_a_calibration_from_busy_bench_results_says_so(tmp_path):
 
 
 def test_tune_timings_that_spread_are_noise():
-    from edgeq.tune.speedcap import SPREAD_BUSY, _spread
+    from edgeq.tuning.speedcap import SPREAD_BUSY, _spread
 
     assert _spread([100.0, 110.0]) == pytest.approx(10 / 105) and _spread([100.0, 110.0]) < SPREAD_BUSY
     assert _spread([2.4, 12.7]) > SPREAD_BUSY  # the loaded run's Q4_K tg samples: the table is used instead

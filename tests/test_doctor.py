@@ -64,7 +64,7 @@ def test_doctor_smoke_test_runs_quantized_types_on_the_cpu_level_edgeq_chose(cap
 @pytest.mark.parametrize("level", ["haswell", "x64"])
 def test_a_lower_cpu_level_generates_correct_text(level, monkeypatch, capsys, embedded_outputs):
     """What a build for an AVX2-only (x86-64-v3) or a baseline x86-64 machine computes, on this one."""
-    from edgeq.generate import generate
+    from edgeq.generation import generate
 
     monkeypatch.setenv("EDGEQ_CPU_VARIANT", level)
     main(["doctor", "--json"])
@@ -77,7 +77,7 @@ def test_a_lower_cpu_level_generates_correct_text(level, monkeypatch, capsys, em
 
 @pytest.mark.slow
 def test_an_unknown_cpu_level_is_one_line(monkeypatch, capsys, tmp_path):
-    from edgeq.doctor.smoke import tiny_weights, write_tiny_model
+    from edgeq.diagnosis.smoke import tiny_weights, write_tiny_model
 
     path = write_tiny_model(tmp_path / "t.gguf", tiny_weights())
     monkeypatch.setenv("EDGEQ_CPU_VARIANT", "pentium")
@@ -89,7 +89,7 @@ def test_an_unknown_cpu_level_is_one_line(monkeypatch, capsys, tmp_path):
 
 
 def test_expected_level_scores_as_ggml_does():
-    from edgeq.doctor.smoke import expected_level
+    from edgeq.diagnosis.smoke import expected_level
 
     avx2 = {"sse4_2", "avx", "f16c", "fma", "avx2", "bmi2"}
     avx512 = avx2 | {"avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"}  # Skylake-X: no VNNI/VBMI/BF16
@@ -104,7 +104,7 @@ def test_expected_level_scores_as_ggml_does():
 
 
 def test_features_parse_from_llama_system_info():
-    from edgeq.doctor.smoke import parse_features
+    from edgeq.diagnosis.smoke import parse_features
 
     info = "CPU : SSE3 = 1 | AVX2 = 1 | AVX512 = 0 | AMX_INT8 = 1 | REPACK = 1 |"
     assert parse_features(info) == {"SSE3": True, "AVX2": True, "AVX512": False, "AMX_INT8": True, "REPACK": True}

@@ -266,8 +266,8 @@ def test_kld_agrees_with_llama_perplexity(tmp_path: Path, embedded_models: Path)
 
 
 def test_report_joins_eval_and_bench_rows_by_file(tmp_path: Path) -> None:
-    from edgeq.report import write_report
-    from edgeq.report.quality import joined_rows
+    from edgeq.reporting import report
+    from edgeq.reporting.quality import joined_rows
 
     def model(variant: str, backend: str, path: str) -> dict:
         return {"name": "M", "variant": variant, "backend": backend, "path": path, "size_bytes": 2**20 * (20 if
@@ -295,7 +295,7 @@ def test_report_joins_eval_and_bench_rows_by_file(tmp_path: Path) -> None:
     for i, d in enumerate([ppl, choice]):
         files.append(tmp_path / f"{i}.json")
         files[-1].write_text(json.dumps(d))
-    out = write_report(files, tmp_path / "rep")
+    out = report(files, tmp_path / "rep")
     md = Path(out.markdown).read_text()
     assert "| Q8_0 | 10.0 | 8.50 |" in md and "quality-vs-size-M.png" in md
     assert (tmp_path / "rep" / "quality-vs-size-M.png").stat().st_size > 1000

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from edgeq import manifest
 from edgeq.cli import cli
-from edgeq.convert import output_name
+from edgeq.conversion import output_name
 from edgeq.errors import UsageError
 from edgeq.files import (
     atomic_output,
@@ -190,7 +190,7 @@ def test_recorder_hashes_in_the_background_and_records_every_finished_file(tmp_p
     import contextlib
     import hashlib
 
-    from edgeq.convert.recorder import Recorder
+    from edgeq.conversion.recorder import Recorder
 
     mf = manifest.Manifest(source={"kind": "local"}, llama_cpp="t", options={})
     files = []
@@ -218,7 +218,7 @@ def test_tail_hash_follows_a_file_as_another_process_writes_it(tmp_path):
     import subprocess
     import sys
 
-    from edgeq.convert.recorder import TailHash
+    from edgeq.conversion.recorder import TailHash
 
     path = tmp_path / "f.gguf.incomplete"
     writer = ("import sys, time\nwith open(sys.argv[1], 'wb') as f:\n    for i in range(40):\n"
@@ -229,6 +229,6 @@ def test_tail_hash_follows_a_file_as_another_process_writes_it(tmp_path):
 
 
 def test_tail_hash_of_a_file_that_never_appears_is_none(tmp_path):
-    from edgeq.convert.recorder import TailHash
+    from edgeq.conversion.recorder import TailHash
 
     assert TailHash(tmp_path / "never.gguf").finish() is None

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from conftest import make_tiny_checkpoint
 
 from edgeq.cli import cli, main
-from edgeq.plan import devices, families, fitcheck, memory, source
-from edgeq.plan.recommend import Candidate, recommend
-from edgeq.plan.size import predict_size, tensor_types
+from edgeq.planning import devices, families, fitcheck, memory, source
+from edgeq.planning.recommend import Candidate, recommend
+from edgeq.planning.size import predict_size, tensor_types
 
 GIB = 1024**3
 REPO = Path(__file__).resolve().parent.parent
@@ -32,7 +32,7 @@ def invoke(args: list[str]):
 @pytest.mark.slow
 def test_size_prediction_equals_converted_files(tmp_path, embedded_checkpoint):
     """Hidden 256 takes the K-quant path; FFN 320 gives ffn_down rows of 320, which fall back (Q5_0 / Q8_0)."""
-    from edgeq.convert import convert
+    from edgeq.conversion import convert
     from edgeq.sources.gguf import read_header
 
     ck = make_tiny_checkpoint(tmp_path / "tiny", embedded_checkpoint, hidden=256, ffn=320)
@@ -80,8 +80,8 @@ def test_model_configs_match_published_parameter_counts():
 
 
 def test_calibration_fits_the_bench_runs_it_came_from():
-    from edgeq.plan.calibrate import from_bench
-    from edgeq.plan.speed import FAMILIES, tg_tps
+    from edgeq.planning.calibrate import from_bench
+    from edgeq.planning.speed import FAMILIES, tg_tps
 
     cal = from_bench(EMBEDDED_BENCH, repack_types=devices.REPACK_AVX2)
     assert 0 < cal.tg_efficiency <= 1 and cal.overhead_bytes > 0 and cal.runs >= 4
@@ -97,7 +97,7 @@ def test_calibration_fits_the_bench_runs_it_came_from():
 def _runs(eff: dict[str, float], overhead_s: float, models: list[dict[str, dict[str, int]]],
           bw: float = 40.0) -> list[tuple[dict[str, int], int, float]]:
     """Synthetic (bytes by family, weights, tok/s) runs from known efficiencies and overhead."""
-    from edgeq.plan.speed import FAMILIES
+    from edgeq.planning.speed import FAMILIES
 
     pts = []
     for weights, files in zip((10**8, 4 * 10**8), models):
@@ -109,8 +109,8 @@ def _runs(eff: dict[str, float], overhead_s: float, models: list[dict[str, dict[
 
 
 def test_per_family_fit_recovers_efficiencies_overhead_and_falls_back():
-    from edgeq.plan.calibrate import fit_families
-    from edgeq.plan.speed import tg_tps
+    from edgeq.planning.calibrate import fit_families
+    from edgeq.planning.speed import tg_tps
 
     eff = {"F32": 0.6, "F16": 0.5, "Q8_0": 0.3, "Q4_0": 0.35, "K": 0.2}
     mb = 10**6
@@ -286,17 +286,17 @@ def test_folder_without_a_model(capsys, tmp_path):
 
 
 def test_report_has_a_plan_section(tmp_path, embedded_checkpoint):
-    from edgeq.report import write_report
+    from edgeq.reporting import report
 
     res = invoke(["plan", str(embedded_checkpoint), "--device", "m1-8gb", "--no-fit-params", "--json"])
     (tmp_path / "plan.json").write_text(res.stdout)
-    md = Path(write_report([tmp_path / "plan.json"], tmp_path / "report").markdown).read_text()
+    md = Path(report([tmp_path / "plan.json"], tmp_path / "report").markdown).read_text()
     assert "## Plan: SmolLM2-135M-Instruct on m1-8gb" in md and "**Recommendation:** " in md
 
 
 def test_plan_warns_when_tg_is_extrapolated_across_model_sizes():
-    from edgeq.plan.calibrate import from_bench
-    from edgeq.plan.planner import _size_warning
+    from edgeq.planning.calibrate import from_bench
+    from edgeq.planning.planner import _size_warning
 
     cal = from_bench(EMBEDDED_BENCH, repack_types=devices.REPACK_AVX2)  # SmolLM2-135M runs only
     assert _size_warning(families.spec("Qwen2.5-7B"), cal).startswith(" Those runs used one model size")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from edgeq.plan import devices
-from edgeq.plan.calibrate import from_bench
-from edgeq.plan.speed import FAMILIES
+from edgeq.planning import devices
+from edgeq.planning.calibrate import from_bench
+from edgeq.planning.speed import FAMILIES
 
 EDGEQ = str(Path(sys.executable).with_name("edgeq"))
 

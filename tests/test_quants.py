@@ -66,7 +66,7 @@ def _default_types_in_llama_quant() -> dict[str, str]:
 
 def test_base_types_are_llama_cpps_default_types():
     """One table: each file type's base is what llama.cpp gives most weights (a llama.cpp upgrade fails here)."""
-    from edgeq.plan.size import DEFAULT_TYPE
+    from edgeq.planning.size import DEFAULT_TYPE
 
     llama = _default_types_in_llama_quant()
     assert len(llama) > 30 and llama["IQ3_XS"] == "IQ3_S" and llama["IQ2_S"] == "IQ2_XS"

@@ -36,8 +36,8 @@ from edgeq.sources import checkpoint
 from edgeq.sources.gguf import read as read_gguf
 from edgeq.sources.gguf import read_header as read_gguf_header
 
-convert_mod = importlib.import_module("edgeq.convert")
-pipeline = importlib.import_module("edgeq.convert.pipeline")
+convert_mod = importlib.import_module("edgeq.conversion")
+pipeline = importlib.import_module("edgeq.conversion.pipeline")
 FUZZ_EXAMPLES = int(os.environ.get("EDGEQ_FUZZ_EXAMPLES", "200"))
 EDGEQ = Path(sys.executable).with_name("edgeq")
 

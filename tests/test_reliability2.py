@@ -17,7 +17,7 @@ import pytest
 from conftest import make_tiny_checkpoint, write_minimal_checkpoint
 
 from edgeq import manifest
-from edgeq.convert import steps
+from edgeq.conversion import steps
 from edgeq.errors import SourceError, UsageError
 from edgeq.llamacpp import find_toolchain, supported_architectures
 from edgeq.sources import checkpoint

@@ -18,7 +18,7 @@ from hubserver import FakeHub, Repo, User
 
 from edgeq import manifest
 from edgeq.errors import SourceError, ToolFailed, UsageError, VerifyFailed
-from edgeq.upload import UploadResult
+from edgeq.uploading import UploadResult
 
 TOKEN = "hf_acme_write"
 
@@ -97,7 +97,7 @@ IMATRIX = {"quantize.imatrix.file": "m-imat.gguf", "quantize.imatrix.dataset": "
 
 
 def _dry(folder: Path) -> UploadResult:
-    from edgeq.upload import upload
+    from edgeq.uploading import upload
 
     return upload(folder, "acme/m-GGUF", dry_run=True, progress=False)
 
@@ -129,7 +129,7 @@ def test_nothing_reached_through_a_symlink_is_listed_or_published(tmp_path, secr
 
 
 def test_a_real_copy_goes_and_a_linked_one_stops_the_upload_before_anything_is_sent(tmp_path, secret, hub):
-    from edgeq.upload import upload
+    from edgeq.uploading import upload
 
     folder = folder_of(tmp_path / "m", {"m-Q8_0.gguf": IMATRIX})
     (folder / "imatrix").mkdir()
@@ -158,7 +158,7 @@ def test_a_staging_folder_that_is_a_link_is_never_written_through(tmp_path, secr
 
 
 def test_ship_copies_no_linked_companion_into_its_deploy_folder(tmp_path, secret):
-    from edgeq.upload import companions
+    from edgeq.uploading import companions
 
     folder = folder_of(tmp_path / "work", {"m-tuned-4.50bpw.gguf": {}})
     (folder / "m-tuned-4.50bpw.tensor-types.txt").symlink_to(secret)
@@ -206,7 +206,7 @@ def _structure(card: str) -> tuple[list[str], list[str], list[int]]:
 
 @pytest.mark.parametrize("evil", HOSTILE)
 def test_card_structure_survives_hostile_metadata_names_and_results(tmp_path, evil):
-    from edgeq.upload import upload
+    from edgeq.uploading import upload
 
     meta = {"quantize.imatrix.file": f"{evil}.gguf", "quantize.imatrix.dataset": f"/tmp/{evil}.txt",
             "quantize.imatrix.chunks_count": 7, "general.architecture_note": evil}
@@ -244,7 +244,7 @@ def test_card_structure_survives_hostile_metadata_names_and_results(tmp_path, ev
 
 
 def test_card_names_the_default_calibration_text_and_every_budget_in_words(tmp_path):
-    from edgeq.upload.card import budget_words
+    from edgeq.uploading.card import budget_words
 
     meta = {**IMATRIX, "quantize.imatrix.dataset": "/tmp/edgeq-calibration-193125.txt"}
     folder = folder_of(tmp_path / "m", {"m-Q4_K_M-imat.gguf": meta})
@@ -283,7 +283,7 @@ NAMES = ["a\ntouch PWNED\n.gguf", "$(touch PWNED).gguf", "`touch PWNED`.gguf", "
 
 @pytest.mark.parametrize("name", NAMES)
 def test_run_sh_passes_any_file_name_as_one_argument_and_runs_nothing_else(tmp_path, name):
-    from edgeq.bundle import write_run_sh
+    from edgeq.bundling import write_run_sh
 
     folder = tmp_path / "deploy"
     folder.mkdir()
@@ -414,7 +414,7 @@ def test_tune_refuses_a_budget_below_the_smallest_file_from_the_checkpoint_alone
 
 def test_float_file_floor_counts_vectors_in_f32_and_each_matrix_at_its_smallest_fitting_type(tmp_path):
     from edgeq.sources.gguf_header import read_header
-    from edgeq.tune.allocate import floor_bytes
+    from edgeq.tuning.allocate import floor_bytes
 
     h = read_header(gguf(tmp_path / "f.gguf"))  # token_embd [32 x 64] (rows of 64), output_norm [64]
     align = h.alignment
@@ -484,7 +484,7 @@ SIX = {f"m-{t}.gguf": {} for t in ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q
 
 
 def test_bundle_into_a_convert_folder_is_refused_and_deletes_nothing(tmp_path, capsys):
-    from edgeq.bundle import bundle
+    from edgeq.bundling import bundle
 
     folder = folder_of(tmp_path / "models" / "m", SIX)
     before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
@@ -649,8 +649,8 @@ def test_cgroup_v1_memory_controller(tmp_path):
 
 
 def test_bench_skips_what_does_not_fit_with_the_numbers(tmp_path):
-    from edgeq.bench.fit import too_big
-    from edgeq.bench.results import RunSpec
+    from edgeq.benchmarking.fit import too_big
+    from edgeq.benchmarking.results import RunSpec
 
     model = write_small_gguf(tmp_path / "m-Q8_0.gguf", name="m", add_bos=True)
     ck = _sparse_checkpoint(tmp_path / "ck", 3_000_000_000)

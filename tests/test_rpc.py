@@ -179,7 +179,7 @@ def test_run_streams_text_and_reports_speed(gguf):
 
 
 def test_doctor_reports_rpc_support():
-    from edgeq.doctor import _rpc_check
+    from edgeq.diagnosis import _rpc_check
 
     ok = _rpc_check(True)
     assert ok.ok and "ggml-rpc-server" in ok.detail and "libggml-rpc" in ok.detail
@@ -407,7 +407,7 @@ def test_run_cli_passes_options_to_the_library(monkeypatch, tmp_path):
     from click.testing import CliRunner
 
     from edgeq.cli import cli
-    from edgeq.generate import GenerateResult
+    from edgeq.generation import GenerateResult
 
     seen = {}
 
@@ -416,7 +416,7 @@ def test_run_cli_passes_options_to_the_library(monkeypatch, tmp_path):
         kw["on_text"] and kw["on_text"]("hello")
         return GenerateResult(model, "hello", "length", 3, 1, 10.0, 5.0, 0.1, 0.3, 0.2, 30, 0)
 
-    monkeypatch.setattr(importlib.import_module("edgeq.cli.run"), "generate", fake)
+    monkeypatch.setattr(importlib.import_module("edgeq.cli.run"), "run_model", fake)
     res = CliRunner().invoke(cli, ["run", "m.gguf", "hi", "-n", "5", "--temp", "0.7", "--seed", "3", "--chat",
                                    "--rpc", "h:1", "--tensor-split", "1,2"], catch_exceptions=False)
     assert res.exit_code == 0 and res.stdout.startswith("hello")
@@ -427,7 +427,7 @@ def test_run_cli_passes_options_to_the_library(monkeypatch, tmp_path):
 
 
 def test_run_missing_model_and_rpc_flags_without_rpc_are_usage_errors(tmp_path):
-    from edgeq.generate import generate
+    from edgeq.generation import generate
 
     with pytest.raises(UsageError, match="does not exist"):
         generate(tmp_path / "nope.gguf", "hi")

@@ -11,7 +11,7 @@ import pytest
 from hubserver import FakeHub, Repo, User
 
 from edgeq import config
-from edgeq.ship import NothingFits, ship
+from edgeq.shipping import NothingFits, ship
 
 SOURCE = "edgeq-test/tiny-ship"
 TOKEN = "hf_acme_write"
@@ -116,7 +116,7 @@ def test_a_second_target_reuses_every_measurement_and_push_publishes_the_folder(
 def test_an_interrupted_ship_resumes_with_what_it_had_measured(shipped, hub, monkeypatch, stage):
     import sys
 
-    ship_module = sys.modules["edgeq.ship"]  # the package: edgeq.ship is also the function edgeq re-exports
+    ship_module = sys.modules["edgeq.shipping"]  # the package: edgeq.ship is also the function edgeq re-exports
     base, _ = shipped
     _env(hub, base, monkeypatch)
     work = base / f"work-{stage}"

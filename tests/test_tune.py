@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeq.errors import UsageError
-from edgeq.tune.allocate import allocate, allowed_types, padded, smallest
-from edgeq.tune.sensitivity import Calibration, TensorCost, fit, parse_types
+from edgeq.tuning.allocate import allocate, allowed_types, padded, smallest
+from edgeq.tuning.sensitivity import Calibration, TensorCost, fit, parse_types
 
 TYPES = ("Q8_0", "Q6_K", "Q5_0", "Q4_K", "Q4_0", "Q3_K", "Q2_K")
 CAL = Calibration({"embeddings": 1.0, "attn_in": 2.0, "attn_out": 1.5, "ffn_in": 0.5, "ffn_out": 0.7}, [])
@@ -224,7 +224,7 @@ def test_a_malformed_budget_is_refused_before_any_work(capsys):
 
 
 def test_types_are_measured_from_near_the_budget_down_only_while_the_allocation_asks():
-    from edgeq.tune.allocate import first_types, lower_type
+    from edgeq.tuning.allocate import first_types, lower_type
 
     allowed = {"Q8_0", "Q6_K", "Q4_K", "Q4_0", "IQ4_XS", "Q3_K", "IQ3_XXS", "Q2_K"}
     assert first_types(allowed, 6.2, {"Q3_K"}) == {"Q8_0", "Q6_K", "Q4_K", "Q4_0", "IQ4_XS", "Q3_K"}
@@ -247,7 +247,7 @@ def test_types_are_measured_from_near_the_budget_down_only_while_the_allocation_
 
 
 def test_probe_types_spread_over_what_is_allowed():
-    from edgeq.tune.probes import probe_types
+    from edgeq.tuning.probes import probe_types
 
     allowed = {"Q4_0", "Q8_0", "Q4_K", "Q3_K", "Q6_K"}
     assert probe_types(allowed, "imatrix") == ["Q3_K", "Q4_K", "Q6_K"]
@@ -263,13 +263,13 @@ def test_per_type_files_leave_fallbacks_to_their_own_file_and_probes_are_spliced
     import numpy as np
     from conftest import make_tiny_checkpoint
 
-    from edgeq.convert import convert
-    from edgeq.convert.steps import calibration_text, ensure_imatrix
+    from edgeq.conversion import convert
+    from edgeq.conversion.steps import calibration_text, ensure_imatrix
     from edgeq.llamacpp import find_toolchain
     from edgeq.llamacpp.quantize import quantize
     from edgeq.quants import parse_quant
     from edgeq.sources.gguf_header import tensor_arrays
-    from edgeq.tune import pertype
+    from edgeq.tuning import pertype
 
     # Rows of 320 fit no 256-block: Q4_K falls back to Q5_0 there; ffn_down's rows of 512 take Q4_K.
     ck = make_tiny_checkpoint(tmp_path / "ck", embedded_checkpoint, hidden=320, ffn=512)
@@ -289,7 +289,7 @@ def test_per_type_files_leave_fallbacks_to_their_own_file_and_probes_are_spliced
     # A probe (the feed-forward at Q4_K, its fallbacks at Q5_0, the rest Q8_0) spliced from those files is, tensor for
     # tensor, what llama-quantize writes from F16 for the same recipe, and llama.cpp gives it the same logits.
     from edgeq.quality.models import gguf_ref, open_scorer
-    from edgeq.tune.sensitivity import tensor_type_rules
+    from edgeq.tuning.sensitivity import tensor_type_rules
 
     kinds = pertype.types_of(files["Q4_K"])
     recipe = {n: kinds[n] if ".ffn_" in n else "Q8_0" for n in kinds if n in made

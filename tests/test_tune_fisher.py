@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeq.convert.steps import calibration_text
-from edgeq.tune.fisher import CTX, _diagonals, fisher_complete, fisher_gguf, read_fisher
+from edgeq.conversion.steps import calibration_text
+from edgeq.tuning.fisher import CTX, _diagonals, fisher_complete, fisher_gguf, read_fisher
 
 
 def _model_and_ids(folder: Path, n: int):
@@ -52,7 +52,7 @@ def test_half_the_fisher_weighted_squared_change_is_the_kld_it_causes(tiny_llama
 def test_the_diagonals_come_out_under_the_gguf_names_in_its_shapes(tiny_llama, tmp_path):
     from gguf import GGUFReader
 
-    from edgeq.convert import convert
+    from edgeq.conversion import convert
 
     path = fisher_gguf(tiny_llama, calibration_text(None), tmp_path, tokens=CTX, progress=False)
     assert path is not None and path.name == f"fisher-{CTX}.gguf"

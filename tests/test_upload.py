@@ -15,7 +15,7 @@ from hubserver import FakeHub, Repo, User
 
 from edgeq.cli import cli, main
 from edgeq.errors import HubError, UsageError, VerifyFailed
-from edgeq.upload import upload
+from edgeq.uploading import upload
 
 TOKEN, READ_TOKEN, OTHER_TOKEN = "hf_acme_write", "hf_acme_read", "hf_bob_write"
 SOURCE = "edgeq-test/tiny-llama"
@@ -33,7 +33,7 @@ def _plain_lfs(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Path:
     """The converted folder and its results (made once; each test works on a copy)."""
-    from edgeq.convert import convert
+    from edgeq.conversion import convert
 
     hub = FakeHub().start()
     try:
@@ -138,7 +138,7 @@ def test_default_repo_is_the_users_model_gguf_and_a_pr_leaves_main_alone(folder,
 
 @pytest.mark.slow
 def test_split_files_reassemble_and_load(folder, hub, tmp_path):
-    from edgeq.doctor.smoke import probe
+    from edgeq.diagnosis.smoke import probe
     from edgeq.llamacpp import find_toolchain
     from edgeq.llamacpp.split import merge
     from edgeq.sources.gguf_header import tensor_arrays

@@ -16,6 +16,7 @@ from .. import config
 from .._version import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_USAGE, EdgeqError
 from ..output import echo
+from ..system import use_small_pages
 from . import bench as _bench
 from . import bundle as _bundle
 from . import eval as _eval
@@ -49,6 +50,9 @@ def _sigterm(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: one line per error, stable exit codes (see README)."""
     args = sys.argv[1:] if argv is None else argv
+    # The command-line program owns its process: numpy's pages are chosen here, before anything imports
+    # numpy (``import edgeq`` itself changes nothing; its children get the choice from the one process door).
+    use_small_pages()
     as_json = "--json" in args
     signal.signal(signal.SIGTERM, _sigterm)
     try:

@@ -1,20 +1,23 @@
 """Commands that measure: bench, report."""
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import click
 
-from ..bench import bench as run_bench
-from ..bench import failure
-from ..bench.eta import human_seconds
-from ..bench.matrix import DEFAULT_BATCHES, DEFAULT_N_GEN, DEFAULT_N_PROMPT, DEFAULT_QUANTS, DEFAULT_REPS, HF_VARIANTS
-from ..bench.results import CSV_FIELDS, BenchResults, RunResult, Stat, csv_rows
-from ..files import atomic_output
+from .. import reporting
+from ..benchmarking import bench as run_bench
+from ..benchmarking import failure
+from ..benchmarking.eta import human_seconds
+from ..benchmarking.matrix import (
+    DEFAULT_BATCHES,
+    DEFAULT_N_GEN,
+    DEFAULT_N_PROMPT,
+    DEFAULT_QUANTS,
+    DEFAULT_REPS,
+    HF_VARIANTS,
+)
+from ..benchmarking.results import BenchResults, RunResult, Stat
 from ..llamacpp.rpc import layer_ranges
 from ..output import echo, human_bytes, note, print_json, print_table
-from ..report import write_report
 from .options import (
     integers,
     json_option,
@@ -56,9 +59,7 @@ def bench(models: tuple[str, ...], quants: list[str], hf_variants: list[str], de
                     threads=threads, n_prompt=n_prompt, n_gen=n_gen, batches=batch, reps=reps,
                     prompt_file=prompt_file, check_llama_bench=check_llama_bench, output=output,
                     progress=progress_wanted(as_json), rpc=rpc, no_local=no_local, tensor_split=tensor_split or None,
-                    revision=revision, token=token)
-    if csv_path:
-        write_csv(res, Path(csv_path))
+                    revision=revision, token=token, csv=csv_path)
     err = failure(res)
     if as_json:
         print_json(res)
@@ -73,13 +74,6 @@ def bench(models: tuple[str, ...], quants: list[str], hf_variants: list[str], de
         raise err
     if failed:
         note(f"{failed} of {len(res.runs)} runs failed (see the table); the others were measured")
-
-
-def write_csv(res: BenchResults, path: Path) -> None:
-    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        w.writeheader()
-        w.writerows(csv_rows(res.runs))
 
 
 def _stat(s: Stat | None) -> str:
@@ -144,7 +138,7 @@ def _print_placement(runs: list[RunResult]) -> None:
 @json_option
 def report(results: tuple[str, ...], outdir: str, as_json: bool) -> None:
     """Write a Markdown report with PNG charts from RESULTS JSON files of `edgeq bench`, `eval`, `tune` and `plan --json`."""
-    out = write_report([Path(r) for r in results], Path(outdir))
+    out = reporting.report(results, outdir)
     if as_json:
         print_json(out)
     else:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from ..bundle import DEFAULT_PROMPT, DEFAULT_TOKENS
-from ..bundle import bundle as run_bundle
+from ..bundling import DEFAULT_PROMPT, DEFAULT_TOKENS
+from ..bundling import bundle as run_bundle
 from ..output import echo, print_json, print_table
 from .options import json_option, progress_wanted
 

@@ -6,18 +6,14 @@ add a tenth of a second to every `edgeq --help`.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from .. import config
-from ..errors import EdgeqError, UsageError
-from ..files import ensure_folder
+from ..errors import EdgeqError
 from ..output import human_bytes, note, print_json, print_table
-from ..sources.texts import SOURCE
 from .options import (
     json_option,
     progress_wanted,
@@ -27,7 +23,7 @@ from .options import (
 )
 
 if TYPE_CHECKING:
-    from ..quality.results import EvalResults, ModelRef
+    from ..quality.results import EvalResults
 
 def _common(f: Callable[..., Any]) -> Callable[..., Any]:
     opts: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
@@ -67,16 +63,11 @@ def eval_group() -> None:
 def ppl(models: tuple[str, ...], quants: list[str], hf_variants: list[str], reference: str | None, threads: int | None, revision: str | None,
         token: str | None, as_json: bool, text_file: str | None, ctx: int, max_tokens: int | None, check_llama_perplexity: bool, output: str) -> None:
     """Perplexity of MODELS (GGUF, folders, HF checkpoints; default: the embedded model) and their KLD to full precision."""
-    from ..quality import default_text, load_text, perplexity
+    from ..quality import evaluate
 
-    progress = progress_wanted(as_json)
-    ensure_folder(Path(output).parent)  # a bad -o fails now, not after the evaluation
-    text, source = load_text(text_file) if text_file else default_text()  # bad input fails before any conversion
-    refs, ref = _models(models, quants, hf_variants, reference, progress, revision, token)
-    n = threads or os.cpu_count() or 1
-    res = perplexity(refs, text, source, reference=ref, ctx=ctx, max_tokens=max_tokens, threads=n, progress=progress)
-    if check_llama_perplexity:
-        _cross_check(res, text, ctx, n)
+    res = evaluate(models, task="ppl", quants=quants, hf_variants=hf_variants, reference=reference, threads=threads,
+                   text=text_file, ctx=ctx, max_tokens=max_tokens, check_llama_perplexity=check_llama_perplexity,
+                   output=output, progress=progress_wanted(as_json), revision=revision, token=token)
     _show(res, output, as_json, print_ppl)
     _fail_on_checks(res)
 
@@ -91,59 +82,21 @@ def ppl(models: tuple[str, ...], quants: list[str], hf_variants: list[str], refe
 def choice(models: tuple[str, ...], quants: list[str], hf_variants: list[str], reference: str | None, threads: int | None, revision: str | None,
            token: str | None, as_json: bool, data_file: str | None, limit: int | None, output: str) -> None:
     """Multiple-choice accuracy of MODELS by log-likelihood of each ending (summed and per byte)."""
-    from ..quality import choice as run_choice
-    from ..quality import default_choices, load_choices
+    from ..quality import evaluate
 
-    progress = progress_wanted(as_json)
-    ensure_folder(Path(output).parent)
-    items = load_choices(data_file) if data_file else default_choices()
-    source = data_file or f"which line comes next — {SOURCE}"
-    items = items[:limit] if limit else items
-    refs, ref = _models(models, quants, hf_variants, reference, progress, revision, token)
-    res = run_choice(refs, items, source, reference=ref, threads=threads or os.cpu_count() or 1, progress=progress)
+    res = evaluate(models, task="choice", quants=quants, hf_variants=hf_variants, reference=reference,
+                   threads=threads, data=data_file, limit=limit, output=output, progress=progress_wanted(as_json),
+                   revision=revision, token=token)
     _show(res, output, as_json, print_choice)
 
 
-def _models(models: tuple[str, ...], quants: list[str], hf_variants: list[str], reference: str | None, progress: bool,
-            revision: str | None, token: str | None) -> tuple[list[ModelRef], ModelRef | None]:
-    from ..quality import resolve
-    from ..quality.models import pick_reference
-
-    refs = resolve(list(models), quants, progress, revision=revision, token=token, hf_variants=hf_variants)
-    return refs, pick_reference(reference, refs, progress)
-
-
 def _show(res: EvalResults, output: str, as_json: bool, printer: Callable[[EvalResults], None]) -> None:
-    """Save first (a failed check still leaves the results), then print JSON or the table."""
-    from ..quality.results import save
-
-    save(res, output)
+    """Print JSON or the table (``evaluate`` saved the results first, so a failed check still leaves them)."""
     if as_json:
         print_json(res)
     else:
         printer(res)
         note(f"results: {output}")
-
-
-def _cross_check(res: EvalResults, text: str, ctx: int, threads: int) -> None:
-    from ..quality.crosscheck import cross_check
-
-    rows = res.rows
-    base = rows[0].model if rows else None
-    cand = [r for r in rows[1:] if r.model.backend == "llama.cpp" and r.kld_mean is not None]
-    if not base or base.backend != "llama.cpp" or not cand:
-        raise UsageError("--check-llama-perplexity needs a GGUF reference and another GGUF to compare.",
-                         hint="Pass --reference FILE-F16.gguf with at least one quantized GGUF.")
-    r = cand[-1]
-    assert r.kld_mean is not None and r.top1_pct is not None and r.ppl is not None  # score_model sets them together
-    c = cross_check(base.path, r.model.path, {"kld_mean": r.kld_mean, "top1_pct": r.top1_pct, "ppl": r.ppl}, text,
-                    ctx=ctx, windows=res.data["windows"], threads=threads)
-    from ..quality.results import Check
-
-    res.checks.append(Check(
-        name=f"llama-perplexity {r.model.variant}", ok=c.agrees,
-        detail=f"KLD ours {c.ours_kld_mean:.6f} vs llama-perplexity {c.tool_kld_mean:.6f} ({c.kld_diff:.1%}), "
-               f"top-1 {c.ours_top1_pct:.2f}% vs {c.tool_top1_pct:.2f}%, PPL {c.ours_ppl:.4f} vs {c.tool_ppl:.4f}"))
 
 
 def _f(x: float | None, fmt: str) -> str:

@@ -6,8 +6,8 @@ from pathlib import Path
 import click
 
 from .. import config
-from ..convert import convert as run_convert
-from ..doctor import doctor as run_doctor
+from ..conversion import convert as run_convert
+from ..diagnosis import doctor as run_doctor
 from ..errors import ToolchainError, VerifyFailed
 from ..llamacpp.quantize import Overrides, parse_keep_layers, parse_tensor_type
 from ..manifest import verify as run_verify

@@ -5,12 +5,12 @@ from typing import Any
 
 import click
 
-from .. import plan as planlib
+from .. import planning as planlib
 from ..errors import UsageError
 from ..output import echo, human_bytes, note, print_json, print_table
-from ..plan import devices
-from ..plan.devices import parse_size
-from ..plan.planner import DEFAULT_QUANTS, PlanResult
+from ..planning import devices
+from ..planning.devices import parse_size
+from ..planning.planner import DEFAULT_QUANTS, PlanResult
 from .options import json_option, revision_option, strings, token_option
 
 

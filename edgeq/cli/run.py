@@ -7,7 +7,7 @@ import sys
 import click
 
 from ..errors import EXIT_INTERRUPTED
-from ..generate import generate
+from ..generation import run as run_model
 from ..llamacpp.rpc import DEFAULT_HOST, NO_AUTH_WARNING, layer_ranges
 from ..llamacpp.rpc_server import check_bind, check_port, is_loopback, serve
 from ..output import note, print_json, printable
@@ -38,9 +38,9 @@ def run(model: str, prompt: str, n_predict: int, temp: float, seed: int, n_ctx: 
         sys.stdout.write(printable(text) if tty else text)
         sys.stdout.flush()
 
-    res = generate(model, prompt, n_predict=n_predict, temp=temp, seed=seed, n_ctx=n_ctx, threads=threads, chat=chat,
-                   rpc=rpc, no_local=no_local, tensor_split=tensor_split or None, on_text=None if as_json else show,
-                   timeout_s=timeout_s)
+    res = run_model(model, prompt, n_predict=n_predict, temp=temp, seed=seed, n_ctx=n_ctx, threads=threads, chat=chat,
+                    rpc=rpc, no_local=no_local, tensor_split=tensor_split or None, on_text=None if as_json else show,
+                    timeout_s=timeout_s)
     if as_json:
         print_json(res)
         return

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from ..output import echo, print_json, print_table
-from ..ship import ship as run_ship
+from ..shipping import ship as run_ship
 from .options import eval_tokens_option, json_option, progress_wanted, revision_option, some_strings, token_option
 
 

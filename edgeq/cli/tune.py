@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from ..output import echo, human_bytes, print_json, print_table
-from ..tune import tune as run_tune
+from ..tuning import tune as run_tune
 from .options import eval_tokens_option, json_option, progress_wanted, revision_option, some_strings, token_option
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import click
 
 from ..output import echo, human_bytes, print_json, print_table
-from ..plan.devices import parse_size
-from ..upload import upload as run_upload
+from ..planning.devices import parse_size
+from ..uploading import upload as run_upload
 from .options import json_option, progress_wanted, some_strings, token_option
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NativeCrash, ToolchainError, ToolFailed
+from ..system import small_pages_env
 
 SETUP_HINT = "Run `bash scripts/setup.sh` (or `make setup`) from the edgeq checkout to fetch and build it."
 DOCTOR_HINT = "Run `edgeq doctor`: it tests llama.cpp's CPU paths on this host and names the fix."
@@ -139,7 +140,7 @@ def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
         with open(stdout, "wb") if stdout else contextlib.nullcontext() as out_file:
             proc = subprocess.Popen(args, stdout=out_file or subprocess.PIPE,
                                     stderr=subprocess.PIPE if out_file else subprocess.STDOUT, text=True,
-                                    errors="replace", bufsize=1, env={**os.environ, **(env or {})},
+                                    errors="replace", bufsize=1, env=small_pages_env({**os.environ, **(env or {})}),
                                     start_new_session=True, preexec_fn=die_with_parent if _PRCTL else None)
     except OSError as e:
         raise ToolchainError(f"cannot start {name}: {e}.", hint=SETUP_HINT) from e

@@ -2,12 +2,14 @@
 doctor's probe): pipes, stderr kept aside for the post-mortem, killed with edgeq."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
 
 from ..errors import EdgeqError
+from ..system import small_pages_env
 from .process import _PRCTL, crash_error, die_with_parent
 
 
@@ -23,7 +25,8 @@ class Worker:
         self.module = module
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([sys.executable, "-m", module, *args], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=self.stderr, env=env, start_new_session=True,
+                                     stdout=subprocess.PIPE, stderr=self.stderr,
+                                     env=small_pages_env(os.environ if env is None else env), start_new_session=True,
                                      preexec_fn=die_with_parent if _PRCTL else None, pass_fds=tuple(pass_fds))
 
     def tail(self, n: int = 20) -> list[str]:

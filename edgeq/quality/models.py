@@ -7,7 +7,7 @@ from .. import manifest
 from ..backends import Scorer
 from ..backends.isolated import ChildScorer
 from ..backends.transformers import VARIANTS, unavailable_reason
-from ..convert.models import plan_models
+from ..conversion.models import plan_models
 from ..errors import UsageError
 from ..sources.gguf import read
 from .results import ModelRef
@@ -30,7 +30,7 @@ def hf_ref(name: str, path: Path, variant: str = "fp32") -> ModelRef:
                     bits_per_weight=None)
 
 
-def resolve(models: list[str], quants: list[str] | None, progress: bool, *, revision: str | None = None,
+def model_refs(models: list[str], quants: list[str] | None, progress: bool, *, revision: str | None = None,
             token: str | None = None, hf_variants: list[str] | None = None) -> list[ModelRef]:
     """GGUF files, folders of them, HF checkpoints or repo ids (converted to ``quants`` first, as bench does);
     each checkpoint is scored in transformers as each of ``hf_variants`` (default fp32 only).
@@ -70,7 +70,7 @@ def default_reference(refs: list[ModelRef]) -> ModelRef | None:
 def pick_reference(arg: str | None, refs: list[ModelRef], progress: bool) -> ModelRef | None:
     if arg is None:
         return default_reference(refs)
-    found = resolve([arg], None, progress)
+    found = model_refs([arg], None, progress)
     if len(found) != 1:
         raise UsageError(f"--reference {arg} names {len(found)} models; it must name one.",
                          hint="Pass one .gguf file or one HF checkpoint.")

@@ -20,18 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from .. import manifest
-from ..convert import convert
-from ..convert.models import require_generator_source
-from ..convert.steps import ensure_imatrix, short_hash
+from ..conversion import convert
+from ..conversion.models import require_generator_source
+from ..conversion.steps import ensure_imatrix, short_hash
 from ..errors import UsageError
 from ..files import atomic_output, folder_lock, sha256_file, write_json_atomic
 from ..llamacpp import find_toolchain, llama_cpp_version
 from ..llamacpp.quantize import quantize
 from ..output import Progress, human_bytes
-from ..plan import devices, kernels
-from ..plan.devices import parse_size
+from ..planning import devices, kernels
+from ..planning.devices import parse_size
 from ..quants import parse_quant
-from ..report import write_report
+from ..reporting import report
 from ..sources import Source, resolve
 from ..sources.gguf import read as read_gguf
 from ..sources.gguf_header import read_header
@@ -234,7 +234,7 @@ def tune(source: str | Source | None = None, *, size: str | int | None = None, b
     result_path = out / f"{stem}-{label}.tune.json"
     res.report = str(out / f"{stem}-{label}.report" / "report.md")
     write_json_atomic(result_path, res.to_dict())
-    write_report([result_path], Path(res.report).parent)
+    report([result_path], Path(res.report).parent)
     return res
 
 

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from ..output import to_jsonable
-from ..plan import plan
-from ..plan.objective import DEFAULT_PREFER, dominated_by
-from ..plan.recommend import Candidate, Recommendation, recommend
-from ..plan.source import from_gguf
-from ..report.tables import first_prompt_batch1
+from ..planning import plan
+from ..planning.objective import DEFAULT_PREFER, dominated_by
+from ..planning.recommend import Candidate, Recommendation, recommend
+from ..planning.source import from_gguf
+from ..reporting.tables import first_prompt_batch1
 from .result import Option
 
 GENERIC_BANDWIDTH_GBPS = 50.0  # a --ram machine's, without --bandwidth (a laptop's dual-channel DDR4/5)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from ..files import write_json_atomic
 from ..llamacpp import find_toolchain, json_array, run_tool
-from ..plan import kernels
-from ..plan.size import predict_size, tensor_bytes, tensor_types
-from ..plan.source import from_gguf
+from ..planning import kernels
+from ..planning.size import predict_size, tensor_bytes, tensor_types
+from ..planning.source import from_gguf
 from ..sources.gguf_header import read_header
 from ..system import system_info
 from .allocate import Allocation, allocate

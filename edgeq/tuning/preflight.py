@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..convert.steps import calibration_text
+from ..conversion.steps import calibration_text
 from ..errors import SourceError, UsageError
 from ..files import check_output_folder, safe_name
 from ..sources import Source

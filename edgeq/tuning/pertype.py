@@ -16,7 +16,7 @@ from typing import Any
 from ..files import atomic_output, write_json_atomic
 from ..llamacpp.quantize import quantize
 from ..output import Progress
-from ..plan.size import fallback_type
+from ..planning.size import fallback_type
 from ..quants import parse_quant
 from ..sources.gguf_header import gguf_constants, read_header
 from .sensitivity import LOW_BIT, ftype_for, load_json, tensor_type_rules

@@ -51,7 +51,7 @@ def run_worker(spec: RunSpec) -> list[RunResult]:
         return skipped
     request = json.dumps(asdict(spec)) + "\n" + MEASURE.decode()
     try:
-        rc, stdout, err_lines = run_worker_once("edgeq.bench.worker", request, timeout=WORKER_TIMEOUT_S,
+        rc, stdout, err_lines = run_worker_once("edgeq.benchmarking.worker", request, timeout=WORKER_TIMEOUT_S,
                                                 env=_env(spec))
     except subprocess.TimeoutExpired:
         return [_row(spec, p, "failed", f"timed out after {WORKER_TIMEOUT_S} s") for p in spec.prompts]
@@ -66,7 +66,7 @@ class LiveWorker:
 
     def __init__(self, spec: RunSpec) -> None:
         self.spec = spec
-        self.worker = Worker("edgeq.bench.worker", env=_env(spec))
+        self.worker = Worker("edgeq.benchmarking.worker", env=_env(spec))
         self._send(json.dumps(asdict(spec)).encode() + b"\n")
 
     @property

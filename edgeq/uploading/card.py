@@ -16,7 +16,7 @@ from urllib.parse import quote
 from ..manifest import FileRecord, Manifest
 from ..output import human_bytes, md_code, md_text, one_line
 from ..quants import QUANT_TYPES
-from ..report.tables import markdown_table
+from ..reporting.tables import markdown_table
 from ..sources import embedded
 from ..sources.gguf_header import read_header
 from ..sources.texts import describe_dataset

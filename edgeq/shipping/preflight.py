@@ -8,15 +8,15 @@ import math
 from pathlib import Path
 
 from .. import config, manifest
-from ..convert import steps
+from ..conversion import steps
 from ..errors import UsageError
 from ..files import check_output_folder
-from ..plan import devices
-from ..plan.devices import parse_size
-from ..plan.recommend import check_asks
+from ..planning import devices
+from ..planning.devices import parse_size
+from ..planning.recommend import check_asks
 from ..quants import parse_quants
 from ..sources import Source
-from ..upload import destination
+from ..uploading import destination
 
 MIN_CTX, MIN_EVAL_TOKENS = 16, 1024
 

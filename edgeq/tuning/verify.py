@@ -10,8 +10,8 @@ from typing import Any
 from ..files import write_json_atomic
 from ..llamacpp.quantize import quantize
 from ..output import human_bytes
-from ..plan.size import predict_size
-from ..plan.source import from_gguf
+from ..planning.size import predict_size
+from ..planning.source import from_gguf
 from ..quants import parse_quant
 from ..sources.gguf import read as read_gguf
 from ..sources.texts import default_text

@@ -21,16 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from .. import manifest
-from ..bundle import binaries_record, write_bin, write_run_sh
+from ..bundling import binaries_record, write_bin, write_run_sh
 from ..errors import VerifyFailed
 from ..files import atomic_output, place_file, write_json_atomic
 from ..llamacpp import cross
 from ..output import md_text
-from ..report import write_report
-from ..report.tables import cell
-from ..upload import companions, model_name
-from ..upload.card import Published, render
-from ..upload.measured import measure
+from ..reporting import report
+from ..reporting.tables import cell
+from ..uploading import companions, model_name
+from ..uploading.card import Published, render
+from ..uploading.measured import measure
 from .result import Option, ShipResult
 
 
@@ -67,7 +67,7 @@ def write_folder(folder: Path, work: Path, chosen: Option, result: ShipResult, r
     card = render(mf, folder, repo_id, [pub], measured, extra, preface=preface(result, chosen))
     with atomic_output(folder / "README.md") as tmp:
         tmp.write_text(card, encoding="utf-8")
-    write_report(saved, folder / "report")
+    report(saved, folder / "report")
     write_run_sh(folder / "run.sh", src.name, ctx=result.ctx, threads=threads)
     check = manifest.verify(folder)
     if not check.passed:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import config, manifest
-from ..doctor.smoke import probe
+from ..diagnosis.smoke import probe
 from ..errors import HubError, UsageError, VerifyFailed
 from ..files import atomic_output, link_on_the_way, sha256_file
 from ..llamacpp import find_toolchain

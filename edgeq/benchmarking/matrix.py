@@ -10,14 +10,14 @@ from typing import Any
 
 from .. import system
 from .._version import __version__
-from ..convert.models import plan_models
+from ..conversion.models import plan_models
 from ..errors import EdgeqError, NativeCrash, UsageError
 from ..files import ensure_folder, write_json_atomic
 from ..llamacpp import DOCTOR_HINT, find_toolchain, llama_cpp_version, measure_bandwidth
 from ..llamacpp.rpc import parse_endpoints, probe_all
 from ..output import Progress, note
-from ..plan.calibrate import terms_of_file
-from ..plan.devices import local_repack_types
+from ..planning.calibrate import terms_of_file
+from ..planning.devices import local_repack_types
 from ..quants import parse_quants
 from ..sources import file_fingerprint
 from . import fit
@@ -25,7 +25,7 @@ from .eta import ETA, human_seconds
 from .llama_bench import cross_check
 from .noise import busy_reason, load_now
 from .prompts import load_prompts
-from .results import SCHEMA, BenchResults, RunResult, RunSpec, Stat
+from .results import SCHEMA, BenchResults, RunResult, RunSpec, Stat, write_csv
 from .runs import WorkerPool, skipped_rows
 from .verdict import roofline, verdicts
 
@@ -115,14 +115,15 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
           check_llama_bench: bool = False, output: str | Path | None = None, progress: bool = True,
           rpc: str | list[str] | None = None, no_local: bool = False,
           tensor_split: list[float] | None = None, revision: str | None = None,
-          token: str | None = None) -> BenchResults:
+          token: str | None = None, csv: str | Path | None = None) -> BenchResults:
     """Benchmark GGUF quants (llama.cpp) against full precision (transformers) here; no ``models``: the embedded one.
 
     Each model × backend × batch runs in its own process, which loads its model once
     and measures it in every repetition round (rounds over the whole matrix), after a
     warm-up each time; a process is restarted only where memory is short (``WorkerPool``).  When ``output`` is
     given, results are saved after every run, so Ctrl-C keeps what was measured.  With ``rpc``
-    (``"host:port,..."``) the GGUF runs put their layers on those llama.cpp RPC servers.
+    (``"host:port,..."``) the GGUF runs put their layers on those llama.cpp RPC servers.  With ``csv`` the runs
+    are also written there, one row each in llama-bench's field names.
     """
 
     if min(n_prompt, n_gen, reps, *batches) < 1:
@@ -192,6 +193,8 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
         raise
     _finish(res, readings)
     _save(res, output)
+    if csv:
+        write_csv(res, Path(csv))
     return res
 
 

@@ -1,4 +1,4 @@
-"""One benchmark spec in a process of its own (``python -m edgeq.bench.worker``; protocol in ``main``).
+"""One benchmark spec in a process of its own (``python -m edgeq.benchmarking.worker``; protocol in ``main``).
 
 A process per model × backend × batch keeps peak RSS honest: nothing another
 model allocated, and no torch in a llama.cpp run.  The same process may measure

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import schema_of
-from ..report.tables import first_prompt_batch1
+from ..reporting.tables import first_prompt_batch1
 
 # Where results are looked for besides --results: the folder itself, the current folder (where `edgeq bench`
 # and `edgeq eval` write by default) and the folder edgeq's own benchmark scripts write to.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -174,20 +175,22 @@ def _plan_section(plan: dict[str, Any]) -> str:
         f"**Recommendation:** {rec.get('sentence', 'none')}"])
 
 
-def write_report(paths: list[Path], outdir: Path) -> ReportResult:
-    """Write ``outdir/report.md`` and its charts; return their paths."""
+def report(files: Sequence[str | Path], outdir: str | Path = "report") -> ReportResult:
+    """Write ``outdir/report.md`` and its charts from result JSON files of bench, eval, tune and plan; return
+    their paths (the library function of `edgeq report`: it reads JSON only, so it runs without torch)."""
+    paths, out = [Path(f) for f in files], Path(outdir)
     paths, plans = _split(paths, "plan")
     paths, evals = _split(paths, "eval")
     paths, tunes = _split(paths, "tune")
     results = load_results(paths)
-    ensure_folder(outdir)
+    ensure_folder(out)
     md = ["# edgeq report"]
     made: list[str] = []
     for i, res in enumerate(results):
         env, runs = res["environment"], res["runs"]
-        sub = outdir if len(results) == 1 else outdir / f"run{i + 1}"
+        sub = out if len(results) == 1 else out / f"run{i + 1}"
         ensure_folder(sub)
-        made += [str((sub / c).relative_to(outdir)) for c in charts(runs, res["verdicts"], sub)]
+        made += [str((sub / c).relative_to(out)) for c in charts(runs, res["verdicts"], sub)]
         md.append(f"## Run {i + 1}: {env['cpu']}, {env['threads']} threads" + (" (interrupted)" if res.get("interrupted") else ""))
         md.append(markdown_table(["fact", "value"], [
             ["CPU", f"{env['cpu']} ({env['physical_cores']} cores / {env['logical_cores']} threads)"],
@@ -213,22 +216,22 @@ def write_report(paths: list[Path], outdir: Path) -> ReportResult:
                 ["variant", "ours pp", "llama-bench pp", "ours tg", "llama-bench tg", "agrees (±10%)"],
                 [[c["variant"], c["ours_pp_tps"], c["llama_bench_pp_tps"], c["ours_tg_tps"], c["llama_bench_tg_tps"],
                   "yes" if c["agrees"] else "NO"] for c in res["llama_bench"]]))
-        md += [f"![{c}]({c})" for c in made if c.startswith(sub.name if sub != outdir else "")]
+        md += [f"![{c}]({c})" for c in made if c.startswith(sub.name if sub != out else "")]
     if evals:
-        section, quality_charts = quality_section(results, evals, outdir)
+        section, quality_charts = quality_section(results, evals, out)
         md.append(section)
         made += quality_charts
     md += [_plan_section(p) for p in plans]
     for t in tunes:
-        section, tune_charts = tune_section(t, outdir)
+        section, tune_charts = tune_section(t, out)
         md.append(section)
         made += tune_charts
     if results:
         md.append(_published_section(results))
-    path = outdir / "report.md"
+    path = out / "report.md"
     with atomic_output(path) as tmp:
         tmp.write_text("\n\n".join(md) + "\n", encoding="utf-8")
-    return ReportResult(str(path), [str(outdir / c) for c in made])
+    return ReportResult(str(path), [str(out / c) for c in made])
 
 
 def _bandwidth(res: dict[str, Any]) -> str:

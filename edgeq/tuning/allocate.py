@@ -12,10 +12,10 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..output import human_bytes
-from ..plan import memory
-from ..plan.devices import generic, headroom_bytes, named, parse_size
-from ..plan.size import fallback_type, tensor_bytes
-from ..plan.source import from_gguf
+from ..planning import memory
+from ..planning.devices import generic, headroom_bytes, named, parse_size
+from ..planning.size import fallback_type, tensor_bytes
+from ..planning.source import from_gguf
 from ..quants import QUANT_TYPES
 from ..sources.gguf_header import GGUFHeader, read_header
 from .sensitivity import CANDIDATES, LOW_BIT, Calibration, TensorCost, ftype_for

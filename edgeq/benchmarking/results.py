@@ -1,10 +1,13 @@
 """Benchmark result types: plain dataclasses, one JSON schema (``report`` reads only this)."""
 from __future__ import annotations
 
+import csv
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..files import atomic_output
 
 SCHEMA = "edgeq-bench/1"
 
@@ -152,3 +155,11 @@ def csv_rows(runs: list[RunResult]) -> list[dict[str, object]]:
                 "model_size": r.file_size_bytes or r.weight_bytes, "model_n_params": r.n_params,
                 "bits_per_weight": r.bits_per_weight, "status": r.status, "reason": r.reason or ""})
     return rows
+
+
+def write_csv(res: BenchResults, path: Path) -> None:
+    """The runs as CSV, one row each, in llama-bench's field names (written whole: temporary name, then rename)."""
+    with atomic_output(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        w.writerows(csv_rows(res.runs))

@@ -1,6 +1,6 @@
 """`edgeq run`: generate text with a GGUF, on this machine or with layers on RPC servers.
 
-The engine runs in a child process (``edgeq.generate.worker``): llama.cpp aborts
+The engine runs in a child process (``edgeq.generation.worker``): llama.cpp aborts
 the whole process when an RPC server vanishes, and a child that aborts can be
 reported as one line naming the server.  The parent watches it: a server that
 stops accepting connections, or a child silent for ``timeout_s``, ends the run.
@@ -75,10 +75,10 @@ class GenerateResult:
 MAX_CTX = 1 << 20
 
 
-def generate(model: str | Path, prompt: str, *, n_predict: int = DEFAULT_N_PREDICT, temp: float = 0.0, seed: int = 0,
-             n_ctx: int = DEFAULT_CTX, threads: int | None = None, chat: bool = False,
-             rpc: str | list[str] | None = None, no_local: bool = False, tensor_split: list[float] | None = None,
-             on_text: Callable[[str], None] | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> GenerateResult:
+def run(model: str | Path, prompt: str, *, n_predict: int = DEFAULT_N_PREDICT, temp: float = 0.0, seed: int = 0,
+        n_ctx: int = DEFAULT_CTX, threads: int | None = None, chat: bool = False,
+        rpc: str | list[str] | None = None, no_local: bool = False, tensor_split: list[float] | None = None,
+        on_text: Callable[[str], None] | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> GenerateResult:
     """Generate up to ``n_predict`` tokens after ``prompt`` (``temp`` 0 = greedy); ``on_text`` gets each piece.
 
     With ``rpc`` (``"host:port,..."``), every server is probed first, then layers
@@ -109,6 +109,10 @@ def generate(model: str | Path, prompt: str, *, n_predict: int = DEFAULT_N_PREDI
                           gen_tps=_rate(out["decoded_tokens"], out["gen_s"]), **_fields(out))
 
 
+# The library's name for this function before the verb's own; kept so scripts written against it still run.
+generate = run
+
+
 def _rate(n: int, s: float) -> float:
     return round(n / s, 2) if s > 0 else 0.0
 
@@ -121,7 +125,7 @@ def _fields(out: dict[str, Any]) -> dict[str, Any]:
 
 def _run_worker(spec: GenerateSpec, on_text: Callable[[str], None], timeout_s: float) -> dict[str, Any]:
     """Start the worker, relay its text, watch it and the servers; return its result or raise one clear error."""
-    w = Worker("edgeq.generate.worker")
+    w = Worker("edgeq.generation.worker")
     phase, result, error = "loading the model", None, None
     try:
         proc = w.proc

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..convert import convert
+from ..conversion import convert
 from ..files import atomic_output
 from ..llamacpp.process import run_tool
 from ..output import Progress, human_bytes, note

@@ -11,8 +11,8 @@ import math
 from pathlib import Path
 
 from ..errors import EdgeqError
-from ..plan import memory
-from ..plan.source import from_gguf
+from ..planning import memory
+from ..planning.source import from_gguf
 from ..sources.checkpoint import read_safetensors_header
 from .results import RunSpec
 

@@ -1,4 +1,4 @@
-"""The engine side of `edgeq run`, in a process of its own (``python -m edgeq.generate.worker < spec.json``).
+"""The engine side of `edgeq run`, in a process of its own (``python -m edgeq.generation.worker < spec.json``).
 
 Writes one event per line on stdout, each prefixed with ``generate.EVENT_PREFIX``.
 """

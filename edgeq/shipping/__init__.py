@@ -24,23 +24,23 @@ from pathlib import Path
 from typing import Any
 
 from .. import manifest
-from ..bench.matrix import bench
-from ..bench.prompts import DEFAULT_PROMPTS
-from ..convert import convert
-from ..convert.models import require_generator_source
+from ..benchmarking.matrix import bench
+from ..benchmarking.prompts import DEFAULT_PROMPTS
+from ..conversion import convert
+from ..conversion.models import require_generator_source
 from ..errors import EdgeqError, UsageError
 from ..files import write_json_atomic
 from ..llamacpp.quantize import Overrides
 from ..output import human_bytes, note
-from ..plan import devices
-from ..plan.objective import DEFAULT_PREFER
-from ..plan.recommend import Recommendation, check_prefer
-from ..plan.source import from_gguf
+from ..planning import devices
+from ..planning.objective import DEFAULT_PREFER
+from ..planning.recommend import Recommendation, check_prefer
+from ..planning.source import from_gguf
 from ..sources import Source, resolve
 from ..system import system_info
-from ..tune import tune as run_tune
-from ..tune.allocate import budget_bytes
-from ..upload import upload
+from ..tuning import tune as run_tune
+from ..tuning.allocate import budget_bytes
+from ..uploading import upload
 from .decide import GENERIC_BANDWIDTH_GBPS, pick, plan_options
 from .deploy import default_repo, preface, write_folder
 from .preflight import preflight, work_folder
