@@ -99,11 +99,3 @@ def test_keyboard_interrupt_exits_130(monkeypatch, capsys):
 def test_help_does_not_import_torch():
     code = "import sys; from edgeq.cli import cli; assert 'torch' not in sys.modules and 'llama_cpp' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-def test_every_command_is_in_the_readme():
-    from pathlib import Path
-
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    for name in cli.commands:
-        assert f"edgeq {name}" in readme, name
