@@ -87,29 +87,35 @@ def test_types_are_checked():
 
 # --- the whole tune (slow) ----------------------------------------------------------------------------------------
 
-# Few types, a short imatrix and evaluation: the whole tune in a few minutes.  Neither Q4_1 nor Q5_1 is among them:
-# the embedded model's weights lie on a Q4_1 grid (it was dequantized from a Q4_1 file), which those two recover, so
-# a win over stock Q4_K_M with them would show the grid, not the allocation.  --min-speed 0: the allocation by KLD
-# alone, which these tests check; the speed floor follows timings that a shared 2-core machine cannot make steady,
-# so its effect is benchmarks/tune.py's to measure.
-FAST = ["--types", "Q8_0,Q6_K,Q5_0,Q4_K,Q4_0,Q3_K,IQ4_NL", "--imatrix-chunks", "4", "--eval-tokens", "2048",
+# Few types, a short imatrix and evaluation, on a tiny Llama: the whole tune in a minute.  These tests check tune's
+# mechanics (the file, its recipe, the verification, reuse, refusals), which a tiny model exercises as a real one
+# does; whether the allocation beats llama.cpp's stock recipes is a question about real models, measured by
+# benchmarks/tune.py (results in benchmarks/results/tune.md).  Its logits are peaked (initializer_range 0.1) so
+# that quantization moves the KLD well above rounding and the probes' fit has a signal.  --min-speed 0: the
+# allocation by KLD alone; the speed floor follows timings that a shared 2-core machine cannot make steady, so its
+# effect is test_decisions.py's and benchmarks/tune.py's to measure.
+FAST = ["--types", "Q8_0,Q6_K,Q5_0,Q4_K,Q4_0,Q3_K,IQ4_NL", "--imatrix-chunks", "2", "--eval-tokens", "1024",
         "--min-speed", "0"]
 
 
 @pytest.fixture(scope="module")
-def tuned(tmp_path_factory, embedded_outputs):
-    """A tune of the embedded model at the size of its stock Q4_K_M (made with the same imatrix), into a folder
-    that holds the session's conversions already (as a user's convert folder does): its F16 is reused."""
-    from conftest import run_main, seed_folder  # noqa: F401 - the CLI's own entry point, via main()
+def tuned(tmp_path_factory, embedded_checkpoint):
+    """A tune of the tiny Llama just under the size of its stock Q4_K_M, into the folder its plain conversion made
+    (as a user's convert folder is): its F16 is reused."""
+    from conftest import make_tiny_checkpoint
 
     from edgeq.cli import main
+    from edgeq.conversion import convert
 
     out = tmp_path_factory.mktemp("tune")
-    seed_folder(out / "m", embedded_outputs)
+    ck = make_tiny_checkpoint(out / "tiny", embedded_checkpoint, layers=4, ffn=768, initializer_range=0.1)
+    res = convert(str(ck), quants=["Q4_K_M"], outdir=out / "m", progress=False)
+    stock = next(o for o in res.outputs if o.variant == "Q4_K_M")
     first = out / "first.json"
     with open(first, "w") as f:
-        _run_json(main, ["tune", "--size", "100MiB", "-o", str(out / "m"), *FAST], f)
-    return out, json.loads(first.read_text())
+        _run_json(main, ["tune", str(ck), "--size", f"{int(stock.size_bytes * 0.99) // 1024}K", "-o", str(out / "m"),
+                         *FAST], f)
+    return out, ck, stock.size_bytes, json.loads(first.read_text())
 
 
 def _run_json(main, args, f):
@@ -124,13 +130,16 @@ def _run_json(main, args, f):
 
 @pytest.mark.slow
 def test_tune_writes_a_file_its_recipe_and_the_verification(tuned):
-    out, res = tuned
+    out, _, stock_bytes, res = tuned
     dst, recipe = Path(res["output"]), Path(res["recipe"])
     assert dst.is_file() and recipe.is_file() and dst.name.endswith("bpw.gguf") and "-tuned-" in dst.name
     assert res["size_bytes"] <= res["budget"]["bytes"]
     assert abs(res["size_bytes"] - res["predicted_size_bytes"]) <= 0.005 * res["size_bytes"]
     rows = {r["label"]: r for r in res["rows"]}
     assert rows["tuned"]["tuned"] and set(rows) == {"tuned", "Q3_K_M (imatrix)", "Q4_K_M (imatrix)"}  # the two either side
+    # The stock file either side of the budget: an importance matrix changes no tensor's size, only the metadata.
+    assert res["size_bytes"] <= stock_bytes and abs(rows["Q4_K_M (imatrix)"]["size_bytes"] - stock_bytes) < 4096
+    assert rows["Q3_K_M (imatrix)"]["size_bytes"] < res["size_bytes"]
     assert all(r["kld_mean"] is not None and r["top1_pct"] is not None for r in res["rows"])
     assert res["verdict"].startswith("The tuned file")
     mf = json.loads((dst.parent / "edgeq-manifest.json").read_text())
@@ -149,7 +158,7 @@ def test_tune_writes_a_file_its_recipe_and_the_verification(tuned):
 def test_plan_reads_a_tuned_file_as_its_own_row(tuned, capsys):
     from conftest import run_main
 
-    _, res = tuned
+    res = tuned[-1]
     dst = Path(res["output"])
     label = json.loads((dst.parent / "edgeq-manifest.json").read_text())["files"][dst.name]["type"]
     for src in (dst, dst.parent):  # the file, and the folder it is in
@@ -163,7 +172,7 @@ def test_plan_reads_a_tuned_file_as_its_own_row(tuned, capsys):
 def test_the_saved_recipe_replays_with_plain_llama_quantize(tuned, tmp_path):
     from edgeq.llamacpp import find_toolchain
 
-    _, res = tuned
+    res = tuned[-1]
     dst = Path(res["output"])
     f16 = next(dst.parent.glob("*-F16.gguf"))
     args = res["replay"].split()[1:]
@@ -174,25 +183,16 @@ def test_the_saved_recipe_replays_with_plain_llama_quantize(tuned, tmp_path):
 
 
 @pytest.mark.slow
-def test_tuned_beats_stock_q4_k_m_at_no_larger_size(tuned):
-    _, res = tuned
-    rows = {r["label"]: r for r in res["rows"]}
-    stock, mine = rows["Q4_K_M (imatrix)"], rows["tuned"]
-    assert mine["size_bytes"] <= stock["size_bytes"] * 1.0 + 2**20  # 100 MiB asked; stock Q4_K_M is 100.6 MiB
-    assert mine["kld_mean"] < stock["kld_mean"]
-
-
-@pytest.mark.slow
 def test_a_second_budget_reuses_every_measurement_and_impossible_ones_are_refused(tuned, capsys):
     from conftest import run_main
 
-    out, first = tuned
+    out, ck, _, first = tuned
     work = next((out / "m" / "tune").glob("*/"))
     before = {p.name: p.stat().st_mtime_ns for p in work.iterdir()}
+    imatrix = Path(first["imatrix"]).stat().st_mtime_ns
     verify = [n for n in before if n.startswith("verify-")]
     scores = {n: json.loads((work / n).read_text()) for n in verify}
-    # Another models dir (each test has its own): the embedded model is the same model wherever it was made.
-    code, err, stdout = run_main(["tune", "--bpw", "6.3", "-o", str(out / "m"), *FAST, "--json"], capsys)
+    code, err, stdout = run_main(["tune", str(ck), "--bpw", "6.3", "-o", str(out / "m"), *FAST, "--json"], capsys)
     assert code == 0, (err[-300:], stdout[-300:])  # --json puts the error on stdout
     res = json.loads(stdout)
     # Nothing measured before is measured again. The stock files either side of the new size may be new
@@ -200,15 +200,15 @@ def test_a_second_budget_reuses_every_measurement_and_impossible_ones_are_refuse
     assert {p.name: p.stat().st_mtime_ns for p in work.iterdir() if p.name in before and p.name not in verify} == {
         n: t for n, t in before.items() if n not in verify}
     assert all(json.loads((work / n).read_text()).items() >= scores[n].items() for n in verify)
-    assert res["stages"]["per-type quantizations"] < 5 and res["stages"]["probes"] < 5 and res["stages"]["imatrix"] < 5
+    assert res["imatrix"] == first["imatrix"] and Path(res["imatrix"]).stat().st_mtime_ns == imatrix
     assert res["size_bytes"] > first["size_bytes"]
     tuned_files = json.loads((out / "m" / "edgeq-manifest.json").read_text())["options"]["tuned"]
     assert {Path(first["output"]).name, Path(res["output"]).name} <= set(tuned_files)  # convert keeps the records
-    code, err, _ = run_main(["tune", "--size", "20MiB", "-o", str(out / "m"), *FAST], capsys)
+    code, err, _ = run_main(["tune", str(ck), "--size", "2MiB", "-o", str(out / "m"), *FAST], capsys)
     assert code == 2 and "is below the smallest this model can be" in err and len(err.splitlines()) == 1
-    code, err, _ = run_main(["tune", "--max-kld", "0.0000001", "-o", str(out / "m"), *FAST], capsys)
+    code, err, _ = run_main(["tune", str(ck), "--max-kld", "0.0000001", "-o", str(out / "m"), *FAST], capsys)
     assert code == 2 and "no file meets --max-kld" in err
-    code, err, _ = run_main(["tune", "--size", "90MiB", "--bpw", "4", "-o", str(out / "m")], capsys)
+    code, err, _ = run_main(["tune", str(ck), "--size", "9MiB", "--bpw", "4", "-o", str(out / "m")], capsys)
     assert code == 2 and "exactly one budget" in err
 
 
