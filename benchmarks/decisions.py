@@ -1,6 +1,7 @@
 """The decisions benchmark (issue 33): edgeq's pick against the oracle's, under the default rule, on this machine.
 
     .venv/bin/python benchmarks/decisions.py [--models embedded,qwen] [--rounds 5] [--out DIR]
+    .venv/bin/python benchmarks/decisions.py --render     # the tables again from the JSON, nothing re-run
 
 For each model: `ship` for this machine in a work folder of its own (every candidate made, its KLD against the
 F16 file measured on the evaluation text, its speed measured by bench: the measured pick).  Then every candidate
@@ -13,7 +14,8 @@ independent of ship's own).  Three picks under the default rule (``plan.objectiv
 - edgeq's from predictions: the uncalibrated plan of each file for this machine, with ship's measured KLD.
 
 Regret = 1 − (the oracle's tg of edgeq's pick ÷ the oracle's tg of the oracle's pick): the speed lost at the
-same quality bound.  Target ≤ 5%.  Writes ``benchmarks/results/decisions.{json,md}``.
+same quality bound.  Target ≤ 5%.  Writes ``benchmarks/results/decisions.{json,md}`` and the tables in
+``docs/benchmarks/decisions.md`` (between its ``decisions`` markers).
 """
 from __future__ import annotations
 
@@ -30,6 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
+
+from readme_table import publish  # noqa: E402
 
 from edgeq.planning import plan  # noqa: E402
 from edgeq.planning.objective import NEAR_LOSSLESS_KLD  # noqa: E402
@@ -137,17 +141,20 @@ def main() -> None:
     # One thread by default: on this shared 2-core VM a second thread spin-waits whenever another process holds
     # the other core, and generation collapses (benchmarks/types.py); the ranking is what the picks compare.
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--render", action="store_true", help="only the tables again, from the JSON")
     args = ap.parse_args()
     path = RESULTS / "decisions.json"
     data = json.loads(path.read_text()) if path.is_file() else {"models": {}}
+    if args.render:
+        publish("decisions", render(data).rstrip("\n"))
+        return
     data["cpu"] = system_info().cpu
     data["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     for key in args.models.split(","):
         data["models"][key] = run_model(key, Path(args.out), args.rounds, args.threads or system_info().physical_cores)
         path.write_text(json.dumps(data, indent=1))
         print(json.dumps({k: v for k, v in data["models"][key].items() if k != "candidates"}, indent=1), flush=True)
-    (RESULTS / "decisions.md").write_text(render(data))
-    print(render(data))
+    publish("decisions", render(data).rstrip("\n"))
 
 
 if __name__ == "__main__":

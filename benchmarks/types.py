@@ -198,8 +198,10 @@ def render(raws: list[Path]) -> None:
         data[raw_path.name]["worst"] = worst
         lines += ["", "worst: " + ", ".join(f"{k} {v:.0%}" for k, v in worst.items()), ""]
     (ROOT / "benchmarks" / "results" / "types-check.json").write_text(json.dumps(data, indent=1))
-    (ROOT / "benchmarks" / "results" / "types-check.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from readme_table import publish
+
+    publish("types-check", "\n".join(lines).rstrip("\n"))
 
 
 if __name__ == "__main__":
