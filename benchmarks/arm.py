@@ -9,7 +9,7 @@ and llama-perplexity's KLD and top-1 agreement over 4 × 128 tokens of the evalu
 also served by the emulated board's ggml-rpc-server to this machine's llama-completion.  Speeds under emulation
 mean nothing and are not reported.  The embedded model is dequantized from a Q4_1 file.
 
-Writes ``benchmarks/results/arm.{json,md}`` and the README's table.
+Writes ``benchmarks/results/arm.{json,md}`` and the table in ``docs/benchmarks/arm.md``.
 """
 from __future__ import annotations
 

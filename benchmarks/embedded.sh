@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark behind the README's table: the embedded SmolLM2-135M as F32, F16,
+# The benchmark behind docs/benchmarks/hypothesis.md's table: the embedded SmolLM2-135M as F32, F16,
 # Q8_0 and Q4_K_M GGUF (llama.cpp) against transformers fp32 / bf16 and the
 # seeds' bitsandbytes int8 / NF4, all measured interleaved in one run on this
 # machine (this VM's speed drifts ±20% within minutes: never compare across runs).

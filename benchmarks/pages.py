@@ -14,7 +14,7 @@ anything).  Whole-process wall time and the process's system time are kept.
 
     .venv/bin/python benchmarks/pages.py [--model HF_FOLDER] [--rounds 3]
 
-Writes ``benchmarks/results/pages.{json,md}`` and the README table between ``<!-- pages:begin/end -->``.
+Writes ``benchmarks/results/pages.{json,md}`` and the table in ``docs/benchmarks/pages.md`` between ``<!-- pages:begin/end -->``.
 """
 from __future__ import annotations
 

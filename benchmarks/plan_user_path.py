@@ -1,4 +1,4 @@
-"""`plan --calibrate` the way the README tells users to do it: bench, carry the results elsewhere, plan there.
+"""`plan --calibrate` the way the docs tell users to do it: bench, carry the results elsewhere, plan there.
 
 For the embedded SmolLM2-135M and a random-weight model with Qwen2.5-0.5B's shape
 (``plan_accuracy.make_qwen``): in a scratch folder with its own models directory,

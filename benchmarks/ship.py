@@ -7,7 +7,7 @@ For each model, in a fresh work folder: `ship --for m1-8gb` (cold: every stage r
 `--min-tps` between the candidates' measured speeds, whose pick must agree with the measurements under the
 default rule (``plan.objective``): its measured tok/s meets the ask, it fits, its KLD is within the bound, and no
 other candidate that meets the ask and the bound generates faster beyond the measured noise.  Writes
-``benchmarks/results/ship.{json,md}`` and the README's table (between its ship:begin/end markers).
+``benchmarks/results/ship.{json,md}`` and the table in ``docs/benchmarks/ship.md`` (between its ship:begin/end markers).
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def main() -> None:
         render(old)
         return
     for key in args.models.split(","):
-        # The embedded model as `edgeq ship` gets it with no SOURCE (the README's first command).
+        # The embedded model as `edgeq ship` gets it with no SOURCE (the docs' first command).
         folder = ensure_embedded_model(ROOT / "models") if key == "embedded" else qwen05b.ensure()
         source = None if key == "embedded" else str(folder)
         work, dist = Path(args.out) / key / "work", Path(args.out) / key / "dist"

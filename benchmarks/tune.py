@@ -12,7 +12,7 @@ recover them almost exactly and say nothing about a model trained in 16 bits:
 - Qwen2.5-Coder-0.5B-Instruct (benchmarks/qwen05b.py, from a Q4_K_M file): no Q5_0, Q4_K, Q6_K, Q8_0.
 
 ``--all-types`` adds labelled rows with every type.  Prints the KLD ratios and predicted-vs-measured, and
-writes ``benchmarks/results/tune.{json,md}`` (``--render`` only rewrites the Markdown and the README table).
+writes ``benchmarks/results/tune.{json,md}`` (``--render`` only rewrites the Markdown and the table in ``docs/benchmarks/tune.md``).
 """
 from __future__ import annotations
 
@@ -91,7 +91,7 @@ def main() -> None:
 
 
 def render(data: dict) -> None:
-    """benchmarks/results/tune.md and the README's table (between its tune:begin/end markers)."""
+    """benchmarks/results/tune.md and the table in docs/benchmarks/tune.md (between its tune:begin/end markers)."""
     lines = ["| model | stock recipe (imatrix) | candidates | stock KLD | tuned KLD | KLD ratio | size ratio | "
              "pp ratio | tg ratio | predicted / measured KLD |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["runs"]:
