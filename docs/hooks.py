@@ -2,7 +2,8 @@
 
 ``<!-- edgeq-options: NAME -->`` becomes mkdocs-click's option reference of ``edgeq NAME``, found through the
 CLI group itself (wherever the command's module moves to); ``<!-- edgeq-api -->`` becomes one mkdocstrings entry
-per name in ``edgeq.__all__``.
+per name in ``edgeq.__all__``. The embedded bench run's report (``benchmarks/results/report/``: the tables and
+charts ``edgeq report`` made from ``embedded.json``) is served as it is, at ``benchmarks/embedded-report/``.
 """
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mkdocs.config.defaults import MkDocsConfig
+from mkdocs.structure.files import File, Files
+
 ROOT = Path(__file__).resolve().parents[1]
 OPTIONS = re.compile(r"^<!-- edgeq-options: ([\w-]+) -->$", re.M)
 API = "<!-- edgeq-api -->"
+REPORT = ROOT / "benchmarks" / "results" / "report"
 
 
 def _command_address(name: str) -> tuple[str, str]:
@@ -51,3 +56,10 @@ def on_page_markdown(markdown: str, **_: Any) -> str:
     if API in markdown:
         markdown = markdown.replace(API, _api())
     return markdown
+
+
+def on_files(files: Files, config: MkDocsConfig) -> Files:
+    for path in sorted(REPORT.iterdir()):
+        if path.suffix in (".md", ".png"):
+            files.append(File.generated(config, f"benchmarks/embedded-report/{path.name}", abs_src_path=str(path)))
+    return files
