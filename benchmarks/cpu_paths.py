@@ -20,6 +20,10 @@ matching level and write the same text; the native one is expected to die of SIG
 
     .venv/bin/python benchmarks/cpu_paths.py                       # builds build-native/ first if missing
     .venv/bin/python benchmarks/cpu_paths.py --rounds 5 --json benchmarks/results/cpu_paths.json
+    .venv/bin/python benchmarks/cpu_paths.py --render    # the docs tables again from the JSON, nothing re-run
+
+With ``--json``, the tables also go to ``benchmarks/results/cpu_paths.md`` and between the ``cpu-paths``
+markers of ``docs/benchmarks/cpu-paths.md``.
 """
 from __future__ import annotations
 
@@ -37,6 +41,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+RESULTS = REPO / "benchmarks" / "results" / "cpu_paths.json"
+
+from readme_table import publish  # noqa: E402
 
 from edgeq.llamacpp import find_toolchain, level_bin_dir  # noqa: E402
 from edgeq.output import print_table  # noqa: E402
@@ -107,7 +115,11 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=64)
     ap.add_argument("-t", "--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--render", action="store_true", help="only the docs tables again, from --json's file")
     args = ap.parse_args()
+    if args.render:
+        publish("cpu-paths", render(json.loads((args.json or RESULTS).read_text())))
+        return
     models = ensure_models()
     tc = find_toolchain()
     with tempfile.TemporaryDirectory(prefix="edgeq-levels-") as tmp:
@@ -163,6 +175,40 @@ def main() -> None:
             "machine": {"cpu": cpu_name(), "arch": platform.machine(), "threads": args.threads},
             "date": time.strftime("%Y-%m-%d"), "settings": vars(args) | {"json": str(args.json)},
             "rows": rows, "emulated": emu, "samples": {"|".join(k): v for k, v in samples.items()}}, indent=1) + "\n")
+        publish("cpu-paths", render(json.loads(args.json.read_text())))
+
+
+def render(data: dict) -> str:
+    """The docs tables from the JSON: each configuration as its paired ratio to the native build (the figure that
+    survives the drift), the native speeds for scale, and what each folder did on the emulated CPUs."""
+    rows = {(r["config"], r["type"]): r for r in data["rows"]}
+    types = list(dict.fromkeys(r["type"] for r in data["rows"]))
+    configs = [c for c in dict.fromkeys(r["config"] for r in data["rows"]) if c != "native"]
+    heads = {"edgeq": "edgeq (the level ggml picks here)", "edgeq --repack 0": "edgeq `--repack 0`",
+             "haswell": "`haswell` level forced", "x64": "`x64` level forced"}
+
+    def cell(r: dict) -> str:
+        if not (r["pp_vs_native"] and r["tg_vs_native"]):
+            return "failed"
+        wrong = "" if r["same_text_as_native"] else ", **other text**"
+        return f"pp {r['pp_vs_native']:.2f}×, tg {r['tg_vs_native']:.2f}×{wrong}"
+
+    m, s = data["machine"], data["settings"]
+    lines = [f"{m['cpu']}, {m['threads']} threads, {data['date']}; llama-bench pp{s['p']}/tg{s['n']}, {s['rounds']} "
+             f"interleaved rounds × {s['reps']} repetitions; each figure is the median over rounds of the ratio to the "
+             "native build in the same round.", "",
+             "| type | " + " | ".join(heads.get(c, c) for c in configs) + " | native pp / tg tok/s |",
+             "|---|" + "---|" * (len(configs) + 1)]
+    for t in types:
+        n = rows[("native", t)]
+        lines.append(f"| {t} | " + " | ".join(cell(rows[(c, t)]) for c in configs)
+                     + f" | {n['pp_tps']:.0f} / {n['tg_tps']:.1f} |")
+    lines += ["", "The same folders on emulated CPUs (qemu-user):", "",
+              "| emulated CPU | folder | type | exit | CPU level loaded | same text as here |", "|---|---|---|---|---|---|"]
+    for e in data["emulated"]:
+        lines.append(f"| {e['cpu']} | {e['build']} | {e['type']} | {e.get('exit', e.get('error'))} | "
+                     f"{e.get('level') or '-'} | {'yes' if e['same_text_as_here'] else 'no'} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ token of every hop, not a speed-up.
 
     .venv/bin/python benchmarks/rpc.py                  # embedded Q8_0 + a Qwen2.5-0.5B-shaped Q8_0
     .venv/bin/python benchmarks/rpc.py --rounds 3 --json benchmarks/results/rpc.json
+    .venv/bin/python benchmarks/rpc.py --render          # the table again from the JSON, nothing re-run
+
+With ``--json``, the table also goes to ``benchmarks/results/rpc.md`` and between the ``rpc`` markers of
+``docs/benchmarks/rpc.md``.
 """
 from __future__ import annotations
 
@@ -27,8 +31,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+RESULTS = REPO / "benchmarks" / "results" / "rpc.json"
 
 from edgeq.llamacpp import rpc  # noqa: E402
+from readme_table import publish  # noqa: E402
+
 from edgeq.output import print_table  # noqa: E402
 
 SERVER = REPO / "build" / "bin" / "ggml-rpc-server"
@@ -105,7 +113,11 @@ def main() -> None:
     ap.add_argument("-p", "--n-prompt", type=int, default=64)
     ap.add_argument("-n", "--n-gen", type=int, default=64)
     ap.add_argument("--json", help="write the raw figures here")
+    ap.add_argument("--render", action="store_true", help="only the docs table again, from --json's file")
     args = ap.parse_args()
+    if args.render:
+        publish("rpc", render(json.loads(Path(args.json or RESULTS).read_text())))
+        return
     models = {"SmolLM2-135M Q8_0": EMBEDDED, "Qwen2.5-0.5B-shape Q8_0": larger_model()}
     counts = [int(x) for x in args.servers.split(",")]
     figures: dict[tuple[str, int], list[dict[str, float]]] = {}
@@ -135,6 +147,25 @@ def main() -> None:
                  "client peak RSS MiB", "max server peak RSS MiB", "weights MiB per server"], rows)
     if args.json:
         Path(args.json).write_text(json.dumps(raw, indent=2) + "\n")
+        publish("rpc", render(raw))
+
+
+def render(raw: list[dict]) -> str:
+    """The docs table from the JSON's medians: each figure beside its ratio to the local run of the same model
+    (the ratios are what survive this VM's drift)."""
+    local = {r["model"]: r for r in raw if r["servers"] == 0}
+    lines = ["| model | servers | pp tok/s (× local) | tg tok/s (× local) | extra ms/token per hop | load s | "
+             "client peak RSS | largest server peak RSS | weights MiB per server |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in raw:
+        n, base = r["servers"], local[r["model"]]
+        hop = f"{(1000 / r['median_tg'] - 1000 / base['median_tg']) / n:.1f}" if n else "-"
+        share = "/".join(f"{x:.0f}" for x in r["runs"][0]["model_mib_per_server"]) or "-"
+        server = f"{r['median_server_rss'] / 2**20:.0f} MiB" if n else "-"
+        lines.append(f"| {r['model']} | {n or 'local'} | {r['median_pp']:.0f} ({r['median_pp'] / base['median_pp']:.2f}×) "
+                     f"| {r['median_tg']:.1f} ({r['median_tg'] / base['median_tg']:.2f}×) | {hop} | "
+                     f"{r['median_load_s']:.1f} | {r['median_client_rss'] / 2**20:.0f} MiB | {server} | {share} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
