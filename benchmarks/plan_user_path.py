@@ -15,6 +15,10 @@ Then out of sample: SmolLM2-135M, the 0.5B shape and a random-weight SmolLM2-360
 run; the plan is calibrated on the first two sizes only and predicts the 360M (and, in sample, the two).
 
     .venv/bin/python benchmarks/plan_user_path.py [--json benchmarks/results/plan_user_path.json]
+    .venv/bin/python benchmarks/plan_user_path.py --render     # the docs tables again from the JSON, nothing re-run
+
+The two tables go to ``benchmarks/results/user-path{,-two-sizes}.md`` and between their markers in
+``docs/benchmarks/user-path.md``.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from plan_accuracy import make_qwen  # noqa: E402
+from readme_table import publish  # noqa: E402
 
 EDGEQ = str(Path(sys.executable).with_name("edgeq"))
 QUANTS = "F16,Q8_0,Q4_K_M"
@@ -126,7 +131,11 @@ def two_sizes_predict_a_third(models: dict[str, Path], third: str, scratch: Path
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks/results/plan_user_path.json")
+    ap.add_argument("--render", action="store_true", help="only the docs tables again, from --json's file")
     args = ap.parse_args()
+    if args.render:
+        render(json.loads(args.json.read_text()))
+        return
     embedded = REPO / "models/hf/SmolLM2-135M-Instruct"
     qwen = make_qwen(REPO / "models/overhead/qwen2.5-0.5b-shape")
     smol360 = make_smol360(REPO / "models/overhead/smollm2-360m-shape", embedded)
@@ -154,6 +163,29 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     args.json.with_suffix(".txt").write_text(text)
     print(text, end="")
+    render(out)
+
+
+def _pct(x: float) -> str:
+    return f"{x:+.1%}".replace("-", "−")
+
+
+def render(out: dict[str, Any]) -> None:
+    """The docs tables from the JSON: the user's path (with the fallback beside it), then the two-size fit."""
+    lines = ["| model | quant | tg measured | predicted | error | without terms |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['quant']} | {r['measured_tg_tps']:.1f} | {r['predicted_tg_tps']:.1f} | "
+              f"{_pct(r['error'])} | {_pct(r['without_terms_error'])} |" for r in out["rows"]]
+    lines.append(f"\nWorst error {out['worst_error']:.1%} (target ≤ {out['target']:.0%}): "
+                 f"{'met' if out['meets'] else 'missed'}.")
+    publish("user-path", "\n".join(lines))
+    # Out of sample first: the 360M rows are the test, the other two sizes are what the plan was fitted on.
+    rows = sorted(out["two_sizes"], key=lambda r: r["sample"] != "out")
+    lines = ["| model | quant | sample | tg measured | predicted | error |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['quant']} | {r['sample']} | {r['measured_tg_tps']:.1f} | "
+              f"{r['predicted_tg_tps']:.1f} | {_pct(r['error'])} |" for r in rows]
+    lines.append(f"\nWorst out of sample {out['worst_out_of_sample']:.1%} (target ≤ "
+                 f"{out['target_out_of_sample']:.0%}): {'met' if out['meets_out_of_sample'] else 'missed'}.")
+    publish("user-path-two-sizes", "\n".join(lines))
 
 
 if __name__ == "__main__":

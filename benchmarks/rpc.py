@@ -34,9 +34,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 RESULTS = REPO / "benchmarks" / "results" / "rpc.json"
 
-from edgeq.llamacpp import rpc  # noqa: E402
 from readme_table import publish  # noqa: E402
 
+from edgeq.llamacpp import rpc  # noqa: E402
 from edgeq.output import print_table  # noqa: E402
 
 SERVER = REPO / "build" / "bin" / "ggml-rpc-server"
