@@ -16,6 +16,10 @@ needs two model sizes).  Timings use one thread, are interleaved in rounds (ever
 per round, so drift hits all alike), and the median is kept.
 
     .venv/bin/python benchmarks/plan_accuracy.py [--workdir models/plan-accuracy] [--rounds 3]
+    .venv/bin/python benchmarks/plan_accuracy.py --render     # the docs tables again from the JSON, nothing re-run
+
+With ``--json``, the tables also go to ``benchmarks/results/plan-accuracy{,-tg}.md`` and between their markers in
+``docs/benchmarks/plan-accuracy.md``.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+RESULTS = REPO / "benchmarks" / "results" / "plan_accuracy.json"
 
 QUANTS = ["F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0"]
 CTXS = [512, 4096]
@@ -99,7 +104,11 @@ def main() -> None:
     ap.add_argument("--json", dest="json_out", help="write the rows here too")
     ap.add_argument("--threads", type=int, default=1, help="llama.cpp threads per run")
     ap.add_argument("--fresh", action="store_true", help="measure again instead of resuming from measurements.json")
+    ap.add_argument("--render", action="store_true", help="only the docs tables again, from --json's file")
     args = ap.parse_args()
+    if args.render:
+        publish_tables(json.loads(Path(args.json_out or RESULTS).read_text()))
+        return
 
     from edgeq.conversion import convert
     from edgeq.llamacpp import measure_bandwidth
@@ -190,12 +199,23 @@ def main() -> None:
                            tg_pred_cross=tg_pred(fits["cross"][label], bpt), tg_pred_both=tg_pred(fits["both"], bpt))
             rows.append(row)
     calib = {"self": {m: _fit_json(f) for m, f in fits["self"].items()}, "both": _fit_json(fits["both"])}
-    print_table(rows, ref, overhead, calib, bandwidth, bw_before, bw_after, threads)
+    data = {"rows": rows, "overhead_bytes": overhead, "tg_fits": calib, "bandwidth_gbps": bandwidth,
+            "bandwidth_readings_gbps": [bw_before, bw_after], "threads": threads, "rounds": args.rounds,
+            "n_prompt": N_PROMPT, "n_gen": N_GEN, "measured": done.get("_measured")}
+    print(f"Overhead fitted on {ref[0]} {ref[1]} at ctx {CTXS[0]}.")
+    sizes, speeds = tables(data)
+    print(sizes + "\n\n" + speeds)
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"rows": rows, "overhead_bytes": overhead, "tg_fits": calib,
-                                                   "bandwidth_gbps": bandwidth, "threads": threads,
-                                                   "rounds": args.rounds, "n_prompt": N_PROMPT, "n_gen": N_GEN,
-                                                   "measured": done.get("_measured")}, indent=1))
+        Path(args.json_out).write_text(json.dumps(data, indent=1))
+        publish_tables(data)
+
+
+def publish_tables(data: dict) -> None:
+    from readme_table import publish
+
+    sizes, speeds = tables(data)
+    publish("plan-accuracy", sizes)
+    publish("plan-accuracy-tg", speeds)
 
 
 def _fit_json(f) -> dict[str, object]:
@@ -207,35 +227,44 @@ def _err(pred: float, real: float) -> str:
     return f"{(pred - real) / real:+.1%}"
 
 
-def print_table(rows: list[dict], ref: tuple[str, str], overhead: int, calib: dict, bw: float,
-                bw0: float, bw1: float, threads: int) -> None:
-    mib = 2**20
-    print(f"{threads} thread(s). Overhead fitted on {ref[0]} {ref[1]} at ctx {CTXS[0]}: {overhead / mib:.0f} MiB. "
-          f"Bandwidth {bw:.1f} GB/s (read {bw0:.1f} before, {bw1:.1f} after). Generation fits: "
-          + "; ".join(f"{k}: {v}" for k, v in {**calib["self"], "both": calib["both"]}.items()) + "\n")
-    print("| model | quant | file size pred / real MiB (err) | ctx | peak RSS pred / real MiB (err) |")
-    print("|---|---|---|---|---|")
+def tables(data: dict) -> tuple[str, str]:
+    """The size and peak-RSS table, and the generation table with the fits behind it, from the JSON."""
+    mib, rows = 2**20, data["rows"]
+    first_ctx = min(r["ctx"] for r in rows)
+    out = [f"{data['threads']} thread(s), {data['rounds']} rounds, measured {data['measured']}. Runtime overhead "
+           f"fitted on SmolLM2 Q8_0 at ctx {first_ctx}: {data['overhead_bytes'] / mib:.0f} MiB.", "",
+           "| model | quant | file size pred / real MiB (err) | ctx | peak RSS pred / real MiB (err) |", "|---|---|---|---|---|"]
     for r in rows:
-        first = r["ctx"] == CTXS[0]
+        first = r["ctx"] == first_ctx
         size = f"{r['size_pred'] / mib:.1f} / {r['size_real'] / mib:.1f} ({_err(r['size_pred'], r['size_real'])})"
-        print(f"| {r['model'] if first else ''} | {r['quant'] if first else ''} | {size if first else ''} "
-              f"| {r['ctx']} | {r['rss_pred'] / mib:.0f} / {r['rss_real'] / mib:.0f} ({_err(r['rss_pred'], r['rss_real'])}) |")
-    print("\n| model | quant | tg tok/s measured (min–max) | in sample: own runs | out of sample: other model's runs "
-          "| both models' runs |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        if "tg_real" not in r:
-            continue
+        out.append(f"| {r['model'] if first else ''} | {r['quant'] if first else ''} | {size if first else ''} "
+                   f"| {r['ctx']} | {r['rss_pred'] / mib:.0f} / {r['rss_real'] / mib:.0f} "
+                   f"({_err(r['rss_pred'], r['rss_real'])}) |")
+    worst = {k: max(abs(r[f"{k}_pred"] - r[f"{k}_real"]) / r[f"{k}_real"] for r in rows) for k in ("size", "rss")}
+    out.append(f"\nWorst error: size {worst['size']:.1%} (goal 2%), peak RSS {worst['rss']:.1%} (goal 10%).")
+    tg = [r for r in rows if "tg_real" in r]
+    per_model = len(tg) // 2
+    speed = ["| model | quant | tg tok/s measured, median (min–max) | in sample (own runs) | out of sample (other "
+             "model's runs) | both models' runs |", "|---|---|---|---|---|---|"]
+    for r in tg:
         preds = " | ".join(f"{r[k]:.0f} ({_err(r[k], r['tg_real'])})" for k in ("tg_pred_self", "tg_pred_cross",
                                                                                  "tg_pred_both"))
-        print(f"| {r['model']} | {r['quant']} | {r['tg_real']:.0f} ({min(r['tg_samples']):.0f}–"
-              f"{max(r['tg_samples']):.0f}) | {preds} |")
-    worst = {k: max(abs(r[f"{k}_pred"] - r[f"{k}_real"]) / r[f"{k}_real"] for r in rows if f"{k}_pred" in r)
-             for k in ("size", "rss")}
-    worst.update({k: max(abs(r[f"tg_pred_{k}"] - r["tg_real"]) / r["tg_real"] for r in rows if "tg_real" in r)
-                  for k in ("self", "cross", "both")})
-    print(f"\nworst error: size {worst['size']:.1%} (goal 2%), peak RSS {worst['rss']:.1%} (goal 10%), tg (goal 25%) "
-          f"in sample {worst['self']:.1%}, out of sample {worst['cross']:.1%}, both models {worst['both']:.1%}")
+        speed.append(f"| {r['model']} | {r['quant']} | {r['tg_real']:.0f} ({min(r['tg_samples']):.0f}–"
+                     f"{max(r['tg_samples']):.0f}) | {preds} |")
+    worst = {k: max(abs(r[f"tg_pred_{k}"] - r["tg_real"]) / r["tg_real"] for r in tg) for k in ("self", "cross", "both")}
+    speed.append(f"\nWorst tg error (goal 25%): in sample {worst['self']:.1%}, out of sample {worst['cross']:.1%}, "
+                 f"both models {worst['both']:.1%}.")
+
+    def families(f: dict) -> str:
+        return ", ".join(f"{k} {v:.2f}" for k, v in f["family_efficiency"].items())
+
+    fits = data["tg_fits"]
+    readings = data.get("bandwidth_readings_gbps")  # older results files kept only the mean
+    read = f" (the mean of {readings[0]:.1f} before and {readings[1]:.1f} after the runs)" if readings else ""
+    speed.append(f"\nFits, as efficiencies of {data['bandwidth_gbps']:.1f} GB/s{read}, {per_model} runs a model: "
+                 + "; ".join(f"{m} alone {families(f)}" for m, f in fits["self"].items())
+                 + f"; both {families(fits['both'])}, overhead {fits['both']['overhead_ms']:.1f} ms per token.")
+    return "\n".join(out), "\n".join(speed)
 
 
 if __name__ == "__main__":
