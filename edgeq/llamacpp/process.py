@@ -18,7 +18,8 @@ from typing import Any
 from ..errors import NativeCrash, ToolchainError, ToolFailed
 from ..system import small_pages_env
 
-SETUP_HINT = "Run `bash scripts/setup.sh` (or `make setup`) from the edgeq checkout to fetch and build it."
+SETUP_HINT = ("Run `bash scripts/setup.sh` (or `make setup`) from the edgeq checkout to fetch and build it; "
+              "an installed edgeq: `pip install --force-reinstall edgeq` rebuilds it (docs/install.md).")
 DOCTOR_HINT = "Run `edgeq doctor`: it tests llama.cpp's CPU paths on this host and names the fix."
 
 ProgressFn = Callable[[str], None]

