@@ -18,6 +18,10 @@ by side mean anything.  Times are whole-process wall times.
 
     .venv/bin/python benchmarks/overhead.py                 # 3 rounds, both models
     .venv/bin/python benchmarks/overhead.py --rounds 3 --json benchmarks/results/overhead.json
+    .venv/bin/python benchmarks/overhead.py --render     # the docs table again from the JSON, nothing re-run
+
+With ``--json``, the table also goes to ``benchmarks/results/overhead.{txt,md}`` and between the ``overhead``
+markers of ``docs/benchmarks/overhead.md``.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+RESULTS = REPO / "benchmarks" / "results" / "overhead.json"
 
 EDGEQ = [str(Path(sys.executable).with_name("edgeq"))]
 TYPES = ["F16", "Q8_0", "Q4_K_M"]
@@ -240,7 +245,13 @@ def main() -> None:
     ap.add_argument("--json", dest="json_out", type=Path)
     ap.add_argument("--parts", default="convert,inspect,bench,eval",
                     help="what to measure; with --json, the other parts are kept from that file")
+    ap.add_argument("--render", action="store_true", help="only the docs table again, from --json's file")
     args = ap.parse_args()
+    from readme_table import publish
+
+    if args.render:
+        publish("overhead", table(json.loads((args.json_out or RESULTS).read_text(encoding="utf-8"))))
+        return
 
     from plan_accuracy import make_qwen
 
@@ -280,6 +291,7 @@ def main() -> None:
     if args.json_out:
         args.json_out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
         args.json_out.with_suffix(".txt").write_text(table(results) + "\n", encoding="utf-8")
+        publish("overhead", table(results))
 
 
 if __name__ == "__main__":
