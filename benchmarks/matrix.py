@@ -15,6 +15,10 @@ the F32 file and the comparison is their ratio, against the run's ceiling.  Last
 that used to dominate it: gguf-py's ``GGUFReader``, against edgeq's header reader).
 
     .venv/bin/python benchmarks/matrix.py [--json benchmarks/results/matrix.json]
+    .venv/bin/python benchmarks/matrix.py --render     # the docs table again from the JSON, nothing re-run
+
+The table also goes to ``benchmarks/results/matrix.md`` and between the ``matrix`` markers of
+``docs/benchmarks/matrix.md``.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from plan_accuracy import make_qwen  # noqa: E402
+from readme_table import publish  # noqa: E402
 
 from edgeq.benchmarking.llama_bench import llama_bench  # noqa: E402
 from edgeq.benchmarking.prompts import DEFAULT_PROMPTS  # noqa: E402
@@ -87,7 +92,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks/results/matrix.json")
     ap.add_argument("--check-rounds", type=int, default=3)
+    ap.add_argument("--render", action="store_true", help="only the docs table again, from --json's file")
     args = ap.parse_args()
+    if args.render:
+        publish("matrix", render(json.loads(args.json.read_text())))
+        return
     threads = default_threads()
     os.chdir(REPO)  # edgeq bench converts (or reuses) into ./models/NAME, as convert does here
     hf = make_qwen(REPO / "models/overhead/qwen2.5-0.5b-shape")
@@ -159,6 +168,38 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     args.json.with_suffix(".txt").write_text(text)
     print(text, end="")
+    publish("matrix", render(out))
+
+
+def render(out: dict[str, Any]) -> str:
+    """The docs table from the JSON: each figure of the run beside its target."""
+    t, ind = out["targets"], out["independent"]
+    top = max(out["roofline"], key=lambda r: r["fraction"])
+    loads = out["load_s"]
+    gguf = [v for k, v in loads.items() if k.startswith("llama.cpp")]
+    hf = [v for k, v in loads.items() if not k.startswith("llama.cpp")]
+    rows = [
+        ("command", f"`{out['command']}`, {out['threads']} threads", "—"),
+        ("whole command, wall", f"**{out['wall_s']:.0f} s**", f"≤ {t['wall_s']} s"),
+        ("runs measured", f"{out['runs_ok']} / {out['runs']}", "all"),
+        ("worker loads", str(out["worker_loads"]), "—"),
+        ("load per worker", f"GGUF {min(gguf):.1f}–{max(gguf):.1f} s, transformers {min(hf):.1f}–{max(hf):.1f} s", "—"),
+        ("ETA printed before it started", f"{out['estimated_s']:.0f} s", "—"),
+        ("bandwidth readings (before round 1, after each round)",
+         ", ".join(f"{x}" for x in out["bandwidth"]["readings_gbps"]) + " GB/s", "—"),
+        ("highest roofline fraction", f"{out['max_fraction']:.2f} ({top['variant']}, {top['prompt']})",
+         f"≤ {t['max_fraction']:g}"),
+        ("F32 fraction: edgeq vs what llama-bench implies",
+         f"{out['f32_fraction']:.3f} vs {out['llama_bench_f32_fraction']:.3f} "
+         f"({out['f32_fraction_vs_independent']:+.1%})".replace("-", "−"), f"±{t['f32_within']:.0%}"),
+        ("llama-bench F32 tg × bytes per token", f"{min(ind['implied_gbps'])}–{max(ind['implied_gbps'])} GB/s, "
+         f"edgeq-bandwidth beside it {min(ind['edgeq_bandwidth_gbps'])}–{max(ind['edgeq_bandwidth_gbps'])} GB/s",
+         "implied ≤ a reading"),
+        ("header read of the F32 file", f"GGUFReader {out['header_read']['ggufreader_s']} s, edgeq "
+         f"{out['header_read']['edgeq_header_s']} s", "—"),
+        ("warnings", "; ".join(out["warnings"]) or "none", "—"),
+    ]
+    return "\n".join(["| | this run | target |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows])
 
 
 if __name__ == "__main__":
