@@ -1,5 +1,4 @@
 """The CLI is a thin layer: check what it passes to the library and how it renders."""
-import importlib
 import json
 import subprocess
 import sys
@@ -7,12 +6,10 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+import edgeq.cli.models as cli_models  # the commands hold what they call
+import edgeq.sources.hub as download_mod
 from edgeq.cli import cli, main
 from edgeq.conversion import ConvertResult, OutputFile
-
-# `edgeq.convert` is the function (as in mlx_lm); the modules are reached by name.
-download_mod = importlib.import_module("edgeq.sources.hub")
-cli_models = importlib.import_module("edgeq.cli.models")  # the commands hold what they call
 
 
 @pytest.fixture

@@ -25,6 +25,8 @@ from conftest import final_ggufs, run_main, write_minimal_checkpoint, write_smal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import edgeq.conversion as convert_mod
+import edgeq.conversion.pipeline as pipeline
 from edgeq import config, manifest, system
 from edgeq.cli import main
 from edgeq.errors import DiskSpaceError, GGUFError, SourceError
@@ -36,8 +38,6 @@ from edgeq.sources import checkpoint
 from edgeq.sources.gguf import read as read_gguf
 from edgeq.sources.gguf import read_header as read_gguf_header
 
-convert_mod = importlib.import_module("edgeq.conversion")
-pipeline = importlib.import_module("edgeq.conversion.pipeline")
 FUZZ_EXAMPLES = int(os.environ.get("EDGEQ_FUZZ_EXAMPLES", "200"))
 EDGEQ = Path(sys.executable).with_name("edgeq")
 

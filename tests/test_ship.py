@@ -114,9 +114,7 @@ def test_a_second_target_reuses_every_measurement_and_push_publishes_the_folder(
 # made); an interruption at any stage between them leaves a subset of the second's files, all kept the same way.
 @pytest.mark.parametrize("stage", ["_speed", "write_folder"])
 def test_an_interrupted_ship_resumes_with_what_it_had_measured(shipped, hub, monkeypatch, stage):
-    import sys
-
-    ship_module = sys.modules["edgeq.shipping"]  # the package: edgeq.ship is also the function edgeq re-exports
+    import edgeq.shipping as ship_module
     base, _ = shipped
     _env(hub, base, monkeypatch)
     work = base / f"work-{stage}"
