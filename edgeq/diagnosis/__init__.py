@@ -97,13 +97,21 @@ def doctor() -> DoctorReport:
 
 
 def _gguf_check() -> Check:
-    """The converter needs the gguf-py of the vendored tree, not PyPI's older release."""
+    """The converter needs the gguf-py of the vendored tree, not PyPI's older release.
+
+    The converter puts its tree's gguf-py first on its path (a pip-installed edgeq carries it there);
+    only where the tree has none does the installed package serve."""
+    tree = config.llama_dir() / "gguf-py" / "gguf"
     spec = importlib.util.find_spec("gguf")
-    if spec is None or not spec.origin:
+    if (tree / "__init__.py").is_file():
+        origin = tree / "__init__.py"
+    elif spec is not None and spec.origin:
+        origin = Path(spec.origin)
+    else:
         return Check("gguf (vendored gguf-py)", False, "not installed", SETUP_HINT)
-    lazy = Path(spec.origin).parent / "lazy.py"
+    lazy = origin.parent / "lazy.py"
     ok = lazy.exists() and "LazyChunkedTensor" in lazy.read_text(encoding="utf-8", errors="replace")
-    return Check("gguf (vendored gguf-py)", ok, str(Path(spec.origin).parent),
+    return Check("gguf (vendored gguf-py)", ok, str(origin.parent),
                  None if ok else "Install vendor/llama.cpp/gguf-py as the gguf package (" + SETUP_HINT + ")")
 
 
