@@ -11,3 +11,5 @@ mkdir -p "$out"
 .venv/bin/edgeq bench -p "${P:-128}" -n "${N:-64}" -r "${R:-3}" --batch "${BATCH:-1,16}" --check-llama-bench \
   -o "$out/embedded.json" --csv "$out/embedded.csv"
 .venv/bin/edgeq report "$out/embedded.json" -o "$out/report"
+# The docs' tables (hypothesis and quality) from the results files just written.
+.venv/bin/python benchmarks/embedded_tables.py >/dev/null

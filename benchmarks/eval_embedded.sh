@@ -16,3 +16,5 @@ $E eval choice models/hf/$M "${FILES[@]}" --quants '' --limit "${LIMIT:-200}" -o
 # One report: speed (embedded.json, from benchmarks/embedded.sh) and quality, joined per variant.
 R=benchmarks/results
 $E report $R/embedded.json $R/eval-ppl.json $R/eval-choice.json -o $R/report >/dev/null
+# The docs' tables (hypothesis and quality) from the results files just written.
+.venv/bin/python benchmarks/embedded_tables.py >/dev/null
