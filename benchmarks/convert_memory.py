@@ -16,10 +16,17 @@ Two figures per run:
 
     .venv/bin/python benchmarks/convert_memory.py            # both models, lazy and --no-lazy
     .venv/bin/python benchmarks/convert_memory.py --models qwen2.5-1.5b --no-eager
+    .venv/bin/python benchmarks/convert_memory.py --render   # the docs table again from the JSON, nothing re-run
+
+Writes ``benchmarks/results/convert_memory.json`` (the rows of models not measured this time are kept from the
+last run's file, so a 1.5B run adds to a 0.5B one) and the table between the ``convert-memory`` markers of
+``docs/benchmarks/convert-memory.md``.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import platform
 import sys
 import tempfile
 import threading
@@ -33,6 +40,9 @@ from edgeq.conversion import convert
 from edgeq.llamacpp import find_toolchain, run_tool
 from edgeq.output import human_bytes, print_table
 from edgeq.sources.embedded import ensure_embedded_model
+from edgeq.system import cpu_name
+
+RESULTS = config.REPO_DIR / "benchmarks" / "results" / "convert_memory.json"
 
 _QWEN25 = dict(vocab_size=151936, max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
                num_key_value_heads=2, tie_word_embeddings=True, bos_token_id=151643, eos_token_id=151643)
@@ -94,7 +104,7 @@ def checkpoint_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
 
 
-def measure(name: str, ckpt: Path, work: Path, lazy: bool) -> list[object]:
+def measure(name: str, ckpt: Path, work: Path, lazy: bool) -> dict[str, object]:
     out = work / f"{name}-{'lazy' if lazy else 'eager'}"
     t0 = time.perf_counter()
     with PrivatePeak() as private:
@@ -106,12 +116,31 @@ def measure(name: str, ckpt: Path, work: Path, lazy: bool) -> list[object]:
             peak = run_tool([sys.executable, tc.converter, ckpt, "--outfile", out / "model-F16.gguf",
                              "--outtype", "f16", "--no-lazy"], name="convert_hf_to_gguf.py").peak_rss_bytes
     seconds = time.perf_counter() - t0
-    size = checkpoint_bytes(ckpt)
     for f in out.glob("*.gguf"):
         f.unlink()  # keep the disk footprint of the benchmark small
-    return [name, "lazy" if lazy else "--no-lazy", human_bytes(size), human_bytes(peak or 0),
-            f"{(peak or 0) / size:.2f}", human_bytes(private.peak_bytes), f"{private.peak_bytes / size:.2f}",
-            f"{seconds:.0f}"]
+    return {"model": name, "mode": "lazy" if lazy else "--no-lazy", "checkpoint_bytes": checkpoint_bytes(ckpt),
+            "peak_rss_bytes": peak or 0, "private_bytes": private.peak_bytes, "seconds": round(seconds, 1),
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def render(data: dict) -> str:
+    """The docs table: one row per model, each figure beside its ratio to the checkpoint's size."""
+    by = {(r["model"], r["mode"]): r for r in data["rows"]}
+    models = list(dict.fromkeys(r["model"] for r in data["rows"]))
+
+    def cell(r: dict | None, key: str) -> str:
+        return f"{human_bytes(r[key])} ({r[key] / r['checkpoint_bytes']:.2f}×)" if r else "—"
+
+    dates = sorted({r["date"] for r in data["rows"]})  # rows kept from earlier runs carry their own date
+    lines = [f"{data['machine']['cpu']}, measured {' and '.join(dates)}.", "",
+             "| model | checkpoint | lazy: peak RSS | lazy: private | `--no-lazy`: peak RSS | `--no-lazy`: private |",
+             "|---|---|---|---|---|---|"]
+    for m in models:
+        lazy, eager = by.get((m, "lazy")), by.get((m, "--no-lazy"))
+        size = (lazy or eager or {}).get("checkpoint_bytes", 0)
+        lines.append(f"| {m} | {human_bytes(size)} | {cell(lazy, 'peak_rss_bytes')} | {cell(lazy, 'private_bytes')} | "
+                     f"{cell(eager, 'peak_rss_bytes')} | {cell(eager, 'private_bytes')} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -120,7 +149,15 @@ def main() -> None:
                     help=f"Comma-separated: embedded, {', '.join(SHAPES)} (default: %(default)s).")
     ap.add_argument("--no-eager", action="store_true", help="Skip the --no-lazy comparison runs.")
     ap.add_argument("--workdir", type=Path, help="Where to put the 0.5B checkpoint and outputs (default: a temp dir).")
+    ap.add_argument("--json", type=Path, default=RESULTS)
+    ap.add_argument("--render", action="store_true", help="only the docs table again, from --json's file")
     args = ap.parse_args()
+    sys.path.insert(0, str(config.REPO_DIR / "benchmarks"))
+    from readme_table import publish
+
+    if args.render:
+        publish("convert-memory", render(json.loads(args.json.read_text())))
+        return
     work = args.workdir or Path(tempfile.mkdtemp(prefix="edgeq-convert-memory-"))
     models = {}
     for m in args.models.split(","):
@@ -132,9 +169,17 @@ def main() -> None:
     for name, ckpt in models.items():
         for lazy in (True,) if args.no_eager else (True, False):
             rows.append(measure(name, ckpt, work, lazy))
-            print(" | ".join(map(str, rows[-1])), file=sys.stderr, flush=True)
+            print(rows[-1], file=sys.stderr, flush=True)
     print_table("HF → F16 GGUF: converter memory vs checkpoint size",
-                ["model", "mode", "checkpoint", "peak RSS", "RSS/ckpt", "peak private", "private/ckpt", "s"], rows)
+                ["model", "mode", "checkpoint", "peak RSS", "RSS/ckpt", "peak private", "private/ckpt", "s"],
+                [[r["model"], r["mode"], human_bytes(r["checkpoint_bytes"]), human_bytes(r["peak_rss_bytes"]),
+                  f"{r['peak_rss_bytes'] / r['checkpoint_bytes']:.2f}", human_bytes(r["private_bytes"]),
+                  f"{r['private_bytes'] / r['checkpoint_bytes']:.2f}", f"{r['seconds']:.0f}"] for r in rows])
+    old = json.loads(args.json.read_text())["rows"] if args.json.exists() else []
+    kept = [r for r in old if r["model"] not in models]  # other models' rows: an earlier run's, kept
+    data = {"machine": {"cpu": cpu_name(), "arch": platform.machine()}, "rows": kept + rows}
+    args.json.write_text(json.dumps(data, indent=1) + "\n")
+    publish("convert-memory", render(data))
 
 
 if __name__ == "__main__":

@@ -136,3 +136,56 @@ def test_the_readme_is_a_short_front_door_into_the_site() -> None:
     assert [link for link in links if not (REPO / link).exists()] == []
     # No measured figure lives only in the README: its tables are command output or come from the docs.
     assert "<!--" not in readme
+
+
+MARKER = re.compile(r"<!-- ([\w-]+):begin -->\n(.*?)<!-- \1:end -->", re.S)
+
+
+def generated_tables() -> Iterator[tuple[Path, str, str]]:
+    """Every table a benchmark script published into the docs: (page, name, what is between its markers)."""
+    for page in sorted((REPO / "docs").rglob("*.md")):
+        for m in MARKER.finditer(page.read_text(encoding="utf-8")):
+            yield page, m.group(1), m.group(2)
+
+
+def test_every_generated_table_is_the_one_its_script_published() -> None:
+    """readme_table.publish writes a table both between its markers and to results/NAME.md; a hand edit of
+    the page's copy (or a marker no script fills) makes the two differ."""
+    tables = list(generated_tables())
+    assert len(tables) >= 15
+    for page, name, inner in tables:
+        where = f"{page.relative_to(REPO)}: {name}"
+        assert "\n|---" in inner, f"{where}: no table between the markers"
+        published = REPO / "benchmarks" / "results" / f"{name}.md"
+        assert published.exists(), f"{where}: no {published.relative_to(REPO)}: which script publishes it?"
+        assert inner.strip("\n") == published.read_text(encoding="utf-8").strip("\n"), \
+            f"{where} differs from what its script published: render it again"
+
+
+def _expand(path: str) -> list[str]:
+    """``a.{json,txt}`` → ``a.json``, ``a.txt`` (the pages' shorthand)."""
+    m = re.search(r"\{([^}]*)\}", path)
+    return [p for alt in m.group(1).split(",") for p in _expand(path[:m.start()] + alt + path[m.end():])] if m else [path]
+
+
+# Pages whose benchmark has kept no results file yet: they say so and quote no figure. Once the file exists,
+# the page must name it and carry its table (this set's entry then fails the test until removed).
+NO_RUN_KEPT = {"convert-memory.md": "convert_memory.json"}
+
+
+def test_every_benchmark_page_names_its_command_and_results_that_exist() -> None:
+    for page in sorted((REPO / "docs" / "benchmarks").glob("*.md")):
+        text = page.read_text(encoding="utf-8")
+        if page.name == "index.md":
+            continue
+        if page.name in NO_RUN_KEPT:
+            assert not (REPO / "benchmarks" / "results" / NO_RUN_KEPT[page.name]).exists(), \
+                f"{page.name}: its results file exists now: put its table in the page, drop it from NO_RUN_KEPT"
+            assert "No run kept yet" in text and not re.search(r"\d+(\.\d+)? ?(MiB|GiB|s)\b", text), page.name
+            continue
+        named = [p for ref in re.findall(r"`(benchmarks/results/[^`\s]+)`", text) for p in _expand(ref)]
+        assert named, f"{page.name} names no results file"
+        assert [p for p in named if not (REPO / p).exists()] == [], page.name
+        scripts = re.findall(r"benchmarks/(\w+\.(?:py|sh))", text)
+        assert scripts and all((REPO / "benchmarks" / s).exists() for s in scripts), page.name
+        assert "AMD EPYC" in text, f"{page.name} does not say which machine ran it"
