@@ -1,13 +1,17 @@
 """Speed per tensor type on this machine: pure files of one model whose rows fit every block size.
 
     .venv/bin/python benchmarks/types.py make       # the model (random weights) and one --pure file per type
-    .venv/bin/python benchmarks/types.py measure    # llama-bench pp128 / tg32, every file once a round, interleaved
+    .venv/bin/python benchmarks/types.py measure    # llama-bench pp128 / tg16, every file once a round, interleaved
     .venv/bin/python benchmarks/types.py check      # plan's per-type predictions against the measurements
+    .venv/bin/python benchmarks/types.py table      # the table of the run the factors come from (types.{json,md})
+    TYPES_RAW=benchmarks/results/types-raw-check.json .venv/bin/python benchmarks/types.py measure 5
+    .venv/bin/python benchmarks/types.py render benchmarks/results/types-raw-check.json   # the check of a later run
 
 The model is a random-weight Llama with hidden 2048 and feed-forward 8192 (Llama-3.2-1B's widths, so no type falls
 back to a legacy type), 6 layers and SmolLM2's 49k tokenizer, tied embeddings: 466M parameters.  Random weights
-change nothing about speed.  Raw samples go to ``benchmarks/results/types-raw.json``; the check to
-``benchmarks/results/types.json`` and ``types.md``.
+change nothing about speed.  Raw samples go to ``benchmarks/results/types-raw.json`` (``$TYPES_RAW``), the factors
+to ``types.{json,md}``, the check of a later run to ``types-check.{json,md}``; both tables also to
+``docs/benchmarks/types.md``.
 """
 from __future__ import annotations
 
@@ -174,6 +178,30 @@ def check(raw_path: Path, calib_types: tuple[str, ...] = ("F16", "Q8_0", "Q4_K")
     return rows
 
 
+def table(raw_path: Path = RAW) -> None:
+    """``benchmarks/results/types.{json,md}``: the run plan's x86 table is made from, and the factors it gives."""
+    raw = json.loads(raw_path.read_text())
+    derived = derive(raw_path)
+    (ROOT / "benchmarks" / "results" / "types.json").write_text(json.dumps(derived, indent=1))
+    lines = [f"**{raw_path.name}**: {raw['threads']} thread(s), {raw['rounds']} rounds, {raw['date']}, {raw['cpu']}, "
+             f"edgeq-bandwidth {min(raw['bandwidth_gbps']):.1f}–{max(raw['bandwidth_gbps']):.1f} GB/s, "
+             f"load {min(raw['load']):.1f}–{max(raw['load']):.1f}", "",
+             "| type | MB | tg tok/s (min–max) | pp tok/s (min–max) | tg per byte vs Q4_0 | pp per FLOP vs Q4_0 |",
+             "|---|---|---|---|---|---|"]
+    for ty in TYPES:
+        tg, pp, f = raw["tg"][ty], raw["pp"][ty], derived["types"][ty]  # type: ignore[index]
+        lines.append(f"| {ty} | {raw['sizes'][ty] / 1e6:.0f} | {statistics.median(tg):.1f} ({min(tg):.1f}–{max(tg):.1f}) "
+                     f"| {statistics.median(pp):.0f} ({min(pp):.0f}–{max(pp):.0f}) | {f['tg_factor']:.2f} | "
+                     f"{f['pp_factor']:.2f} |")
+    lines += ["", f"Q4_0's own efficiency: {derived['q4_0_tg_efficiency']:.2f} of edgeq-bandwidth's reading, "
+              f"{derived['q4_0_pp_efficiency']:.2f} of the cores × GHz × FLOP/cycle estimate "
+              f"({derived['gflops_estimate']:.0f} GFLOP/s)."]
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from readme_table import publish
+
+    publish("types", "\n".join(lines))
+
+
 def render(raws: list[Path]) -> None:
     """``benchmarks/results/types-check.{json,md}``: plan's per-type predictions against runs made after the table."""
     lines, data = [], {}
@@ -215,5 +243,7 @@ if __name__ == "__main__":
     elif what == "check":
         for row in check(Path(sys.argv[2]) if len(sys.argv) > 2 else RAW):
             print(row)
+    elif what == "table":  # the run the x86 table is made from, and its factors
+        table(Path(sys.argv[2]) if len(sys.argv) > 2 else RAW)
     elif what == "render":  # render RAW... : the check of each later run, as Markdown and JSON
         render([Path(a) for a in sys.argv[2:]])
