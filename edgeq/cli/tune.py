@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from .. import config
 from ..output import echo, human_bytes, print_json, print_table
 from ..tuning import tune as run_tune
 from .options import eval_tokens_option, json_option, progress_wanted, revision_option, some_strings, token_option
@@ -23,7 +24,7 @@ from .options import eval_tokens_option, json_option, progress_wanted, revision_
 @click.option("--name", help="File-name stem (default: the repo or folder name).")
 @click.option("--calibration", type=click.Path(dir_okay=False),
               help="Text for the importance matrix and the probes (default: Shakespeare that eval never scores).")
-@click.option("--imatrix-chunks", type=click.IntRange(1), default=32, show_default=True,
+@click.option("--imatrix-chunks", type=click.IntRange(1), default=config.DEFAULT_IMATRIX_CHUNKS, show_default=True,
               help="512-token chunks of calibration text for the importance matrix.")
 @click.option("--text", "eval_text", type=click.Path(dir_okay=False),
               help="Evaluation text for the verification (default: eval's, The Tempest).")

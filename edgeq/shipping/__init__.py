@@ -9,7 +9,8 @@ Stages, each reusing what an earlier run or the single verbs made (so an interru
    reference and the stock quants, with the importance matrix where llama.cpp's docs say it helps;
 2. **tune**: a ``tune`` file for the target's RAM, unless the widest candidate already fits (then a tuned file
    would only copy it);
-3. **quality**: KLD, ΔPPL and top-1 of every candidate against the F16 file on the evaluation text (``eval``);
+3. **quality**: KLD, ΔPPL and top-1 of every candidate against the F16 file on the evaluation text (``eval``):
+   half of ``eval_tokens`` first, all of them only where a KLD is too near the bound for half to decide;
 4. **speed**: tok/s and peak RAM of every candidate here (``bench``), which also calibrates the plan;
 5. **plan** each candidate for the target: its RAM at ``ctx`` and, for another machine, its tok/s;
 6. **pick** by ``prefer`` among those that fit and meet ``min_tps``/``max_kld`` (``decide``), and the runner-up;
@@ -33,7 +34,7 @@ from ..files import write_json_atomic
 from ..llamacpp.quantize import Overrides
 from ..output import human_bytes, note
 from ..planning import devices
-from ..planning.objective import DEFAULT_PREFER
+from ..planning.objective import DEFAULT_PREFER, NEAR_LOSSLESS_KLD
 from ..planning.recommend import Recommendation, check_prefer
 from ..planning.source import from_gguf
 from ..sources import Source, resolve
@@ -43,7 +44,7 @@ from ..tuning.allocate import budget_bytes
 from ..uploading import upload
 from .decide import GENERIC_BANDWIDTH_GBPS, pick, plan_options
 from .deploy import default_repo, preface, write_folder
-from .preflight import preflight, work_folder
+from .preflight import MIN_EVAL_TOKENS, preflight, work_folder
 from .result import SCHEMA, Option, ShipResult
 
 STOCK = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M")  # beside the F16 reference
@@ -51,6 +52,7 @@ STOCK = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M")  # beside the F16 reference
 IMATRIX_HELPS = ("Q5_K_S", "Q5_K_M", "Q4_K_S", "Q4_K_M", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q2_K", "IQ4_XS", "IQ4_NL",
                  "IQ3_S", "IQ3_XXS", "IQ2_XS", "IQ2_XXS")
 EVAL_TOKENS = 8192
+NEAR_BOUND_SE = 3.0  # standard errors from the KLD bound within which the quality stage scores every token
 # One prompt: bench's default matrix measures an English and a Hindi one, and the pick reads the first only (the
 # second was half the speed stage, measured for nothing).
 BENCH = {"n_prompt": 128, "n_gen": 64, "reps": 3}
@@ -109,8 +111,9 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
     stages["tune"] = time.perf_counter() - t
 
     cands = files  # the candidates, the tuned file included
-    t = stage(3, "quality", f"KLD of {len(cands) - 1} files to the F16 file on {eval_tokens:,} tokens")
-    eval_path = _quality(work, f16, cands, eval_tokens, threads, progress)
+    t = stage(3, "quality", f"KLD of {len(cands) - 1} files to the F16 file on up to {eval_tokens:,} tokens")
+    bound = max_kld if max_kld is not None else NEAR_LOSSLESS_KLD
+    eval_path = _quality(work, f16, cands, eval_tokens, threads, progress, bound)
     stages["quality"] = time.perf_counter() - t
 
     t = stage(4, "speed", f"tok/s and peak RAM of {len(cands)} files here")
@@ -208,9 +211,26 @@ def _sha(path: Path) -> str:
     return mf.files[path.name].sha256 if mf and path.name in mf.files else str(path.stat().st_size)
 
 
-def _quality(work: Path, f16: Path, cands: dict[str, Path], tokens: int, threads: int | None,
-             progress: bool) -> Path:
-    """The eval results of every candidate against the F16 file, measured once per set of files and text."""
+def _quality(work: Path, f16: Path, cands: dict[str, Path], tokens: int, threads: int | None, progress: bool,
+             bound: float) -> Path:
+    """The eval results of every candidate against the F16 file, measured once per set of files and text.
+
+    Half the tokens first: the pick needs each KLD only on the right side of ``bound``, and at that count the
+    standard error is a few percent of the mean.  The full count is scored only when some candidate's KLD lies
+    within ``NEAR_BOUND_SE`` standard errors of the bound, where the side could still change."""
+    first = _score(work, f16, cands, max(MIN_EVAL_TOKENS, tokens // 2), threads, progress)
+    if tokens // 2 < MIN_EVAL_TOKENS or not _near(first, bound):
+        return first
+    return _score(work, f16, cands, tokens, threads, progress)
+
+
+def _near(path: Path, bound: float) -> bool:
+    rows = json.loads(path.read_text())["rows"]
+    return any(r.get("kld_mean") is not None and abs(r["kld_mean"] - bound) <= NEAR_BOUND_SE * (r.get("kld_stderr") or 0)
+               for r in rows)
+
+
+def _score(work: Path, f16: Path, cands: dict[str, Path], tokens: int, threads: int | None, progress: bool) -> Path:
     from ..quality import default_text, perplexity  # here: the quality package loads numpy
     from ..quality.models import gguf_ref
     from ..quality.results import save

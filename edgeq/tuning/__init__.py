@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import manifest
+from .. import config, manifest
 from ..conversion import convert
 from ..conversion.models import require_generator_source
 from ..conversion.steps import ensure_imatrix, short_hash
@@ -67,7 +67,7 @@ from .verify import Row, verdict, verify
 SCHEMA = "edgeq-tune/1"
 # The stock recipes a tuned file may be compared with: the two either side of its size are (``verify.bracket``).
 STOCK = ("Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0")
-DEFAULT_IMATRIX_CHUNKS = 32
+DEFAULT_IMATRIX_CHUNKS = config.DEFAULT_IMATRIX_CHUNKS
 EVAL_TOKENS = 8192  # of the evaluation text
 
 
