@@ -116,6 +116,16 @@ def _qwen() -> Path:
     return qwen05b.ensure()
 
 
+def _regret(m: dict, which: str) -> str:
+    """The regret on medians, and whether the two picks' oracle samples overlap (then the loss is within noise)."""
+    r, pick, best = m[f"{which}_regret"], m[f"{which}_pick"], m["oracle_pick"]
+    if pick is None or best is None or pick == best:
+        return f"{r:.1%}" if r is not None else "—"
+    a, b = m["candidates"][pick]["tg_oracle"], m["candidates"][best]["tg_oracle"]
+    overlap = max(a) >= min(b) and max(b) >= min(a)
+    return f"{r:.1%}{', within noise' if overlap else ''}"
+
+
 def render(data: dict[str, object]) -> str:
     lines = ["| model | candidate | KLD | tg oracle, median (min–max) | pp oracle | tg ship (min–max) | tg predicted |",
              "|---|---|---|---|---|---|---|"]
@@ -127,8 +137,8 @@ def render(data: dict[str, object]) -> str:
             lines.append(f"| {key} | {k} | {c['kld']:.4f} | {statistics.median(tg):.1f} ({min(tg):.1f}–{max(tg):.1f}) "
                          f"| {statistics.median(pp):.0f} | {c['tg_ship']:.1f} ({c['tg_ship_range'][0]:.1f}–"
                          f"{c['tg_ship_range'][1]:.1f}) | {c['tg_predicted']:.1f} |")
-        summary.append(f"| {key} | {m['oracle_pick']} | {m['measured_pick']} ({m['measured_regret']:.1%}) | "
-                       f"{m['predicted_pick']} ({m['predicted_regret']:.1%}) | {m['ship_seconds']:.0f} | "
+        summary.append(f"| {key} | {m['oracle_pick']} | {m['measured_pick']} ({_regret(m, 'measured')}) | "
+                       f"{m['predicted_pick']} ({_regret(m, 'predicted')}) | {m['ship_seconds']:.0f} | "
                        f"{'yes' if m['busy'] else 'no'} |")
     return "\n".join(summary + [""] + lines) + "\n"
 
@@ -151,7 +161,7 @@ def main() -> None:
     data["cpu"] = system_info().cpu
     data["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     for key in args.models.split(","):
-        data["models"][key] = run_model(key, Path(args.out), args.rounds, args.threads or system_info().physical_cores)
+        data["models"][key] = run_model(key, Path(args.out).resolve(), args.rounds, args.threads or system_info().physical_cores)
         path.write_text(json.dumps(data, indent=1))
         print(json.dumps({k: v for k, v in data["models"][key].items() if k != "candidates"}, indent=1), flush=True)
     publish("decisions", render(data).rstrip("\n"))
