@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,17 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+def _bindings_version() -> str:
+    """The version of the llama_cpp bindings edgeq loads: a wheel's own copy (which has no distribution metadata,
+    so its ``__version__``), else the installed llama-cpp-python's."""
+    d = config.bindings_dir()
+    if d is None:
+        return _version("llama_cpp_python")
+    found = re.search(r'^__version__\s*=\s*"([^"]+)"', (d / "llama_cpp" / "__init__.py").read_text(encoding="utf-8"),
+                      re.MULTILINE)
+    return found.group(1) if found else "unknown"
+
+
 def doctor() -> DoctorReport:
     """Collect versions, paths and machine facts; ``ok`` is False when anything needed is wrong."""
     checks: list[Check] = []
@@ -71,7 +83,7 @@ def doctor() -> DoctorReport:
     versions = {
         "edgeq": __version__,
         "llama.cpp": llama_cpp_version(tc) if tc else "missing",
-        "llama-cpp-python": _version("llama_cpp_python"),
+        "llama-cpp-python": _bindings_version(),
         "gguf": _version("gguf"),
         "torch": _version("torch"),
         "transformers": _version("transformers"),
