@@ -149,7 +149,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", default=str(ROOT / "models" / "bench-decisions"))
     # One thread by default: on this shared 2-core VM a second thread spin-waits whenever another process holds
-    # the other core, and generation collapses (benchmarks/types.py); the ranking is what the picks compare.
+    # the other core, and generation collapses (benchmarks/type_speed.py); the ranking is what the picks compare.
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--render", action="store_true", help="only the tables again, from the JSON")
     args = ap.parse_args()

@@ -125,7 +125,8 @@ class GenerationFit:
     overhead_s: float
 
 
-def fit_families(points: list[tuple[dict[str, int], int, float]], bandwidth_gbps: float) -> GenerationFit:
+def fit_families(points: list[tuple[dict[str, int], int, float]], bandwidth_gbps: float,
+                 spreads: list[float] | None = None) -> GenerationFit:
     """Efficiency per kernel family and per-token overhead best predicting (bytes by family, weights, tok/s) runs.
 
     Seconds per token t = c + Σ_f B_f·s_f is linear in the overhead c and each family's
@@ -135,7 +136,10 @@ def fit_families(points: list[tuple[dict[str, int], int, float]], bandwidth_gbps
     runs span model sizes: within one model it cannot be told apart from the
     families' rates, so it is 0 there.  A family below ``MIN_FAMILY_SHARE`` in every
     run, or one the solution zeroes, gets no efficiency of its own: ``speed.tg_tps``
-    then uses the pooled one.
+    then uses the pooled one.  With ``spreads`` (each run's relative half-spread over its repetitions), so does a
+    family whose own efficiency differs from the pooled one by no more than the spread of the runs it dominates:
+    one noisy run would otherwise set a whole family's rate (a run's median moves up to 12% between quiet runs on
+    a VM, and the kernel table already carries the types' measured ratios).
     """
     import numpy as np
 
@@ -166,9 +170,22 @@ def fit_families(points: list[tuple[dict[str, int], int, float]], bandwidth_gbps
     overhead = sol.pop(None, 0.0)
     total_bytes = sum(sum(fb.values()) for fb, _, _ in points)
     busy = max(float(np.sum(t)) - overhead * len(points), 1e-9)
-    return GenerationFit(efficiency=total_bytes / (bw * busy),
-                         family_efficiency={f: 1.0 / (s * bw) for f, s in sol.items() if f is not None},
-                         overhead_s=overhead)
+    pooled = total_bytes / (bw * busy)
+    fam_eff = {f: 1.0 / (s * bw) for f, s in sol.items() if f is not None}
+    if spreads is not None:
+        fam_eff = {f: e for f, e in fam_eff.items() if abs(e / pooled - 1) > _family_noise(f, points, spreads)}
+    return GenerationFit(efficiency=pooled, family_efficiency=fam_eff, overhead_s=overhead)
+
+
+def _family_noise(fam: str, points: list[tuple[dict[str, int], int, float]], spreads: list[float]) -> float:
+    """The largest relative half-spread among the runs whose bytes are mostly ``fam``'s (0 when none are)."""
+    return max((sp for (fb, _, _), sp in zip(points, spreads) if max(fb, key=lambda f: fb[f]) == fam), default=0.0)
+
+
+def half_spread(stat: dict[str, Any]) -> float:
+    """A bench figure's (max − min) ÷ 2 ÷ median: 0 when only the median was recorded."""
+    lo, hi, med = stat.get("min"), stat.get("max"), stat.get("median")
+    return (hi - lo) / 2 / med if lo is not None and hi is not None and med else 0.0
 
 
 def from_bench(path: Path, *, repack_types: list[str], kind: str | None = None) -> Calibration:
@@ -207,7 +224,7 @@ def from_bench(path: Path, *, repack_types: list[str], kind: str | None = None) 
         warnings.append(f"{path.name}: {data['busy']} A calibration from it can miss by that much; bench again on "
                         "a quiet machine.")
     env = data.get("environment") or {}
-    fit = fit_families(points, bw)
+    fit = fit_families(points, bw, spreads=[half_spread(r["tg_tps"]) for r in runs])
     for smp, (fam, _, _) in zip(samples, points):  # each run predicted back: the calibration's own check
         if not any(fam.values()):
             continue

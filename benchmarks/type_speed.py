@@ -1,11 +1,11 @@
 """Speed per tensor type on this machine: pure files of one model whose rows fit every block size.
 
-    .venv/bin/python benchmarks/types.py make       # the model (random weights) and one --pure file per type
-    .venv/bin/python benchmarks/types.py measure    # llama-bench pp128 / tg16, every file once a round, interleaved
-    .venv/bin/python benchmarks/types.py check      # plan's per-type predictions against the measurements
-    .venv/bin/python benchmarks/types.py table      # the table of the run the factors come from (types.{json,md})
-    TYPES_RAW=benchmarks/results/types-raw-check.json .venv/bin/python benchmarks/types.py measure 5
-    .venv/bin/python benchmarks/types.py render benchmarks/results/types-raw-check.json   # the check of a later run
+    .venv/bin/python benchmarks/type_speed.py make       # the model (random weights) and one --pure file per type
+    .venv/bin/python benchmarks/type_speed.py measure    # llama-bench pp128 / tg16, every file once a round, interleaved
+    .venv/bin/python benchmarks/type_speed.py check      # plan's per-type predictions against the measurements
+    .venv/bin/python benchmarks/type_speed.py table      # the table of the run the factors come from (types.{json,md})
+    TYPES_RAW=benchmarks/results/types-raw-check.json .venv/bin/python benchmarks/type_speed.py measure 5
+    .venv/bin/python benchmarks/type_speed.py render benchmarks/results/types-raw-check.json   # the check of a later run
 
 The model is a random-weight Llama with hidden 2048 and feed-forward 8192 (Llama-3.2-1B's widths, so no type falls
 back to a legacy type), 6 layers and SmolLM2's 49k tokenizer, tied embeddings: 466M parameters.  Random weights
@@ -160,7 +160,8 @@ def check(raw_path: Path, calib_types: tuple[str, ...] = ("F16", "Q8_0", "Q4_K")
     meas = {ty: (statistics.median(raw["pp"][ty]), statistics.median(raw["tg"][ty])) for ty in TYPES}
     eb = {ty: speed.effective_bytes(terms[ty][0], "x86") for ty in TYPES}
     ef = {ty: speed.effective_flops(terms[ty][1], terms[ty][2], "x86") for ty in TYPES}
-    fit = fit_families([(eb[t], sum(terms[t][1].values()), meas[t][1]) for t in calib_types], bw)
+    spreads = [(max(raw["tg"][t]) - min(raw["tg"][t])) / 2 / meas[t][1] for t in calib_types]
+    fit = fit_families([(eb[t], sum(terms[t][1].values()), meas[t][1]) for t in calib_types], bw, spreads=spreads)
     pp_g = statistics.median(meas[t][0] * ef[t] for t in calib_types)
     rows = []
     for ty in TYPES:
