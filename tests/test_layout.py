@@ -108,3 +108,11 @@ def test_no_module_is_far_over_300_lines():
     sizes = {str(p.relative_to(REPO)): len(p.read_text(encoding="utf-8").splitlines())
              for p in (REPO / "edgeq").rglob("*.py")}
     assert {p: n for p, n in sizes.items() if n > 300} == {}
+
+
+def test_no_script_folder_shadows_the_standard_library():
+    # A script run as `python benchmarks/x.py` puts its folder first on sys.path: a benchmarks/types.py made
+    # every benchmark die at `import argparse` (enum imports the stdlib's types, and got ours).
+    for folder in ("benchmarks", "scripts"):
+        clash = sorted(p.name for p in (REPO / folder).glob("*.py") if p.stem in sys.stdlib_module_names)
+        assert not clash, f"{folder}/{clash} shadow standard-library modules for every script there"
