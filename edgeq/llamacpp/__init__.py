@@ -21,6 +21,7 @@ from .build import (
     supported_architectures,
     use_our_libllama,
 )
+from .devices import DeviceReport, list_devices, parse_device_list
 from .process import (
     CRASH_CAUSES,
     DISK_FULL_HINT,
@@ -36,7 +37,8 @@ from .process import (
 from .worker import Worker, run_worker_once
 from .would_write import converter_header, stub_checkpoint
 
-__all__ = ["CRASH_CAUSES", "DISK_FULL_HINT", "DOCTOR_HINT", "SETUP_HINT", "TOOLS", "ToolOutput", "Toolchain", "Worker",
+__all__ = ["CRASH_CAUSES", "DISK_FULL_HINT", "DOCTOR_HINT", "SETUP_HINT", "TOOLS", "DeviceReport", "ToolOutput",
+           "Toolchain", "Worker", "list_devices", "parse_device_list",
            "converter_header", "cpu_variants", "crash_error", "die_with_parent", "find_toolchain", "import_llama_cpp", "json_array", "level_bin_dir",
            "llama_cpp_commit", "llama_cpp_version", "loaded_cpu_variant", "measure_bandwidth", "own_peak_rss",
            "run_tool", "run_worker_once", "source_stamp", "stub_checkpoint", "supported_architectures",
