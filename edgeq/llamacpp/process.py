@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import NativeCrash, ToolchainError, ToolFailed
 from ..system import small_pages_env
+from . import watchdog
 
 SETUP_HINT = ("Run `bash scripts/setup.sh` (or `make setup`) from the edgeq checkout to fetch and build it; "
               "an installed edgeq: `pip install --force-reinstall edgeq` rebuilds it (docs/install.md).")
@@ -57,6 +58,25 @@ def _load_prctl() -> Callable[[int, int], int] | None:
 
 
 _PRCTL = _load_prctl()
+
+
+def child_options() -> dict[str, Any]:
+    """``Popen`` options for every child edgeq starts: a session of its own, and on Linux the kernel's
+    kill when edgeq dies.  Pair with ``tie`` after the start and ``untie`` once it is reaped."""
+    return {"start_new_session": True, "preexec_fn": die_with_parent if _PRCTL is not None else None}
+
+
+def tie(pid: int) -> None:
+    """Have the child ``pid`` (leader of its own session) die with edgeq where the kernel will not see to it
+    (no ``PR_SET_PDEATHSIG``: macOS): the watchdog kills its group when edgeq ends, by SIGKILL too."""
+    if _PRCTL is None:
+        watchdog.watch(pid)
+
+
+def untie(pid: int) -> None:
+    """The child ``pid`` has been reaped: the watchdog forgets its group."""
+    if _PRCTL is None:
+        watchdog.release(pid)
 
 
 class _PeakRSS:
@@ -142,9 +162,10 @@ def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
             proc = subprocess.Popen(args, stdout=out_file or subprocess.PIPE,
                                     stderr=subprocess.PIPE if out_file else subprocess.STDOUT, text=True,
                                     errors="replace", bufsize=1, env=small_pages_env({**os.environ, **(env or {})}),
-                                    start_new_session=True, preexec_fn=die_with_parent if _PRCTL else None)
+                                    **child_options())
     except OSError as e:
         raise ToolchainError(f"cannot start {name}: {e}.", hint=SETUP_HINT) from e
+    tie(proc.pid)
     stream = proc.stderr if stdout else proc.stdout
     sampler = _PeakRSS(proc.pid)
     # A deadline that holds even when the tool hangs with its output open (the loop below only
@@ -168,6 +189,8 @@ def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
     finally:
         if timer:
             timer.cancel()
+        if proc.returncode is not None:
+            untie(proc.pid)
     if expired.is_set():
         raise ToolchainError(f"{name} did not finish within {timeout:g} s and was stopped.",
                              hint="A slow disk or a very large model can need longer; otherwise run `edgeq doctor`.")
@@ -211,6 +234,7 @@ def _expire(proc: subprocess.Popen[str], expired: threading.Event) -> None:
 def stop_process(proc: subprocess.Popen[str]) -> None:
     """Stop a child and its own children (it runs in a session of its own)."""
     if proc.poll() is not None:
+        untie(proc.pid)
         return
     try:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -221,6 +245,7 @@ def stop_process(proc: subprocess.Popen[str]) -> None:
         except ProcessLookupError:
             pass
         proc.wait()
+    untie(proc.pid)
 
 
 CRASH_CAUSES = {

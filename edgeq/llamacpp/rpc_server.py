@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import system
 from ..errors import EdgeqError, ToolchainError, UsageError
 from .build import find_toolchain
-from .process import die_with_parent, run_tool, stop_process
+from .process import child_options, run_tool, stop_process, tie
 from .rpc import DEFAULT_HOST, DEFAULT_PORT, NO_AUTH_WARNING, reachable
 
 
@@ -124,8 +124,8 @@ def background_server(argv: Sequence[str | os.PathLike[str]], threads: int, *,
     lines: list[str] = []
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen([str(a) for a in argv] + ["-H", "127.0.0.1", "-p", str(port), "-t", str(threads)],
-                                stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                                preexec_fn=die_with_parent)
+                                stdout=log, stderr=subprocess.STDOUT, text=True, **child_options())
+        tie(proc.pid)
         try:
             deadline = time.monotonic() + start_timeout
             while reachable(endpoint, timeout=1.0):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from ..errors import EdgeqError
 from ..system import small_pages_env
-from .process import _PRCTL, crash_error, die_with_parent
+from .process import child_options, crash_error, tie, untie
 
 
 class Worker:
@@ -26,8 +26,9 @@ class Worker:
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([sys.executable, "-m", module, *args], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.stderr,
-                                     env=small_pages_env(os.environ if env is None else env), start_new_session=True,
-                                     preexec_fn=die_with_parent if _PRCTL else None, pass_fds=tuple(pass_fds))
+                                     env=small_pages_env(os.environ if env is None else env), pass_fds=tuple(pass_fds),
+                                     **child_options())
+        tie(self.proc.pid)
 
     def tail(self, n: int = 20) -> list[str]:
         """The last ``n`` non-empty lines the worker wrote to stderr."""
@@ -53,6 +54,7 @@ class Worker:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        untie(self.proc.pid)
         for f in (self.proc.stdin, self.proc.stdout):
             if f:
                 try:
