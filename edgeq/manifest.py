@@ -27,6 +27,10 @@ class FileRecord:
     recipe: str  # fingerprint of source + options: equal recipe means up to date
     created: str
     mtime_ns: int | None = None  # the file's mtime when recorded: reuse re-hashes a file whose mtime moved
+    # A vision-language model is two files: the text model, which names its projector here, and the projector
+    # (role "projector", the converter's --mmproj output), which every verb that moves the model moves with it.
+    role: str = "model"
+    projector: str | None = None
 
 
 @dataclass

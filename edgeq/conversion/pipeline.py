@@ -20,6 +20,7 @@ from ..llamacpp import (
     run_tool,
     supported_architectures,
 )
+from ..llamacpp.converter import projector_architectures
 from ..llamacpp.quantize import Overrides, quantize, what_failed
 from ..llamacpp.would_write import NO_REMOTE_CODE
 from ..output import Progress, note
@@ -34,6 +35,7 @@ from ..sources import Source, checkpoint, resolve
 from ..sources import gguf as gguf_info
 from ..sources.gguf_values import non_finite_tensors
 from . import steps
+from .projector import make_projectors
 from .recorder import Recorder, TailHash
 
 # Runs the vendored converter with transformers' remote-code loaders disabled.  The converter
@@ -71,6 +73,7 @@ class ConvertResult:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     convert_peak_rss_bytes: int | None = None  # the HF → GGUF converter's peak RSS; None if nothing was converted
+    projectors: list[OutputFile] = field(default_factory=list)  # a vision-language model's mmproj files (F16, Q8_0)
 
 
 def convert(source: str | Path | Source | None = None, *, quants: list[str] | tuple[str, ...] = config.DEFAULT_QUANTS,
@@ -173,6 +176,11 @@ def convert(source: str | Path | Source | None = None, *, quants: list[str] | tu
             if rec.seconds.get(Path(o.path).name):
                 o.stages["sha256_background"] = rec.seconds[Path(o.path).name]
 
+        if ck.architecture in projector_architectures(tc.llama_dir):
+            made = make_projectors(tc, ck, out, stem, src_info, mf, None if force else old, script=_NO_REMOTE_CODE,
+                                   progress=progress)
+            result.projectors = [_describe(p, parse_quant(t), f"mmproj-{t}", s, gguf_info.read(p), reused=r)
+                                 for t, p, s, r in made]
         if not keep_f16 and base.name not in [q.name for q in targets]:
             (out / steps.output_name(stem, base.name)).unlink(missing_ok=True)
             mf.files.pop(steps.output_name(stem, base.name), None)

@@ -164,6 +164,7 @@ def use_our_libllama(tc: Toolchain | None = None) -> Path:
     """Point llama-cpp-python at our libllama; must run before ``import llama_cpp``."""
     tc = tc or find_toolchain()
     os.environ["LLAMA_CPP_LIB_PATH"] = str(tc.bin_dir)
+    os.environ["MTMD_CPP_LIB"] = str(tc.bin_dir)  # libmtmd, for llama_cpp.mtmd_cpp (vision-language models)
     bindings = config.bindings_dir()
     if bindings is not None and str(bindings) not in sys.path:
         # The wheel carries the bindings of the same pinned release as its libllama; they go first, so an

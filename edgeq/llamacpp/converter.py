@@ -113,3 +113,16 @@ def converter_error(e: ToolFailed, src: str, *, doing: str = "convert") -> Edgeq
                            hint=fix or "The checkpoint does not hold what the converter expects of its architecture; "
                                        "check config.json and the tokenizer against the model's original repo.")
     return ToolFailed(e.tool, e.returncode, reason, hint=fix or e.hint)
+
+
+_MMPROJ_MAP = re.compile(r"^MMPROJ_MODEL_MAP[^=]*=\s*\{(.*?)^\}", re.MULTILINE | re.DOTALL)
+
+
+@lru_cache(maxsize=2)
+def projector_architectures(llama_dir: Path) -> frozenset[str]:
+    """HF classes for which the vendored converter writes a multimodal projector (``--mmproj``): the keys of its
+    ``MMPROJ_MODEL_MAP`` (read, not imported: importing the converter's package pulls in torch)."""
+    init = llama_dir / "conversion" / "__init__.py"
+    text = init.read_text(encoding="utf-8", errors="replace") if init.is_file() else ""
+    found = _MMPROJ_MAP.search(text)
+    return frozenset(re.findall(r"^\s*[\"']([A-Za-z0-9_]+)[\"']\s*:", found.group(1), re.MULTILINE) if found else ())

@@ -50,7 +50,9 @@ class Source:
         """The GGUF files of a ``gguf`` or ``gguf-folder`` source, sorted; [] for a checkpoint."""
         if self.path is None or self.is_checkpoint:
             return []
-        return [self.path] if self.kind == "gguf" else sorted(self.path.glob("*.gguf"))
+        # A folder's multimodal projectors (mmproj-*.gguf) are not models: they go with the text model naming them.
+        return [self.path] if self.kind == "gguf" else sorted(p for p in self.path.glob("*.gguf")
+                                                              if not p.name.startswith("mmproj-"))
 
     def record(self) -> dict[str, object]:
         """The ``source`` entry of a manifest (its schema: kind, path, fingerprint, and repo_id/revision for hub)."""

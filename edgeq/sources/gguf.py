@@ -147,10 +147,17 @@ def require_generator(path: Path, doing: str) -> None:
     cannot run: one line naming what the model is."""
     h = read_header(path)
     arch = str(h.metadata.get("general.architecture") or "")
+    if arch == PROJECTOR_ARCH:
+        raise SourceError(f"{Path(path).name} is a multimodal projector (mmproj), not a model; {doing}.",
+                          hint=PROJECTOR_HINT)
     if (why := not_a_generator(arch, h.metadata)) is not None:
         raise SourceError(f"{Path(path).name} is {why}; {doing}.", hint=GENERATOR_HINT)
 
 
+# A vision-language model's second file (``convert_hf_to_gguf.py --mmproj``): an image encoder for libmtmd.
+PROJECTOR_ARCH = "clip"
+PROJECTOR_HINT = ("Pass the text model it was converted with (the manifest pairs them; `edgeq inspect` on the "
+                  "projector names it), with --image FILE to give it an image.")
 GENERATOR_HINT = ("Pass a causal language model (a chat or base LLM); llama.cpp's llama-embedding computes "
                   "an embedding model's vectors.")
 
