@@ -11,6 +11,8 @@ from pathlib import Path
 
 import psutil
 
+from .compute import metal_capable
+
 # numpy's switch for transparent huge pages (it reads it once, when imported): see ``use_small_pages``.
 HUGEPAGE_ENV = "NUMPY_MADVISE_HUGEPAGE"
 
@@ -93,8 +95,8 @@ def cpu_name() -> str:
 
 
 def has_metal() -> bool:
-    """Apple Silicon Macs run llama.cpp on the GPU through Metal."""
-    return platform.system() == "Darwin" and platform.machine() == "arm64"
+    """Apple Silicon Macs run llama.cpp on the GPU through Metal (``compute.metal_capable``: the one rule)."""
+    return metal_capable(platform.system(), platform.machine())
 
 
 def default_threads() -> int:

@@ -368,7 +368,7 @@ def test_ship_push_to_another_namespace_is_said_before_converting(tmp_path, caps
     (["--size", "1G", "--types", ","], "names no names"),
     (["--size", "1G", "--types", "Q9"], "not a type tune can choose"),
     (["--max-kld", "0"], "expected a KLD above 0"),
-    (["--device", "pi9"], "unknown device"),
+    (["--for", "pi9"], "unknown device"),
     (["--size", "1G", "-o", "AFILE/x"], "AFILE is a file"),
     (["--size", "1G", "--text", "MISSING.txt"], "--text MISSING.txt does not exist"),
     (["--size", "1G", "--text", "EMPTY.txt"], "--text EMPTY.txt is empty"),

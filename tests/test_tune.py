@@ -217,8 +217,8 @@ def test_a_malformed_budget_is_refused_before_any_work(capsys):
 
     for args, needle in ((["--size", "lots"], "cannot read 'lots' as a memory size"),
                          (["--bpw", "40"], "--bpw 40.0: expected bits per weight between 1 and 16"),
-                         (["--device", "nosuch"], "nosuch"), (["--max-kld", "0"], "expected a KLD above 0"),
-                         (["--ram", "8G", "--device", "m1-8gb"], "exactly one budget")):
+                         (["--for", "nosuch"], "nosuch"), (["--max-kld", "0"], "expected a KLD above 0"),
+                         (["--ram", "8G", "--for", "m1-8gb"], "exactly one budget")):
         code, err, _ = run_main(["tune", *args, "-o", "/nonexistent/never-made"], capsys)
         assert code == 2 and needle in err and len(err.splitlines()) == 1, (args, err)
 

@@ -33,15 +33,17 @@ from .transformers import HFScorer
 class ChildScorer:
     """``tokenize``, ``logits``, ``n_vocab``, ``adds_bos``, ``bos_id``, ``close``: the scorer's face, in a child."""
 
-    def __init__(self, backend: str, path: str, *, n_ctx: int, threads: int, variant: str | None = None) -> None:
+    def __init__(self, backend: str, path: str, *, n_ctx: int, threads: int, variant: str | None = None,
+                 device: str = "cpu") -> None:
         self.backend, self.path = backend, path
         self.shared = shared_memory_fd()
         self.worker = Worker("edgeq.backends.isolated", pass_fds=[self.shared])
         self.proc = self.worker.proc
         head = self._ask({"backend": backend, "path": path, "n_ctx": n_ctx, "threads": threads, "variant": variant,
-                          "shared_fd": self.shared}, "loading")
+                          "device": device, "shared_fd": self.shared}, "loading")
         self.kind = head["kind"]
         self.n_vocab, self.adds_bos, self.bos_id = int(head["n_vocab"]), bool(head["adds_bos"]), int(head["bos_id"])
+        self.offloaded_layers: int | None = head.get("offloaded_layers")  # llama.cpp's own count (GGUF only)
         self._view = _Mapping(self.shared, mmap.ACCESS_READ)
 
     def tokenize(self, text: str, add_bos: bool | None = None) -> list[int]:
@@ -130,7 +132,7 @@ def _open(spec: dict[str, Any]) -> Scorer:
     if spec["backend"] == "transformers":
         return HFScorer(spec["path"], threads=spec["threads"], variant=spec.get("variant") or "fp32")
 
-    return LogitScorer(spec["path"], n_ctx=spec["n_ctx"], threads=spec["threads"])
+    return LogitScorer(spec["path"], n_ctx=spec["n_ctx"], threads=spec["threads"], device=spec.get("device") or "cpu")
 
 
 def _reply(out: BinaryIO, obj: dict[str, Any]) -> None:
@@ -143,8 +145,9 @@ def _serve(out: BinaryIO) -> None:
 
     spec = json.loads(sys.stdin.readline())
     scorer = _open(spec)
+    runner = getattr(scorer, "runner", None)
     _reply(out, {"ok": True, "kind": scorer.kind, "n_vocab": int(scorer.n_vocab), "adds_bos": bool(scorer.adds_bos),
-                 "bos_id": int(scorer.bos_id)})
+                 "bos_id": int(scorer.bos_id), "offloaded_layers": getattr(runner, "offloaded_layers", None)})
     shared = _Mapping(spec["shared_fd"], mmap.ACCESS_WRITE)
     for line in sys.stdin:
         req = json.loads(line)

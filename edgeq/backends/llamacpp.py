@@ -6,9 +6,11 @@ child, which the parent reports as one line, never edgeq itself.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+from ..compute import for_resolved
 from ..llamacpp import import_llama_cpp
 from ..llamacpp.rpc import LOG_PATTERN
 from ..sources.gguf import read as read_gguf
@@ -41,6 +43,15 @@ def lib() -> Any:
     return llama_cpp
 
 
+def offloaded_layers() -> int | None:
+    """The layers llama.cpp says the last load offloaded ("offloaded 31/31 layers to GPU"), in its own words:
+    what reached it, not what edgeq meant to ask.  None where it logged no such line."""
+    for line in reversed(LOAD_LOG):
+        if m := re.search(r"offloaded (\d+)/\d+ layers", line):
+            return int(m.group(1))
+    return None
+
+
 def load_error() -> str:
     """The reason llama.cpp logged for the last failed load, as ': reason' (its first specific line), or ''."""
     for line in ERRORS:
@@ -57,7 +68,7 @@ class BatchRunner:
     """
 
     def __init__(self, model_path: str | Path, *, threads: int, n_ctx: int, n_batch: int, n_seq: int,
-                 n_gpu_layers: int = 0, tensor_split: list[float] | None = None) -> None:
+                 n_gpu_layers: int = 0, tensor_split: list[float] | None = None, op_offload: bool = True) -> None:
         read_gguf(model_path)
         self.ll = ll = lib()
         mparams = ll.llama_model_default_params()
@@ -69,7 +80,9 @@ class BatchRunner:
             self._split = (ctypes.c_float * ll.LLAMA_MAX_DEVICES)(*tensor_split)
             mparams.tensor_split = self._split
         del ERRORS[:]
+        del LOAD_LOG[:]  # this load's lines only (an RPC caller reads its placement from them after it)
         self.model = ll.llama_model_load_from_file(str(model_path).encode(), mparams)
+        self.offloaded_layers = offloaded_layers()
         if not self.model:
             raise RuntimeError(f"llama.cpp could not load {model_path}" + load_error())
         self.vocab = ll.llama_model_get_vocab(self.model)
@@ -77,6 +90,7 @@ class BatchRunner:
         cparams.n_ctx, cparams.n_batch, cparams.n_ubatch = n_ctx, n_batch, min(n_batch, 512)
         cparams.n_seq_max, cparams.kv_unified = n_seq, True
         cparams.n_threads = cparams.n_threads_batch = threads
+        cparams.op_offload = op_offload  # False on --device cpu: no CPU-resident weight's batch moves to a GPU
         self.ctx = ll.llama_init_from_model(self.model, cparams)
         if not self.ctx:
             raise RuntimeError(f"llama.cpp could not create a context of {n_ctx} tokens")
@@ -169,8 +183,10 @@ class LogitScorer:
 
     kind = "gguf"
 
-    def __init__(self, model_path: str | Path, *, n_ctx: int, threads: int) -> None:
-        self.runner = r = BatchRunner(model_path, threads=threads, n_ctx=n_ctx, n_batch=n_ctx, n_seq=1)
+    def __init__(self, model_path: str | Path, *, n_ctx: int, threads: int, device: str = "cpu") -> None:
+        on = for_resolved(device)
+        self.runner = r = BatchRunner(model_path, threads=threads, n_ctx=n_ctx, n_batch=n_ctx, n_seq=1,
+                                      n_gpu_layers=on.n_gpu_layers, op_offload=on.op_offload)
         self.n_ctx, self.n_vocab, self.adds_bos = n_ctx, r.n_vocab, r.adds_bos
         self.bos_id = int(r.ll.llama_vocab_bos(r.vocab))
         self._tokens: list[int] = []

@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Any
 
+from ..compute import for_resolved
 from ..errors import EdgeqError
 from ..llamacpp import loaded_cpu_variant
 from ..system import default_threads
@@ -26,8 +27,9 @@ def main() -> None:
     out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # llama.cpp's own prints must not mix with our line
     threads = int(sys.argv[2]) if len(sys.argv) > 2 else default_threads()
+    device = sys.argv[3] if len(sys.argv) > 3 else "cpu"  # resolved by the parent (compute.choose)
     try:
-        _probe(out, sys.argv[1], threads)
+        _probe(out, sys.argv[1], threads, device)
     except EdgeqError as e:
         out.write(json.dumps(e.to_dict()) + "\n")
     except BaseException as e:  # noqa: BLE001 - one line for the parent, whatever it was
@@ -36,17 +38,20 @@ def main() -> None:
     os._exit(0)  # skip the interpreter's teardown of llama.cpp
 
 
-def _probe(out: Any, path: str, threads: int) -> None:
+def _probe(out: Any, path: str, threads: int, device: str) -> None:
     import numpy as np
 
-    r = BatchRunner(path, threads=threads, n_ctx=256, n_batch=256, n_seq=1)
+    on = for_resolved(device)
+    r = BatchRunner(path, threads=threads, n_ctx=256, n_batch=256, n_seq=1, n_gpu_layers=on.n_gpu_layers,
+                    op_offload=on.op_offload)
     info = r.ll.llama_print_system_info().decode(errors="replace").strip()
     r.ll.llama_memory_clear(r.ll.llama_get_memory(r.ctx), True)
     r._decode([(t, i, 0, i == len(PROMPT) - 1) for i, t in enumerate(PROMPT)])
     ptr = r.ll.llama_get_logits_ith(r.ctx, len(PROMPT) - 1)
     logits = np.ctypeslib.as_array(ptr, shape=(r.n_vocab,)).astype(float)
     _, _, gen = r.run([PROMPT], N_GEN)
-    out.write(json.dumps({"cpu_variant": loaded_cpu_variant(), "system_info": info, "threads": threads,
+    out.write(json.dumps({"cpu_variant": loaded_cpu_variant(), "system_info": info, "threads": threads, "device": device,
+                          "offloaded_layers": r.offloaded_layers,
                           "rpc": bool(r.ll.llama_supports_rpc()),
                           "logits": [round(x, 6) for x in logits.tolist()], "tokens": gen[0]}) + "\n")
 

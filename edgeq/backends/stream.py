@@ -5,17 +5,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..compute import for_resolved
 from ..llamacpp.rpc import layer_split, parse_placement
 from ..sources.gguf import read as read_gguf
 from ..sources.gguf_values import non_finite_logits_error
-from .llamacpp import LOAD_LOG, lib
+from .llamacpp import LOAD_LOG, lib, offloaded_layers
 from .llamacpp_rpc import add_rpc_servers, rpc_tensor_split
 
 
 def stream_generate(model_path: str | Path, prompt: str, *, n_predict: int, temp: float, seed: int, n_ctx: int,
                     threads: int, chat: bool, rpc: list[str], no_local: bool, tensor_split: list[float] | None,
-                    on_event: Any) -> dict[str, Any]:
-    """Load a GGUF (layers over RPC servers if given), stream the continuation to ``on_event``, return figures.
+                    on_event: Any, device: str = "cpu") -> dict[str, Any]:
+    """Load a GGUF (layers over RPC servers if given, else on ``device``: a name ``compute.choose`` resolved),
+    stream the continuation to ``on_event``, return figures.
 
     Events: ``{"event": "loaded", ...}``, then ``{"event": "text", "text": ...}`` per piece.
     """
@@ -23,7 +25,8 @@ def stream_generate(model_path: str | Path, prompt: str, *, n_predict: int, temp
     n_layer = int(info.block_count or 0)
     ll = lib()
     devices = add_rpc_servers(rpc) if rpc else {}
-    ngl, split = 0, None
+    on = for_resolved(device)
+    ngl, split = on.n_gpu_layers, None
     if rpc:
         ngl, weights = layer_split(n_layer, len(rpc), tensor_split, local=not no_local)
         split = rpc_tensor_split(devices, rpc, weights)
@@ -32,10 +35,11 @@ def stream_generate(model_path: str | Path, prompt: str, *, n_predict: int, temp
     LOAD_LOG.clear()
     t0 = time.perf_counter()
     llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, seed=seed,
-                n_gpu_layers=ngl, tensor_split=split, verbose=False)
+                n_gpu_layers=ngl, tensor_split=split, op_offload=on.op_offload, verbose=False)
     load_s = time.perf_counter() - t0
     try:
         placement = parse_placement(LOAD_LOG, devices)
+        told = offloaded_layers()  # llama.cpp's own count of what it offloaded
         on_event({"event": "loaded", "load_s": load_s})
         ll.llama_perf_context_reset(llm.ctx)
         chunks: Any  # llama-cpp-python's chat and text streams are differently typed dicts of the same shape here
@@ -63,7 +67,7 @@ def stream_generate(model_path: str | Path, prompt: str, *, n_predict: int, temp
     return {"text": "".join(pieces), "finish_reason": finish, "prompt_tokens": int(perf.n_p_eval),
             "generated_tokens": n_gen, "prompt_s": perf.t_p_eval_ms / 1000, "gen_s": perf.t_eval_ms / 1000,
             "decoded_tokens": int(perf.n_eval), "load_s": load_s, "n_layer": n_layer,
-            "offloaded_layers": ngl if ngl >= 0 else n_layer + 1, "placement": [vars(p) for p in placement]}
+            "offloaded_layers": told if told is not None else min(ngl, n_layer + 1) if ngl >= 0 else n_layer + 1, "placement": [vars(p) for p in placement]}
 
 
 def _refuse_non_finite_logits(ll: Any, llm: Any, model_path: str | Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import replace
 
+from ..compute import for_resolved
 from ..llamacpp import find_toolchain, json_array, run_tool
 from .prompts import DEFAULT_PROMPTS
 from .results import LlamaBenchCheck, RunResult, RunSpec
@@ -12,10 +13,17 @@ from .runs import run_worker
 TOLERANCE = 0.10
 
 
-def llama_bench(path: str, *, threads: int, n_prompt: int, n_gen: int, reps: int) -> tuple[list[float], list[float]]:
+def llama_bench_args(path: str, *, threads: int, reps: int, device: str) -> list[str]:
+    """llama-bench's arguments for ``path`` on ``device`` (resolved): the layers and op offload edgeq's own run
+    used, never the tool's default (every layer on Metal on a Mac, whatever edgeq ran on)."""
+    return ["-m", path, "-t", str(threads), "-r", str(reps), "-o", "json", *for_resolved(device).tool_args("llama-bench")]
+
+
+def llama_bench(path: str, *, threads: int, n_prompt: int, n_gen: int, reps: int,
+                device: str = "cpu") -> tuple[list[float], list[float]]:
     """Samples of (pp tok/s from an empty context, tg tok/s at depth n_prompt), as llama-bench measures them."""
     exe = find_toolchain().tool("llama-bench")
-    common = ["-m", path, "-t", str(threads), "-r", str(reps), "-o", "json"]
+    common = llama_bench_args(path, threads=threads, reps=reps, device=device)
     pp = run_tool([exe, *common, "-p", str(n_prompt), "-n", "0"], name="llama-bench", tail_lines=100000)
     tg = run_tool([exe, *common, "-p", "0", "-n", str(n_gen), "-d", str(n_prompt)], name="llama-bench",
                   tail_lines=100000)
@@ -34,7 +42,7 @@ def cross_check(runs: list[RunResult], *, threads: int, n_prompt: int, n_gen: in
     """
     seen, out = set(), []
     for r in runs:
-        if r.backend != "llama.cpp" or r.batch != 1 or r.status != "ok" or r.path in seen or r.device != "cpu":
+        if r.backend != "llama.cpp" or r.batch != 1 or r.status != "ok" or r.path in seen:
             continue
         seen.add(r.path)
         spec = RunSpec(r.model, r.path, r.backend, r.variant, r.device, threads, 1, n_prompt, n_gen, 1,
@@ -46,7 +54,7 @@ def cross_check(runs: list[RunResult], *, threads: int, n_prompt: int, n_gen: in
                 break
             ours_pp += mine.pp_tps.samples
             ours_tg += mine.tg_tps.samples
-            pp, tg = llama_bench(r.path, threads=threads, n_prompt=n_prompt, n_gen=n_gen, reps=1)
+            pp, tg = llama_bench(r.path, threads=threads, n_prompt=n_prompt, n_gen=n_gen, reps=1, device=r.device)
             lb_pp += pp
             lb_tg += tg
         if not ours_pp:

@@ -8,7 +8,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from .. import system
+from .. import compute, system
 from .._version import __version__
 from ..conversion.models import plan_models
 from ..errors import EdgeqError, NativeCrash, UsageError
@@ -37,14 +37,15 @@ DEFAULT_N_PROMPT, DEFAULT_N_GEN, DEFAULT_BATCHES, DEFAULT_REPS = 512, 128, (1, 1
 
 
 def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "metal" if system.has_metal() else "cpu"
-    if device == "metal" and not system.has_metal():
-        raise UsageError(f"--device metal needs an Apple Silicon Mac; this is {platform.system()} {platform.machine()}.",
-                         hint="Use --device cpu (or leave --device auto).")
-    if device not in ("cpu", "metal", "cuda"):
-        raise UsageError(f"unknown --device {device!r}.", hint="Use auto, cpu, metal or cuda.")
-    return device
+    """``--device``: auto, cpu or metal as every verb takes it (``compute.choose``), or cuda for the transformers runs."""
+    if device == "cuda":
+        return device
+    try:
+        return compute.choose(device).device
+    except UsageError as e:
+        if "unknown --device" in e.message:
+            raise UsageError(f"unknown --device {device!r}.", hint="Use auto, cpu, metal or cuda.") from None
+        raise
 
 
 def build_specs(ggufs: list[tuple[str, Path, str]], checkpoints: list[tuple[str, Path]], *, hf_variants: list[str],

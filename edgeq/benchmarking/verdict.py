@@ -88,9 +88,10 @@ def roofline(runs: list[RunResult], readings: Sequence[dict[str, Any] | None], *
     spread = round(1 - min(gbps) / max(gbps), 3)
     bandwidth = {**best, "readings_gbps": gbps, "spread": spread}
     warnings = []
-    if threads and best.get("threads") and int(best["threads"]) != threads:
-        warnings.append(f"edgeq-bandwidth ran with {best['threads']} thread(s) and the runs with {threads} (a build "
-                        "without OpenMP?): the ceiling is not what those runs could reach.")
+    ran = int(best.get("threads_ran") or best.get("threads") or 0)  # threads_ran: every pass's fewest readers
+    if threads and ran and ran != threads:
+        warnings.append(f"edgeq-bandwidth read with {ran} thread(s) and the runs used {threads} (an old build? "
+                        "`make setup` rebuilds it): the ceiling is not what those runs could reach.")
     if spread > DRIFT_WARN:
         warnings.append(f"the read bandwidth moved {spread:.0%} within this run ({' → '.join(f'{g:g}' for g in gbps)}"
                         " GB/s): the machine's speed drifted, so its figures carry that much doubt.")

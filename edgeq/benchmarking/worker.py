@@ -18,6 +18,7 @@ from ..backends import Runner
 from ..backends.llamacpp import LOAD_LOG, BatchRunner
 from ..backends.llamacpp_rpc import add_rpc_servers, rpc_tensor_split
 from ..backends.transformers import HFRunner
+from ..compute import for_resolved
 from ..llamacpp import own_peak_rss
 from ..llamacpp.rpc import layer_split, parse_placement
 from ..sources.gguf import read
@@ -45,7 +46,8 @@ def _runner(spec: RunSpec) -> tuple[Runner, dict[str, Any]]:
         # processing a third slower here than llama-bench, which sizes its context exactly.
         need = spec.batch * (spec.n_prompt + spec.n_gen + 1)
         n_ctx = -(-need // 256) * 256
-        ngl, split, devices = -1 if spec.device == "metal" else 0, None, {}
+        on = for_resolved(spec.device)
+        ngl, split, devices = on.n_gpu_layers, None, {}
         if spec.rpc:
 
             devices = add_rpc_servers(spec.rpc)
@@ -53,7 +55,7 @@ def _runner(spec: RunSpec) -> tuple[Runner, dict[str, Any]]:
             split = rpc_tensor_split(devices, spec.rpc, weights)
             LOAD_LOG.clear()
         r = BatchRunner(spec.path, threads=spec.threads, n_ctx=n_ctx, n_batch=min(2048, max(512, spec.batch)),
-                        n_seq=spec.batch, n_gpu_layers=ngl, tensor_split=split)
+                        n_seq=spec.batch, n_gpu_layers=ngl, tensor_split=split, op_offload=on.op_offload)
         facts: dict[str, Any] = {"file_size_bytes": info.file_size_bytes, "bits_per_weight": info.bits_per_weight,
                                  "n_params": info.parameters, "weight_bytes": info.bytes_per_token}
         if spec.rpc:

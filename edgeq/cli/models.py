@@ -14,14 +14,15 @@ from ..manifest import verify as run_verify
 from ..output import echo, human_bytes, note, print_json, print_table
 from ..sources.gguf import read
 from ..sources.hub import download as run_download
-from .options import json_option, progress_wanted, revision_option, token_option
+from .options import device_option, json_option, progress_wanted, revision_option, token_option
 
 
 @click.command()
+@device_option
 @json_option
-def doctor(as_json: bool) -> None:
+def doctor(device: str, as_json: bool) -> None:
     """Check the toolchain: versions, tools, CPU features, RAM and disk."""
-    rep = run_doctor()
+    rep = run_doctor(device)
     if as_json:
         print_json(rep)
     else:
@@ -32,7 +33,7 @@ def doctor(as_json: bool) -> None:
         print_table("machine", ["fact", "value"], [
             ["cpu", f"{s.cpu} ({s.physical_cores} cores / {s.logical_cores} threads)"],
             ["cpu features", " ".join(s.cpu_features) or "-"], ["metal", "yes" if s.metal else "no"],
-            ["threads edgeq uses", rep.threads], ["rpc", "yes" if rep.rpc else "no"],
+            ["threads edgeq uses", rep.threads], ["smoke test on", rep.device], ["rpc", "yes" if rep.rpc else "no"],
             ["RAM free / total", f"{human_bytes(s.ram_available_bytes)} / {human_bytes(s.ram_total_bytes)}"],
             ["disk free (models dir)", human_bytes(rep.disk_free_bytes)],
             ["llama.cpp sees", rep.llama_system_info or "-"]])

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .. import config
+from .. import compute, config
 
 T = TypeVar("T")
 
@@ -28,6 +28,22 @@ def token_option(f: Callable[..., Any]) -> Callable[..., Any]:
 def eval_tokens_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--eval-tokens", type=click.IntRange(1024), default=8192, show_default=True,
                         help="Tokens of the evaluation text to score.")(f)
+
+
+def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if value.strip().lower() not in compute.CHOICES:
+        # tune took a device of the plan table here before it took the compute device: say where that went.
+        raise click.BadParameter(f"{value!r} is not auto, cpu or metal (a device to fit the file to is --for NAME)")
+    return value.strip().lower()
+
+
+def device_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--device auto|cpu|metal: where llama.cpp runs the model, the same way for every verb that runs one
+    (``compute.choose`` resolves it; the platform check happens there, so a library call gets it too)."""
+    return click.option("--device", "device", metavar="auto|cpu|metal", default="auto", show_default=True,
+                        callback=_device,
+                        help="Where llama.cpp runs the model: auto (Metal on Apple Silicon, else the CPU), cpu or "
+                             "metal; llama.cpp's cross-check tools get the same layers.")(f)
 
 
 def progress_wanted(as_json: bool, quiet: bool = False) -> bool:

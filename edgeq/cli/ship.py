@@ -5,7 +5,15 @@ import click
 
 from ..output import echo, print_json, print_table
 from ..shipping import ship as run_ship
-from .options import eval_tokens_option, json_option, progress_wanted, revision_option, some_strings, token_option
+from .options import (
+    device_option,
+    eval_tokens_option,
+    json_option,
+    progress_wanted,
+    revision_option,
+    some_strings,
+    token_option,
+)
 
 
 @click.command()
@@ -30,18 +38,19 @@ from .options import eval_tokens_option, json_option, progress_wanted, revision_
 @click.option("--private", is_flag=True, help="With --push: create the repo private.")
 @eval_tokens_option
 @click.option("--threads", type=click.IntRange(1, 1024), help="Threads (default: all cores).")
+@device_option
 @revision_option
 @token_option
 @json_option
 def ship(source: str | None, target: str | None, ram: str | None, bandwidth_gbps: float | None, ctx: int,
          quants: list[str] | None, no_tune: bool, min_tps: float | None, max_kld: float | None, prefer: str, outdir: str | None,
          workdir: str | None, force: bool, push: str | None, private: bool, eval_tokens: int, threads: int | None,
-         revision: str | None, token: str | None, as_json: bool) -> None:
+         device: str, revision: str | None, token: str | None, as_json: bool) -> None:
     """Make, measure and plan SOURCE's quants for a device, and write the deploy folder of the best that fits."""
     res = run_ship(source, target=target, ram=ram, bandwidth_gbps=bandwidth_gbps, ctx=ctx, quants=quants or None,
                    tune=not no_tune, min_tps=min_tps, max_kld=max_kld, outdir=outdir, workdir=workdir, push=push, private=private,
                    token=token, threads=threads, eval_tokens=eval_tokens, revision=revision,
-                   progress=progress_wanted(as_json), force=force, prefer=prefer)
+                   progress=progress_wanted(as_json), force=force, prefer=prefer, device=device)
     if as_json:
         print_json(res)
         return

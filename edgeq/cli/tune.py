@@ -6,7 +6,15 @@ import click
 from .. import config
 from ..output import echo, human_bytes, print_json, print_table
 from ..tuning import tune as run_tune
-from .options import eval_tokens_option, json_option, progress_wanted, revision_option, some_strings, token_option
+from .options import (
+    device_option,
+    eval_tokens_option,
+    json_option,
+    progress_wanted,
+    revision_option,
+    some_strings,
+    token_option,
+)
 
 
 @click.command()
@@ -14,8 +22,8 @@ from .options import eval_tokens_option, json_option, progress_wanted, revision_
 @click.option("--size", help="File-size budget with a unit: 450MiB, 1.2GiB, 100M.")
 @click.option("--bpw", type=float, help="Budget in bits per weight of the whole file, e.g. 4.8.")
 @click.option("--ram", help="RAM the model may use (with --ctx); the plan's memory model leaves the rest for the weights.")
-@click.option("--ctx", type=click.IntRange(16), default=4096, show_default=True, help="Context for --ram/--device.")
-@click.option("--device", help="A device from `edgeq plan --device` (its RAM, as --ram).")
+@click.option("--ctx", type=click.IntRange(16), default=4096, show_default=True, help="Context for --ram/--for.")
+@click.option("--for", "target", help="A device from `edgeq plan --device list` (its RAM, as --ram), as `ship --for`.")
 @click.option("--max-kld", type=float, help="The smallest file whose predicted KLD is at most this.")
 @click.option("--min-speed", type=float, default=1.0, show_default=True,
               help="pp and tg at least this × the stock recipe of the file's size on the target (0: KLD alone).")
@@ -30,18 +38,19 @@ from .options import eval_tokens_option, json_option, progress_wanted, revision_
               help="Evaluation text for the verification (default: eval's, The Tempest).")
 @eval_tokens_option
 @click.option("--threads", type=click.IntRange(1, 1024), help="Threads (default: all cores).")
+@device_option
 @revision_option
 @token_option
 @json_option
-def tune(source: str | None, size: str | None, bpw: float | None, ram: str | None, ctx: int, device: str | None,
+def tune(source: str | None, size: str | None, bpw: float | None, ram: str | None, ctx: int, target: str | None,
          max_kld: float | None, min_speed: float, types: list[str] | None, outdir: str | None, name: str | None, calibration: str | None,
-         imatrix_chunks: int, eval_text: str | None, eval_tokens: int, threads: int | None, revision: str | None,
-         token: str | None, as_json: bool) -> None:
+         imatrix_chunks: int, eval_text: str | None, eval_tokens: int, threads: int | None, device: str,
+         revision: str | None, token: str | None, as_json: bool) -> None:
     """The GGUF of SOURCE with the least KLD for one budget, per-tensor types measured on this model."""
-    res = run_tune(source, size=size, bpw=bpw, ram=ram, ctx=ctx, device=device, max_kld=max_kld, types=types or None,
+    res = run_tune(source, size=size, bpw=bpw, ram=ram, ctx=ctx, device=target, max_kld=max_kld, types=types or None,
                    outdir=outdir, name=name, calibration=calibration, imatrix_chunks=imatrix_chunks,
                    eval_text=eval_text, eval_tokens=eval_tokens, threads=threads, progress=progress_wanted(as_json),
-                   revision=revision, token=token, min_speed=min_speed)
+                   revision=revision, token=token, min_speed=min_speed, compute_device=device)
     if as_json:
         print_json(res)
         return

@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import config, system
+from .. import compute, config, system
 from .._version import __version__
 from ..errors import ToolchainError
 from ..llamacpp import (
@@ -43,6 +43,7 @@ class DoctorReport:
     checks: list[Check] = field(default_factory=list)
     cpu_paths: CpuPaths | None = None  # the CPU level and features llama.cpp runs with here
     smoke: SmokeReport | None = None  # the tiny model's runs, one per type and path
+    device: str = "cpu"  # where the smoke test ran llama.cpp (--device, resolved): cpu | metal
 
 
 def _version(dist: str) -> str:
@@ -63,8 +64,11 @@ def _bindings_version() -> str:
     return found.group(1) if found else "unknown"
 
 
-def doctor() -> DoctorReport:
-    """Collect versions, paths and machine facts; ``ok`` is False when anything needed is wrong."""
+def doctor(device: str = "auto") -> DoctorReport:
+    """Collect versions, paths and machine facts; ``ok`` is False when anything needed is wrong.
+
+    ``device`` (auto, cpu, metal): where the smoke test runs its tiny model, edgeq's runner and llama-bench alike."""
+    on = compute.choose(device)
     checks: list[Check] = []
     tc = None
     try:
@@ -95,7 +99,7 @@ def doctor() -> DoctorReport:
     checks.append(_gguf_check())
     smoke = None
     if tc and not missing and all(c.ok for c in checks):  # a smoke test on a broken install says nothing new
-        smoke = smoke_test(tc)
+        smoke = smoke_test(tc, device=on.device)
         checks += _smoke_checks(smoke)
     cpu = smoke.cpu if smoke else None
     rpc = bool(smoke and smoke.rpc)
@@ -105,7 +109,8 @@ def doctor() -> DoctorReport:
     return DoctorReport(
         ok=all(c.ok for c in checks), versions=versions, tools=tools, system=sys_facts,
         threads=system.default_threads(), disk_free_bytes=system.free_disk_bytes(config.models_dir()),
-        llama_system_info=cpu.system_info if cpu else None, rpc=rpc, checks=checks, cpu_paths=cpu, smoke=smoke)
+        llama_system_info=cpu.system_info if cpu else None, rpc=rpc, checks=checks, cpu_paths=cpu, smoke=smoke,
+        device=on.device)
 
 
 def _gguf_check() -> Check:

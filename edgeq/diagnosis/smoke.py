@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import config, system
+from ..compute import for_resolved
 from ..errors import EdgeqError, from_dict
 from ..llamacpp import Toolchain, cpu_variants, crash_error, json_array, run_tool, run_worker_once
 from ..llamacpp.quantize import quantize
@@ -178,11 +179,11 @@ def dequantized(path: Path) -> dict[str, object]:
     return out
 
 
-def probe(path: Path, *, threads: int) -> dict[str, object]:
+def probe(path: Path, *, threads: int, device: str = "cpu") -> dict[str, object]:
     """Run ``backends.probe`` on one file in a child; its JSON, or raise the crash as one error."""
     try:
         rc, stdout, tail = run_worker_once("edgeq.backends.probe", "", timeout=TIMEOUT_S,
-                                           args=[str(path), str(threads)])
+                                           args=[str(path), str(threads), device])
     except subprocess.TimeoutExpired:
         raise EdgeqError(f"the smoke test of {path.name} did not finish within {TIMEOUT_S} s.") from None
     lines = stdout.strip().splitlines()
@@ -203,11 +204,11 @@ def _cosine(a: list[float], b: list[float]) -> float:
     return float(x @ y / denom) if denom > 0 and np.isfinite(denom) else 0.0
 
 
-def _ours(qtype: str, path: Path, twin: Path, threads: int) -> tuple[SmokeRun, dict[str, object] | None]:
+def _ours(qtype: str, path: Path, twin: Path, threads: int, device: str) -> tuple[SmokeRun, dict[str, object] | None]:
     """``path`` through edgeq's runner, its logits checked against ``twin`` (the same weights, dequantized, in F32)."""
     try:
-        ref = probe(twin, threads=threads)
-        out = probe(path, threads=threads)
+        ref = probe(twin, threads=threads, device=device)
+        out = probe(path, threads=threads, device=device)
     except EdgeqError as e:
         return SmokeRun(qtype, "edgeq", False, e.message, crash_signal=getattr(e, "signal_name", None)), None
     cos = _cosine(out["logits"], ref["logits"])  # type: ignore[arg-type]
@@ -219,10 +220,11 @@ def _ours(qtype: str, path: Path, twin: Path, threads: int) -> tuple[SmokeRun, d
     return SmokeRun(qtype, "edgeq", ok, detail, cosine_vs_f32=round(cos, 6)), out
 
 
-def _tool(qtype: str, path: Path, tc: Toolchain, threads: int) -> SmokeRun:
+def _tool(qtype: str, path: Path, tc: Toolchain, threads: int, device: str) -> SmokeRun:
     try:
         out = run_tool([tc.tool("llama-bench"), "-m", path, "-t", str(threads), "-p", "32", "-n", "8", "-r", "1",
-                        "-o", "json"], name="llama-bench", timeout=TIMEOUT_S, tail_lines=400)
+                        "-o", "json", *for_resolved(device).tool_args("llama-bench")], name="llama-bench",
+                       timeout=TIMEOUT_S, tail_lines=400)
     except EdgeqError as e:
         return SmokeRun(qtype, "llama-bench", False, e.message, crash_signal=getattr(e, "signal_name", None))
     try:
@@ -232,8 +234,9 @@ def _tool(qtype: str, path: Path, tc: Toolchain, threads: int) -> SmokeRun:
     return SmokeRun(qtype, "llama-bench", True, speeds)
 
 
-def smoke_test(tc: Toolchain, *, threads: int | None = None, types: tuple[str, ...] = SMOKE_TYPES) -> SmokeReport:
-    """Make the tiny model, quantize it to ``types``, and run each through both paths."""
+def smoke_test(tc: Toolchain, *, threads: int | None = None, types: tuple[str, ...] = SMOKE_TYPES,
+               device: str = "cpu") -> SmokeReport:
+    """Make the tiny model, quantize it to ``types``, and run each through both paths on ``device`` (resolved)."""
     threads = threads or system.default_threads()
     runs: list[SmokeRun] = []
     outs: list[dict[str, object]] = []
@@ -247,8 +250,8 @@ def smoke_test(tc: Toolchain, *, threads: int | None = None, types: tuple[str, .
                 runs.append(SmokeRun(qtype, "llama-quantize", False, e.message,
                                      crash_signal=getattr(e, "signal_name", None)))
                 continue
-            run, out = _ours(qtype, path, twin, threads)
-            runs += [run, _tool(qtype, path, tc, threads)]
+            run, out = _ours(qtype, path, twin, threads, device)
+            runs += [run, _tool(qtype, path, tc, threads, device)]
             outs += [out] if out else []
     first = next(iter(outs), None)
     cpu = None

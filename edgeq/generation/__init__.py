@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import system
+from .. import compute, system
 from ..errors import EdgeqError, RpcError, UsageError, from_dict
 from ..files import missing_file
 from ..llamacpp import Worker
@@ -50,6 +50,7 @@ class GenerateSpec:
     rpc: list[str] = field(default_factory=list)
     no_local: bool = False
     tensor_split: list[float] | None = None
+    device: str = "cpu"  # resolved by compute.choose
 
 
 @dataclass
@@ -65,7 +66,8 @@ class GenerateResult:
     prompt_s: float
     gen_s: float
     n_layer: int
-    offloaded_layers: int  # of n_layer + 1 (the output layer counts), placed on RPC servers
+    offloaded_layers: int  # of n_layer + 1 (the output layer counts), placed on RPC servers or the GPU
+    device: str = "cpu"  # where this machine's layers ran: cpu | metal (--device, resolved)
     rpc: list[str] = field(default_factory=list)
     servers: list[ServerInfo] = field(default_factory=list)
     placement: list[DevicePlacement] = field(default_factory=list)
@@ -78,8 +80,11 @@ MAX_CTX = 1 << 20
 def run(model: str | Path, prompt: str, *, n_predict: int = DEFAULT_N_PREDICT, temp: float = 0.0, seed: int = 0,
         n_ctx: int = DEFAULT_CTX, threads: int | None = None, chat: bool = False,
         rpc: str | list[str] | None = None, no_local: bool = False, tensor_split: list[float] | None = None,
-        on_text: Callable[[str], None] | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> GenerateResult:
+        on_text: Callable[[str], None] | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+        device: str = "auto") -> GenerateResult:
     """Generate up to ``n_predict`` tokens after ``prompt`` (``temp`` 0 = greedy); ``on_text`` gets each piece.
+
+    ``device``: auto, cpu or metal (``compute.choose``; auto is Metal on Apple Silicon), recorded in the result.
 
     With ``rpc`` (``"host:port,..."``), every server is probed first, then layers
     are split over this machine and the servers (``tensor_split`` weights, this
@@ -95,15 +100,16 @@ def run(model: str | Path, prompt: str, *, n_predict: int = DEFAULT_N_PREDICT, t
     if n_ctx > MAX_CTX:
         raise UsageError(f"--ctx {n_ctx:,} is beyond any model's context; its KV cache alone would not fit in memory.",
                          hint=f"Use at most the model's trained context (`edgeq inspect` shows it); the limit here is {MAX_CTX:,}.")
+    on = compute.choose(device)
     endpoints = parse_endpoints(rpc)
     if (no_local or tensor_split) and not endpoints:
         raise UsageError("--no-local and --tensor-split need --rpc.")
     require_generator(path, "edgeq run generates text")  # reads the file: after every check of the options
     servers = probe_all(endpoints)
     spec = GenerateSpec(str(path.resolve()), prompt, n_predict, temp, seed, n_ctx, threads or system.default_threads(),
-                        chat, endpoints, no_local, tensor_split)
+                        chat, endpoints, no_local, tensor_split, on.device)
     out = _run_worker(spec, on_text or (lambda s: None), timeout_s)
-    return GenerateResult(model=str(path), rpc=endpoints, servers=servers,
+    return GenerateResult(model=str(path), rpc=endpoints, servers=servers, device=on.device,
                           placement=[DevicePlacement(**p) for p in out["placement"]],
                           prompt_tps=_rate(out["prompt_tokens"], out["prompt_s"]),
                           gen_tps=_rate(out["decoded_tokens"], out["gen_s"]), **_fields(out))

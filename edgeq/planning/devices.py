@@ -8,7 +8,7 @@ from functools import lru_cache
 from importlib import resources
 
 from ..errors import UsageError
-from ..llamacpp import measure_bandwidth
+from ..llamacpp import DeviceReport, list_devices, measure_bandwidth
 from ..system import cpu_features, has_metal, system_info
 from . import kernels
 
@@ -86,6 +86,17 @@ def local_repack_types() -> list[str]:
     return REPACK_AVX2 if "avx2" in feats else REPACK_NEON_DOTPROD if "neon" in feats else []
 
 
+def metal_budget(reports: list[DeviceReport], available_bytes: int) -> tuple[int, str] | None:
+    """What a model on Metal may use here: the GPU's recommended working-set size from llama.cpp's device report
+    (never more than the memory free now), with its source; None when the report names no Metal device."""
+    mtl = next((r for r in reports if r.metal), None)
+    if mtl is None:
+        return None
+    return (min(mtl.total_bytes, available_bytes),
+            f"llama.cpp's device report: {mtl.name} {mtl.description}, recommendedMaxWorkingSetSize "
+            f"{mtl.total_bytes / 2**20:.0f} MiB (capped by psutil's available memory)")
+
+
 def this_machine(*, bandwidth_gbps: float | None = None) -> Device:
     """RAM available now (psutil), bandwidth from edgeq-bandwidth (the stream test bench uses), cores."""
     import psutil
@@ -109,12 +120,15 @@ def this_machine(*, bandwidth_gbps: float | None = None) -> Device:
     tg_eff, pp_eff = (kernels.X86_TG_EFFICIENCY, kernels.X86_PP_EFFICIENCY) if x86 else (CPU_TG_EFFICIENCY,
                                                                                         CPU_PP_EFFICIENCY)
     eff_src = f"Q4_0's, {kernels.X86_SOURCE}; until calibrated" if x86 else "assumption until calibrated"
+    usable, usable_src = info.ram_available_bytes, "psutil (available now)"
+    if metal:  # unified memory: Metal's budget is the GPU's working set, not the RAM
+        usable, usable_src = metal_budget(list_devices(), usable) or (usable, usable_src)
     return Device(
         name="this machine", description=f"{info.cpu}, {info.physical_cores} cores", backend="metal" if metal else "cpu",
-        ram_bytes=info.ram_total_bytes, usable_ram_bytes=info.ram_available_bytes, bandwidth_gbps=bandwidth_gbps,
+        ram_bytes=info.ram_total_bytes, usable_ram_bytes=usable, bandwidth_gbps=bandwidth_gbps,
         cores=info.physical_cores, gflops=None if metal else info.physical_cores * ghz * _flops_per_cycle(feats),
         tg_efficiency=tg_eff, pp_efficiency=None if metal else pp_eff, repack_types=repack,
-        sources={"ram_bytes": "psutil (total)", "usable_ram_bytes": "psutil (available now)", "bandwidth_gbps": src,
+        sources={"ram_bytes": "psutil (total)", "usable_ram_bytes": usable_src, "bandwidth_gbps": src,
                  "cores": "psutil (physical cores)",
                  "gflops": f"estimate: {info.physical_cores} cores × {ghz:.1f} GHz × {_flops_per_cycle(feats)} FLOP/cycle",
                  "tg_efficiency": eff_src, "pp_efficiency": eff_src,

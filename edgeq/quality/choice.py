@@ -51,10 +51,10 @@ def _loglik(scorer: Scorer, ctx: list[int], cont: list[int]) -> float:
 
 
 def score_model(ref: ModelRef, items: list[ChoiceItem], encoded: list[Encoded], *, threads: int,
-                progress: bool) -> tuple[Row, list[int]]:
+                progress: bool, device: str = "cpu") -> tuple[Row, list[int]]:
     t0 = time.perf_counter()
     longest = max(len(c) + max(len(e) for e in ends) for c, ends, _ in encoded)
-    scorer = open_scorer(ref, n_ctx=max(64, -(-longest // 64) * 64), threads=threads)
+    scorer = open_scorer(ref, n_ctx=max(64, -(-longest // 64) * 64), threads=threads, device=device)
     picks, hits, hits_norm = [], 0, 0
     try:
         with Progress(f"{ref.variant:>10}", len(items), progress) as bar:
@@ -76,12 +76,12 @@ def score_model(ref: ModelRef, items: list[ChoiceItem], encoded: list[Encoded], 
 
 
 def choice(models: list[ModelRef], items: list[ChoiceItem], source: str, *, reference: ModelRef | None = None,
-           threads: int = 1, progress: bool = False) -> EvalResults:
+           threads: int = 1, progress: bool = False, device: str = "cpu") -> EvalResults:
     """Accuracy of each model on ``items``; with ``reference``, how often each picks what it picks."""
     if not models:
         raise UsageError("no model to evaluate.", hint="Pass .gguf files, a folder or an HF checkpoint.")
     owner = next((m for m in [reference, *models] if m and m.backend == "llama.cpp"), reference or models[0])
-    tok = open_scorer(owner, n_ctx=64, threads=threads)
+    tok = open_scorer(owner, n_ctx=64, threads=threads, device=device)
     try:
         encoded = encode(tok, items)
     finally:
@@ -92,11 +92,11 @@ def choice(models: list[ModelRef], items: list[ChoiceItem], source: str, *, refe
     order = ([reference] if reference else []) + [m for m in models if m != reference]
     ref_picks: list[int] | None = None
     for m in order:
-        row, picks = score_model(m, items, encoded, threads=threads, progress=progress)
+        row, picks = score_model(m, items, encoded, threads=threads, progress=progress, device=device)
         if reference is not None:
             if m == reference:
                 ref_picks = picks
             elif ref_picks is not None:
                 row.agree_with_reference_pct = 100.0 * float(np.mean(np.array(picks) == np.array(ref_picks)))
         res.rows.append(row)
-    return stamp(res, threads)
+    return stamp(res, threads, device)

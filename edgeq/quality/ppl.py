@@ -68,14 +68,14 @@ def _scored(logits: np.ndarray, window: list[int], n_vocab: int, *,
 
 def score_model(ref: ModelRef, wins: list[list[int]], n_vocab: int, *, threads: int, progress: bool,
                 store: np.ndarray | None = None, reference: np.ndarray | None = None,
-                scorer: Scorer | None = None) -> Row:
+                scorer: Scorer | None = None, device: str = "cpu") -> Row:
     """Score one model on every window; fill ``store`` with its log-probs, or compare with ``reference``'s.
 
     ``scorer``: the model already open (the one that tokenized the text); it is closed here.
     """
     t0 = time.perf_counter()
     ctx = len(wins[0])
-    scorer = scorer or open_scorer(ref, n_ctx=ctx, threads=threads)
+    scorer = scorer or open_scorer(ref, n_ctx=ctx, threads=threads, device=device)
     if scorer.n_vocab < n_vocab:
         scorer.close()
         raise UsageError(f"{ref.path} has a vocabulary of {scorer.n_vocab} tokens, the text was tokenized for {n_vocab}.",
@@ -116,12 +116,14 @@ def score_model(ref: ModelRef, wins: list[list[int]], n_vocab: int, *, threads: 
 
 def perplexity(models: list[ModelRef], text: str, source: str, *, reference: ModelRef | None = None,
                ctx: int = 512, max_tokens: int | None = None, threads: int = 1,
-               progress: bool = False) -> EvalResults:
-    """Perplexity of each model on ``text``; with ``reference``, KL-divergence and top-1 agreement too."""
+               progress: bool = False, device: str = "cpu") -> EvalResults:
+    """Perplexity of each model on ``text``; with ``reference``, KL-divergence and top-1 agreement too.
+
+    ``device``: where the GGUF files are scored, a name ``compute.choose`` resolved (cpu | metal)."""
     if not models:
         raise UsageError("no model to evaluate.", hint="Pass .gguf files, a folder or an HF checkpoint.")
     owner = next((m for m in [reference, *models] if m and m.backend == "llama.cpp"), reference or models[0])
-    opened = open_scorer(owner, n_ctx=ctx, threads=threads)
+    opened = open_scorer(owner, n_ctx=ctx, threads=threads, device=device)
     try:
         tokens, add_bos, bos, n_vocab = tokenize_text(opened, text)
         wins = windows(tokens, ctx, max_tokens, add_bos, bos)
@@ -141,7 +143,8 @@ def perplexity(models: list[ModelRef], text: str, source: str, *, reference: Mod
     res = EvalResults(task="ppl", data=data, reference=reference.label if reference else None)
     others = [m for m in models if not reference or m.key != reference.key]
     if reference is None:
-        res.rows = [score_model(m, wins, n_vocab, threads=threads, progress=progress, scorer=kept if i == 0 else None)
+        res.rows = [score_model(m, wins, n_vocab, threads=threads, progress=progress, scorer=kept if i == 0 else None,
+                                device=device)
                     for i, m in enumerate(models)]
     else:
         # The reference's log-probs for every scored position: in memory where they take at most a quarter of the
@@ -154,15 +157,15 @@ def perplexity(models: list[ModelRef], text: str, source: str, *, reference: Mod
             else:
                 store = np.lib.format.open_memmap(Path(tmp) / "reference.npy", mode="w+", dtype=np.float32, shape=shape)
             ref_row = score_model(reference, wins, n_vocab, threads=threads, progress=progress, store=store,
-                                  scorer=kept)
-            rows = [score_model(m, wins, n_vocab, threads=threads, progress=progress, reference=store)
+                                  scorer=kept, device=device)
+            rows = [score_model(m, wins, n_vocab, threads=threads, progress=progress, reference=store, device=device)
                     for m in others]
             del store
         for r in rows:
             r.delta_ppl_pct = 100.0 * (r.ppl / ref_row.ppl - 1.0)  # type: ignore[operator]
         res.rows = [ref_row, *rows]
     res.checks = conversion_checks(res.rows)
-    return stamp(res, threads)
+    return stamp(res, threads, device)
 
 
 def conversion_checks(rows: list[Row]) -> list[Check]:

@@ -73,6 +73,7 @@ class EvalResults:
     edgeq_version: str = ""
     llama_cpp: str = ""
     threads: int = 0
+    device: str = "cpu"  # where the GGUF files were scored (--device, resolved): cpu | metal
     schema: str = SCHEMA
 
     @classmethod
@@ -82,12 +83,12 @@ class EvalResults:
         return cls(**{**d, "rows": rows, "checks": checks})
 
 
-def stamp(res: EvalResults, threads: int) -> EvalResults:
-    """Record when, with what and on how many threads the results were measured."""
+def stamp(res: EvalResults, threads: int, device: str = "cpu") -> EvalResults:
+    """Record when, with what, on how many threads and on which device the results were measured."""
     import time
 
     res.created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    res.edgeq_version, res.threads = __version__, threads
+    res.edgeq_version, res.threads, res.device = __version__, threads, device
     res.llama_cpp = llama_cpp_version(find_toolchain())
     return res
 

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import manifest
+from .. import compute, manifest
 from ..benchmarking.matrix import bench
 from ..benchmarking.prompts import DEFAULT_PROMPTS
 from ..conversion import convert
@@ -65,14 +65,16 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
          min_tps: float | None = None, max_kld: float | None = None, outdir: str | Path | None = None,
          workdir: str | Path | None = None, push: str | None = None, private: bool = False, token: str | None = None, threads: int | None = None,
          eval_tokens: int = EVAL_TOKENS, revision: str | None = None, progress: bool = True,
-         force: bool = False, prefer: str = DEFAULT_PREFER) -> ShipResult:
+         force: bool = False, prefer: str = DEFAULT_PREFER, device: str = "auto") -> ShipResult:
     """Make, measure and plan the candidates of ``source`` for ``target``; write the deploy folder of the pick.
 
     The candidates are made in ``workdir`` (default ``models/<name>/``, where ``convert`` puts them), the deploy
     folder is ``outdir`` (default ``dist/<name>/``): new, empty or an earlier ship's (``force``: any folder).
     The pick is made by ``prefer`` (``plan.objective``: the fastest near-lossless file by default).
-    Every option is checked before any model work starts (``preflight``)."""
+    Every option is checked before any model work starts (``preflight``).  ``device`` (auto, cpu, metal) is where
+    this machine scores, times and tunes the candidates (``compute.choose``), recorded in the result."""
     check_prefer(prefer)
+    on = compute.choose(device)
     ram_bytes, stock, push = preflight(target=target, ram=ram, bandwidth_gbps=bandwidth_gbps, ctx=ctx, quants=quants,
                                        default_quants=STOCK, min_tps=min_tps, max_kld=max_kld, outdir=outdir,
                                        workdir=workdir, push=push, token=token, threads=threads,
@@ -102,25 +104,25 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
         files.update({o.variant: Path(o.path) for o in res.outputs if o.variant != "F16"})
     stages["convert"] = time.perf_counter() - t
     f16 = files["F16"]
-    device = _target(target, ram_bytes, bandwidth_gbps)
+    dest = _target(target, ram_bytes, bandwidth_gbps)
 
-    t = stage(2, "tune", f"a file for {device.name}'s RAM")
+    t = stage(2, "tune", f"a file for {dest.name}'s RAM")
     tuned_note = None
     if tune:
-        tuned_note = _tune(src, work, files, target, ram, ctx, threads, progress, revision, token)
+        tuned_note = _tune(src, work, files, target, ram, ctx, threads, progress, revision, token, on.device)
     stages["tune"] = time.perf_counter() - t
 
     cands = files  # the candidates, the tuned file included
     t = stage(3, "quality", f"KLD of {len(cands) - 1} files to the F16 file on up to {eval_tokens:,} tokens")
     bound = max_kld if max_kld is not None else NEAR_LOSSLESS_KLD
-    eval_path = _quality(work, f16, cands, eval_tokens, threads, progress, bound)
+    eval_path = _quality(work, f16, cands, eval_tokens, threads, progress, bound, on.device)
     stages["quality"] = time.perf_counter() - t
 
     t = stage(4, "speed", f"tok/s and peak RAM of {len(cands)} files here")
-    bench_path = _speed(work, cands, threads, progress)
+    bench_path = _speed(work, cands, threads, progress, on.device)
     stages["speed"] = time.perf_counter() - t
 
-    t = stage(5, "plan", f"each file on {device.name} at ctx {ctx:,}")
+    t = stage(5, "plan", f"each file on {dest.name} at ctx {ctx:,}")
     options, plans = plan_options(cands, eval_path, bench_path, target, ram_bytes, bandwidth_gbps, ctx, here)
     stages["plan"] = time.perf_counter() - t
 
@@ -131,15 +133,15 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
     busy = json.loads(bench_path.read_text()).get("busy")
     notes = [n for n in [tuned_note, busy and f"speed stage: {busy}"] if n]
     if not here:
-        notes.append(f"{device.name} is not this machine: its tok/s are predicted by the plan (uncalibrated for that "
+        notes.append(f"{dest.name} is not this machine: its tok/s are predicted by the plan (uncalibrated for that "
                      "device); KLD and every 'here' figure were measured on this machine.")
     src_record = dict(base.source) if isinstance(base.source, dict) else {}
-    tgt = {"name": device.name, "description": device.description, "ram_bytes": device.ram_bytes, "here": here,
-           "arch": device.arch}
+    tgt = {"name": dest.name, "description": dest.description, "ram_bytes": dest.ram_bytes, "here": here,
+           "arch": dest.arch}
     folder = Path(outdir) if outdir else Path("dist") / f"{work.name}"
     result = ShipResult(SCHEMA, src_record, tgt, ctx, str(folder), rec.quant if rec.ok else None,
                         runner.quant if runner and runner.ok else None, rec.sentence, options, stages, notes,
-                        prefer=prefer, kld_bound=rec.kld_bound, busy=busy)
+                        prefer=prefer, kld_bound=rec.kld_bound, busy=busy, device=on.device)
     if not rec.ok:
         raise NothingFits(rec, result)
 
@@ -148,7 +150,7 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
     repo = push or default_repo(Path(chosen.file).name, chosen.label)
     # run.sh runs on the target: its cores, not the threads this machine measured with (unless it is the target).
     write_folder(folder, work, chosen, result, [eval_path, bench_path], plans[options.index(chosen)],
-                 (threads if here else None) or device.cores, repo, force=force)
+                 (threads if here else None) or dest.cores, repo, force=force)
     stages["folder"] = time.perf_counter() - t
     if push:
         up = upload(folder, push, private=private, token=token, progress=progress, preface=preface(result, chosen))
@@ -177,7 +179,7 @@ def _target(target: str | None, ram_bytes: int | None, bandwidth_gbps: float | N
 
 
 def _tune(source: Source, work: Path, files: dict[str, Path], target: str | None, ram: str | None, ctx: int,
-          threads: int | None, progress: bool, revision: str | None, token: str | None) -> str | None:
+          threads: int | None, progress: bool, revision: str | None, token: str | None, device: str) -> str | None:
     """Add a tuned file for the target's RAM to ``files``; or say why there is none."""
     quantized = [p for k, p in files.items() if k != "F16"]
     if not quantized:
@@ -193,7 +195,7 @@ def _tune(source: Source, work: Path, files: dict[str, Path], target: str | None
                 f"{human_bytes(limit)} the target leaves for the weights at ctx {ctx:,}.")
     try:
         res = run_tune(source, size=limit, outdir=work, threads=threads, progress=progress, revision=revision,
-                       token=token)
+                       token=token, compute_device=device)
     except UsageError as e:  # a budget below any file: the pick then says what comes closest
         return f"no tuned file: {e}"
     mf = manifest.load(work)
@@ -212,16 +214,16 @@ def _sha(path: Path) -> str:
 
 
 def _quality(work: Path, f16: Path, cands: dict[str, Path], tokens: int, threads: int | None, progress: bool,
-             bound: float) -> Path:
+             bound: float, device: str) -> Path:
     """The eval results of every candidate against the F16 file, measured once per set of files and text.
 
     Half the tokens first: the pick needs each KLD only on the right side of ``bound``, and at that count the
     standard error is a few percent of the mean.  The full count is scored only when some candidate's KLD lies
     within ``NEAR_BOUND_SE`` standard errors of the bound, where the side could still change."""
-    first = _score(work, f16, cands, max(MIN_EVAL_TOKENS, tokens // 2), threads, progress)
+    first = _score(work, f16, cands, max(MIN_EVAL_TOKENS, tokens // 2), threads, progress, device)
     if tokens // 2 < MIN_EVAL_TOKENS or not _near(first, bound):
         return first
-    return _score(work, f16, cands, tokens, threads, progress)
+    return _score(work, f16, cands, tokens, threads, progress, device)
 
 
 def _near(path: Path, bound: float) -> bool:
@@ -230,7 +232,8 @@ def _near(path: Path, bound: float) -> bool:
                for r in rows)
 
 
-def _score(work: Path, f16: Path, cands: dict[str, Path], tokens: int, threads: int | None, progress: bool) -> Path:
+def _score(work: Path, f16: Path, cands: dict[str, Path], tokens: int, threads: int | None, progress: bool,
+           device: str) -> Path:
     from ..quality import default_text, perplexity  # here: the quality package loads numpy
     from ..quality.models import gguf_ref
     from ..quality.results import save
@@ -241,16 +244,17 @@ def _score(work: Path, f16: Path, cands: dict[str, Path], tokens: int, threads: 
         return path
     ref = gguf_ref(f16)
     res = perplexity([ref, *[gguf_ref(p) for k, p in cands.items() if k != "F16"]], text, src, reference=ref,
-                     ctx=512, max_tokens=tokens, threads=threads or system_info().physical_cores, progress=progress)
+                     ctx=512, max_tokens=tokens, threads=threads or system_info().physical_cores, progress=progress, device=device)
     path.parent.mkdir(parents=True, exist_ok=True)
     save(res, str(path))
     return path
 
 
-def _speed(work: Path, cands: dict[str, Path], threads: int | None, progress: bool) -> Path:
-    """bench's results of every candidate here (batch 1), measured once per set of files and machine."""
+def _speed(work: Path, cands: dict[str, Path], threads: int | None, progress: bool, device: str) -> Path:
+    """bench's results of every candidate here (batch 1), measured once per set of files, machine and device."""
     info = system_info()
-    key = _key(sorted(_sha(p) for p in cands.values()), info.cpu, threads, BENCH, BENCH_PROMPT)
+    on = [] if device == "cpu" else [device]  # the CPU's key as before the device was a choice: caches stay valid
+    key = _key(sorted(_sha(p) for p in cands.values()), info.cpu, threads, BENCH, BENCH_PROMPT, *on)
     path = work / "ship" / f"bench-{key}.json"
     if path.is_file():
         return path
@@ -258,7 +262,7 @@ def _speed(work: Path, cands: dict[str, Path], threads: int | None, progress: bo
     tmp.parent.mkdir(parents=True, exist_ok=True)
     prompt = tmp.parent / f"{BENCH_PROMPT}.txt"  # bench names a prompt file's prompt by its stem
     prompt.write_text(DEFAULT_PROMPTS[BENCH_PROMPT], encoding="utf-8")
-    bench([str(p) for p in cands.values()], hf_variants=[], batches=[1], threads=threads, output=tmp,
+    bench([str(p) for p in cands.values()], hf_variants=[], batches=[1], threads=threads, output=tmp, device=device,
           progress=progress, n_prompt=BENCH["n_prompt"], n_gen=BENCH["n_gen"], reps=BENCH["reps"],
           prompt_file=str(prompt))
     tmp.replace(path)  # whole: an interrupted bench is measured again

@@ -50,6 +50,7 @@ class ShipResult:
     prefer: str = "speed"  # the objective the pick was made by (plan.objective)
     kld_bound: float | None = None  # the quality bound it kept to (None: the quality objective)
     busy: str | None = None  # why the speed stage's machine looked busy (bench.noise), or None
+    device: str = "cpu"  # where this machine scored and timed the candidates (--device, resolved): cpu | metal
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import config, manifest
+from .. import compute, config, manifest
 from ..conversion import convert
 from ..conversion.models import require_generator_source
 from ..conversion.steps import ensure_imatrix, short_hash
@@ -93,6 +93,7 @@ class TuneResult:
     replay: str = ""  # the plain llama-quantize command that makes the same file
     report: str = ""  # ``edgeq report``'s Markdown of this result, with its KLD-vs-size chart
     speed: dict[str, Any] = field(default_factory=dict)  # the speed floor against the stock recipe (``speedcap``)
+    device: str = "cpu"  # where this machine scored and timed the files (--device, resolved): cpu | metal
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -104,9 +105,12 @@ def tune(source: str | Source | None = None, *, size: str | int | None = None, b
          calibration: str | Path | None = None, imatrix_chunks: int = DEFAULT_IMATRIX_CHUNKS,
          eval_text: str | Path | None = None, eval_tokens: int = EVAL_TOKENS, stock: tuple[str, ...] = STOCK,
          threads: int | None = None, progress: bool = True, revision: str | None = None,
-         token: str | None = None, min_speed: float = 1.0) -> TuneResult:
+         token: str | None = None, min_speed: float = 1.0, compute_device: str = "auto") -> TuneResult:
     """Write the GGUF of least predicted KLD within one budget, no slower in pp and tg than ``min_speed`` × the stock
-    recipe of its size on the target (0: KLD alone), its recipe, and verify it against stock recipes."""
+    recipe of its size on the target (0: KLD alone), its recipe, and verify it against stock recipes.
+
+    ``device`` names the budget's device (the plan table); ``compute_device`` (auto, cpu, metal: ``--device`` on the
+    command line) is where this machine scores and times the files, recorded in the result."""
     if not (min_speed >= 0 and min_speed < 10):
         raise UsageError(f"--min-speed {min_speed:g}: expected a ratio to the stock recipe's speed from 0 to 10.",
                          hint="1 (the default) = no slower than stock; 0 = KLD alone.")
@@ -114,6 +118,7 @@ def tune(source: str | Source | None = None, *, size: str | int | None = None, b
     allowed, calib = preflight(size=size, bpw=bpw, ram=ram, device=device, max_kld=max_kld, types=types, ctx=ctx,
                                outdir=outdir, name=name, calibration=calibration, imatrix_chunks=imatrix_chunks,
                                eval_text=eval_text, eval_tokens=eval_tokens, threads=threads)
+    on = compute.choose(compute_device)
     tc = find_toolchain()
     src = source if isinstance(source, Source) else resolve(source, revision=revision, token=token, progress=progress)
     require_generator_source(src, "edgeq tune measures the KLD of its next-token predictions")
@@ -160,7 +165,7 @@ def tune(source: str | Source | None = None, *, size: str | int | None = None, b
             stages["errors"] = stages.get("errors", 0.0) + time.perf_counter() - t
             if cal is None:  # the probes' types are among the first measured: one calibration serves every round
                 t = time.perf_counter()
-                cal = calibrate(f16, per_type, costs, calib, work, allowed, weighting, threads, progress)
+                cal = calibrate(f16, per_type, costs, calib, work, allowed, weighting, threads, progress, on.device)
                 stages["probes"] = time.perf_counter() - t
             qheader = read_header(per_type["Q8_0"])
             allowed_for = allowed_types({k: pertype.types_of(per_type[k]) for k in made}, allowed)
@@ -189,7 +194,8 @@ def tune(source: str | Source | None = None, *, size: str | int | None = None, b
             t = time.perf_counter()
             alloc, speed = cap(alloc, costs, cal, min(limit, hi) - head, allowed=allowed_for,
                                alignment=qheader.alignment, per_type=per_type, f16=f16, stock=stock, size=limit,
-                               min_speed=min_speed, here=device is None, kind=_kind(device), work=work, threads=threads)
+                               min_speed=min_speed, here=device is None, kind=_kind(device), work=work, threads=threads,
+                               device=on.device)
             stages["speed"] = time.perf_counter() - t
         if max_kld is not None:
             limit = head + alloc.tensor_bytes  # the size the KLD asked for
@@ -216,7 +222,7 @@ def tune(source: str | Source | None = None, *, size: str | int | None = None, b
 
         t = time.perf_counter()
         rows = verify(tc, f16, dst, imatrix, work, stem, stock, eval_text, eval_tokens, alloc, threads, progress,
-                       info.file_size_bytes, also=speed.get("stock"))
+                       info.file_size_bytes, also=speed.get("stock"), device=on.device)
         stages["verification"] = time.perf_counter() - t
         tuned = next(r for r in rows if r.tuned)
         _record(out, dst, info, label, sha, kind, asked, limit, alloc.predicted_kld, imat_recipe, tuned.kld_mean)
@@ -230,7 +236,7 @@ def tune(source: str | Source | None = None, *, size: str | int | None = None, b
                      {**cal.to_dict(), "weighting": weighting,
                       **({"fisher_matmuls": matmul_dtype()} if weighting == "fisher" else {})}, rows, verdict(rows),
                      {k: round(v, 1) for k, v in stages.items()}, replay)
-    res.speed = speed
+    res.speed, res.device = speed, on.device
     result_path = out / f"{stem}-{label}.tune.json"
     res.report = str(out / f"{stem}-{label}.report" / "report.md")
     write_json_atomic(result_path, res.to_dict())

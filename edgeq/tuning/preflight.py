@@ -25,7 +25,7 @@ def preflight(*, size: str | int | None, bpw: float | None, ram: str | None, dev
     budgets = [b for b in (size, bpw, ram, device, max_kld) if b is not None]
     if len(budgets) != 1:
         raise UsageError("tune needs exactly one budget.",
-                         hint="Pass one of --size 450MiB, --bpw 5.0, --ram 8G (with --ctx) or --device NAME, --max-kld 0.02.")
+                         hint="Pass one of --size 450MiB, --bpw 5.0, --ram 8G (with --ctx) or --for NAME, --max-kld 0.02.")
     check_budget(size, bpw, ram, device, max_kld)
     allowed = set(parse_types(types))
     if bpw is not None and bpw < (low := min_bits(allowed))[0]:

@@ -62,7 +62,8 @@ def recipes(costs: list[TensorCost], per_type: dict[str, Path], kinds: list[str]
 
 
 def calibrate(f16: Path, per_type: dict[str, Path], costs: list[TensorCost], calib: Path, work: Path,
-              allowed: set[str], weighting: str, threads: int | None, progress: bool) -> Calibration:
+              allowed: set[str], weighting: str, threads: int | None, progress: bool,
+              device: str = "cpu") -> Calibration:
     """Measure the probes not yet measured (cached by recipe), then fit KLD to error."""
     from ..quality import perplexity  # here: the quality package loads numpy, which `edgeq --help` must not
     from ..quality.models import gguf_ref
@@ -82,7 +83,8 @@ def calibrate(f16: Path, per_type: dict[str, Path], costs: list[TensorCost], cal
             ref = gguf_ref(f16)
             res = perplexity([ref, *[gguf_ref(spliced.get(n, per_type[WIDE])) for n in todo]],
                              calib.read_text(encoding="utf-8"), str(calib), reference=ref, ctx=512,
-                             max_tokens=PROBE_TOKENS, threads=threads or os.cpu_count() or 1, progress=progress)
+                             max_tokens=PROBE_TOKENS, threads=threads or os.cpu_count() or 1, progress=progress,
+                             device=device)
         finally:
             for path in spliced.values():
                 path.unlink(missing_ok=True)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..compute import for_resolved
 from ..files import write_json_atomic
 from ..llamacpp import find_toolchain, json_array, run_tool
 from ..planning import kernels
@@ -45,14 +46,18 @@ class TypeSpeed:
     spread: float = 0.0  # the widest of its pp and tg samples' (max − min) ÷ median: noise of the timing
 
 
-def time_types(files: dict[str, Path], quantizable: set[str], cache: Path, threads: int | None) -> dict[str, TypeSpeed]:
-    """Each per-type file timed here with llama-bench, interleaved; cached by file name and size."""
+def time_types(files: dict[str, Path], quantizable: set[str], cache: Path, threads: int | None,
+               device: str = "cpu") -> dict[str, TypeSpeed]:
+    """Each per-type file timed here with llama-bench on ``device`` (resolved), interleaved; cached by file name,
+    size and device (a CPU timing is no Metal one)."""
     cached = load_json(cache) or {}
-    key = {k: f"{p.name}:{p.stat().st_size}" for k, p in files.items()}
+    on = "" if device == "cpu" else f":{device}"  # the CPU's keys as before this field: caches stay valid
+    key = {k: f"{p.name}:{p.stat().st_size}{on}" for k, p in files.items()}
     todo = [k for k in files if cached.get(k, {}).get("key") != key[k]]
     samples: dict[str, dict[str, list[float]]] = {k: {"pp": [], "tg": []} for k in todo}
     exe = find_toolchain().tool("llama-bench")
-    common = ["-t", str(threads or system_info().physical_cores), "-r", "1", "-o", "json"]
+    common = ["-t", str(threads or system_info().physical_cores), "-r", "1", "-o", "json",
+              *for_resolved(device).tool_args("llama-bench")]
     for rnd in range(TIMING["rounds"] if todo else 0):
         for k in todo if rnd % 2 == 0 else todo[::-1]:
             # One process a file and round measures both tests: half the loads and warm-ups of one per test.
@@ -152,11 +157,11 @@ def stock_for(f16: Path, stock: tuple[str, ...], size: int) -> str:
 
 def cap(alloc: Allocation, costs: list[TensorCost], cal: Calibration, budget: int, *, allowed: object,
         alignment: int, per_type: dict[str, Path], f16: Path, stock: tuple[str, ...], size: int, min_speed: float,
-        here: bool, kind: str, work: Path, threads: int | None) -> tuple[Allocation, dict[str, object]]:
+        here: bool, kind: str, work: Path, threads: int | None, device: str = "cpu") -> tuple[Allocation, dict[str, object]]:
     """``alloc`` made no slower than the stock recipe of its size (× ``min_speed``), and what was done."""
     names = {c.name for c in costs}
     if here:
-        speeds = time_types(per_type, names, work / "type-speeds.json", threads)
+        speeds = time_types(per_type, names, work / "type-speeds.json", threads, device)
         source = "measured here (llama-bench on the per-type files)"
         worst = max(speeds.values(), key=lambda s: s.spread)
         if worst.spread > SPREAD_BUSY:  # a busy machine: timings that spread so are noise; the table is not

@@ -37,7 +37,7 @@ class Row:
 
 def verify(tc: Any, f16: Path, dst: Path, imatrix: Path, work: Path, stem: str, stock: tuple[str, ...],
             eval_text: str | Path | None, eval_tokens: int, alloc: Allocation, threads: int | None, progress: bool,
-            size: int, also: str | None = None) -> list[Row]:
+            size: int, also: str | None = None, device: str = "cpu") -> list[Row]:
     """KLD, ΔPPL and top-1 of the tuned file and the stock recipes (same imatrix) on the evaluation text: those
     either side of its size, and ``also`` (the stock recipe its speed floor was held to, wherever its size fell)."""
     from ..quality import load_text, perplexity  # here: the quality package loads numpy
@@ -54,14 +54,15 @@ def verify(tc: Any, f16: Path, dst: Path, imatrix: Path, work: Path, stem: str, 
     todo = [p for _, p in stock_files if p.name not in cached]
     ref = gguf_ref(f16)
     res = perplexity([ref, gguf_ref(dst), *[gguf_ref(p) for p in todo]], text, src, reference=ref, ctx=512,
-                     max_tokens=eval_tokens, threads=threads or os.cpu_count() or 1, progress=progress)
+                     max_tokens=eval_tokens, threads=threads or os.cpu_count() or 1, progress=progress,
+                     device=device)
     scores = {Path(r.model.path).name: {"kld_mean": r.kld_mean, "delta_ppl_pct": r.delta_ppl_pct, "top1_pct": r.top1_pct}
               for r in res.rows}
     if todo:
         write_json_atomic(cache_path, {**cached, **{p.name: scores[p.name] for p in todo}})
     scores = {**cached, **scores}
     files = [("tuned", dst, True), *[(f"{q} (imatrix)", p, False) for q, p in stock_files]]
-    speeds = time_types({p.name: p for _, p, _ in files}, set(), work / "verify-speeds.json", threads)
+    speeds = time_types({p.name: p for _, p, _ in files}, set(), work / "verify-speeds.json", threads, device)
     rows = []
     for label, path, tuned in files:
         r = scores[path.name]
