@@ -226,3 +226,28 @@ def test_the_watchdog_kills_what_is_still_registered_at_end_of_file():
     finally:
         reaped.kill()
         reaped.wait()
+
+
+@pytest.mark.parametrize("system, machine, refused", [
+    ("Darwin", "arm64", True), ("Darwin", "x86_64", True), ("Windows", "AMD64", True),
+    ("Linux", "x86_64", False), ("Linux", "aarch64", False),
+])
+def test_arm_bundles_are_refused_off_linux_in_one_line_naming_the_needs(system, machine, refused):
+    from edgeq.llamacpp.cross import host_refusal, target
+
+    why = host_refusal(target("aarch64"), system, machine)
+    assert (why is not None) == refused
+    if why:
+        assert "\n" not in why and f"this is {system} {machine}" in why
+        assert "aarch64-linux-gnu-g++" in why and "qemu-aarch64" in why and "Linux container" in why
+
+
+def test_bundle_and_ship_for_a_board_refuse_on_a_simulated_mac_before_any_work(on_a_mac, tiny, tmp_path, capsys):
+    from conftest import run_main
+
+    out = tmp_path / "never"
+    code, err, _ = run_main(["bundle", str(tiny), "-o", str(out)], capsys)
+    assert code == 3 and "aarch64 Linux bundles are built on Linux only (this is Darwin arm64)" in err
+    assert len(err.splitlines()) == 1 and not out.exists()
+    code, err, _ = run_main(["ship", str(tiny), "--for", "pi5-8gb", "-o", str(out)], capsys)
+    assert code == 3 and "built on Linux only" in err and not out.exists()

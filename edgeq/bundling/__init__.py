@@ -76,6 +76,7 @@ def bundle(model: str | Path, *, arch: str = "aarch64", outdir: str | Path | Non
     if not src.is_file():
         raise UsageError(f"{src} {missing_file(src, noun='GGUF file')}.", hint="Pass a .gguf file (e.g. one `edgeq convert` wrote).")
     t = cross.target(arch)
+    cross.require_host(t)  # a Mac: one line naming what it needs, before anything is read or written
     if (check or rpc) and not prompt.strip():
         raise UsageError("--prompt is empty: the checks compare the text each build generates after it.",
                          hint="Pass a prompt, or leave --prompt out for the default.")

@@ -8,6 +8,7 @@ ggml's CPU backend as a few loadable levels, and ggml picks the best one for the
 from __future__ import annotations
 
 import os
+import platform
 import re
 import shutil
 from collections.abc import Callable, Sequence
@@ -109,6 +110,26 @@ def toolchain(t: Target, *, need_build: bool = True) -> Toolchain:
     return tc
 
 
+def host_refusal(t: Target, system: str, machine: str) -> str | None:
+    """Why a ``system``/``machine`` host cannot make ``t``'s binaries (one line naming what it needs), or None.
+
+    The cross build is Debian's GNU toolchain for ``t.triple`` with its sysroot, and the checks run the result
+    under qemu's user-mode emulation: both Linux-only (Apple's clang makes Mach-O, and qemu-user runs Linux
+    programs on a Linux kernel).  From a Mac the route is a Linux machine or container, the folder copied back."""
+    if system == "Linux":
+        return None
+    return (f"{t.arch} Linux bundles are built on Linux only (this is {system} {machine}): the cross build needs "
+            f"Debian's {t.triple}-g++ with its sysroot and {t.qemu} for the checks. Run the command on a Linux "
+            f"machine or in a Linux container (Debian: `apt-get install {t.packages}`), then copy the folder.")
+
+
+def require_host(t: Target) -> None:
+    """Refuse, before any work, on a host that cannot cross-build for ``t`` (``host_refusal``)."""
+    why = host_refusal(t, platform.system(), platform.machine())
+    if why:
+        raise ToolchainError(why)
+
+
 def missing_packages(t: Target) -> list[str]:
     """What is missing here to cross-build for ``t`` and to emulate it: compiler, sysroot, qemu."""
     missing = [p for p in (f"{t.triple}-gcc", f"{t.triple}-g++") if shutil.which(p) is None]
@@ -120,6 +141,7 @@ def missing_packages(t: Target) -> list[str]:
 
 
 def _require(t: Target, *, emulate: bool) -> None:
+    require_host(t)
     missing = [m for m in missing_packages(t) if emulate or m != t.qemu]
     if missing:
         raise ToolchainError(f"cannot build or run llama.cpp for {t.arch} here: {', '.join(missing)} not found.",

@@ -5,12 +5,14 @@ unknown ``--for``, ``--max-kld 0`` and ``-o`` under a file were each found only 
 from __future__ import annotations
 
 import math
+import platform
 from pathlib import Path
 
 from .. import config, manifest
 from ..conversion import steps
 from ..errors import UsageError
 from ..files import check_output_folder
+from ..llamacpp import cross
 from ..planning import devices
 from ..planning.devices import parse_size
 from ..planning.recommend import check_asks
@@ -30,7 +32,9 @@ def preflight(*, target: str | None, ram: str | None, bandwidth_gbps: float | No
     if target and ram:
         raise UsageError("ship takes one target: --for DEVICE or --ram (with --bandwidth).", hint="Drop one of them.")
     if target:
-        devices.named(target)
+        arch = devices.named(target).arch
+        if arch in cross.TARGETS and arch != platform.machine():  # its deploy folder carries cross-built binaries
+            cross.require_host(cross.TARGETS[arch])
     ram_bytes = parse_size(ram) if ram else None
     if bandwidth_gbps is not None and not (math.isfinite(bandwidth_gbps) and bandwidth_gbps > 0):
         raise UsageError(f"--bandwidth {bandwidth_gbps:g}: expected GB/s above 0.", hint="Example: --bandwidth 68")
