@@ -4,9 +4,17 @@
 # Idempotent: a second run only redoes what is out of date.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
 VENV=.venv
 step() { printf '\n== %s\n' "$*" >&2; }
+# Linux or macOS: the platform's decisions are functions in scripts/prereqs.sh (tested with the platform simulated).
+. scripts/prereqs.sh
+OS=$(uname -s)
+ARCH=$(uname -m)
+# Every missing prerequisite says so on a line of its own, then set-up stops.
+ok=1
+PY=$(find_python /opt/homebrew/bin /usr/local/bin /Library/Frameworks/Python.framework/Versions/Current/bin) || ok=0
+check_prereqs "$OS" || ok=0
+[ "$ok" = 1 ] || exit 1
 
 step "llama.cpp source (pinned, sha256-checked)"
 "$PY" scripts/vendor_llama_cpp.py
@@ -15,6 +23,8 @@ if ! command -v ccache >/dev/null && command -v apt-get >/dev/null && [ "$(id -u
   step "ccache (makes rebuilds take seconds; optional)"
   (apt-get install -y -qq ccache >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq ccache >/dev/null 2>&1; }) \
     || echo "ccache unavailable; building without it" >&2
+elif ! command -v ccache >/dev/null && [ "$OS" = Darwin ]; then
+  echo "ccache not found: \`brew install ccache\` makes rebuilds take seconds (optional)" >&2
 fi
 
 if [ "$(uname -m)" = x86_64 ] && ! { command -v aarch64-linux-gnu-g++ && command -v qemu-aarch64; } >/dev/null \
@@ -41,7 +51,9 @@ if "$PY" edgeq/llamacpp/buildcache.py restore host build; then
 else
   step "llama.cpp tools and libraries (CMake; the first build takes 7-16 minutes on 2 cores)"
   "$PY" edgeq/llamacpp/buildcache.py forget host build
-  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release "-DEDGEQ_CPU_VARIANTS=${EDGEQ_CPU_VARIANTS:-x64;haswell;zen4}" >build-configure.log 2>&1 || { cat build-configure.log; exit 1; }
+  flags=()
+  while IFS= read -r f; do flags+=("$f"); done < <(cmake_flags "$OS" "$ARCH")  # Metal on Apple Silicon
+  cmake -S . -B build -DCMAKE_BUILD_TYPE=Release ${flags[@]+"${flags[@]}"} >build-configure.log 2>&1 || { cat build-configure.log; exit 1; }
   cmake --build build -j"$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)" --target edgeq-tools
   "$PY" edgeq/llamacpp/buildcache.py save host build
 fi
@@ -50,7 +62,7 @@ step "Python environment ($VENV)"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP="$VENV/bin/python -m pip --disable-pip-version-check -q"
 stamp="$VENV/.edgeq-setup"
-want=$(cat pyproject.toml scripts/setup.sh vendor/llama.cpp/.edgeq-source.sha256 | { sha256sum 2>/dev/null || shasum -a 256; } | cut -c1-16)
+want=$(cat pyproject.toml scripts/setup.sh scripts/prereqs.sh vendor/llama.cpp/.edgeq-source.sha256 | sha256 | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # torch first and exactly pinned: anything looser pulls a multi-GB CUDA build.
   $PIP install torch==2.13.0
