@@ -242,3 +242,27 @@ def test_tune_timings_that_spread_are_noise():
     assert _spread([100.0, 110.0]) == pytest.approx(10 / 105) and _spread([100.0, 110.0]) < SPREAD_BUSY
     assert _spread([2.4, 12.7]) > SPREAD_BUSY  # the loaded run's Q4_K tg samples: the table is used instead
     assert _spread([5.0]) == 0.0
+
+
+def test_tune_times_each_type_apart_from_the_stand_ins_its_file_holds():
+    from edgeq.planning import kernels
+    from edgeq.tuning.speedcap import TypeSpeed, per_unit
+
+    # Truth, seconds per byte (tg) and per weight (pp): Q8_0 slow per weight, Q3_K fast.
+    tg = {"Q8_0": 2e-9, "Q3_K": 1e-9}
+    pp = {"Q8_0": 4e-9, "Q3_K": 1e-9}
+    q8 = {"Q8_0": (1_000, 900)}
+    q3 = {"Q3_K": (400, 1_000), "Q8_0": (700, 600)}  # Q3_K where it fits, Q8_0 stand-ins where it falls back
+
+    def timed(mix: dict[str, tuple[int, int]]) -> TypeSpeed:
+        return TypeSpeed(pp_s=sum(w * pp[t] for t, (_, w) in mix.items()),
+                         tg_s=sum(b * tg[t] for t, (b, _) in mix.items()),
+                         bytes=sum(b for b, _ in mix.values()), weights=sum(w for _, w in mix.values()), mix=mix)
+
+    pp_rate, tg_rate = per_unit({"Q8_0": timed(q8), "Q3_K": timed(q3)}, "x86")
+    assert tg_rate["Q3_K"] == pytest.approx(1e-9) and pp_rate["Q3_K"] == pytest.approx(1e-9)
+    # Counted as all Q3_K (the file's time over its bytes), the stand-ins would make Q3_K look 2x slower.
+    assert timed(q3).tg_s / timed(q3).bytes > 1.5 * tg_rate["Q3_K"]
+    # A type no file holds (a stock recipe's Q6_K) runs at the timed ones' rates scaled by the kernel table.
+    f = {t: kernels.factors("x86", t)[0] for t in ("Q8_0", "Q3_K", "Q6_K")}
+    assert tg_rate["Q6_K"] == pytest.approx((2e-9 * f["Q8_0"] + 1e-9 * f["Q3_K"]) / 2 / f["Q6_K"])

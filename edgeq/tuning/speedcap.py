@@ -9,8 +9,9 @@ Bytes do not predict speed (issue 33): the 0.5B file tuned for KLD alone, mostly
   ``SPREAD_BUSY`` the machine is busy and the kernel table's prediction is used instead (and said);
 - for another device, predicted from ``plan.kernels``' factors of its kind.
 
-A tensor then costs its share of its type's file time: generation by bytes (it reads them once a token), prompts
-by weights (it multiplies them).  ``allocate_within`` prices that time with a second Lagrange multiplier ``μ``,
+A tensor then costs its type's time per byte in generation (it reads them once a token) and per weight in prompts
+(it multiplies them), solved from the files' real contents (a per-type file holds Q8_0 stand-ins where its type
+falls back); a type the stock recipe uses but no file holds is scaled from the timed ones by the kernel table.  ``allocate_within`` prices that time with a second Lagrange multiplier ``μ``,
 raised until the recipe's predicted pp and tg time are both at most the stock recipe's (÷ ``min_speed``).
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ from ..system import system_info
 from .allocate import Allocation, allocate
 from .sensitivity import Calibration, TensorCost, load_json
 
-TIMING = {"n_prompt": 64, "n_gen": 16, "rounds": 2}
+TIMING = {"n_prompt": 64, "n_gen": 16, "rounds": 3}
 SPREAD_BUSY = 0.20  # as bench.noise: timings whose rounds differ more than this fall back to the kernel table
 
 
@@ -44,6 +45,9 @@ class TypeSpeed:
     bytes: int  # of its quantizable tensors
     weights: int
     spread: float = 0.0  # the widest of its pp and tg samples' (max − min) ÷ median: noise of the timing
+    # {type: (bytes, weights)} the file really holds: a per-type file keeps the tensors its type falls back on
+    # as Q8_0 stand-ins, so its time is not all its type's.  None: all of it is the key's type.
+    mix: dict[str, tuple[int, int]] | None = None
 
 
 def time_types(files: dict[str, Path], quantizable: set[str], cache: Path, threads: int | None,
@@ -53,7 +57,9 @@ def time_types(files: dict[str, Path], quantizable: set[str], cache: Path, threa
     cached = load_json(cache) or {}
     on = "" if device == "cpu" else f":{device}"  # the CPU's keys as before this field: caches stay valid
     key = {k: f"{p.name}:{p.stat().st_size}{on}" for k, p in files.items()}
-    todo = [k for k in files if cached.get(k, {}).get("key") != key[k]]
+    # Figures that are compared are measured in one run, interleaved: one file new to the cache re-times them all
+    # (a cached stock file against a tuned one timed later would compare two states of the VM).
+    todo = list(files) if any(cached.get(k, {}).get("key") != key[k] for k in files) else []
     samples: dict[str, dict[str, list[float]]] = {k: {"pp": [], "tg": []} for k in todo}
     exe = find_toolchain().tool("llama-bench")
     common = ["-t", str(threads or system_info().physical_cores), "-r", "1", "-o", "json",
@@ -74,7 +80,17 @@ def time_types(files: dict[str, Path], quantizable: set[str], cache: Path, threa
     if todo:
         write_json_atomic(cache, cached)
     return {k: TypeSpeed(1 / cached[k]["pp_tps"], 1 / cached[k]["tg_tps"], cached[k]["bytes"], cached[k]["weights"],
-                         max(_spread(xs) for xs in cached[k]["samples"].values())) for k in files}
+                         max(_spread(xs) for xs in cached[k]["samples"].values()), _mix(files[k], quantizable))
+            for k in files}
+
+
+def _mix(path: Path, quantizable: set[str]) -> dict[str, tuple[int, int]]:
+    out: dict[str, tuple[int, int]] = {}
+    for t in read_header(path).tensors:
+        if t.name in quantizable:
+            b, w = out.get(t.type, (0, 0))
+            out[t.type] = (b + tensor_bytes(t.shape, t.type), w + t.n_elements)
+    return out
 
 
 def _spread(xs: list[float]) -> float:
@@ -89,18 +105,45 @@ def predicted_types(types: set[str], kind: str) -> dict[str, TypeSpeed]:
 Costs = Callable[[str, list[int], str], tuple[float, float]]
 
 
-def tensor_time(speeds: dict[str, TypeSpeed]) -> Costs:
+def per_unit(speeds: dict[str, TypeSpeed], kind: str | None = None) -> tuple[dict[str, float], dict[str, float]]:
+    """({type: pp seconds per weight}, {type: tg seconds per byte}).  Each file's time is the sum over the types it
+    really holds (``TypeSpeed.mix``), solved for every type by least squares (a rate that comes out ≤ 0, which
+    only noise can make, is dropped); a type no file holds
+    (one the stock recipe uses but the allocation may not) runs at the timed types' rates × their kernel factors
+    relative to its own on ``kind`` (``plan.kernels``)."""
+    import numpy as np
+
+    mixes = {k: s.mix or {k: (s.bytes, s.weights)} for k, s in speeds.items()}
+    types = sorted({t for m in mixes.values() for t in m})
+    out = []
+    for col, field, axis in ((1, "pp_s", 1), (0, "tg_s", 0)):
+        a = np.array([[float(mixes[k].get(t, (0, 0))[col]) for t in types] for k in speeds])
+        b = np.array([getattr(s, field) for s in speeds.values()])
+        scale = a.max(axis=0, initial=1.0)  # columns of bytes and of weights, brought to one scale
+        x = np.linalg.lstsq(a / scale, b, rcond=None)[0] / scale
+        rate = {t: float(v) for t, v in zip(types, x) if v > 0}
+        ref = {t: v * kernels.factors(kind, t)[axis] for t, v in rate.items()}  # Q4_0-equivalent seconds
+        out.append((rate, statistics.median(ref.values()) if ref else 1.0, axis))
+    (pp, pp_ref, _), (tg, tg_ref, _) = out
+    return ({**{t: pp_ref / kernels.factors(kind, t)[1] for t in _all_types(kind)}, **pp},
+            {**{t: tg_ref / kernels.factors(kind, t)[0] for t in _all_types(kind)}, **tg})
+
+
+def _all_types(kind: str | None) -> list[str]:
+    return list(kernels.TABLES.get(kind or "", kernels.X86))
+
+
+def tensor_time(speeds: dict[str, TypeSpeed], kind: str | None = None) -> Costs:
     """(pp s, tg s) of one tensor (name, shape, type): its bytes at its type's seconds per byte, its weights at
-    seconds per weight.  A type no file was timed for (a fallback) runs at the median of those timed."""
-    tg = {t: s.tg_s / s.bytes for t, s in speeds.items()}
-    pp = {t: s.pp_s / s.weights for t, s in speeds.items()}
-    tg_mid, pp_mid = statistics.median(tg.values()), statistics.median(pp.values())
+    seconds per weight (``per_unit``)."""
+    pp, tg = per_unit(speeds, kind)
 
     def cost(name: str, shape: list[int], ty: str) -> tuple[float, float]:
         n = 1
         for d in shape:
             n *= d
-        return n * pp.get(ty, pp_mid), tensor_bytes(shape, ty) * tg.get(ty, tg_mid)
+        f = kernels.factors(kind, ty)
+        return n * pp.get(ty, pp.get("Q4_0", 0.0) / f[1]), tensor_bytes(shape, ty) * tg.get(ty, tg.get("Q4_0", 0.0) / f[0])
     return cost
 
 
@@ -171,7 +214,7 @@ def cap(alloc: Allocation, costs: list[TensorCost], cal: Calibration, budget: in
     else:
         speeds = predicted_types({t for c in costs for t in c.errors}, kind)
         source = f"predicted for the device ({kernels.SOURCES[kind]})"
-    cost = tensor_time(speeds)
+    cost = tensor_time(speeds, kind)
     q = stock_for(f16, stock, size)
     spec = from_gguf(f16)
     stock_types = {t.name: ty for t, ty in zip(spec.tensors, tensor_types(spec, q)) if t.name in names}
