@@ -18,7 +18,7 @@ from ..errors import ToolchainError
 from .process import SETUP_HINT, run_tool
 
 TOOLS = ("llama-quantize", "llama-bench", "llama-perplexity", "llama-imatrix", "llama-gguf-split", "edgeq-bandwidth",
-         "llama-fit-params", "llama-completion", "llama-simple", "ggml-rpc-server", "llama-export-lora")
+         "llama-fit-params", "llama-completion", "llama-simple", "ggml-rpc-server")
 
 
 def _lib_name(stem: str) -> str:
