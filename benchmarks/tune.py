@@ -55,7 +55,8 @@ def main() -> None:
     old = json.loads(path.read_text()) if path.is_file() else {"runs": [], "cold": {}}
     keys = args.models.split(",")
     runs = [r for r in old["runs"] if r["model_key"] not in keys]
-    cold = {k: v for k, v in old["cold"].items() if k not in keys}
+    cold = dict(old["cold"])
+    fresh: set[str] = set()  # models whose cold figure this run replaces
     for key in keys:
         label, source_types = MODELS[key]
         folder = ensure_embedded_model(ROOT / "models") if key == "embedded" else qwen05b.ensure()
@@ -69,8 +70,11 @@ def main() -> None:
                 d = tune(str(folder), size=sizes[stock], types=types, outdir=Path(args.out) / key,
                          progress=False).to_dict()
                 seconds = time.perf_counter() - t0
-                if key not in cold:
+                # A first tune is cold only if it made the importance matrix; one that reused an earlier run's
+                # work folder keeps that run's cold figure.
+                if key not in fresh and (key not in cold or d["stages"].get("imatrix", 0) > 1):
                     cold[key] = {"seconds": round(seconds, 1), "stages": d["stages"]}
+                fresh.add(key)
                 rows = {r["label"]: r for r in d["rows"]}
                 tuned, ref = rows["tuned"], rows[f"{stock} (imatrix)"]
                 runs.append({"model_key": key, "model": label, "stock": stock, "candidates": name,
