@@ -120,10 +120,7 @@ def test_eval_on_a_simulated_mac_scores_with_every_layer_offloaded(tiny, on_a_ma
     text = tmp_path / "t.txt"
     text.write_text("the quick brown fox jumps over the lazy dog " * 20)
     res = edgeq.evaluate([str(tiny)], text=text, ctx=64, max_tokens=128, threads=1)
-    assert res.device == "metal" and told and set(told) == {3}  # 2 layers + output
-    told.clear()
-    assert edgeq.evaluate([str(tiny)], text=text, ctx=64, max_tokens=128, threads=1, device="cpu").device == "cpu"
-    assert set(told) == {0}
+    assert res.device == "metal" and told and set(told) == {3}  # 2 layers + output (run's test has the CPU's 0)
 
 
 def test_doctor_probe_on_a_simulated_mac(tiny):
@@ -251,3 +248,53 @@ def test_bundle_and_ship_for_a_board_refuse_on_a_simulated_mac_before_any_work(o
     assert len(err.splitlines()) == 1 and not out.exists()
     code, err, _ = run_main(["ship", str(tiny), "--for", "pi5-8gb", "-o", str(out)], capsys)
     assert code == 3 and "built on Linux only" in err and not out.exists()
+
+
+def _logits_agree():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("logits_agree", Path(__file__).resolve().parent.parent / "scripts"
+                                                  / "logits_agree.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_logits_check_ci_runs_on_metal_agrees_cpu_with_cpu_and_can_fail(tiny, capsys):
+    """scripts/logits_agree.py: CI's macOS job runs it metal against cpu; here cpu against cpu must agree exactly,
+    and logits that differ as a wrong kernel's would must not."""
+    import json
+
+    import numpy as np
+
+    check = _logits_agree()
+    assert check.main([str(tiny), "--devices", "cpu,cpu", "--tokens", "64", "--threads", "1", "--json"]) == 0
+    same = json.loads(capsys.readouterr().out)
+    assert same["agree"] and same["kld_mean"] == 0 and same["top1_pct"] == 100 and same["devices"] == ["cpu", "cpu"]
+    a = np.random.default_rng(0).standard_normal((64, 512)).astype(np.float32)
+    off = check.compare(a, a * 1.5)  # every logit scaled: the top-1 token stays, the distributions do not
+    assert off["top1_pct"] == 100 and off["kld_mean"] > check.MAX_KLD
+    assert check.compare(a, a)["kld_mean"] == 0
+    assert check.main([str(tiny), "--devices", "metal,cpu"]) == 2  # this is no Mac
+    assert "needs an Apple Silicon Mac" in capsys.readouterr().err
+
+
+def test_the_bandwidth_kernel_reads_with_every_thread_asked_and_no_openmp():
+    """edgeq-bandwidth on POSIX threads (Apple's clang has no OpenMP): it says how many threads read in every pass."""
+    import json
+    import subprocess
+
+    from elftools.elf.dynamic import DynamicSection
+    from elftools.elf.elffile import ELFFile
+
+    from edgeq.llamacpp import find_toolchain
+
+    exe = find_toolchain().bin_dir / "edgeq-bandwidth"
+    for threads in (1, 3):  # 3: more than this machine's 2 cores, and not a power of two
+        out = json.loads(subprocess.run([exe, "64", "1", str(threads)], capture_output=True, text=True,
+                                        check=True).stdout)
+        assert out["threads"] == threads and out["threads_ran"] == threads and out["check"] == 1
+    with open(exe, "rb") as f:
+        needed = [t.needed for s in ELFFile(f).iter_sections() if isinstance(s, DynamicSection)
+                  for t in s.iter_tags() if t.entry.d_tag == "DT_NEEDED"]
+    assert needed and not [n for n in needed if "omp" in n], needed  # no libgomp / libomp

@@ -209,7 +209,7 @@ def supported_architectures(llama_dir: Path) -> frozenset[str]:
 def measure_bandwidth(tc: Toolchain | None = None, *, mib: int = 512, passes: int = 5,
                       threads: int | None = None) -> dict[str, Any] | None:
     """Memory read/copy bandwidth from our C kernel (``edgeq-bandwidth``): the best of ``passes`` over
-    ``mib`` MiB and 1–8 streams per thread, with ``threads`` threads (OpenMP's default when None); the
+    ``mib`` MiB and 1–8 streams per thread, with ``threads`` POSIX threads (every online CPU when None; ``threads_ran`` says how many read); the
     best configuration's passes as ``read_samples_gbps``.  None if the tool is not built."""
     tc = tc or find_toolchain()
     exe = tc.bin_dir / "edgeq-bandwidth"
