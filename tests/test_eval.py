@@ -189,10 +189,13 @@ def test_perplexity_two_ways_agrees_and_self_kld_is_zero(tiny_llama: Path, tiny_
 
 
 @pytest.mark.slow
-def test_choice_accuracy_on_forced_items(embedded_checkpoint: Path, tmp_path: Path) -> None:
-    """Items whose answer the context spells out: a real model must get them all, and 0 when the label lies."""
+def test_choice_accuracy_on_forced_items(embedded_outputs: list[Path], tmp_path: Path) -> None:
+    """Items whose answer the context spells out: a real model must get them all, and 0 when the label lies.
+
+    The embedded model's F16 file through llama.cpp (that transformers scores choices as llama.cpp does is
+    ``test_choice_in_transformers_picks_what_llama_cpp_picks``, on a tiny model)."""
     from edgeq.quality import choice, load_choices
-    from edgeq.quality.models import hf_ref
+    from edgeq.quality.models import gguf_ref
 
     items = [("Repeat after me: apple banana cherry. Repeat after me: apple banana", [" zebra", " cherry", " volcano"]),
              ("Count: one two three four five. Count: one two three", [" four", " seven", " Tuesday"]),
@@ -201,12 +204,28 @@ def test_choice_accuracy_on_forced_items(embedded_checkpoint: Path, tmp_path: Pa
     f = tmp_path / "forced.jsonl"
     f.write_text("".join(json.dumps({"context": c, "endings": e, "label": a}) + "\n"
                          for (c, e), a in zip(items, answers)))
-    hf = hf_ref("SmolLM2", embedded_checkpoint)
-    res = choice([hf], load_choices(f), str(f), threads=2)
+    f16 = gguf_ref(embedded_outputs[0])
+    assert f16.variant == "F16"
+    res = choice([f16], load_choices(f), str(f), threads=2)
     assert res.rows[0].acc == 100.0 and res.rows[0].acc_norm == 100.0 and res.rows[0].items == 3
     f.write_text("".join(json.dumps({"context": c, "endings": e, "label": (a + 1) % 3}) + "\n"
                          for (c, e), a in zip(items, answers)))
-    assert choice([hf], load_choices(f), str(f), threads=2).rows[0].acc == 0.0
+    assert choice([f16], load_choices(f), str(f), threads=2).rows[0].acc == 0.0
+
+
+@pytest.mark.slow
+def test_choice_in_transformers_picks_what_llama_cpp_picks(tiny_llama: Path, tiny_f32: Path) -> None:
+    """The same weights in both engines (HF fp32, F32 GGUF): the same pick on every item, so the same accuracy."""
+    from edgeq.quality import choice
+    from edgeq.quality.models import gguf_ref, hf_ref
+
+    items = qdata.default_choices(24, seed=0)
+    gguf, hf = gguf_ref(tiny_f32), hf_ref("tiny-llama", tiny_llama)
+    res = choice([gguf, hf], items, "which line comes next", reference=gguf, threads=2)
+    ref_row, hf_row = res.rows
+    assert hf_row.model.backend == "transformers" and hf_row.items == ref_row.items == 24
+    assert hf_row.agree_with_reference_pct == 100.0
+    assert hf_row.acc == ref_row.acc and hf_row.acc_norm == ref_row.acc_norm
 
 
 @pytest.mark.slow
@@ -235,11 +254,25 @@ def test_partial_and_imatrix_variants(tiny_llama: Path, tmp_path: Path) -> None:
     assert all(o.reused for o in again.outputs)
 
 
+@pytest.fixture(scope="module")
+def peaked(tmp_path_factory: pytest.TempPathFactory, embedded_checkpoint: Path) -> Path:
+    """A tiny Llama with peaked logits (as the bundle's and the tune's): quantization moves its KLD well above
+    rounding, and its top-1 stays decided, so orderings of KLD and top-1 agreement are facts, not noise."""
+    from conftest import make_tiny_checkpoint
+
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("peaked") / "tiny-peaked", embedded_checkpoint,
+                                initializer_range=0.1)
+
+
 @pytest.mark.slow
-def test_eval_cli_on_the_embedded_model(tmp_path: Path, embedded_models: Path) -> None:
-    """HF fp32 vs F16 within 1% (the conversion check), KLD ordering F16 < Q8_0, JSON out, one table."""
+def test_eval_cli_converts_a_checkpoint_and_agrees_with_llama_perplexity(tmp_path: Path, peaked: Path) -> None:
+    """An HF source: converted, then HF fp32 vs F16 within 1% (the conversion check), KLD ordering F16 < Q8_0, JSON
+    out, one table; then Q4_K_M against the F16 file, cross-checked by llama-perplexity (the embedded model's
+    figures are benchmarks/eval_embedded.sh's, in benchmarks/results/eval-ppl.json)."""
+    from edgeq import convert
+
     out = tmp_path / "ppl.json"
-    r = CliRunner().invoke(cli, ["eval", "ppl", "--quants", "F16,Q8_0", "--max-tokens", "1024", "--json",
+    r = CliRunner().invoke(cli, ["eval", "ppl", str(peaked), "--quants", "F16,Q8_0", "--max-tokens", "1024", "--json",
                                  "-o", str(out)], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
@@ -250,19 +283,27 @@ def test_eval_cli_on_the_embedded_model(tmp_path: Path, embedded_models: Path) -
     assert rows["F16"]["kld_mean"] < rows["Q8_0"]["kld_mean"] and rows["F16"]["top1_pct"] > 95
     assert res["data"]["tokens_used"] == 1024 and res["data"]["tokens_unused"] > 0
 
-
-@pytest.mark.slow
-def test_kld_agrees_with_llama_perplexity(tmp_path: Path, embedded_models: Path) -> None:
-    from edgeq import convert
-
-    res = convert(None, quants=["Q4_K_M"], progress=False)
-    folder = Path(res.outdir)
-    f16, q4 = folder / "SmolLM2-135M-Instruct-F16.gguf", folder / "SmolLM2-135M-Instruct-Q4_K_M.gguf"
+    conv = convert(str(peaked), quants=["Q4_K_M"], progress=False)  # the F16 the evaluation made is reused
+    folder = Path(conv.outdir)
+    assert Path(rows["F16"]["model"]["path"]).parent == folder
+    f16, q4 = folder / "tiny-peaked-F16.gguf", folder / "tiny-peaked-Q4_K_M.gguf"
     r = CliRunner().invoke(cli, ["eval", "ppl", str(q4), "--reference", str(f16), "--max-tokens", "1024",
                                  "--check-llama-perplexity", "--json", "-o", str(tmp_path / "x.json")])
     assert r.exit_code == 0, r.output
     check = json.loads(r.stdout)["checks"][-1]
     assert check["name"] == "llama-perplexity Q4_K_M" and check["ok"], check
+
+
+@pytest.mark.slow
+def test_no_model_means_the_embedded_model_and_its_conversions(embedded_models: Path) -> None:
+    """`edgeq eval` with no MODEL: the embedded checkpoint in fp32 and the files its plain convert made."""
+    from edgeq.quality.models import model_refs, pick_reference
+
+    refs = model_refs([], ["F16", "Q8_0"], False)
+    assert [(r.backend, r.variant) for r in refs] == [("transformers", "fp32"), ("llama.cpp", "F16"),
+                                                      ("llama.cpp", "Q8_0")]
+    assert {Path(r.path).parent for r in refs[1:]} == {embedded_models}
+    assert pick_reference(None, refs, False) == refs[0]
 
 
 def test_report_joins_eval_and_bench_rows_by_file(tmp_path: Path) -> None:
