@@ -42,13 +42,22 @@ def _writer() -> int:
 
 def watch(pgid: int) -> None:
     """Kill the process group ``pgid`` (a child that leads a session of its own) when edgeq ends."""
-    os.write(_writer(), f"+{pgid}\n".encode())
+    try:
+        os.write(_writer(), f"+{pgid}\n".encode())
+    except OSError:  # the watchdog itself was killed: start another (it learns only the groups from now on)
+        with _LOCK:
+            os.close(_FD.pop(os.getpid()))
+        os.write(_writer(), f"+{pgid}\n".encode())
 
 
 def release(pgid: int) -> None:
     """The child that led ``pgid`` has been reaped: forget the id (the system may hand it out again)."""
-    if os.getpid() in _FD:
-        os.write(_FD[os.getpid()], f"-{pgid}\n".encode())
+    fd = _FD.get(os.getpid())
+    if fd is not None:
+        try:
+            os.write(fd, f"-{pgid}\n".encode())
+        except OSError:  # no watchdog to tell: ``watch`` starts a new one when it is next needed
+            pass
 
 
 def serve(stream: Iterable[bytes] | None = None) -> set[int]:
