@@ -46,6 +46,16 @@ class Manifest:
         return asdict(self)
 
 
+def with_projector(mf: Manifest, name: str) -> dict[str, FileRecord]:
+    """The records of ``name`` and of the projector it names (a vision-language model's pair): what a verb that
+    moves the model (ship, bundle) records beside it."""
+    out = {name: mf.files[name]}
+    proj = mf.files[name].projector
+    if proj and proj in mf.files:
+        out[proj] = mf.files[proj]
+    return out
+
+
 def manifest_path(outdir: Path) -> Path:
     return outdir / MANIFEST_NAME
 

@@ -90,7 +90,7 @@ class VisionRunner:
         t_start = time.perf_counter()
         for i in range(n):
             chunk = M.mtmd_input_chunks_get(chunks, i)
-            new_past = ll.llama_pos(0)
+            new_past = ll.llama_pos(out.n_past)  # the helpers add to it
             if M.mtmd_input_chunk_get_type(chunk) == M.MTMD_INPUT_CHUNK_TYPE_TEXT:
                 count = ctypes.c_size_t(0)
                 ptr = M.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(count))

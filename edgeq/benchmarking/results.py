@@ -132,6 +132,7 @@ class BenchResults:
     loads: list[float | None] = field(default_factory=list)  # 1-minute load average after each round
     # Seconds: estimated_s (before it ran), matrix_s (bandwidth readings and every run); loads: workers started.
     timing: dict[str, Any] = field(default_factory=dict)
+    images: list[dict[str, Any]] = field(default_factory=list)  # bench --image: benchmarking.image.ImageRun each
 
 
 CSV_FIELDS = ["model_filename", "model_type", "backend", "device", "n_threads", "n_seq", "prompt", "test",

@@ -84,6 +84,7 @@ def bundle(model: str | Path, *, arch: str = "aarch64", outdir: str | Path | Non
         raise UsageError("-n and --threads must be at least 1.")
     info = gguf.read(src)  # a whole GGUF, or one clear error
     require_generator(src, "a bundle runs it with llama-completion")
+    pair = _projector(src)
     folder = Path(outdir) if outdir else Path("dist") / f"{safe_name(src.stem)}-{t.arch}"
     # Every refusal before the cross build, which takes minutes when cold.
     check_output_folder(folder)
@@ -97,6 +98,8 @@ def bundle(model: str | Path, *, arch: str = "aarch64", outdir: str | Path | Non
         bins = write_bin(folder, t.arch)
         manifest.remove_replaced(folder, old, src.name, force=force)  # a bundle holds one model
         place_file(src, folder / src.name)
+        for name in pair:  # a vision-language model's projector goes with it
+            place_file(src.parent / name, folder / name)
         _write_manifest(folder, src, info, bins)
         write_run_sh(folder / "run.sh", src.name, ctx=min(info.context_length or 4096, 4096), threads=None)
     res = BundleResult(folder=str(folder), model=src.name, arch=t.arch, levels=bins.levels, glibc_min=bins.glibc_min,
@@ -144,12 +147,25 @@ def write_bin(folder: Path, arch: str) -> cross.Binaries:
     return bins
 
 
+def _projector(src: Path) -> list[str]:
+    """The projector the manifest beside ``src`` pairs it with, if any (refused when it is gone)."""
+    made = manifest.load(src.parent)
+    if made is None or src.name not in made.files:
+        return []
+    names = [n for n in manifest.with_projector(made, src.name) if n != src.name]
+    for name in names:
+        if not (src.parent / name).is_file():
+            raise UsageError(f"{src.name}'s projector {name}, which its manifest pairs with it, is missing.",
+                             hint="Run `edgeq convert` again to remake it.")
+    return names
+
+
 def _write_manifest(folder: Path, src: Path, info: gguf.GGUFInfo, bins: cross.Binaries) -> None:
     """The model's record (from the folder it came from when edgeq made it) and the binaries'."""
     made = manifest.load(src.parent)
     if made is not None and src.name in made.files:
         mf = manifest.Manifest(source=made.source, llama_cpp=made.llama_cpp, options=dict(made.options),
-                               files={src.name: made.files[src.name]})
+                               files=manifest.with_projector(made, src.name))
     else:
         mf = manifest.Manifest(source={"gguf": str(src.resolve())}, llama_cpp=llama_cpp_version(find_toolchain()),
                                options={}, files={src.name: manifest.record(folder / src.name, info.file_type or "?",

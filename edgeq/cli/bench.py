@@ -1,12 +1,15 @@
 """Commands that measure: bench, report."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from .. import reporting
 from ..benchmarking import bench as run_bench
 from ..benchmarking import failure
 from ..benchmarking.eta import human_seconds
+from ..benchmarking.image import as_dicts, bench_image, check_image_inputs, failed
 from ..benchmarking.matrix import (
     DEFAULT_BATCHES,
     DEFAULT_N_GEN,
@@ -16,8 +19,10 @@ from ..benchmarking.matrix import (
     HF_VARIANTS,
 )
 from ..benchmarking.results import BenchResults, RunResult, Stat
+from ..files import write_json_atomic
 from ..llamacpp.rpc import layer_ranges
-from ..output import echo, human_bytes, note, print_json, print_table
+from ..output import echo, human_bytes, note, print_json, print_table, to_jsonable
+from ..sources import resolve
 from .options import (
     integers,
     json_option,
@@ -46,20 +51,27 @@ from .options import (
 @click.option("-o", "--output", default="edgeq-bench.json", show_default=True, type=click.Path(dir_okay=False),
               help="Results JSON, saved after every run.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write a CSV (llama-bench field names).")
+@click.option("--image", type=click.Path(dir_okay=False),
+              help="Also time encoding this image with each GGUF's projector (a vision-language model): ms and tokens.")
+@click.option("--mmproj", type=click.Path(dir_okay=False), help="The projector for --image (default: each model's own).")
 @rpc_options
 @revision_option
 @token_option
 @json_option
 def bench(models: tuple[str, ...], quants: list[str], hf_variants: list[str], device: str, threads: int | None,
           n_prompt: int, n_gen: int, batch: list[int], reps: int, prompt_file: str | None, check_llama_bench: bool, output: str,
-          csv_path: str | None, rpc: str | None, no_local: bool, tensor_split: list[float] | None,
+          csv_path: str | None, image: str | None, mmproj: str | None, rpc: str | None, no_local: bool, tensor_split: list[float] | None,
           revision: str | None, token: str | None, as_json: bool) -> None:
     """Benchmark MODELS (GGUF files, folders of them, HF checkpoints; default: the embedded model)."""
+    if image:  # refused before any run: the image, and a projector for each GGUF given
+        _check_image(list(models), image, mmproj)
     res = run_bench(list(models), quants=quants, hf_variants=hf_variants, device=device,
                     threads=threads, n_prompt=n_prompt, n_gen=n_gen, batches=batch, reps=reps,
                     prompt_file=prompt_file, check_llama_bench=check_llama_bench, output=output,
                     progress=progress_wanted(as_json), rpc=rpc, no_local=no_local, tensor_split=tensor_split or None,
                     revision=revision, token=token, csv=csv_path)
+    if image:
+        _bench_image(res, image, mmproj, reps=reps, threads=threads, output=output)
     err = failure(res)
     if as_json:
         print_json(res)
@@ -74,6 +86,32 @@ def bench(models: tuple[str, ...], quants: list[str], hf_variants: list[str], de
         raise err
     if failed:
         note(f"{failed} of {len(res.runs)} runs failed (see the table); the others were measured")
+
+
+def _check_image(models: list[str], image: str, mmproj: str | None) -> None:
+    check_image_inputs([f for m in models for f in resolve(m, fetch=False).ggufs()], image, mmproj)
+
+
+def _bench_image(res: BenchResults, image: str, mmproj: str | None, *, reps: int, threads: int | None,
+                 output: str) -> None:
+    """bench --image: each measured GGUF's image encoding, added to the results (and their file)."""
+    ggufs = list(dict.fromkeys(Path(r.path) for r in res.runs if r.backend == "llama.cpp" and r.status == "ok"))
+    runs = bench_image(ggufs, image, reps=reps, threads=threads, mmproj=mmproj)
+    res.images = as_dicts(runs)
+    write_json_atomic(Path(output), to_jsonable(res))
+    if err := failed(runs):
+        raise err
+
+
+def _print_images(res: BenchResults) -> None:
+    if not res.images:
+        return
+    rows = [[Path(i["model"]).name, Path(i["mmproj"]).name, i["image_tokens"], i["image_chunks"],
+             f"{i['encode_ms_median']:.1f} ({min(i['encode_ms']):.1f}–{max(i['encode_ms']):.1f})",
+             i["image_tokens_per_s"] or "-"] if i["status"] == "ok" else
+            [Path(i["model"]).name, Path(i["mmproj"]).name, "failed", i["reason"] or "", "", ""] for i in res.images]
+    print_table("image (bench --image)", ["model", "projector", "image tokens", "slices",
+                                          "encode ms (min–max)", "image tok/s"], rows)
 
 
 def _stat(s: Stat | None) -> str:
@@ -100,6 +138,7 @@ def print_results(res: BenchResults) -> None:
                 ["backend", "variant", "batch", "prompt", "load s", "pp tok/s (min–max)", "tg tok/s (min–max)",
                  "ms/token", "peak RSS", "bits/w", "roofline"], rows)
     _print_placement(res.runs)
+    _print_images(res)
     for v in res.verdicts:
         echo("• " + v.sentence)
     readings = (res.roofline.get("bandwidth") or {}).get("readings_gbps") or []

@@ -1,6 +1,7 @@
 """Commands that get and make model files: doctor, download, convert, inspect, verify."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -14,6 +15,7 @@ from ..manifest import verify as run_verify
 from ..output import echo, human_bytes, note, print_json, print_table
 from ..sources.gguf import read
 from ..sources.hub import download as run_download
+from ..sources.projector import describe_pair
 from .options import device_option, json_option, progress_wanted, revision_option, token_option
 
 
@@ -115,6 +117,8 @@ def convert(source: str | None, q8: bool, q4: bool, quant: tuple[str, ...], outt
     rows = [[o.variant, Path(o.path).name, human_bytes(o.size_bytes), f"{o.bits_per_weight:.2f}",
              "reused" if o.reused else f"{o.seconds:.1f}",
              ", ".join(f"{t} {s:.0%}" for t, s in o.tensor_types.items() if s >= 0.005)] for o in res.outputs]
+    rows += [[o.variant, Path(o.path).name, human_bytes(o.size_bytes), f"{o.bits_per_weight:.2f}",
+              "reused" if o.reused else f"{o.seconds:.1f}", "projector (mmproj)"] for o in res.projectors]
     print_table(f"edgeq convert → {res.outdir}/",
                 ["type", "file", "size", "bits/weight", "seconds", "tensor types"], rows)
     note(f"{res.llama_cpp}; manifest: {res.manifest}")
@@ -134,8 +138,9 @@ def convert(source: str | None, q8: bool, q4: bool, quant: tuple[str, ...], outt
 def inspect(path: str, as_json: bool) -> None:
     """Show a GGUF's architecture, size, bits per weight and tensor types."""
     info = read(path)
+    pair = describe_pair(Path(path))  # a vision-language model's other file
     if as_json:
-        print_json(info)
+        print_json({**asdict(info), **pair} if pair else info)
         return
     print_table(None, ["field", "value"], [
         ["file", info.path], ["architecture", info.architecture], ["name", info.name or "-"], ["file type", info.file_type or "-"],
@@ -143,10 +148,22 @@ def inspect(path: str, as_json: bool) -> None:
         ["bits per weight", f"{info.bits_per_weight:.3f}"], ["context length", info.context_length or "-"],
         ["embedding length", info.embedding_length or "-"], ["layers", info.block_count or "-"],
         ["tokenizer", info.tokenizer_model or "-"], ["add BOS", info.add_bos_token],
-        ["tensors", info.tensor_count]])
+        ["tensors", info.tensor_count], *_pair_rows(pair)])
     print_table("tensor types", ["type", "tensors", "share of parameters", "size"],
                 [[t, s.tensors, f"{s.parameters / info.parameters:.1%}", human_bytes(s.bytes)]
                  for t, s in info.tensor_types.items()])
+
+
+def _pair_rows(pair: dict[str, object]) -> list[list[object]]:
+    proj = pair.get("projector")
+    if isinstance(proj, dict):
+        return [["projector type", proj["projector_type"]], ["image size", f"{proj['image_size']} px"],
+                ["patch size", f"{proj['patch_size']} px"], ["projects to width", proj["output_width"]],
+                ["text models (manifest)", ", ".join(proj["models"]) or "- (pass it with --mmproj)"]]
+    if "paired_projector" in pair:
+        missing = "" if pair["paired_projector_exists"] else " (MISSING)"
+        return [["projector (manifest)", f"{Path(str(pair['paired_projector'])).name}{missing}"]]
+    return []
 
 
 @click.command()

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
 
 import click
 
-from ..errors import EXIT_INTERRUPTED
+from ..errors import EXIT_INTERRUPTED, UsageError
 from ..generation import run as run_model
+from ..generation.vision import run_image
 from ..llamacpp.rpc import DEFAULT_HOST, NO_AUTH_WARNING, layer_ranges
 from ..llamacpp.rpc_server import check_bind, check_port, is_loopback, serve
 from ..output import note, print_json, printable
@@ -23,13 +25,17 @@ from .options import device_option, json_option, rpc_options
 @click.option("--ctx", "n_ctx", type=click.IntRange(16), default=2048, show_default=True, help="Context size in tokens.")
 @click.option("-t", "--threads", type=click.IntRange(1, 1024), help="Threads (default: physical cores).")
 @click.option("--chat", is_flag=True, help="Wrap PROMPT in the GGUF's chat template as a user message.")
+@click.option("--image", type=click.Path(dir_okay=False),
+              help="Generate from this image and PROMPT (a vision-language model: MODEL with its projector).")
+@click.option("--mmproj", type=click.Path(dir_okay=False),
+              help="The projector for --image (default: the one MODEL's manifest pairs with it).")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(1), default=600, show_default=True,
               help="Give up after this many seconds without progress.")
 @device_option
 @rpc_options
 @json_option
 def run(model: str, prompt: str, n_predict: int, temp: float, seed: int, n_ctx: int, threads: int | None, chat: bool,
-        timeout_s: float, device: str, rpc: str | None, no_local: bool, tensor_split: list[float] | None,
+        image: str | None, mmproj: str | None, timeout_s: float, device: str, rpc: str | None, no_local: bool, tensor_split: list[float] | None,
         as_json: bool) -> None:
     """Generate text with MODEL (a GGUF) after PROMPT, streamed to stdout; tok/s on stderr."""
 
@@ -40,6 +46,9 @@ def run(model: str, prompt: str, n_predict: int, temp: float, seed: int, n_ctx: 
         sys.stdout.write(printable(text) if tty else text)
         sys.stdout.flush()
 
+    if image or mmproj:
+        _run_image(model, prompt, image, mmproj, show=None if as_json else show, as_json=as_json)
+        return
     res = run_model(model, prompt, n_predict=n_predict, temp=temp, seed=seed, n_ctx=n_ctx, threads=threads, chat=chat,
                     rpc=rpc, no_local=no_local, tensor_split=tensor_split or None, on_text=None if as_json else show,
                     timeout_s=timeout_s, device=device)
@@ -53,6 +62,29 @@ def run(model: str, prompt: str, n_predict: int, temp: float, seed: int, n_ctx: 
              f"KV {p.kv_mib:.1f} MiB, compute {p.compute_mib:.1f} MiB")
     note(f"prompt {res.prompt_tokens} tokens, {res.prompt_tps:.1f} tok/s · generation {res.generated_tokens} tokens, "
          f"{res.gen_tps:.1f} tok/s · load {res.load_s:.2f} s · {res.device}")
+
+
+def _run_image(model: str, prompt: str, image: str | None, mmproj: str | None, *, show: Callable[[str], None] | None,
+               as_json: bool) -> None:
+    """``run --image``: the text model and its projector through libmtmd, on this machine's CPU."""
+    params = click.get_current_context().params
+    if not image:
+        raise UsageError("--mmproj names the projector for --image; pass --image FILE too.")
+    clash = [f"--{k.replace('_', '-')}" for k in ("rpc", "no_local", "tensor_split", "lora") if params.get(k)]
+    if clash:
+        raise UsageError(f"--image runs the model and its projector on this machine alone; {', '.join(clash)} "
+                         "cannot be combined with it.", hint="Drop those options, or drop --image.")
+    res = run_image(model, image, prompt, mmproj=mmproj, n_predict=params["n_predict"], temp=params["temp"],
+                    seed=params["seed"], n_ctx=params["n_ctx"], threads=params["threads"], chat=params["chat"],
+                    on_text=show, timeout_s=params["timeout_s"])
+    if as_json:
+        print_json(res)
+        return
+    click.echo()
+    note(f"image {res.image_tokens} tokens ({res.image_chunks} slice{'s' if res.image_chunks > 1 else ''}), "
+         f"encoded in {res.image_encode_s * 1000:.1f} ms by {res.mmproj} · prompt {res.prompt_tokens} "
+         f"tokens, {res.prompt_tps:.1f} tok/s · generation {res.generated_tokens} tokens, {res.gen_tps:.1f} tok/s "
+         f"· load {res.load_s:.2f} s")
 
 
 @click.command("rpc-server")

@@ -46,6 +46,7 @@ class MemoryEstimate:
     overhead_bytes: int
     total_bytes: int  # peak RSS
     required_bytes: int  # what must fit: the file pages of repacked tensors are clean, the kernel drops them
+    projector_bytes: int = 0  # a vision-language model's projector and one image's encoder buffer (in the totals)
 
 
 def kv_cells(ctx: int) -> int:

@@ -12,6 +12,7 @@ from .devices import Device
 from .objective import DEFAULT_PREFER, dominated_by
 from .recommend import Candidate, Recommendation, check_asks, check_prefer, recommend
 from .size import predict_size, tensor_bytes, tensor_types
+from .vision import VisionPlan, vision_plan
 
 SCHEMA = "edgeq-plan/1"
 DEFAULT_QUANTS = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0")
@@ -53,6 +54,7 @@ class PlanResult:
     recommendation: Recommendation | None = None
     fit_params: list[fitcheck.FitParams] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    vision: VisionPlan | None = None  # a vision-language model's projector, counted in every row's RAM
 
 
 def _device(name: str | None, ram_bytes: int | None, bandwidth_gbps: float | None,
@@ -79,7 +81,7 @@ def _calibration(path: str | None, target_is_here: bool, repack: list[str], kind
 
 
 def _row(spec: source.ModelSpec, quant: str, *, ctx: int, cache_type: str, device: Device, budget: int,
-         calib: Calibration | None, eval_rows: list[dict[str, object]]) -> QuantPlan:
+         calib: Calibration | None, eval_rows: list[dict[str, object]], vision: VisionPlan | None = None) -> QuantPlan:
     size = predict_size(spec, quant)
     types = tensor_types(spec, quant)
     sizes = [tensor_bytes(t.shape, ty) for t, ty in zip(spec.tensors, types)]
@@ -88,6 +90,10 @@ def _row(spec: source.ModelSpec, quant: str, *, ctx: int, cache_type: str, devic
     mem = memory.estimate(spec, measured or size.file_size_bytes, ctx=ctx, cache_type=cache_type,
                           repacked_bytes=repacked,
                           overhead_bytes=calib.overhead_bytes if calib else memory.DEFAULT_OVERHEAD_BYTES)
+    if vision:  # the projector file is read whole at load, and an image's encoder graph allocated beside it
+        mem.projector_bytes = vision.ram_bytes
+        mem.total_bytes += vision.ram_bytes
+        mem.required_bytes += vision.ram_bytes
     kind = kernels.kind_of(device.backend, device.repack_types)
     if calib:
         sp = speed.estimate(spec, types, sizes, bandwidth_gbps=device.bandwidth_gbps,
@@ -145,16 +151,30 @@ def plan(src: str | None, *, quants: list[str] | tuple[str, ...] = DEFAULT_QUANT
     qs += [label for label in spec.recipes if label not in qs]  # tuned files: their own rows
     dev, calib, head, budget = _setup(device, ram_bytes, bandwidth_gbps, calibrate, headroom_bytes)
     eval_rows = quality.load_eval([Path(p) for p in eval_results or []])
-    rows = [_row(spec, q, ctx=ctx, cache_type=cache_type, device=dev, budget=budget, calib=calib, eval_rows=eval_rows)
-            for q in qs]
+    vis = vision_plan(src)
+    rows = [_row(spec, q, ctx=ctx, cache_type=cache_type, device=dev, budget=budget, calib=calib, eval_rows=eval_rows,
+                 vision=vis) for q in qs]
     res = PlanResult(SCHEMA, {"source": src, "kind": spec.kind, "name": spec.name, "architecture": spec.arch,
                               "parameters": spec.parameters, "n_layer": spec.n_layer, "ctx_train": spec.ctx_train},
                      dev, ctx, cache_type, head, budget, calib, rows)
     res.recommendation = _decide(rows, budget, min_tps=min_tps, max_kld=max_kld, prefer=prefer)
     if fit_params:
         res.fit_params = _fit_params(spec, rows, ctx=ctx, cache_type=cache_type, rpc=rpc)
-    res.notes = _notes(spec, ctx, rows, calib)
+    res.notes = _notes(spec, ctx, rows, calib) + _vision_notes(vis, ctx)
+    res.vision = vis
     return res
+
+
+def _vision_notes(vis: VisionPlan | None, ctx: int) -> list[str]:
+    if vis is None:
+        return []
+    how = "measured" if vis.measured else "predicted at F16"
+    line = (f"vision: every row's RAM counts the projector {vis.projector} ({vis.projector_bytes / 2**20:.1f} MiB, {how}) "
+            f"and one image's encoder buffer ({vis.encoder_compute_bytes / 2**20:.1f} MiB)")
+    if vis.image_tokens is None:
+        return [line + f"; image tokens {vis.image_tokens_rule}."]
+    line += f"; one image takes {vis.image_tokens} of the {ctx} context tokens ({vis.image_tokens_rule})"
+    return [line + (": --ctx leaves no room for text after it." if vis.image_tokens >= ctx else ".")]
 
 
 def _candidate(r: QuantPlan, budget: int) -> Candidate:

@@ -40,7 +40,7 @@ def tuned_label(path: Path) -> str | None:
 
 def from_gguf_folder(folder: Path, source: str) -> ModelSpec:
     """One file's header describes them all; files named ``<stem>-<QUANT>.gguf`` give measured sizes."""
-    files = sorted(folder.glob("*.gguf"))
+    files = sorted(f for f in folder.glob("*.gguf") if not f.name.startswith("mmproj-"))  # projectors: .vision
     named = {f.stem.rsplit("-", 1)[-1].upper(): f for f in files}
     named = {q: f for q, f in named.items() if q in QUANT_TYPES}
     spec = from_gguf(next(iter(named.values()), files[0]), source)

@@ -50,7 +50,7 @@ def write_folder(folder: Path, work: Path, chosen: Option, result: ShipResult, r
     mf = manifest.Manifest(source=wmf.source, llama_cpp=wmf.llama_cpp,
                            options={**{k: v for k, v in wmf.options.items() if k != "tuned"},
                                     "ship": {"target": result.target, "ctx": result.ctx, "chosen": chosen.label}},
-                           files={src.name: wmf.files[src.name]})
+                           files=manifest.with_projector(wmf, src.name))  # a VLM's projector too (_extras copies it)
     tuned = (wmf.options.get("tuned") or {}) if isinstance(wmf.options.get("tuned"), dict) else {}
     if src.name in tuned:  # type: ignore[operator]
         mf.options["tuned"] = {src.name: tuned[src.name]}  # type: ignore[index]

@@ -29,7 +29,7 @@ class ProjectorInfo:
     image_size: int | None  # the encoder's input side in pixels
     patch_size: int | None
     output_width: int | None  # the text model's embedding width it projects into
-    models: list[str] = field(default_factory=list)  # the text models the manifest pairs with it
+    models: list[str] = field(default_factory=list)  # the text models its manifest records it was converted with
 
 
 def is_projector(path: Path) -> bool:
@@ -46,7 +46,9 @@ def read_projector(path: str | Path) -> ProjectorInfo:
         v = m.get(key)
         return int(v) if isinstance(v, int) and not isinstance(v, bool) else None
 
-    models = [name for name, rec in _records(p.parent).items() if rec.get("projector") == p.name]
+    recs = _records(p.parent)
+    # Converted with it: every text model of the manifest that records this projector.
+    models = [name for name, rec in recs.items() if rec.get("role", "model") == "model"] if p.name in recs else []
     return ProjectorInfo(path=str(p), projector_type=str(m.get("clip.projector_type") or "?"),
                          file_type=file_type_name(m.get("general.file_type")), size_bytes=h.file_size_bytes,
                          image_size=num("clip.vision.image_size"), patch_size=num("clip.vision.patch_size"),
@@ -93,6 +95,21 @@ def check_pair(model: Path, proj: Path) -> None:
     if isinstance(width, int) and isinstance(out, int) and width != out:
         raise UsageError(f"{proj.name} projects images to {out}-wide vectors but {model.name} embeds tokens in "
                          f"{width}: it is another model's projector.", hint=MMPROJ_HINT)
+    made_from, model_from = _source(proj.parent) if proj.name in _records(proj.parent) else None, _source(model.parent)
+    if made_from and model_from and made_from != model_from:
+        raise UsageError(f"{proj.name} was converted from {made_from}, {model.name} from {model_from} (their "
+                         f"manifests): it is another model's projector.", hint=MMPROJ_HINT)
+
+
+def _source(folder: Path) -> str | None:
+    """What the folder's manifest says its files were converted from (a repo id or a path), or None."""
+    import json
+
+    try:
+        src = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8")).get("source", {})
+        return str(src.get("repo_id") or src.get("path")) if isinstance(src, dict) else None
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _records(folder: Path) -> dict[str, dict[str, object]]:
@@ -106,3 +123,14 @@ def _records(folder: Path) -> dict[str, dict[str, object]]:
         return {k: v for k, v in files.items() if isinstance(v, dict)} if isinstance(files, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def describe_pair(path: Path) -> dict[str, object]:
+    """What ``inspect`` adds about the pair: a projector's summary (with the models paired with it), or the
+    projector the manifest pairs with a model ({} for a text-only model)."""
+    from dataclasses import asdict
+
+    if is_projector(path):
+        return {"projector": asdict(read_projector(path))}
+    found = recorded_projector(path)
+    return {"paired_projector": str(found), "paired_projector_exists": found.is_file()} if found else {}

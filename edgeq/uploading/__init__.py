@@ -27,6 +27,7 @@ from ..llamacpp import find_toolchain
 from ..llamacpp.split import shard_limit_mb, split
 from ..sources.gguf_header import read_header
 from ..sources.hub import LOGIN_HINT, repo_id_problem
+from ..sources.projector import recorded_projector
 from ..system import default_threads
 from .card import Published, render
 from .hub import saved_token, send, whoami
@@ -138,7 +139,8 @@ def _select(mf: manifest.Manifest, include: list[str] | None, exclude: list[str]
 
     if include == [] or exclude == []:  # given, naming nothing: not "everything"
         raise UsageError("--include/--exclude names nothing.", hint="Name types or file-name globs, or leave it out.")
-    names = [n for n in mf.files if n.endswith(".gguf")]
+    # A projector is not a model of its own: it goes with the model naming it (``companions``).
+    names = [n for n in mf.files if n.endswith(".gguf") and mf.files[n].role != "projector"]
     if include:
         names = [n for n in names if hit(n, include)]
     if exclude:
@@ -259,6 +261,8 @@ def companions(root: Path, name: str) -> list[tuple[str, Path]]:
         out.append((f"imatrix/{imat}", root / "imatrix" / imat))
     stem = name[: -len(".gguf")]
     out += [(f"{stem}{x}", root / f"{stem}{x}") for x in (".tensor-types.txt", ".tune.json")]
+    if (proj := recorded_projector(root / name)) is not None:  # a vision-language model's projector
+        out.append((proj.name, proj))
     # A companion reached through a symlink is refused, not skipped: it was meant to go, and what it links to
     # must not (ship copies companions into its deploy folder, whose upload would publish the copy).
     for _, path in out:
