@@ -96,6 +96,13 @@ def on_a_mac(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(platform, "machine", lambda: MAC[1])
 
 
+@pytest.fixture
+def on_linux(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process believes it is an x86-64 Linux machine (CI's macOS job runs these tests on a real Mac)."""
+    monkeypatch.setattr(platform, "system", lambda: "Linux")
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+
+
 def test_run_on_a_simulated_mac_offloads_every_layer(tiny, on_a_mac):
     import edgeq
 
@@ -160,7 +167,7 @@ def test_tune_says_where_the_device_to_fit_went():
     assert res.exit_code == 2 and "--for NAME" in res.output
 
 
-def test_library_verbs_refuse_metal_off_a_mac():
+def test_library_verbs_refuse_metal_off_a_mac(on_linux):
     import edgeq
 
     with pytest.raises(UsageError, match="needs an Apple Silicon Mac"):
@@ -260,7 +267,7 @@ def _logits_agree():
     return mod
 
 
-def test_the_logits_check_ci_runs_on_metal_agrees_cpu_with_cpu_and_can_fail(tiny, capsys):
+def test_the_logits_check_ci_runs_on_metal_agrees_cpu_with_cpu_and_can_fail(tiny, capsys, monkeypatch):
     """scripts/logits_agree.py: CI's macOS job runs it metal against cpu; here cpu against cpu must agree exactly,
     and logits that differ as a wrong kernel's would must not."""
     import json
@@ -275,7 +282,8 @@ def test_the_logits_check_ci_runs_on_metal_agrees_cpu_with_cpu_and_can_fail(tiny
     off = check.compare(a, a * 1.5)  # every logit scaled: the top-1 token stays, the distributions do not
     assert off["top1_pct"] == 100 and off["kld_mean"] > check.MAX_KLD
     assert check.compare(a, a)["kld_mean"] == 0
-    assert check.main([str(tiny), "--devices", "metal,cpu"]) == 2  # this is no Mac
+    monkeypatch.setattr(platform, "system", lambda: "Linux")  # no Mac (CI's macOS job runs this test too)
+    assert check.main([str(tiny), "--devices", "metal,cpu"]) == 2
     assert "needs an Apple Silicon Mac" in capsys.readouterr().err
 
 
@@ -283,9 +291,7 @@ def test_the_bandwidth_kernel_reads_with_every_thread_asked_and_no_openmp():
     """edgeq-bandwidth on POSIX threads (Apple's clang has no OpenMP): it says how many threads read in every pass."""
     import json
     import subprocess
-
-    from elftools.elf.dynamic import DynamicSection
-    from elftools.elf.elffile import ELFFile
+    import sys
 
     from edgeq.llamacpp import find_toolchain
 
@@ -294,7 +300,13 @@ def test_the_bandwidth_kernel_reads_with_every_thread_asked_and_no_openmp():
         out = json.loads(subprocess.run([exe, "64", "1", str(threads)], capture_output=True, text=True,
                                         check=True).stdout)
         assert out["threads"] == threads and out["threads_ran"] == threads and out["check"] == 1
-    with open(exe, "rb") as f:
-        needed = [t.needed for s in ELFFile(f).iter_sections() if isinstance(s, DynamicSection)
-                  for t in s.iter_tags() if t.entry.d_tag == "DT_NEEDED"]
+    if sys.platform == "darwin":  # a Mach-O binary: its libraries as otool lists them
+        needed = subprocess.run(["otool", "-L", str(exe)], capture_output=True, text=True, check=True).stdout.split()
+    else:
+        from elftools.elf.dynamic import DynamicSection
+        from elftools.elf.elffile import ELFFile
+
+        with open(exe, "rb") as f:
+            needed = [t.needed for s in ELFFile(f).iter_sections() if isinstance(s, DynamicSection)
+                      for t in s.iter_tags() if t.entry.d_tag == "DT_NEEDED"]
     assert needed and not [n for n in needed if "omp" in n], needed  # no libgomp / libomp
