@@ -110,28 +110,36 @@ def test_a_second_target_reuses_every_measurement_and_push_publishes_the_folder(
 
 
 @pytest.mark.slow
-# Two boundaries: after the quality stage (the conversions and KLDs made) and at the very end (every measurement
-# made); an interruption at any stage between them leaves a subset of the second's files, all kept the same way.
-@pytest.mark.parametrize("stage", ["_speed", "write_folder"])
-def test_an_interrupted_ship_resumes_with_what_it_had_measured(shipped, hub, monkeypatch, stage):
+def test_an_interrupted_ship_resumes_with_what_it_had_measured(shipped, hub, monkeypatch):
+    """Two boundaries, one after the other in one work folder: interrupted after the quality stage (the conversions
+    and KLDs made), then, resuming, at the very end (every measurement made), then finished.  Each run makes nothing
+    again that an earlier one made; an interruption at any stage between the two leaves a subset of the second's
+    files, all kept the same way."""
+    import contextlib
+
     import edgeq.shipping as ship_module
     base, _ = shipped
     _env(hub, base, monkeypatch)
-    work = base / f"work-{stage}"
-    real = getattr(ship_module, stage)
+    work, dist = base / "work-interrupted", base / "dist-interrupted"
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ship_module, stage, interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        ship(SOURCE, workdir=work, outdir=base / f"dist-{stage}", **FAST)
-    before = {p: p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file() and p.suffix in (".gguf", ".json")}
-    monkeypatch.setattr(ship_module, stage, real)
-    res = ship(SOURCE, workdir=work, outdir=base / f"dist-{stage}", **FAST)
-    after = {p: p.stat().st_mtime_ns for p in before}
-    kept = [p for p in before if p.name != "edgeq-manifest.json" and p.parent.name != ".edgeq-upload"]
-    assert all(after[p] == before[p] for p in kept)  # nothing made before the interruption was made again
+    kept: dict[Path, int] = {}
+    made: dict[str, set[str]] = {}
+    for stage in ("_speed", "write_folder", None):
+        with monkeypatch.context() as m:
+            if stage:
+                m.setattr(ship_module, stage, interrupted)
+            with pytest.raises(KeyboardInterrupt) if stage else contextlib.nullcontext():
+                res = ship(SOURCE, workdir=work, outdir=dist, **FAST)
+        now = {p: p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file() and p.suffix in (".gguf", ".json")}
+        assert {p: now[p] for p in kept} == kept, stage  # nothing made before the interruption was made again
+        kept = {p: t for p, t in now.items() if p.name != "edgeq-manifest.json" and p.parent.name != ".edgeq-upload"}
+        made[str(stage)] = {p.name for p in now}
+        assert bool(stage) is not dist.exists(), stage  # the deploy folder is written last
+    assert any(n.endswith(".gguf") for n in made["_speed"]) and not any(n.startswith("bench-") for n in made["_speed"])
+    assert any(n.startswith("bench-") for n in made["write_folder"])
     assert res.chosen
 
 
