@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import archmatrix  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
+import architectures_vlm  # noqa: E402
 from readme_table import write_between_markers  # noqa: E402
 
 from edgeq.llamacpp import find_toolchain, llama_cpp_version  # noqa: E402
@@ -78,6 +79,7 @@ def main(only: list[str]) -> None:
     md = table(rows, llama)
     (out / "architectures.md").write_text(md + "\n")
     passed = {str(r["hf_class"]): str(r["architecture"]) for r in rows if r["passes"]}
+    passed |= architectures_vlm.passed_classes()  # the vision-language rows, which their own script checks
     (ROOT / "edgeq" / "data" / "tested-architectures.json").write_text(
         json.dumps({"note": "written by benchmarks/architectures.py", "llama_cpp": llama, "passed": passed},
                    indent=1) + "\n")
