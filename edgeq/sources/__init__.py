@@ -22,10 +22,13 @@ from ..files import missing_file, safe_name
 from .embedded import ensure_embedded_model
 from .gguf_header import GGUF_MAGIC, magic_of
 from .hub import commit_of, download, is_repo_id, repo_id_problem
+from .minilm import ALIAS as MINILM_ALIAS
+from .minilm import ensure_minilm
+from .minilm import fingerprint as minilm_fingerprint
 
-Kind = Literal["embedded", "local", "hub", "gguf", "gguf-folder"]
+Kind = Literal["embedded", "packaged", "local", "hub", "gguf", "gguf-folder"]
 # The kinds that hold an HF checkpoint (config.json and weights) rather than GGUF files.
-CHECKPOINT_KINDS = ("embedded", "local", "hub")
+CHECKPOINT_KINDS = ("embedded", "packaged", "local", "hub")
 BAD_SOURCE_HINT = ("Pass a .gguf file, a folder of them, an HF checkpoint folder, or a repo id of the form "
                    "owner/name (e.g. HuggingFaceTB/SmolLM2-135M).")
 
@@ -77,6 +80,9 @@ def resolve(arg: str | Path | None, *, revision: str | None = None, token: str |
         return Source("embedded", safe_name(path.name), path, folder_fingerprint(path))
     text = str(arg)
     p = Path(text).expanduser()
+    if text == MINILM_ALIAS and not p.exists():  # the packaged embedding model (a folder of that name wins)
+        path = ensure_minilm()
+        return Source("packaged", safe_name(path.name), path, minilm_fingerprint(), arg=text)
     if p.is_file():
         if magic_of(p) != GGUF_MAGIC:
             raise GGUFError(f"{p} is not a GGUF file.", hint=BAD_SOURCE_HINT)

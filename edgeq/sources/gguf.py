@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from ..errors import SourceError
 from .gguf_header import SHOWN_ITEMS, GGUFHeader, TensorEntry, gguf_constants, read_header
+from .sentence import EmbeddingHead, gguf_head
 
 # Metadata worth showing; the tokenizer vocab arrays are far too long.
 _SKIP_PREFIXES = ("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type",
@@ -68,6 +69,8 @@ class GGUFInfo:
     tensor_types: dict[str, TensorTypeShare] = field(default_factory=dict)
     bytes_per_token: int = 0  # weights read to generate one token (``bytes_read_per_token``)
     metadata: dict[str, Any] = field(default_factory=dict)
+    # A sentence-embedding model's head (``sources.sentence``): pooling, normalize, dimension, max_seq_length.
+    embedding: EmbeddingHead | None = None
 
     def share_of(self, *types: str) -> float:
         """Fraction of parameters stored in any of ``types``."""
@@ -108,6 +111,7 @@ def read(path: str | Path) -> GGUFInfo:
         tensor_types={k: TensorTypeShare(counts[k], v[0], v[1])
                       for k, v in sorted(types.items(), key=lambda kv: -kv[1][0])},
         metadata=meta,
+        embedding=gguf_head(h.metadata),
     )
 
 
