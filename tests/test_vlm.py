@@ -167,3 +167,26 @@ def test_upload_publishes_the_projector_beside_its_model(vlms, tmp_path, monkeyp
     assert "mmproj-hf-Q8_0.gguf" not in sent  # only the projector the published model is paired with
     card = sent["README.md"].decode()
     assert "| `hf-F16.gguf`" in card and "| `mmproj-hf-F16.gguf`" not in card  # listed as a model it is not
+
+
+def test_bundle_carries_and_records_the_projector(vlms, tmp_path):
+    """The aarch64 folder holds the pair, both in its manifest (so verify checks the projector too); a model
+    whose paired projector is gone is refused before the cross build."""
+    from edgeq.bundling import bundle
+    from edgeq.errors import UsageError
+    from edgeq.manifest import verify
+
+    smol = vlms["smolvlm (idefics3)"]["pair"]
+    res = bundle(smol["F16"], outdir=tmp_path / "b")
+    files = json.loads((tmp_path / "b" / MANIFEST).read_text())["files"]
+    proj = Path(smol["mmproj"]).name
+    assert files[proj]["role"] == "projector" and files[res.model]["projector"] == proj
+    assert (tmp_path / "b" / proj).read_bytes() == Path(smol["mmproj"]).read_bytes()
+    assert verify(tmp_path / "b").passed
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    shutil.copy(smol["F16"], gone / res.model)
+    shutil.copy(Path(smol["F16"]).parent / MANIFEST, gone / MANIFEST)
+    with pytest.raises(UsageError, match="which its manifest pairs with it, is missing"):
+        bundle(gone / res.model, outdir=tmp_path / "b2")
+    assert not (tmp_path / "b2").exists()
