@@ -53,6 +53,13 @@ class SourceError(EdgeqError):
     kind = "source"
 
 
+class AdapterMismatch(SourceError):
+    """A LoRA adapter made for another base: another architecture, or tensors of other shapes (exit 1, like any
+    source that cannot be used; refused before any conversion, merge or load)."""
+
+    kind = "adapter"
+
+
 class HubError(SourceError):
     """The Hugging Face Hub refused or could not be reached."""
 

@@ -34,13 +34,14 @@ class ChildScorer:
     """``tokenize``, ``logits``, ``n_vocab``, ``adds_bos``, ``bos_id``, ``close``: the scorer's face, in a child."""
 
     def __init__(self, backend: str, path: str, *, n_ctx: int, threads: int, variant: str | None = None,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", lora: str | None = None, lora_scale: float = 1.0) -> None:
         self.backend, self.path = backend, path
         self.shared = shared_memory_fd()
         self.worker = Worker("edgeq.backends.isolated", pass_fds=[self.shared])
         self.proc = self.worker.proc
         head = self._ask({"backend": backend, "path": path, "n_ctx": n_ctx, "threads": threads, "variant": variant,
-                          "device": device, "shared_fd": self.shared}, "loading")
+                          "device": device, "lora": lora, "lora_scale": lora_scale, "shared_fd": self.shared},
+                         "loading")
         self.kind = head["kind"]
         self.n_vocab, self.adds_bos, self.bos_id = int(head["n_vocab"]), bool(head["adds_bos"]), int(head["bos_id"])
         self.offloaded_layers: int | None = head.get("offloaded_layers")  # llama.cpp's own count (GGUF only)
@@ -145,6 +146,9 @@ def _serve(out: BinaryIO) -> None:
 
     spec = json.loads(sys.stdin.readline())
     scorer = _open(spec)
+    if spec.get("lora"):  # eval --lora: the adapter GGUF applied to the model (llama.cpp only)
+        assert isinstance(scorer, LogitScorer)
+        scorer.use_lora(spec["lora"], spec.get("lora_scale", 1.0))
     runner = getattr(scorer, "runner", None)
     _reply(out, {"ok": True, "kind": scorer.kind, "n_vocab": int(scorer.n_vocab), "adds_bos": bool(scorer.adds_bos),
                  "bos_id": int(scorer.bos_id), "offloaded_layers": getattr(runner, "offloaded_layers", None)})

@@ -52,6 +52,22 @@ def offloaded_layers() -> int | None:
     return None
 
 
+def attach_lora(ll: Any, model: Any, ctx: Any, path: str | Path, scale: float) -> Any:
+    """Load the LoRA adapter GGUF ``path`` for ``model`` and apply it at ``scale`` on ``ctx`` (llama.cpp's
+    ``--lora-scaled``); return the adapter, which llama.cpp frees with the model."""
+    import ctypes
+
+    del ERRORS[:]
+    adapter = ll.llama_adapter_lora_init(model, str(path).encode())
+    if not adapter:
+        raise RuntimeError(f"llama.cpp could not load the adapter {path}" + load_error())
+    adapters = (ll.llama_adapter_lora_p_ctypes * 1)(adapter)
+    scales = (ctypes.c_float * 1)(scale)
+    if ll.llama_set_adapters_lora(ctx, adapters, 1, scales) != 0:
+        raise RuntimeError(f"llama.cpp could not apply the adapter {path}" + load_error())
+    return adapter
+
+
 def load_error() -> str:
     """The reason llama.cpp logged for the last failed load, as ': reason' (its first specific line), or ''."""
     for line in ERRORS:
@@ -97,6 +113,11 @@ class BatchRunner:
         self.n_batch, self.n_vocab = n_batch, ll.llama_vocab_n_tokens(self.vocab)
         self.adds_bos = bool(ll.llama_vocab_get_add_bos(self.vocab))
         self.batch = ll.llama_batch_init(n_batch, 0, n_seq)
+
+    def use_lora(self, path: str | Path | None, scale: float = 1.0) -> None:
+        """Apply the LoRA adapter GGUF ``path`` at ``scale`` from the next decode on (None: nothing)."""
+        if path:
+            self.lora = attach_lora(self.ll, self.model, self.ctx, path, scale)
 
     def tokenize(self, text: str, add_bos: bool | None = None) -> list[int]:
         """Tokens as llama-perplexity makes them: BOS only if the GGUF says to add one."""
@@ -192,6 +213,10 @@ class LogitScorer:
         self._tokens: list[int] = []
         self._logits: Any = None
         self._buffer: Any = None
+
+    def use_lora(self, path: str | Path | None, scale: float = 1.0) -> None:
+        """Score with the LoRA adapter GGUF ``path`` applied at ``scale`` (None: the model alone)."""
+        self.runner.use_lora(path, scale)
 
     def tokenize(self, text: str, add_bos: bool | None = None) -> list[int]:
         return self.runner.tokenize(text, add_bos)

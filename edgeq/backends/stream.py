@@ -9,15 +9,18 @@ from ..compute import for_resolved
 from ..llamacpp.rpc import layer_split, parse_placement
 from ..sources.gguf import read as read_gguf
 from ..sources.gguf_values import non_finite_logits_error
-from .llamacpp import LOAD_LOG, lib, offloaded_layers
+from .llamacpp import LOAD_LOG, attach_lora, lib, offloaded_layers
 from .llamacpp_rpc import add_rpc_servers, rpc_tensor_split
 
 
 def stream_generate(model_path: str | Path, prompt: str, *, n_predict: int, temp: float, seed: int, n_ctx: int,
                     threads: int, chat: bool, rpc: list[str], no_local: bool, tensor_split: list[float] | None,
-                    on_event: Any, device: str = "cpu") -> dict[str, Any]:
+                    on_event: Any, device: str = "cpu", lora: str | None = None,
+                    lora_scale: float = 1.0) -> dict[str, Any]:
     """Load a GGUF (layers over RPC servers if given, else on ``device``: a name ``compute.choose`` resolved),
     stream the continuation to ``on_event``, return figures.
+
+    With ``lora`` the adapter GGUF is applied at ``lora_scale`` (llama.cpp's ``--lora-scaled``).
 
     Events: ``{"event": "loaded", ...}``, then ``{"event": "text", "text": ...}`` per piece.
     """
@@ -36,8 +39,10 @@ def stream_generate(model_path: str | Path, prompt: str, *, n_predict: int, temp
     t0 = time.perf_counter()
     llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, seed=seed,
                 n_gpu_layers=ngl, tensor_split=split, op_offload=on.op_offload, verbose=False)
-    load_s = time.perf_counter() - t0
     try:
+        if lora:
+            attach_lora(ll, llm.model, llm.ctx, lora, lora_scale)
+        load_s = time.perf_counter() - t0
         placement = parse_placement(LOAD_LOG, devices)
         told = offloaded_layers()  # llama.cpp's own count of what it offloaded
         on_event({"event": "loaded", "load_s": load_s})

@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import compute, system
 from .._version import __version__
-from ..conversion.models import plan_models
+from ..conversion.models import lora_for, plan_models
 from ..errors import EdgeqError, NativeCrash, UsageError
 from ..files import ensure_folder, write_json_atomic
 from ..llamacpp import DOCTOR_HINT, find_toolchain, llama_cpp_version, measure_bandwidth
@@ -116,7 +116,8 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
           check_llama_bench: bool = False, output: str | Path | None = None, progress: bool = True,
           rpc: str | list[str] | None = None, no_local: bool = False,
           tensor_split: list[float] | None = None, revision: str | None = None,
-          token: str | None = None, csv: str | Path | None = None) -> BenchResults:
+          token: str | None = None, csv: str | Path | None = None, lora: str | Path | None = None,
+          lora_scale: float = 1.0) -> BenchResults:
     """Benchmark GGUF quants (llama.cpp) against full precision (transformers) here; no ``models``: the embedded one.
 
     Each model × backend × batch runs in its own process, which loads its model once
@@ -124,7 +125,8 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
     warm-up each time; a process is restarted only where memory is short (``WorkerPool``).  When ``output`` is
     given, results are saved after every run, so Ctrl-C keeps what was measured.  With ``rpc``
     (``"host:port,..."``) the GGUF runs put their layers on those llama.cpp RPC servers.  With ``csv`` the runs
-    are also written there, one row each in llama-bench's field names.
+    are also written there, one row each in llama-bench's field names.  With ``lora`` every GGUF run applies
+    that adapter GGUF at ``lora_scale`` (one that does not fit a model is refused before any run).
     """
 
     if min(n_prompt, n_gen, reps, *batches) < 1:
@@ -145,6 +147,9 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
     specs = build_specs(ggufs, checkpoints, hf_variants=hf, device=dev, threads=threads,
                         batches=list(batches), n_prompt=n_prompt, n_gen=n_gen, reps=reps, prompts=prompts,
                         rpc=endpoints, no_local=no_local, tensor_split=tensor_split)
+    if lora:
+        adapter = str(lora_for(lora, ggufs, checkpoints if hf else []))
+        specs = [replace(s, lora=adapter, lora_scale=lora_scale) if s.backend == GGUF_BACKEND else s for s in specs]
     res = BenchResults(SCHEMA, environment(threads), {"n_prompt": n_prompt, "n_gen": n_gen, "batches": list(batches),
                                                       "reps": reps, "device": dev, "prompts": list(prompts),
                                                       "rpc": endpoints})

@@ -42,6 +42,8 @@ class RunSpec:
     rpc: list[str] = field(default_factory=list)  # llama.cpp RPC servers holding layers (host:port)
     no_local: bool = False  # every layer on the servers
     tensor_split: list[float] | None = None  # layer shares: [this machine,] server 1..n
+    lora: str | None = None  # a LoRA adapter GGUF applied to a llama.cpp run
+    lora_scale: float = 1.0
 
 
 def weight_file_bytes(spec: RunSpec) -> int:
@@ -88,6 +90,8 @@ class RunResult:
     fingerprint: str | None = None  # the GGUF's (name, size, mtime) hash: which file ``path`` was
     # What `plan --calibrate` needs of this run (plan.calibrate.terms_of_file), so it never needs the file.
     calibration: dict[str, Any] | None = None
+    lora: str | None = None  # the LoRA adapter GGUF applied, if any
+    lora_scale: float | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> RunResult:

@@ -56,6 +56,7 @@ def _runner(spec: RunSpec) -> tuple[Runner, dict[str, Any]]:
             LOAD_LOG.clear()
         r = BatchRunner(spec.path, threads=spec.threads, n_ctx=n_ctx, n_batch=min(2048, max(512, spec.batch)),
                         n_seq=spec.batch, n_gpu_layers=ngl, tensor_split=split, op_offload=on.op_offload)
+        r.use_lora(spec.lora, spec.lora_scale)
         facts: dict[str, Any] = {"file_size_bytes": info.file_size_bytes, "bits_per_weight": info.bits_per_weight,
                                  "n_params": info.parameters, "weight_bytes": info.bytes_per_token}
         if spec.rpc:
@@ -71,7 +72,7 @@ def _base(spec: RunSpec) -> dict[str, Any]:
     """The fields a result copies from its spec."""
     base = {k: getattr(spec, k) for k in ("model", "path", "backend", "variant", "device", "threads", "batch",
                                           "n_prompt", "n_gen", "reps")}
-    return {**base, "rpc": spec.rpc or None}
+    return {**base, "rpc": spec.rpc or None, "lora": spec.lora, "lora_scale": spec.lora_scale if spec.lora else None}
 
 
 def load(spec: RunSpec) -> tuple[Runner, dict[str, Any], float]:

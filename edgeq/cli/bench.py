@@ -26,6 +26,7 @@ from ..sources import resolve
 from .options import (
     integers,
     json_option,
+    lora_options,
     progress_wanted,
     revision_option,
     rpc_options,
@@ -54,13 +55,14 @@ from .options import (
 @click.option("--image", type=click.Path(dir_okay=False),
               help="Also time encoding this image with each GGUF's projector (a vision-language model): ms and tokens.")
 @click.option("--mmproj", type=click.Path(dir_okay=False), help="The projector for --image (default: each model's own).")
+@lora_options
 @rpc_options
 @revision_option
 @token_option
 @json_option
 def bench(models: tuple[str, ...], quants: list[str], hf_variants: list[str], device: str, threads: int | None,
           n_prompt: int, n_gen: int, batch: list[int], reps: int, prompt_file: str | None, check_llama_bench: bool, output: str,
-          csv_path: str | None, image: str | None, mmproj: str | None, rpc: str | None, no_local: bool, tensor_split: list[float] | None,
+          csv_path: str | None, image: str | None, mmproj: str | None, lora: str | None, lora_scale: float, rpc: str | None, no_local: bool, tensor_split: list[float] | None,
           revision: str | None, token: str | None, as_json: bool) -> None:
     """Benchmark MODELS (GGUF files, folders of them, HF checkpoints; default: the embedded model)."""
     if image:  # refused before any run: the image, and a projector for each GGUF given
@@ -69,7 +71,7 @@ def bench(models: tuple[str, ...], quants: list[str], hf_variants: list[str], de
                     threads=threads, n_prompt=n_prompt, n_gen=n_gen, batches=batch, reps=reps,
                     prompt_file=prompt_file, check_llama_bench=check_llama_bench, output=output,
                     progress=progress_wanted(as_json), rpc=rpc, no_local=no_local, tensor_split=tensor_split or None,
-                    revision=revision, token=token, csv=csv_path)
+                    revision=revision, token=token, csv=csv_path, lora=lora, lora_scale=lora_scale)
     if image:
         _bench_image(res, image, mmproj, reps=reps, threads=threads, output=output)
     err = failure(res)

@@ -17,6 +17,7 @@ from ..output import human_bytes, note, print_json, print_table
 from .options import (
     device_option,
     json_option,
+    lora_options,
     progress_wanted,
     revision_option,
     strings,
@@ -37,6 +38,7 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--reference", metavar="MODEL",
                      help="Full-precision model to compare with (default: the HF checkpoint, else the widest float GGUF)."),
         click.option("-t", "--threads", type=click.IntRange(1, 1024), help="Threads (default: all cores)."),
+        lora_options,
         device_option,
         revision_option,
         token_option,
@@ -63,13 +65,15 @@ def eval_group() -> None:
               help="Also run llama-perplexity --kl-divergence on the last GGUF and compare (within 5%).")
 @click.option("-o", "--output", default="edgeq-eval-ppl.json", show_default=True, type=click.Path(dir_okay=False))
 def ppl(models: tuple[str, ...], quants: list[str], hf_variants: list[str], reference: str | None, threads: int | None,
-        device: str, revision: str | None, token: str | None, as_json: bool, text_file: str | None, ctx: int, max_tokens: int | None, check_llama_perplexity: bool, output: str) -> None:
+        device: str, lora: str | None, lora_scale: float, revision: str | None, token: str | None, as_json: bool,
+        text_file: str | None, ctx: int, max_tokens: int | None, check_llama_perplexity: bool, output: str) -> None:
     """Perplexity of MODELS (GGUF, folders, HF checkpoints; default: the embedded model) and their KLD to full precision."""
     from ..quality import evaluate
 
     res = evaluate(models, task="ppl", quants=quants, hf_variants=hf_variants, reference=reference, threads=threads,
                    text=text_file, ctx=ctx, max_tokens=max_tokens, check_llama_perplexity=check_llama_perplexity,
-                   output=output, progress=progress_wanted(as_json), revision=revision, token=token, device=device)
+                   output=output, progress=progress_wanted(as_json), revision=revision, token=token, device=device,
+                   lora=lora, lora_scale=lora_scale)
     _show(res, output, as_json, print_ppl)
     _fail_on_checks(res)
 
@@ -82,13 +86,14 @@ def ppl(models: tuple[str, ...], quants: list[str], hf_variants: list[str], refe
 @click.option("--limit", type=click.IntRange(1), help="Score only the first N items.")
 @click.option("-o", "--output", default="edgeq-eval-choice.json", show_default=True, type=click.Path(dir_okay=False))
 def choice(models: tuple[str, ...], quants: list[str], hf_variants: list[str], reference: str | None, threads: int | None,
-           device: str, revision: str | None, token: str | None, as_json: bool, data_file: str | None, limit: int | None, output: str) -> None:
+           device: str, lora: str | None, lora_scale: float, revision: str | None, token: str | None, as_json: bool,
+           data_file: str | None, limit: int | None, output: str) -> None:
     """Multiple-choice accuracy of MODELS by log-likelihood of each ending (summed and per byte)."""
     from ..quality import evaluate
 
     res = evaluate(models, task="choice", quants=quants, hf_variants=hf_variants, reference=reference,
                    threads=threads, data=data_file, limit=limit, output=output, progress=progress_wanted(as_json),
-                   revision=revision, token=token, device=device)
+                   revision=revision, token=token, device=device, lora=lora, lora_scale=lora_scale)
     _show(res, output, as_json, print_choice)
 
 

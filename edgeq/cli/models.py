@@ -87,6 +87,11 @@ def download(repo_id: str, revision: str | None, token: str | None, local_dir: s
               help="Text for --imatrix (default: a Shakespeare play that `edgeq eval` does not use).")
 @click.option("--imatrix-chunks", type=click.IntRange(1), default=config.DEFAULT_IMATRIX_CHUNKS, show_default=True,
               help="512-token chunks of calibration text to use.")
+@click.option("--lora", metavar="ADAPTER",
+              help="Also write this PEFT LoRA adapter (folder or repo id) as a GGUF against SOURCE, its base.")
+@click.option("--merge-lora", metavar="ADAPTER",
+              help="Make every output from SOURCE with this PEFT LoRA adapter merged in (folder or repo id).")
+@click.option("--lora-scale", type=float, default=1.0, show_default=True, help="Scale of the --merge-lora adapter.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
 @click.option("-v", "--verbose", is_flag=True, help="Say where the seconds went for each output (tool, header, sha256).")
 @json_option
@@ -94,7 +99,8 @@ def convert(source: str | None, q8: bool, q4: bool, quant: tuple[str, ...], outt
             name: str | None, force: bool, keep_f16: bool, threads: int | None, revision: str | None,
             token: str | None, allow_pickle: bool, keep_layers: tuple[str, ...], keep_output: bool,
             output_type: str | None, embeddings_type: str | None, imatrix: bool, calibration: str | None,
-            imatrix_chunks: int, quiet: bool, verbose: bool, as_json: bool) -> None:
+            imatrix_chunks: int, lora: str | None, merge_lora: str | None, lora_scale: float, quiet: bool,
+            verbose: bool, as_json: bool) -> None:
     """Convert SOURCE (repo id or HF folder; default: the embedded SmolLM2-135M) to GGUF and quantize it."""
 
     if keep_output and output_type:
@@ -110,7 +116,8 @@ def convert(source: str | None, q8: bool, q4: bool, quant: tuple[str, ...], outt
     res = run_convert(source, quants=quants or list(config.DEFAULT_QUANTS), outtype=outtype, outdir=outdir,
                       name=name, keep_f16=keep_f16, force=force, threads=threads, revision=revision,
                       token=token, allow_pickle=allow_pickle, overrides=overrides, calibration=calibration,
-                      imatrix_chunks=imatrix_chunks, progress=progress_wanted(as_json, quiet))
+                      imatrix_chunks=imatrix_chunks, progress=progress_wanted(as_json, quiet), lora=lora,
+                      merge_lora=merge_lora, lora_scale=lora_scale)
     if as_json:
         print_json(res)
         return
@@ -122,6 +129,12 @@ def convert(source: str | None, q8: bool, q4: bool, quant: tuple[str, ...], outt
     print_table(f"edgeq convert → {res.outdir}/",
                 ["type", "file", "size", "bits/weight", "seconds", "tensor types"], rows)
     note(f"{res.llama_cpp}; manifest: {res.manifest}")
+    if res.merged_lora:
+        note(f"every file holds the adapter {res.merged_lora.adapter} merged in at scale {res.merged_lora.scale:g}")
+    if res.adapter:
+        a = res.adapter
+        note(f"adapter: {a.path} ({human_bytes(a.size_bytes)}, rank {a.rank}, alpha {a.alpha:g}, {a.tensors} tensors"
+             f"{', reused' if a.reused else ''}); run it with `edgeq run MODEL.gguf --lora {a.path} PROMPT`")
     if res.convert_peak_rss_bytes:
         note(f"converter peak RSS: {human_bytes(res.convert_peak_rss_bytes)} (lazy: one tensor at a time)")
     for n in res.notes:

@@ -46,6 +46,14 @@ def device_option(f: Callable[..., Any]) -> Callable[..., Any]:
                              "metal; llama.cpp's cross-check tools get the same layers.")(f)
 
 
+def lora_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--lora, --lora-scale: a LoRA adapter GGUF applied to the model at load time (run, bench, eval)."""
+    f = click.option("--lora-scale", type=float, default=1.0, show_default=True,
+                     help="Scale of the --lora adapter (llama.cpp's --lora-scaled; 0 turns it off).")(f)
+    return click.option("--lora", metavar="ADAPTER.gguf",
+                        help="Apply this LoRA adapter GGUF (from `edgeq convert BASE --lora`) to the model.")(f)
+
+
 def progress_wanted(as_json: bool, quiet: bool = False) -> bool:
     """Progress bars only for a person at a terminal: never under --json, --quiet or a pipe."""
     return config.progress_enabled() and not as_json and not quiet and sys.stderr.isatty()

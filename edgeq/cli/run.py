@@ -4,6 +4,7 @@ from __future__ import annotations
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import click
 
@@ -13,7 +14,7 @@ from ..generation.vision import run_image
 from ..llamacpp.rpc import DEFAULT_HOST, NO_AUTH_WARNING, layer_ranges
 from ..llamacpp.rpc_server import check_bind, check_port, is_loopback, serve
 from ..output import note, print_json, printable
-from .options import device_option, json_option, rpc_options
+from .options import device_option, json_option, lora_options, rpc_options
 
 
 @click.command()
@@ -32,10 +33,11 @@ from .options import device_option, json_option, rpc_options
 @click.option("--timeout", "timeout_s", type=click.FloatRange(1), default=600, show_default=True,
               help="Give up after this many seconds without progress.")
 @device_option
+@lora_options
 @rpc_options
 @json_option
 def run(model: str, prompt: str, n_predict: int, temp: float, seed: int, n_ctx: int, threads: int | None, chat: bool,
-        image: str | None, mmproj: str | None, timeout_s: float, device: str, rpc: str | None, no_local: bool, tensor_split: list[float] | None,
+        image: str | None, mmproj: str | None, timeout_s: float, device: str, lora: str | None, lora_scale: float, rpc: str | None, no_local: bool, tensor_split: list[float] | None,
         as_json: bool) -> None:
     """Generate text with MODEL (a GGUF) after PROMPT, streamed to stdout; tok/s on stderr."""
 
@@ -51,7 +53,7 @@ def run(model: str, prompt: str, n_predict: int, temp: float, seed: int, n_ctx: 
         return
     res = run_model(model, prompt, n_predict=n_predict, temp=temp, seed=seed, n_ctx=n_ctx, threads=threads, chat=chat,
                     rpc=rpc, no_local=no_local, tensor_split=tensor_split or None, on_text=None if as_json else show,
-                    timeout_s=timeout_s, device=device)
+                    timeout_s=timeout_s, device=device, lora=lora, lora_scale=lora_scale)
     if as_json:
         print_json(res)
         return
@@ -61,7 +63,8 @@ def run(model: str, prompt: str, n_predict: int, temp: float, seed: int, n_ctx: 
         note(f"{where}: layers {layer_ranges(p.layers, res.n_layer)} · model {p.model_mib:.1f} MiB, "
              f"KV {p.kv_mib:.1f} MiB, compute {p.compute_mib:.1f} MiB")
     note(f"prompt {res.prompt_tokens} tokens, {res.prompt_tps:.1f} tok/s · generation {res.generated_tokens} tokens, "
-         f"{res.gen_tps:.1f} tok/s · load {res.load_s:.2f} s · {res.device}")
+         f"{res.gen_tps:.1f} tok/s · load {res.load_s:.2f} s · {res.device}"
+         + (f" · adapter {Path(res.lora).name} at {res.lora_scale:g}" if res.lora else ""))
 
 
 def _run_image(model: str, prompt: str, image: str | None, mmproj: str | None, *, show: Callable[[str], None] | None,

@@ -11,13 +11,15 @@ import json
 from pathlib import Path
 
 from .. import config
-from ..errors import SourceError
+from ..errors import SourceError, UsageError
 from ..llamacpp import supported_architectures
 from ..llamacpp.converter import gguf_arch_of
 from ..output import note
 from ..sources import Source, gguf_stem, resolve
+from ..sources.adapter import require_adapter_for
 from ..sources.checkpoint import architecture, read_config
 from ..sources.gguf import GENERATOR_HINT, not_a_generator, read, require_generator
+from .adapters import refuse_adapter_as_model
 from .pipeline import convert
 
 
@@ -59,6 +61,16 @@ def _pools(folder: Path) -> bool:
                                              for m in modules)
 
 
+def lora_for(lora: str | Path, ggufs: list[tuple[str, Path, str]], checkpoints: list[tuple[str, Path]], *,
+             hint: str = "Pass --hf '' to run only its GGUFs, or pass GGUF files.") -> Path:
+    """bench's and eval's ``--lora``: an adapter GGUF that fits every GGUF to run; refused beside a checkpoint
+    that transformers would run without it (its rows would compare the adapted model with the bare one)."""
+    if checkpoints:
+        raise UsageError(f"--lora applies to GGUF runs, and {checkpoints[0][0]} would also run in transformers "
+                         "without the adapter.", hint=hint)
+    return require_adapter_for(lora, [p for _, p, _ in ggufs])
+
+
 def plan_models(models: list[str], quants: list[str] | None, convert_progress: bool, *, revision: str | None = None,
                 token: str | None = None,
                 doing: str = "edgeq measures text generation") -> tuple[list[tuple[str, Path, str]], list[tuple[str, Path]]]:
@@ -74,6 +86,7 @@ def plan_models(models: list[str], quants: list[str] | None, convert_progress: b
     args: list[str | None] = list(models) or [None]
     sources: list[Source] = [resolve(m, revision=revision, token=token, progress=convert_progress) for m in args]
     for src in sources:
+        refuse_adapter_as_model(src)
         require_generator_source(src, doing)
     for src in sources:
         if not src.is_checkpoint:

@@ -5,6 +5,7 @@ The vendored ``convert_hf_to_gguf.py`` writes the float GGUF and the vendored
 """
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from ..sources import Source, checkpoint, resolve
 from ..sources import gguf as gguf_info
 from ..sources.gguf_values import non_finite_tensors
 from ..sources.sentence import checkpoint_head
-from . import steps
+from . import adapters, steps
 from .embedding import carry_head
 from .projector import make_projectors
 from .recorder import Recorder, TailHash
@@ -75,6 +76,8 @@ class ConvertResult:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     convert_peak_rss_bytes: int | None = None  # the HF → GGUF converter's peak RSS; None if nothing was converted
+    adapter: adapters.AdapterOutput | None = None  # --lora: the adapter GGUF, in its own folder
+    merged_lora: adapters.MergedLora | None = None  # --merge-lora: which adapter, at which scale
     projectors: list[OutputFile] = field(default_factory=list)  # a vision-language model's mmproj files (F16, Q8_0)
 
 
@@ -84,7 +87,8 @@ def convert(source: str | Path | Source | None = None, *, quants: list[str] | tu
             revision: str | None = None, token: str | None = None, allow_pickle: bool = False,
             endpoint: str | None = None, overrides: Overrides = Overrides(),  # noqa: B008 - frozen, no state
             calibration: str | Path | None = None, imatrix_chunks: int = config.DEFAULT_IMATRIX_CHUNKS,
-            progress: bool = True) -> ConvertResult:
+            progress: bool = True, lora: str | Path | None = None, merge_lora: str | Path | None = None,
+            lora_scale: float = 1.0) -> ConvertResult:
     """Convert ``source`` (repo id, HF folder or a resolved ``Source``; default: the embedded model) to GGUF quants.
 
     Outputs already made from the same source and options are reused unless
@@ -93,6 +97,11 @@ def convert(source: str | Path | Source | None = None, *, quants: list[str] | tu
     keeps some tensors at another type and/or quantizes with an importance
     matrix computed over ``calibration`` text (default: a Shakespeare play
     the eval text does not use); such files get a label in their name.
+
+    ``lora`` (a PEFT folder or repo id) also writes that adapter as a GGUF against this base, in a folder of its
+    own (``result.adapter``); ``merge_lora`` instead makes every output from the base with the adapter merged in
+    at ``lora_scale`` (named ``<base>-<adapter>`` unless ``name``).  An adapter that does not fit the
+    base is refused before anything is converted.
     """
     started = time.perf_counter()
     if outtype.lower() not in FLOAT_OUTTYPES:
@@ -105,9 +114,13 @@ def convert(source: str | Path | Source | None = None, *, quants: list[str] | tu
         if q.needs_imatrix and not overrides.imatrix:
             raise UsageError(f"{q.name} needs an importance matrix.",
                              hint="Add --imatrix, or pick a type such as Q4_K_M, Q5_K_M, Q6_K or Q8_0.")
+    if lora and merge_lora:
+        raise UsageError("--lora and --merge-lora both name an adapter; pick one.",
+                         hint="--lora writes the adapter GGUF beside the base, --merge-lora a merged model.")
     tc = find_toolchain()
     src = source if isinstance(source, Source) else resolve(source, revision=revision, token=token,
                                                             endpoint=endpoint, progress=progress)
+    adapters.refuse_adapter_as_model(src)
     if not src.is_checkpoint or src.path is None:
         raise UsageError(f"{src.path} is already GGUF; convert makes GGUFs from an HF checkpoint.",
                          hint="Pass the HF checkpoint folder or repo id it came from.")
@@ -119,8 +132,11 @@ def convert(source: str | Path | Source | None = None, *, quants: list[str] | tu
         note(f"{ck.architecture} converts with the vendored llama.cpp but is not in edgeq's architecture matrix, "
              f"so it is untested here: check the F16 file against the checkpoint with `edgeq {check}`.")
     overrides.check_layers(ck.config.get("num_hidden_layers"))
+    adapter_arg = lora or merge_lora
+    adapter = adapters.prepare(adapter_arg, ck, src.name, revision=revision, token=token, endpoint=endpoint,
+                               progress=progress) if adapter_arg else None
     calib = steps.calibration_text(calibration) if overrides.imatrix else None
-    stem = safe_name(name) if name else src.name
+    stem = safe_name(name) if name else f"{src.name}-{adapter.source.name}" if merge_lora and adapter else src.name
     out = ensure_folder(Path(outdir) if outdir else steps.own_folder(config.models_dir() / stem, src_info))
     # One run at a time per folder: a second waits, then sees the first's files in the manifest and reuses
     # them, instead of racing it for the same names (which lost finished outputs from the manifest).
@@ -137,11 +153,16 @@ def convert(source: str | Path | Source | None = None, *, quants: list[str] | tu
             mf.files = dict(old.files)
             if old.options.get("tuned"):  # edgeq tune's records of its files, which convert does not remake
                 mf.options["tuned"] = old.options["tuned"]
-        base_recipe = steps.recipe(src_info, tc, base.name)
+        merged = adapters.merge_recipe(adapter, lora_scale) if merge_lora and adapter else ()
+        if merged and adapter:
+            mf.options["merge_lora"] = {"adapter": adapter.source.record(), "scale": lora_scale}
+        base_recipe = steps.recipe(src_info, tc, base.name, *merged)
         imatrix_recipe = steps.imatrix_recipe(base_recipe, calib, imatrix_chunks) if calib else None
         plan = steps.plan_steps(out, stem, base, targets, base_recipe, None if force else old, overrides,
                                 imatrix_recipe)
-        steps.check_disk(out, ck, plan)
+        # A merge also holds the merged checkpoint while it converts it.
+        steps.check_disk(out, ck, plan, extra=adapters.merge_disk(ck, adapter) if merged and adapter and not plan[0][4]
+                         else None)
 
         result = ConvertResult(src_info, str(out), str(manifest.manifest_path(out)), mf.llama_cpp)
         base_path = out / steps.output_name(stem, base.name)
@@ -153,7 +174,11 @@ def convert(source: str | Path | Source | None = None, *, quants: list[str] | tu
                 t0 = time.perf_counter()
                 stages: dict[str, float] = {}
                 digest = None
-                if q.float_type:
+                if q.float_type and merged and adapter:
+                    adapters.merge_float(ck, adapter, path, scale=lora_scale,
+                                         convert=functools.partial(_convert_float, tc, dst=path, q=q, progress=progress))
+                    stages["merge_and_convert"] = time.perf_counter() - t0
+                elif q.float_type:
                     result.convert_peak_rss_bytes, digest, hashing = _convert_float(tc, ck, path, q, progress)
                     stages["convert_hf_to_gguf"] = time.perf_counter() - t0
                     if digest:
@@ -191,8 +216,13 @@ def convert(source: str | Path | Source | None = None, *, quants: list[str] | tu
         manifest.save(out, mf)
         result.outputs = [o for o in result.outputs if Path(o.path).exists()]
         result.notes = [n for o in result.outputs if (n := fallback_note(o, ck))]
-        result.seconds = round(time.perf_counter() - started, 2)
-        return result
+    if lora and adapter:
+        result.adapter = adapters.write_adapter(tc, ck, src, adapter, out, force=force)
+    if merged and adapter:
+        result.merged_lora = adapters.MergedLora(adapter.source.arg or str(adapter.path), adapter.source.fingerprint,
+                                                 lora_scale)
+    result.seconds = round(time.perf_counter() - started, 2)
+    return result
 
 
 def _convert_float(tc: Toolchain, ck: checkpoint.Checkpoint, dst: Path, q: QuantType,

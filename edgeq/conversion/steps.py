@@ -105,10 +105,11 @@ def check_free_disk(out: Path, needs: dict[str, int]) -> None:
                              hint="Free some space, pick fewer types, or pass -o on a larger disk.")
 
 
-def check_disk(out: Path, ck: checkpoint.Checkpoint, plan: list[Step]) -> None:
+def check_disk(out: Path, ck: checkpoint.Checkpoint, plan: list[Step], *, extra: dict[str, int] | None = None) -> None:
+    """``extra``: bytes held only while the run lasts (a merge's merged checkpoint), by name."""
     hidden = ck.config.get("hidden_size")
     check_free_disk(out, {label: estimate_output_bytes(ck.parameters, q, hidden)
-                          for q, label, _, _, current in plan if not current})
+                          for q, label, _, _, current in plan if not current} | (extra or {}))
 
 
 def _model_of(source: dict[str, object]) -> str:

@@ -28,6 +28,7 @@ from ..llamacpp.rpc import (
     probe_all,
     went_away,
 )
+from ..sources.adapter import require_adapter_for
 from ..sources.gguf import require_generator
 
 DEFAULT_N_PREDICT = 128
@@ -51,6 +52,8 @@ class GenerateSpec:
     no_local: bool = False
     tensor_split: list[float] | None = None
     device: str = "cpu"  # resolved by compute.choose
+    lora: str | None = None  # an adapter GGUF applied at load time
+    lora_scale: float = 1.0
 
 
 @dataclass
@@ -71,6 +74,8 @@ class GenerateResult:
     rpc: list[str] = field(default_factory=list)
     servers: list[ServerInfo] = field(default_factory=list)
     placement: list[DevicePlacement] = field(default_factory=list)
+    lora: str | None = None  # the adapter GGUF applied, if any
+    lora_scale: float = 1.0
 
 
 # The largest context edgeq asks llama.cpp for: past it the KV cache of even a small model is tens of GB.
@@ -81,14 +86,15 @@ def run(model: str | Path, prompt: str, *, n_predict: int = DEFAULT_N_PREDICT, t
         n_ctx: int = DEFAULT_CTX, threads: int | None = None, chat: bool = False,
         rpc: str | list[str] | None = None, no_local: bool = False, tensor_split: list[float] | None = None,
         on_text: Callable[[str], None] | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-        device: str = "auto") -> GenerateResult:
+        device: str = "auto", lora: str | Path | None = None, lora_scale: float = 1.0) -> GenerateResult:
     """Generate up to ``n_predict`` tokens after ``prompt`` (``temp`` 0 = greedy); ``on_text`` gets each piece.
 
     ``device``: auto, cpu or metal (``compute.choose``; auto is Metal on Apple Silicon), recorded in the result.
 
     With ``rpc`` (``"host:port,..."``), every server is probed first, then layers
     are split over this machine and the servers (``tensor_split`` weights, this
-    machine first unless ``no_local``).
+    machine first unless ``no_local``).  ``lora``: an adapter GGUF (``edgeq convert BASE --lora``) applied at
+    ``lora_scale``; one that does not fit the model is refused before it loads.
     """
     path = Path(model).expanduser()
     if not path.is_file():
@@ -105,11 +111,13 @@ def run(model: str | Path, prompt: str, *, n_predict: int = DEFAULT_N_PREDICT, t
     if (no_local or tensor_split) and not endpoints:
         raise UsageError("--no-local and --tensor-split need --rpc.")
     require_generator(path, "edgeq run generates text")  # reads the file: after every check of the options
+    adapter = str(require_adapter_for(lora, [path])) if lora else None
     servers = probe_all(endpoints)
     spec = GenerateSpec(str(path.resolve()), prompt, n_predict, temp, seed, n_ctx, threads or system.default_threads(),
-                        chat, endpoints, no_local, tensor_split, on.device)
+                        chat, endpoints, no_local, tensor_split, on.device, adapter, lora_scale)
     out = _run_worker(spec, on_text or (lambda s: None), timeout_s)
-    return GenerateResult(model=str(path), rpc=endpoints, servers=servers, device=on.device,
+    return GenerateResult(model=str(path), rpc=endpoints, servers=servers, device=on.device, lora=adapter,
+                          lora_scale=lora_scale,
                           placement=[DevicePlacement(**p) for p in out["placement"]],
                           prompt_tps=_rate(out["prompt_tokens"], out["prompt_s"]),
                           gen_tps=_rate(out["decoded_tokens"], out["gen_s"]), **_fields(out))

@@ -26,7 +26,7 @@ def main() -> None:
         out = stream_generate(spec.model, spec.prompt, n_predict=spec.n_predict, temp=spec.temp, seed=spec.seed,
                               n_ctx=spec.n_ctx, threads=spec.threads, chat=spec.chat, rpc=spec.rpc,
                               no_local=spec.no_local, tensor_split=spec.tensor_split, on_event=_emit,
-                              device=spec.device)
+                              device=spec.device, lora=spec.lora, lora_scale=spec.lora_scale)
         _emit({"event": "result", "result": out})
     except EdgeqError as e:
         _emit({"event": "error", "kind": e.kind, "message": str(e), "exit_code": e.exit_code})

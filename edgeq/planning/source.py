@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import config, manifest
+from ..errors import UsageError
 from ..quants import QUANT_TYPES
 from ..sources import resolve
 from ..sources.gguf import file_type_name, read_header
@@ -68,4 +69,7 @@ def load(source: str | None, *, revision: str | None = None, token: str | None =
         return from_gguf(src.path, label)
     if src.kind == "gguf-folder":
         return from_gguf_folder(src.path, label)
+    if src.kind == "adapter":
+        raise UsageError(f"{label} is a LoRA adapter, not a model: plan its base model.",
+                         hint="An adapter adds little memory; `edgeq convert BASE --lora ADAPTER` writes its GGUF.")
     return from_hf_folder(src.path, label)

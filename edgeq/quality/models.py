@@ -84,4 +84,5 @@ def open_scorer(ref: ModelRef, *, n_ctx: int, threads: int, device: str = "cpu")
     or torch is one error line naming the file, and edgeq carries on to report it.
     """
     return ChildScorer(ref.backend, ref.path, n_ctx=n_ctx, threads=threads,
-                       variant=ref.variant if ref.backend == "transformers" else None, device=device)
+                       variant=ref.variant if ref.backend == "transformers" else None, device=device,
+                       lora=ref.lora, lora_scale=ref.lora_scale if ref.lora_scale is not None else 1.0)

@@ -21,6 +21,8 @@ class ModelRef:
     path: str
     size_bytes: int | None = None
     bits_per_weight: float | None = None
+    lora: str | None = None  # a LoRA adapter GGUF applied to this GGUF (eval --lora)
+    lora_scale: float | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -29,7 +31,7 @@ class ModelRef:
 
     @property
     def label(self) -> str:
-        return f"{self.variant} ({'HF' if self.backend == 'transformers' else 'GGUF'})"
+        return f"{self.variant} ({'HF' if self.backend == 'transformers' else 'GGUF'}{' + LoRA' if self.lora else ''})"
 
 
 @dataclass

@@ -26,7 +26,7 @@ from .minilm import ALIAS as MINILM_ALIAS
 from .minilm import ensure_minilm
 from .minilm import fingerprint as minilm_fingerprint
 
-Kind = Literal["embedded", "packaged", "local", "hub", "gguf", "gguf-folder"]
+Kind = Literal["embedded", "packaged", "local", "hub", "gguf", "gguf-folder", "adapter"]
 # The kinds that hold an HF checkpoint (config.json and weights) rather than GGUF files.
 CHECKPOINT_KINDS = ("embedded", "packaged", "local", "hub")
 BAD_SOURCE_HINT = ("Pass a .gguf file, a folder of them, an HF checkpoint folder, or a repo id of the form "
@@ -50,8 +50,8 @@ class Source:
         return self.kind in CHECKPOINT_KINDS
 
     def ggufs(self) -> list[Path]:
-        """The GGUF files of a ``gguf`` or ``gguf-folder`` source, sorted; [] for a checkpoint."""
-        if self.path is None or self.is_checkpoint:
+        """The GGUF files of a ``gguf`` or ``gguf-folder`` source, sorted; [] for a checkpoint or an adapter."""
+        if self.path is None or self.is_checkpoint or self.kind == "adapter":
             return []
         # A folder's multimodal projectors (mmproj-*.gguf) are not models: they go with the text model naming them.
         return [self.path] if self.kind == "gguf" else sorted(p for p in self.path.glob("*.gguf")
@@ -68,8 +68,8 @@ class Source:
 
 def resolve(arg: str | Path | None, *, revision: str | None = None, token: str | None = None,
             endpoint: str | None = None, fetch: bool = True, progress: bool = True) -> Source:
-    """Decide what ``arg`` names: a GGUF file, a folder (an HF checkpoint if it has config.json, else GGUFs),
-    a Hub repo id, or (None) the embedded model.
+    """Decide what ``arg`` names: a GGUF file, a folder (an HF checkpoint if it has config.json, a PEFT adapter
+    if it has adapter_config.json, else GGUFs), a Hub repo id, or (None) the embedded model.
 
     A repo id is pinned to the commit ``revision`` names now; with ``fetch`` its
     conversion files are downloaded (reusing the HF cache), without it only the
@@ -91,6 +91,8 @@ def resolve(arg: str | Path | None, *, revision: str | None = None, token: str |
         p = p.resolve()
         if (p / "config.json").is_file():
             return Source("local", safe_name(p.name), p, folder_fingerprint(p), arg=text)
+        if (p / "adapter_config.json").is_file():  # a PEFT adapter: a model's --lora, never a model itself
+            return Source("adapter", safe_name(p.name), p, folder_fingerprint(p), arg=text)
         if any(p.glob("*.gguf")):
             return Source("gguf-folder", safe_name(p.name), p, folder_fingerprint(p), arg=text)
         raise SourceError(f"{p} has no config.json and no .gguf files: it is neither an HF checkpoint nor GGUFs.",

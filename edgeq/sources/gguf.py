@@ -151,6 +151,9 @@ def require_generator(path: Path, doing: str) -> None:
     cannot run: one line naming what the model is."""
     h = read_header(path)
     arch = str(h.metadata.get("general.architecture") or "")
+    if h.metadata.get("general.type") == "adapter":
+        raise SourceError(f"{Path(path).name} is a LoRA adapter, not a model; {doing}.",
+                          hint="Pass the base model it was converted against, with --lora ADAPTER.gguf.")
     if arch == PROJECTOR_ARCH:
         raise SourceError(f"{Path(path).name} is a multimodal projector (mmproj), not a model; {doing}.",
                           hint=PROJECTOR_HINT)
