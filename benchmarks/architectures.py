@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import archmatrix  # noqa: E402
+import archmatrix_lora  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import architectures_vlm  # noqa: E402
@@ -61,14 +62,15 @@ def main(only: list[str]) -> None:
     out = ROOT / "benchmarks" / "results"
     old = {r["architecture"]: r for r in json.loads((out / "architectures.json").read_text())["rows"]} if only else {}
     rows = []
-    for name in archmatrix.CASES:
+    for name in [*archmatrix.CASES, archmatrix_lora.NAME]:  # the families, then the LoRA adapter row
         if name in old and (only == ["--render"] or name not in only):
-            old[name]["covers"] = archmatrix.CASES[name].covers
+            if name in archmatrix.CASES:
+                old[name]["covers"] = archmatrix.CASES[name].covers
             rows.append(old[name])
             continue
         with tempfile.TemporaryDirectory(prefix="edgeq-arch-") as tmp:
             try:
-                row = archmatrix.check(name, Path(tmp))
+                row = archmatrix.check(name, Path(tmp)) if name in archmatrix.CASES else archmatrix_lora.check(Path(tmp))
             except Exception as e:  # a case that breaks the harness is a row too, never a lost run
                 row = {"architecture": name, "error": f"{type(e).__name__}: {e}"[:300]}
         row["passes"] = archmatrix.passes(row)
@@ -78,7 +80,7 @@ def main(only: list[str]) -> None:
     (out / "architectures.json").write_text(json.dumps({"llama_cpp": llama, "rows": rows}, indent=1) + "\n")
     md = table(rows, llama)
     (out / "architectures.md").write_text(md + "\n")
-    passed = {str(r["hf_class"]): str(r["architecture"]) for r in rows if r["passes"]}
+    passed = {str(r["hf_class"]): str(r["architecture"]) for r in rows if r["passes"] and r["architecture"] in archmatrix.CASES}
     passed |= architectures_vlm.passed_classes()  # the vision-language rows, which their own script checks
     (ROOT / "edgeq" / "data" / "tested-architectures.json").write_text(
         json.dumps({"note": "written by benchmarks/architectures.py", "llama_cpp": llama, "passed": passed},
