@@ -61,6 +61,10 @@ def test_run_image_generates_from_the_converted_pair(vlms, capsys, tmp_path):
     assert code == 0, err
     res = json.loads(out)
     assert res["image_tokens"] == 8 and res["mmproj"] == row["pair"]["mmproj_q8"] and res["generated_tokens"] >= 1
+    code, err, out = run_main(["run", row["pair"]["F16"], "--image", str(pic), "--chat", "describe", "-n", "4",
+                               "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["prompt_tokens"] > res["prompt_tokens"]  # the template's turn markers around it
 
 
 def test_bad_inputs_are_refused_in_one_line(vlms, capsys, tmp_path):
@@ -190,3 +194,25 @@ def test_bundle_carries_and_records_the_projector(vlms, tmp_path):
     with pytest.raises(UsageError, match="which its manifest pairs with it, is missing"):
         bundle(gone / res.model, outdir=tmp_path / "b2")
     assert not (tmp_path / "b2").exists()
+
+
+def test_ships_deploy_folder_carries_and_records_the_projector(vlms, tmp_path):
+    """ship's last step on a VLM pick (the candidates' figures given, as ship's measuring stages would give them):
+    the folder holds the pair, recorded together, and verifies."""
+    from edgeq.manifest import verify
+    from edgeq.output import to_jsonable
+    from edgeq.planning import plan
+    from edgeq.shipping.deploy import write_folder
+    from edgeq.shipping.result import Option, ShipResult
+
+    smol = vlms["smolvlm (idefics3)"]["pair"]
+    f16, dst = Path(smol["F16"]), tmp_path / "deploy"
+    planned = to_jsonable(plan(str(f16), quants=["F16"], ram_bytes=8 << 30, bandwidth_gbps=10, fit_params=False))
+    pick = Option("F16", str(f16), f16.stat().st_size, 16.0, None, None, None, 100.0, 200.0, 1 << 20, 1 << 20,
+                  100.0, True, True)
+    result = ShipResult("edgeq-ship/1", {}, {"name": "here", "here": True}, 2048, str(dst), "F16", None, "F16", [pick])
+    write_folder(dst, f16.parent, pick, result, [], planned, 2, "acme/smol-GGUF")
+    files = json.loads((dst / MANIFEST).read_text())["files"]
+    proj = Path(smol["mmproj"]).name
+    assert files[f16.name]["projector"] == proj and files[proj]["role"] == "projector"
+    assert (dst / proj).is_file() and verify(dst).passed

@@ -36,6 +36,8 @@ TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_atte
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=SIDE,
               patch_size=8)
 NORM = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ def make_model(dest: Path, case: Case) -> Any:
     torch.manual_seed(0)
     if case.family == "idefics3":
         tok = _with_tokens(tok, ["<fake_token_around_image>", "<image>", "<global-img>", "<row_1_col_1>"])
+        tok.chat_template = CHATML  # run --chat applies it (llama.cpp recognises ChatML by its markers)
         # SmolVLM's checkpoints name their text model VLlama3ForCausalLM, which the converter reads as Llama.
         text = {**TEXT, "vocab_size": len(tok), "architectures": ["VLlama3ForCausalLM"]}
         cfg = transformers.Idefics3Config(text_config=text, vision_config={**VISION, "initializer_range": 0.5},
