@@ -58,6 +58,8 @@ class VisionRunner:
         if not self.mctx:
             raise RuntimeError(f"libmtmd could not load the projector {Path(mmproj).name} with {Path(model).name}"
                                + (f": {ERRORS[-1]}" if ERRORS else ""))
+        if not M.mtmd_support_vision(self.mctx):  # an audio projector (Ultravox, Qwen2-Audio): no image input
+            raise ValueError(f"the projector {Path(mmproj).name} encodes audio, not images")
         self.n_ctx, self.n_batch, self.n_vocab = n_ctx, n_batch, ll.llama_vocab_n_tokens(self.vocab)
         self.batch = ll.llama_batch_init(n_batch, 0, 1)
         self.marker = M.mtmd_default_marker().decode()
