@@ -77,7 +77,7 @@ def test_run_with_the_adapter_and_the_merged_model_give_the_same_greedy_tokens(c
         outs[key] = json.loads(out)
     assert outs["adapted"]["lora"] == str(case.lora) and outs["merged"]["lora"] is None
     assert outs["adapted"]["generated_tokens"] == outs["merged"]["generated_tokens"] >= 8
-    assert outs["adapted"]["text"] == outs["merged"]["text"] != outs["bare"]["text"]
+    assert outs["adapted"]["text"] == outs["merged"]["text"] != outs["bare"]["text"]  # a dropped adapter fails
 
 
 def test_eval_with_the_adapter_scores_as_the_merged_model(case: LoraCase, capsys) -> None:
