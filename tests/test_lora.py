@@ -17,7 +17,7 @@ from archmatrix_lora import LoraCase, build, kld_max, make_adapter, make_base, r
 from conftest import run_main
 from hubserver import Repo
 
-from edgeq.errors import EXIT_USER, AdapterMismatch
+from edgeq.errors import EXIT_USAGE, EXIT_USER, AdapterMismatch
 
 pytestmark = pytest.mark.slow
 
@@ -131,6 +131,10 @@ def test_run_refuses_what_is_not_an_adapter_that_fits(case: LoraCase, embedded_o
     assert code == EXIT_USER and "PEFT adapter folder" in err and "edgeq convert BASE --lora" in err
     code, err, _ = run_main(["run", str(case.f16), "--lora", str(case.f16), "Hi"], capsys)
     assert code == EXIT_USER and "a model, not an adapter" in err
+    code, err, _ = run_main(["run", str(case.f16), "--lora-scale", "0.5", "Hi"], capsys)  # a scale of nothing
+    assert code == EXIT_USAGE and "--lora-scale 0.5 scales a --lora adapter, and none was given" in err
+    code, err, _ = run_main(["convert", str(case.base), "--lora", str(case.adapter), "--lora-scale", "2"], capsys)
+    assert code == EXIT_USAGE and "scales a --merge-lora adapter" in err
 
 
 def test_peft_features_llama_cpp_cannot_apply_are_refused(case: LoraCase, tmp_path) -> None:

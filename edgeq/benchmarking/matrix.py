@@ -20,6 +20,7 @@ from ..planning.calibrate import terms_of_file
 from ..planning.devices import local_repack_types
 from ..quants import parse_quants
 from ..sources import file_fingerprint
+from ..sources.adapter import check_lora_scale
 from . import fit
 from .eta import ETA, human_seconds
 from .llama_bench import cross_check
@@ -133,6 +134,7 @@ def bench(models: list[str], *, quants: list[str] | None = None, hf_variants: li
         raise UsageError("-p, -n, -r and --batch must all be at least 1.")
     qnames = [q.name for q in parse_quants(quants)] if quants else None
     dev = resolve_device(device)
+    check_lora_scale(lora, lora_scale)
     endpoints = parse_endpoints(rpc)
     if (no_local or tensor_split) and not endpoints:
         raise UsageError("--no-local and --tensor-split need --rpc.")

@@ -34,6 +34,7 @@ from ..quants import (
 )
 from ..sources import Source, checkpoint, resolve
 from ..sources import gguf as gguf_info
+from ..sources.adapter import check_lora_scale
 from ..sources.gguf_values import non_finite_tensors
 from ..sources.sentence import checkpoint_head
 from . import adapters, steps
@@ -117,6 +118,7 @@ def convert(source: str | Path | Source | None = None, *, quants: list[str] | tu
     if lora and merge_lora:
         raise UsageError("--lora and --merge-lora both name an adapter; pick one.",
                          hint="--lora writes the adapter GGUF beside the base, --merge-lora a merged model.")
+    check_lora_scale(merge_lora, lora_scale, flag="--merge-lora")  # run, bench and eval scale a --lora file
     tc = find_toolchain()
     src = source if isinstance(source, Source) else resolve(source, revision=revision, token=token,
                                                             endpoint=endpoint, progress=progress)

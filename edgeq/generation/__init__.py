@@ -28,7 +28,7 @@ from ..llamacpp.rpc import (
     probe_all,
     went_away,
 )
-from ..sources.adapter import require_adapter_for
+from ..sources.adapter import check_lora_scale, require_adapter_for
 from ..sources.gguf import require_generator
 
 DEFAULT_N_PREDICT = 128
@@ -107,6 +107,7 @@ def run(model: str | Path, prompt: str, *, n_predict: int = DEFAULT_N_PREDICT, t
         raise UsageError(f"--ctx {n_ctx:,} is beyond any model's context; its KV cache alone would not fit in memory.",
                          hint=f"Use at most the model's trained context (`edgeq inspect` shows it); the limit here is {MAX_CTX:,}.")
     on = compute.choose(device)
+    check_lora_scale(lora, lora_scale)
     endpoints = parse_endpoints(rpc)
     if (no_local or tensor_split) and not endpoints:
         raise UsageError("--no-local and --tensor-split need --rpc.")

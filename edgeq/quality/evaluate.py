@@ -16,6 +16,7 @@ from .. import compute, config
 from ..conversion.models import lora_for
 from ..errors import UsageError
 from ..files import ensure_folder
+from ..sources.adapter import check_lora_scale
 from ..sources.texts import SOURCE, default_text
 from .choice import choice
 from .crosscheck import cross_check
@@ -49,6 +50,7 @@ def evaluate(models: Sequence[str] = (), *, task: Task = "ppl", quants: Sequence
     """
     if task not in ("ppl", "choice"):
         raise UsageError(f"task {task!r} is not an evaluation.", hint="Use 'ppl' or 'choice'.")
+    check_lora_scale(lora, lora_scale)
     if lora and check_llama_perplexity:
         raise UsageError("--check-llama-perplexity scores the files without the adapter; it cannot check --lora.",
                          hint="Leave one of them out.")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import AdapterMismatch, SourceError, UnsafeSourceError
+from ..errors import AdapterMismatch, SourceError, UnsafeSourceError, UsageError
 from ..files import missing_file
 from .checkpoint import read_safetensors_header
 from .gguf_header import GGUFHeader, read_header
@@ -175,6 +175,13 @@ def check_gguf_fits(adapter: Path, model: Path) -> None:
         if la[0] != w[0] or lb[1] != w[1] or la[1] != lb[0]:
             raise AdapterMismatch(f"adapter {adapter.name} does not fit {model.name}: {name} is "
                                   f"{'x'.join(map(str, w))} in the model and {la[0]}x{lb[1]} in the adapter.", hint=hint)
+
+
+def check_lora_scale(lora: object, scale: float, *, flag: str = "--lora") -> None:
+    """A scale given without the adapter it scales would be dropped without a word: refused instead."""
+    if scale != 1.0 and not lora:
+        raise UsageError(f"--lora-scale {scale:g} scales a {flag} adapter, and none was given.",
+                         hint=f"Add {flag} ADAPTER, or leave --lora-scale out.")
 
 
 def require_adapter_for(lora: str | Path, models: list[Path]) -> Path:
