@@ -151,7 +151,7 @@ def plan(src: str | None, *, quants: list[str] | tuple[str, ...] = DEFAULT_QUANT
     qs += [label for label in spec.recipes if label not in qs]  # tuned files: their own rows
     dev, calib, head, budget = _setup(device, ram_bytes, bandwidth_gbps, calibrate, headroom_bytes)
     eval_rows = quality.load_eval([Path(p) for p in eval_results or []])
-    vis = vision_plan(src)
+    vis = vision_plan(src) if spec.kind != "hub" else None  # a repo id: its vision tensors are not fetched
     rows = [_row(spec, q, ctx=ctx, cache_type=cache_type, device=dev, budget=budget, calib=calib, eval_rows=eval_rows,
                  vision=vis) for q in qs]
     res = PlanResult(SCHEMA, {"source": src, "kind": spec.kind, "name": spec.name, "architecture": spec.arch,

@@ -42,9 +42,10 @@ class VisionPlan:
 
 def vision_plan(source: str | None) -> VisionPlan | None:
     """The projector side of ``source`` (a GGUF with a paired projector, a folder of a converted pair, or a local
-    VLM checkpoint); None for a text-only model or a Hub source (whose vision tensors plan does not fetch)."""
+    VLM checkpoint); None for a text-only model or a Hub source (whose vision tensors plan does not fetch: the
+    planner does not ask for one)."""
     src = resolve(source, fetch=False)
-    if src.path is None:
+    if src.path is None or src.kind == "hub":
         return None
     if src.is_checkpoint:
         return _from_checkpoint(src.path)
