@@ -19,6 +19,7 @@ from ..output import echo
 from ..system import use_small_pages
 from . import bench as _bench
 from . import bundle as _bundle
+from . import embeddings as _embeddings
 from . import eval as _eval
 from . import models as _models
 from . import plan as _plan
@@ -96,6 +97,7 @@ cli.add_command(_bench.bench)
 cli.add_command(_bench.report)
 cli.add_command(_bundle.bundle)
 cli.add_command(_eval.eval_group)
+_eval.eval_group.add_command(_embeddings.eval_embeddings)
 cli.add_command(_models.doctor)
 cli.add_command(_models.download)
 cli.add_command(_models.convert)

@@ -23,6 +23,7 @@ from ..files import write_json_atomic
 from ..llamacpp.rpc import layer_ranges
 from ..output import echo, human_bytes, note, print_json, print_table, to_jsonable
 from ..sources import resolve
+from .embeddings import bench_embedding_models
 from .options import (
     integers,
     json_option,
@@ -64,7 +65,16 @@ def bench(models: tuple[str, ...], quants: list[str], hf_variants: list[str], de
           n_prompt: int, n_gen: int, batch: list[int], reps: int, prompt_file: str | None, check_llama_bench: bool, output: str,
           csv_path: str | None, image: str | None, mmproj: str | None, lora: str | None, lora_scale: float, rpc: str | None, no_local: bool, tensor_split: list[float] | None,
           revision: str | None, token: str | None, as_json: bool) -> None:
-    """Benchmark MODELS (GGUF files, folders of them, HF checkpoints; default: the embedded model)."""
+    """Benchmark MODELS (GGUF files, folders of them, HF checkpoints; default: the embedded model).
+
+    A sentence-embedding model (`minilm`, a sentence-transformers checkpoint, its GGUFs) is measured in
+    embeddings per second on llama.cpp and sentence-transformers (-p, -n and the prompts do not apply)."""
+    from ..embeddings import is_embedding_model
+
+    if models and all(is_embedding_model(m) for m in models):
+        return bench_embedding_models(list(models), quants=quants, hf_variants=hf_variants, threads=threads,
+                                      batches=batch, reps=reps, output=output, as_json=as_json, revision=revision,
+                                      token=token)
     if image:  # refused before any run: the image, and a projector for each GGUF given
         _check_image(list(models), image, mmproj)
     res = run_bench(list(models), quants=quants, hf_variants=hf_variants, device=device,

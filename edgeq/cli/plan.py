@@ -11,7 +11,14 @@ from ..output import echo, human_bytes, note, print_json, print_table
 from ..planning import devices
 from ..planning.devices import parse_size
 from ..planning.planner import DEFAULT_QUANTS, PlanResult
+from .embeddings import plan_embedding_model
 from .options import json_option, revision_option, strings, token_option
+
+
+def _embedding(source: str) -> bool:
+    from ..embeddings import is_embedding_model  # loads the conversion verbs: only when planning
+
+    return is_embedding_model(source)
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -41,6 +48,8 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
               help="`edgeq eval` results with this model's KLD / ΔPPL (repeatable).")
 @click.option("--min-tps", type=float, help="Slowest acceptable generation speed (tok/s).")
 @click.option("--max-kld", type=float, help="Largest acceptable KL divergence vs full precision.")
+@click.option("--min-cosine", type=click.FloatRange(0, 1), default=0.99, show_default=True,
+              help="A sentence-embedding model's quality bound: mean cosine with fp32 (--min-tps is then embeddings/s).")
 @click.option("--prefer", type=click.Choice(["speed", "quality", "size"]), default="speed", show_default=True,
               help="The objective: the fastest near-lossless quant (speed), the least KLD (quality) or the least RAM "
                    "(size) among those that fit and meet --min-tps/--max-kld.")
@@ -53,7 +62,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int 
 @json_option
 def plan(source: str | None, quants: str, ctx: int, cache_type: str, device: str | None, ram: int | None,
          bandwidth: float | None, headroom: int | None, calibrate: str | None, eval_results: tuple[str, ...],
-         min_tps: float | None, max_kld: float | None, prefer: str, largest: bool, family: str | None, rpc: list[str],
+         min_tps: float | None, max_kld: float | None, min_cosine: float, prefer: str, largest: bool, family: str | None, rpc: list[str],
          no_fit_params: bool, revision: str | None, token: str | None, as_json: bool) -> None:
     """Predict size, peak RAM, speed and quality of each quant of SOURCE, and recommend one.
 
@@ -69,6 +78,10 @@ def plan(source: str | None, quants: str, ctx: int, cache_type: str, device: str
         return
     if ram == 0:
         raise click.BadParameter("must be more than zero", param_hint="--ram")
+    if source and not largest and _embedding(source):
+        return plan_embedding_model(source, quants=quants.split(","), ctx=ctx, device=device, ram=ram,
+                                    calibrate=calibrate, eval_results=list(eval_results), min_eps=min_tps,
+                                    min_cosine=min_cosine, prefer=prefer, as_json=as_json)
     common: dict[str, Any] = dict(quants=[quants], ctx=ctx, cache_type=cache_type, device=device, ram_bytes=ram,
                   bandwidth_gbps=bandwidth, headroom_bytes=headroom, calibrate=calibrate, min_tps=min_tps,
                   max_kld=max_kld, prefer=prefer)

@@ -4,7 +4,9 @@ from __future__ import annotations
 import click
 
 from ..output import echo, print_json, print_table
+from ..shipping import EmbeddingShipResult
 from ..shipping import ship as run_ship
+from .embeddings import print_embedding_ship
 from .options import (
     device_option,
     eval_tokens_option,
@@ -54,6 +56,8 @@ def ship(source: str | None, target: str | None, ram: str | None, bandwidth_gbps
     if as_json:
         print_json(res)
         return
+    if isinstance(res, EmbeddingShipResult):
+        return print_embedding_ship(res)
     here = res.target["here"]
     print_table(f"ship: {res.target['name']} at ctx {res.ctx:,}",
                 ["file", "MiB", "KLD", "ΔPPL %", "tg tok/s here (min–max)", "pp tok/s here", "RAM on target (pred.)",

@@ -38,12 +38,14 @@ from ..planning.objective import DEFAULT_PREFER, NEAR_LOSSLESS_KLD
 from ..planning.recommend import Recommendation, check_prefer
 from ..planning.source import from_gguf
 from ..sources import Source, resolve
+from ..sources.sentence import checkpoint_head
 from ..system import system_info
 from ..tuning import tune as run_tune
 from ..tuning.allocate import budget_bytes
 from ..uploading import upload
 from .decide import GENERIC_BANDWIDTH_GBPS, pick, plan_options
 from .deploy import default_repo, preface, write_folder
+from .embedding import EmbeddingShipResult, ship_embedding
 from .preflight import MIN_EVAL_TOKENS, preflight, work_folder
 from .result import SCHEMA, Option, ShipResult
 
@@ -65,7 +67,7 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
          min_tps: float | None = None, max_kld: float | None = None, outdir: str | Path | None = None,
          workdir: str | Path | None = None, push: str | None = None, private: bool = False, token: str | None = None, threads: int | None = None,
          eval_tokens: int = EVAL_TOKENS, revision: str | None = None, progress: bool = True,
-         force: bool = False, prefer: str = DEFAULT_PREFER, device: str = "auto") -> ShipResult:
+         force: bool = False, prefer: str = DEFAULT_PREFER, device: str = "auto") -> ShipResult | EmbeddingShipResult:
     """Make, measure and plan the candidates of ``source`` for ``target``; write the deploy folder of the pick.
 
     The candidates are made in ``workdir`` (default ``models/<name>/``, where ``convert`` puts them), the deploy
@@ -80,6 +82,10 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
                                        workdir=workdir, push=push, token=token, threads=threads,
                                        eval_tokens=eval_tokens, force=force)
     src = resolve(source, revision=revision, token=token, progress=progress)  # a repo id: downloaded once, here
+    if src.is_checkpoint and src.path is not None and checkpoint_head(src.path) is not None:
+        return ship_embedding(src, target=target, ram_bytes=ram_bytes, quants=quants, outdir=outdir, workdir=workdir,
+                              push=push, private=private, token=token, threads=threads, progress=progress,
+                              prefer=prefer, min_eps=min_tps)
     require_generator_source(src, "edgeq ship measures and deploys text generation")
     if outdir is None:  # the default deploy folder is named after the work folder: known only now
         manifest.claim(Path("dist") / work_folder(src, workdir).name, "ship", force=force)
@@ -269,4 +275,4 @@ def _speed(work: Path, cands: dict[str, Path], threads: int | None, progress: bo
     return path
 
 
-__all__ = ["SCHEMA", "NothingFits", "Option", "ShipResult", "pick", "ship"]
+__all__ = ["SCHEMA", "EmbeddingShipResult", "NothingFits", "Option", "ShipResult", "pick", "ship"]

@@ -29,6 +29,7 @@ from ..sources.gguf_header import read_header
 from ..sources.hub import LOGIN_HINT, repo_id_problem
 from ..sources.projector import recorded_projector
 from ..system import default_threads
+from . import embedding_card
 from .card import Published, render
 from .hub import saved_token, send, whoami
 from .measured import measure, result_files
@@ -118,7 +119,13 @@ def _stage_and_send(root: Path, stage: Path, mf: manifest.Manifest, chosen: list
         _in_folder(root, Path(s.local))
     found = result_files(root, [Path(r) for r in results or []], Path.cwd())
     measured = measure({n: mf.files[n].size_bytes for n in chosen}, found)
-    text = render(mf, root, repo_id, published, measured, [n for n, _ in extra], preface)
+    if (head := embedding_card.embedding_head(root, chosen)) is not None:  # a sentence-embedding model's own card
+        em = embedding_card.measure(head, {n: mf.files[n].size_bytes for n in chosen}, found)
+        text = embedding_card.render(mf, root, repo_id, published, em, [n for n, _ in extra], preface)
+        measured.results = em.results  # what the result reports as measured: the cosine, by file
+        measured.references = {n for n in chosen if em.files.get(n) and em.files[n].cos_mean is not None}
+    else:
+        text = render(mf, root, repo_id, published, measured, [n for n, _ in extra], preface)
     card = (root if dry_run else stage) / "README.md"
     with atomic_output(card) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -17,7 +17,7 @@ from ..manifest import FileRecord, Manifest
 from ..output import human_bytes, md_code, md_text, one_line
 from ..quants import QUANT_TYPES
 from ..reporting.tables import markdown_table
-from ..sources import embedded
+from ..sources import embedded, minilm
 from ..sources.gguf_header import read_header
 from ..sources.texts import describe_dataset
 from .measured import Measured
@@ -35,12 +35,14 @@ class Published:
 
 
 def base_model(mf: Manifest) -> str | None:
-    """The Hub repo the files were made from: the source repo, or the embedded model's upstream."""
+    """The Hub repo the files were made from: the source repo, or the embedded (or packaged) model's upstream."""
     src = mf.source
     if src.get("kind") == "hub":
         return str(src.get("repo_id") or "") or None
     if src.get("kind") == "embedded":
         return embedded.UPSTREAM_REPO_ID
+    if src.get("kind") == "packaged":
+        return minilm.UPSTREAM_REPO_ID
     return None
 
 
@@ -48,6 +50,8 @@ def source_license(mf: Manifest) -> str | None:
     """The licence id of the source: its own model card's front matter, else the embedded model's."""
     if mf.source.get("kind") == "embedded":
         return embedded.LICENSE
+    if mf.source.get("kind") == "packaged":
+        return minilm.LICENSE
     readme = Path(str(mf.source.get("path") or "")) / "README.md"
     if readme.is_file():
         from huggingface_hub import ModelCard

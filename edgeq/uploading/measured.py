@@ -18,7 +18,7 @@ from ..reporting.tables import first_prompt_batch1
 # Where results are looked for besides --results: the folder itself, the current folder (where `edgeq bench`
 # and `edgeq eval` write by default) and the folder edgeq's own benchmark scripts write to.
 SEARCH_HERE = (".", "benchmarks/results")
-KINDS = ("edgeq-bench/", "edgeq-eval/", "edgeq-tune/")
+KINDS = ("edgeq-bench/", "edgeq-eval/", "edgeq-tune/", "edgeq-eval-embeddings/", "edgeq-bench-embeddings/")
 
 
 @dataclass
@@ -74,7 +74,8 @@ def measure(files: dict[str, int], results: list[Path]) -> Measured:
         schema = str(d["schema"])
         got = (_bench(d, files, str(path), m) if schema.startswith("edgeq-bench/")
                else _eval(d, files, str(path), m) if schema.startswith("edgeq-eval/")
-               else _tune(d, files, str(path), m))
+               else _tune(d, files, str(path), m) if schema.startswith("edgeq-tune/")
+               else False)  # a sentence-embedding model's results: its card reads them (embedding_card)
         if got and str(path) not in m.results:
             m.results.append(str(path))
     return m
