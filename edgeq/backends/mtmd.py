@@ -42,7 +42,9 @@ class VisionRunner:
         self.M = M = mtmd_cpp
         M.mtmd_log_set(_QUIET[0], None)  # libmtmd's own log: errors only, as libllama's
         del ERRORS[:]
-        self.model = ll.llama_model_load_from_file(str(model).encode(), ll.llama_model_default_params())
+        mparams = ll.llama_model_default_params()
+        mparams.n_gpu_layers = 0  # the CPU, as the projector (use_gpu off): what edgeq has measured and proven
+        self.model = ll.llama_model_load_from_file(str(model).encode(), mparams)
         if not self.model:
             raise RuntimeError(f"llama.cpp could not load {model}" + load_error())
         self.vocab = ll.llama_model_get_vocab(self.model)

@@ -69,13 +69,15 @@ def run(model: str, prompt: str, n_predict: int, temp: float, seed: int, n_ctx: 
 
 def _run_image(model: str, prompt: str, image: str | None, mmproj: str | None, *, show: Callable[[str], None] | None,
                as_json: bool) -> None:
-    """``run --image``: the text model and its projector through libmtmd, on this machine's CPU."""
+    """``run --image``: the text model and its projector through libmtmd, on this machine's CPU (--device auto
+    or cpu; libmtmd's Metal path is not one edgeq has run)."""
     params = click.get_current_context().params
     if not image:
         raise UsageError("--mmproj names the projector for --image; pass --image FILE too.")
     clash = [f"--{k.replace('_', '-')}" for k in ("rpc", "no_local", "tensor_split", "lora") if params.get(k)]
+    clash += [f"--device {params['device']}"] if params.get("device") not in (None, "auto", "cpu") else []
     if clash:
-        raise UsageError(f"--image runs the model and its projector on this machine alone; {', '.join(clash)} "
+        raise UsageError(f"--image runs the model and its projector on this machine's CPU; {', '.join(clash)} "
                          "cannot be combined with it.", hint="Drop those options, or drop --image.")
     res = run_image(model, image, prompt, mmproj=mmproj, n_predict=params["n_predict"], temp=params["temp"],
                     seed=params["seed"], n_ctx=params["n_ctx"], threads=params["threads"], chat=params["chat"],
