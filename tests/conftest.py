@@ -21,15 +21,23 @@ MODEL_FIXTURES = {"tiny_llama", "embedded_checkpoint", "embedded_outputs", "embe
                   "aarch64_build", "made", "nan_gguf"}
 
 
-# The longest modules (measured: `make test --durations`), started first so that neither worker is left with one
-# of them at the end while the other idles.
-LONGEST_FIRST = ("test_tune", "test_architectures", "test_ship", "test_bundle", "test_eval", "test_bench")
+# The order in which the two workers take modules (--dist loadfile: a worker takes the next module when it has two
+# tests left of its last), longest first (measured: `--durations=0`), so that neither is left with a long one at the
+# end while the other idles; the short ones (a few seconds each) fill the end.  A module in neither list runs between
+# them.  `make test` passes --no-loadscope-reorder: without it pytest-xdist orders modules by their number of tests.
+LONGEST_FIRST = ("test_architectures", "test_bundle", "test_tune", "test_reliability2", "test_convert_e2e", "test_rpc",
+                 "test_eval", "test_ship", "test_bench_matrix", "test_doctor", "test_bench", "test_tune_fisher",
+                 "test_plan_calibration", "test_layout", "test_upload", "test_crash", "test_api", "test_sources")
+SHORT_LAST = ("test_download", "test_inspect", "test_decisions", "test_files_manifest", "test_convert_errors",
+              "test_buildcache", "test_cli", "test_quants", "test_vendor")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
         name = item.module.__name__ if isinstance(item, pytest.Function) else ""
-        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+        if name in LONGEST_FIRST:
+            return LONGEST_FIRST.index(name)
+        return len(LONGEST_FIRST) + 1 + SHORT_LAST.index(name) if name in SHORT_LAST else len(LONGEST_FIRST)
 
     items.sort(key=rank)  # stable: within a module, the written order
     for item in items:
@@ -109,13 +117,22 @@ def embedded_outputs(tmp_path_factory: pytest.TempPathFactory, embedded_checkpoi
     Tests must not change these files; one that needs to damage a file copies it first.
     """
     from edgeq.conversion import convert
+    from edgeq.sources import resolve
 
     # convert lets one run at a time into a folder and reuses what an earlier one made there: with several
     # pytest-xdist workers, the first converts and the others wait for its files.
     out = run_dir(tmp_path_factory) / "embedded-out"
     # No source: the embedded model as every verb's default names it, so the folder is the one a user's plain
-    # `edgeq convert` makes and any verb's default run may reuse it (embedded_checkpoint: made by setup).
-    res = convert(None, quants=["Q8_0", "Q4_K_M"], outdir=out, progress=False)
+    # `edgeq convert` makes and any verb's default run may reuse it.  Resolved where setup made its checkpoint
+    # (embedded_checkpoint), as in a user's models folder: under this test's own (empty) models folder, resolving
+    # would make the checkpoint again from the packaged GGUF (~30 s, on each worker).
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EDGEQ_MODELS_DIR", str(embedded_checkpoint.parent.parent))
+    try:
+        src = resolve(None)
+    finally:
+        mp.undo()
+    res = convert(src, quants=["Q8_0", "Q4_K_M"], outdir=out, progress=False)
     return [Path(o.path) for o in res.outputs]
 
 
@@ -140,11 +157,16 @@ def seed_folder(dest: Path, files: list[Path]) -> Path:
 
 
 @pytest.fixture
-def embedded_models(embedded_outputs: list[Path]) -> Path:
-    """This test's models folder already holding the session's conversions of the embedded model where convert
-    puts them by default, so a command that converts the embedded model reuses them (as a user's second run does)."""
+def embedded_models(embedded_outputs: list[Path], embedded_checkpoint: Path) -> Path:
+    """This test's models folder already holding the embedded checkpoint (a link to setup's) and the session's
+    conversions of it where convert puts them by default, so a command that converts the embedded model reuses
+    them (as a user's second run does) and a verb's default run makes nothing."""
     from edgeq import config
+    from edgeq.sources.embedded import embedded_model_dir
 
+    link = embedded_model_dir()
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(embedded_checkpoint, target_is_directory=True)
     return seed_folder(config.models_dir() / "SmolLM2-135M-Instruct", embedded_outputs)
 
 
