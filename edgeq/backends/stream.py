@@ -67,8 +67,9 @@ def stream_generate(model_path: str | Path, prompt: str, *, n_predict: int, temp
             _refuse_non_finite_logits(ll, llm, model_path)
     finally:
         llm.close()
-    # The last sampled token is never decoded: n_eval is one short when generation stopped on -n.
-    n_gen = int(perf.n_eval) + (1 if finish == "length" else 0)
+    # Stopped on -n, exactly n were generated.  llama.cpp's counter cannot say so: the last sampled token is never
+    # decoded, and a one-token prompt's batch is counted as a generated token.
+    n_gen = n_predict if finish == "length" and n_predict and n_predict > 0 else int(perf.n_eval)
     return {"text": "".join(pieces), "finish_reason": finish, "prompt_tokens": int(perf.n_p_eval),
             "generated_tokens": n_gen, "prompt_s": perf.t_p_eval_ms / 1000, "gen_s": perf.t_eval_ms / 1000,
             "decoded_tokens": int(perf.n_eval), "load_s": load_s, "n_layer": n_layer,
