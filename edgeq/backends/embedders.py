@@ -13,6 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .llamacpp import lib, load_error
+from .transformers import load_kwargs
+
 ST_VARIANTS = ("fp32", "bf16", "bnb-int8")
 
 
@@ -25,8 +28,6 @@ class LlamaEmbedder:
 
     def __init__(self, path: str | Path, *, threads: int, normalize: bool, max_seq_length: int | None,
                  texts: list[str], batches: list[int]) -> None:
-        from .llamacpp import lib, load_error
-
         llama_cpp = lib()
         self.np = __import__("numpy")
         self.llama_cpp, self.normalize = llama_cpp, normalize
@@ -91,8 +92,6 @@ class STEmbedder:
     def __init__(self, folder: str | Path, variant: str, *, threads: int, max_seq_length: int | None) -> None:
         import torch
         from sentence_transformers import SentenceTransformer
-
-        from .transformers import load_kwargs
 
         torch.set_num_threads(threads)
         kwargs = load_kwargs(variant, "cpu")

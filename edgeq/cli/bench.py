@@ -19,6 +19,7 @@ from ..benchmarking.matrix import (
     HF_VARIANTS,
 )
 from ..benchmarking.results import BenchResults, RunResult, Stat
+from ..embeddings import is_embedding_model
 from ..files import write_json_atomic
 from ..llamacpp.rpc import layer_ranges
 from ..output import echo, human_bytes, note, print_json, print_table, to_jsonable
@@ -69,8 +70,6 @@ def bench(models: tuple[str, ...], quants: list[str], hf_variants: list[str], de
 
     A sentence-embedding model (`minilm`, a sentence-transformers checkpoint, its GGUFs) is measured in
     embeddings per second on llama.cpp and sentence-transformers (-p, -n and the prompts do not apply)."""
-    from ..embeddings import is_embedding_model
-
     if models and all(is_embedding_model(m) for m in models):
         return bench_embedding_models(list(models), quants=quants, hf_variants=hf_variants, threads=threads,
                                       batches=batch, reps=reps, output=output, as_json=as_json, revision=revision,

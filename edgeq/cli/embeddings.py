@@ -1,7 +1,5 @@
-"""Sentence-embedding models on the command line: `edgeq eval embeddings`, and what `edgeq bench` prints for one.
-
-``edgeq.embeddings`` is imported inside the commands (numpy; and the converter behind it).
-"""
+"""Sentence-embedding models on the command line: `edgeq eval embeddings`, and what `edgeq bench`, `edgeq plan` and
+`edgeq ship` print for one (numpy and the models load inside the library's functions, never at import)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,12 +7,15 @@ from typing import TYPE_CHECKING
 
 import click
 
+from ..embeddings import evaluate_embeddings
+from ..embeddings.plan import plan_embeddings
+from ..embeddings.speed import EmbeddingBench, bench_embeddings
+from ..errors import EdgeqError
 from ..files import write_json_atomic
 from ..output import echo, human_bytes, note, print_json, print_table
 from .options import json_option, progress_wanted, revision_option, strings, token_option
 
 if TYPE_CHECKING:
-    from ..embeddings.speed import EmbeddingBench
     from ..shipping.embedding import EmbeddingShipResult
 
 
@@ -43,8 +44,6 @@ def eval_embeddings(models: tuple[str, ...], quants: list[str], hf_variants: lis
                     token: str | None, as_json: bool) -> None:
     """Cosine and retrieval agreement of a sentence-embedding model's GGUFs with sentence-transformers fp32
     (MODELS: a checkpoint, `minilm`, GGUFs)."""
-    from ..embeddings import evaluate_embeddings
-
     res = evaluate_embeddings(list(models), quants=quants, hf_variants=hf_variants, reference=reference,
                               n_queries=n_queries, n_passages=n_passages, k=k, threads=threads,
                               progress=progress_wanted(as_json), revision=revision, token=token)
@@ -91,8 +90,6 @@ def bench_embedding_models(models: list[str], *, quants: list[str], hf_variants:
                            batches: list[int], reps: int, output: str, as_json: bool, revision: str | None,
                            token: str | None) -> None:
     """`edgeq bench` on sentence-embedding models: run, save, print (``bench`` hands them over)."""
-    from ..embeddings.speed import bench_embeddings
-
     st = [v for v in hf_variants if v in ("fp32", "bf16", "bnb-int8", "bnb-nf4")]
     res = bench_embeddings(models, quants=quants, st_variants=st, batches=batches, reps=reps, threads=threads,
                            progress=progress_wanted(as_json), revision=revision, token=token)
@@ -108,8 +105,6 @@ def plan_embedding_model(source: str, *, quants: list[str], ctx: int, device: st
                          calibrate: str | None, eval_results: list[str], min_eps: float | None, min_cosine: float,
                          prefer: str, as_json: bool) -> None:
     """`edgeq plan` on a sentence-embedding model (``plan`` hands it over): the table, the notes, the pick."""
-    from ..embeddings.plan import plan_embeddings
-
     res = plan_embeddings(source, quants=quants, ctx=ctx, device=device, ram=ram, calibrate=calibrate,
                           eval_results=list(eval_results), min_eps=min_eps, min_cosine=min_cosine, prefer=prefer)
     if as_json:
@@ -129,8 +124,6 @@ def plan_embedding_model(source: str, *, quants: list[str], ctx: int, device: st
             note("• " + n)
         echo(f"Recommendation: {res.sentence}")
     if res.pick is None:
-        from ..errors import EdgeqError
-
         raise EdgeqError(res.sentence, hint="Pass a bigger --ram or --device, or a smaller --ctx.")
 
 

@@ -6,6 +6,7 @@ from typing import Any
 import click
 
 from .. import planning as planlib
+from ..embeddings import is_embedding_model
 from ..errors import UsageError
 from ..output import echo, human_bytes, note, print_json, print_table
 from ..planning import devices
@@ -13,12 +14,6 @@ from ..planning.devices import parse_size
 from ..planning.planner import DEFAULT_QUANTS, PlanResult
 from .embeddings import plan_embedding_model
 from .options import json_option, revision_option, strings, token_option
-
-
-def _embedding(source: str) -> bool:
-    from ..embeddings import is_embedding_model  # loads the conversion verbs: only when planning
-
-    return is_embedding_model(source)
 
 
 def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
@@ -78,7 +73,7 @@ def plan(source: str | None, quants: str, ctx: int, cache_type: str, device: str
         return
     if ram == 0:
         raise click.BadParameter("must be more than zero", param_hint="--ram")
-    if source and not largest and _embedding(source):
+    if source and not largest and is_embedding_model(source):
         return plan_embedding_model(source, quants=quants.split(","), ctx=ctx, device=device, ram=ram,
                                     calibrate=calibrate, eval_results=list(eval_results), min_eps=min_tps,
                                     min_cosine=min_cosine, prefer=prefer, as_json=as_json)

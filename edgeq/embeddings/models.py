@@ -15,7 +15,7 @@ from typing import Any
 from .. import manifest
 from ..conversion import convert
 from ..errors import EdgeqError, SourceError, UsageError
-from ..llamacpp import run_worker_once
+from ..llamacpp import crash_error, run_worker_once
 from ..sources import Source, resolve
 from ..sources.gguf import read
 from ..sources.gguf_header import GGUF_MAGIC, magic_of, read_header
@@ -127,8 +127,6 @@ def ask_worker(req: Request, doing: str) -> dict[str, Any]:
                          hint="Pass fewer texts or a smaller model.") from None
     lines = [ln for ln in out.splitlines() if ln.strip()]
     if rc != 0 or not lines:
-        from ..llamacpp.process import crash_error
-
         raise crash_error(rc, doing, tail=tail, engine=req.backend) or EdgeqError(
             f"{req.backend} stopped {doing} (exit {rc}): {tail[-1] if tail else 'no output'}")
     reply: dict[str, Any] = json.loads(lines[-1])

@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+from ..backends.embedders import LlamaEmbedder, STEmbedder
 from ..llamacpp import own_peak_rss
 from .protocol import Request
 
@@ -21,12 +22,8 @@ WARMUP_TEXTS = 4
 
 def _embedder(req: Request) -> Any:
     if req.backend == "llama.cpp":
-        from ..backends.embedders import LlamaEmbedder
-
         return LlamaEmbedder(req.path, threads=req.threads, normalize=req.normalize,
                              max_seq_length=req.max_seq_length, texts=req.texts, batches=req.batches)
-    from ..backends.embedders import STEmbedder
-
     return STEmbedder(req.path, req.variant, threads=req.threads, max_seq_length=req.max_seq_length)
 
 
