@@ -49,10 +49,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _vocabularies_read_once_per_run(tmp_path_factory: pytest.TempPathFactory) -> None:
-    from vocab import VOCAB_CACHE_ENV
+def _vocabularies_read_once_per_machine() -> None:
+    # Beside the builds (~/.cache/edgeq), keyed by the GGUF and the transformers that read it: 40-60 s of every
+    # run was the same six vocabularies read again.
+    from vocab import VOCAB_CACHE_ENV, cache_root
 
-    os.environ[VOCAB_CACHE_ENV] = str(run_dir(tmp_path_factory) / "vocab-tokenizers")
+    os.environ[VOCAB_CACHE_ENV] = str(cache_root())
 
 
 @pytest.fixture(autouse=True)
