@@ -170,7 +170,7 @@ def _expand(path: str) -> list[str]:
 
 # Pages whose benchmark has kept no results file yet: they say so and quote no figure. Once the file exists,
 # the page must name it and carry its table (this set's entry then fails the test until removed).
-NO_RUN_KEPT = {"convert-memory.md": "convert_memory.json", "embeddings.md": "embeddings.json"}
+NO_RUN_KEPT = {"convert-memory.md": "convert_memory.json"}
 
 
 def test_every_benchmark_page_names_its_command_and_results_that_exist() -> None:
