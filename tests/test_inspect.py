@@ -99,7 +99,17 @@ def reference_read(path: Path) -> dict:
             "add_bos_token": meta.get("tokenizer.ggml.add_bos_token"), "tensor_count": len(reader.tensors),
             "tensor_types": {k: {"tensors": counts[k], "parameters": v[0], "bytes": v[1]}
                              for k, v in sorted(types.items(), key=lambda kv: -kv[1][0])},
-            "metadata": meta, "bytes_per_token": per_token}
+            "metadata": meta, "bytes_per_token": per_token, "embedding": _head(meta)}
+
+
+def _head(meta: dict) -> dict | None:
+    """A sentence-embedding model's head, from gguf-py's metadata (edgeq's rule applied to the other reader)."""
+    from dataclasses import asdict
+
+    from edgeq.sources.sentence import gguf_head
+
+    head = gguf_head(meta)
+    return asdict(head) if head else None
 
 
 def test_fast_reader_agrees_with_gguf_readers_summary(tmp_path):
