@@ -83,12 +83,14 @@ def test_plan_picks_by_cosine_from_measured_results(minilm_eval):
     assert "cosine" in d["sentence"]
 
 
-def test_ship_and_upload_minilm(tmp_path, monkeypatch):
+def test_ship_and_upload_minilm(tmp_path, monkeypatch, minilm_outputs):
     from huggingface_hub import ModelCard, constants
 
     from edgeq.shipping import EmbeddingShipResult, ship
 
-    res = ship("minilm", quants=["Q8_0"], outdir=tmp_path / "dist", progress=False)
+    # The candidates in the session's conversion folder: convert reuses its F16 and Q8_0 (what ship measures).
+    res = ship("minilm", quants=["Q8_0"], outdir=tmp_path / "dist", workdir=minilm_outputs[0].parent,
+               progress=False)
     assert isinstance(res, EmbeddingShipResult) and res.chosen in ("F16", "Q8_0")
     chosen = next(o for o in res.options if o.quant == res.chosen)
     assert chosen.speed_from == "measured" and chosen.cos_mean >= 0.99
