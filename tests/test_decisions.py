@@ -164,6 +164,31 @@ def test_tune_speed_floor_trades_kld_for_speed_only_as_far_as_needed():
     assert met and loose.types == free.types  # a floor the KLD-only file already meets changes nothing
 
 
+def test_tune_speed_floor_spends_the_slack_one_price_leaves():
+    """Like tensors choose alike at one price of time, so the cheapest price that meets a floor 10% looser than
+    stock's jumps to all-Q4_K; the slack it leaves (one tensor's worth of Q8_0) is spent: the exact optimum."""
+    import itertools
+
+    from edgeq.tuning.allocate import padded
+    from edgeq.tuning.speedcap import allocate_within, recipe_time, tensor_time
+
+    cal, costs, speeds = _tune_case()
+    cost = tensor_time(speeds)
+    allowed = {"Q8_0", "Q5_1", "Q4_K"}
+    budget = sum(padded(c.shape, "Q5_1", 32) for c in costs)
+    stock = recipe_time(costs, {c.name: "Q4_K" for c in costs}, cost)
+    limit = (stock[0] * 1.1, stock[1] * 1.1)
+    got, met = allocate_within(costs, cal, budget, allowed=allowed, alignment=32, cost=cost, limit=limit)
+    pp, tg = recipe_time(costs, got.types, cost)
+    assert met and pp <= limit[0] * 1.000001 and tg <= limit[1] * 1.000001
+    assert got.tensor_bytes == sum(padded(c.shape, got.types[c.name], 32) for c in costs) <= budget
+    best = min(sum(c.errors[t] for c, t in zip(costs, pick)) for pick in itertools.product(sorted(allowed), repeat=len(costs))
+               if sum(padded(c.shape, t, 32) for c, t in zip(costs, pick)) <= budget
+               and all(x <= y * 1.000001 for x, y in zip(recipe_time(costs, dict(zip([c.name for c in costs], pick)), cost), limit)))
+    assert best < sum(c.errors["Q4_K"] for c in costs)  # the case has a gap to close
+    assert got.predicted_kld == pytest.approx(best + 0.001)
+
+
 def test_predicted_type_speeds_follow_the_kernel_table():
     from edgeq.planning import kernels
     from edgeq.tuning.speedcap import predicted_types

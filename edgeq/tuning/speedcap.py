@@ -12,7 +12,8 @@ Bytes do not predict speed (issue 33): the 0.5B file tuned for KLD alone, mostly
 A tensor then costs its type's time per byte in generation (it reads them once a token) and per weight in prompts
 (it multiplies them), solved from the files' real contents (a per-type file holds Q8_0 stand-ins where its type
 falls back); a type the stock recipe uses but no file holds is scaled from the timed ones by the kernel table.  ``allocate_within`` prices that time with a second Lagrange multiplier ``μ``,
-raised until the recipe's predicted pp and tg time are both at most the stock recipe's (÷ ``min_speed``).
+raised until the recipe's predicted pp and tg time are both at most the stock recipe's (÷ ``min_speed``);
+``spend`` then gives the bytes and time that price left unused to the tensors that gain most from them.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from ..planning.size import predict_size, tensor_bytes, tensor_types
 from ..planning.source import from_gguf
 from ..sources.gguf_header import read_header
 from ..system import system_info
-from .allocate import Allocation, allocate
+from .allocate import Allocation, Allowed, allocate, padded
 from .sensitivity import Calibration, TensorCost, load_json
 
 TIMING = {"n_prompt": 64, "n_gen": 16, "rounds": 3}
@@ -188,7 +189,44 @@ def allocate_within(costs: list[TensorCost], cal: Calibration, budget: int, *, a
             hi, best = mid, got
         else:
             lo = mid
-    return best
+    return spend(best[0], costs, cal, budget, allowed=allowed, alignment=alignment, cost=cost,  # type: ignore[arg-type]
+                 limit=limit), True
+
+
+def spend(alloc: Allocation, costs: list[TensorCost], cal: Calibration, budget: int, *, allowed: Allowed,
+          alignment: int, cost: Costs, limit: tuple[float, float]) -> Allocation:
+    """``alloc`` improved one tensor at a time while bytes, pp and tg stay within ``budget`` and ``limit``.
+
+    One price of time makes every like tensor choose alike, so the cheapest price that meets the floor can jump
+    to a recipe far inside it (the 0.5B model's: 1.5× stock's tg at 0.78× the budget).  The slack is spent here:
+    each step takes the change of type that saves the most predicted KLD per share of the bytes and time it adds."""
+    types = dict(alloc.types)
+    opts: dict[str, dict[str, tuple[float, int, float, float]]] = {}
+    for c in costs:
+        mine = allowed.get(c.name, set()) if isinstance(allowed, dict) else allowed
+        coef = cal.coefficients[c.group]
+        opts[c.name] = {t: (coef * e, padded(c.shape, t, alignment), *cost(c.name, c.shape, t))
+                        for t, e in c.errors.items() if t in mine or t == types[c.name]}
+    room = [float(budget), *limit]
+    used = [sum(opts[n][t][i] for n, t in types.items()) for i in (1, 2, 3)]
+    while True:
+        best: tuple[float, str, str] | None = None
+        for n, cur in types.items():
+            now = opts[n][cur]
+            for t, o in opts[n].items():
+                saved = now[0] - o[0]
+                delta = [o[i] - now[i] for i in (1, 2, 3)]
+                if saved <= 0 or any(u + d > r * (1 + 1e-9) for u, d, r in zip(used, delta, room)):
+                    continue
+                gain = saved / (sum(max(d, 0.0) / r for d, r in zip(delta, room)) + 1e-12)
+                if best is None or gain > best[0]:
+                    best = (gain, n, t)
+        if best is None:
+            break
+        _, n, t = best
+        used = [u + opts[n][t][i] - opts[n][types[n]][i] for u, i in zip(used, (1, 2, 3))]
+        types[n] = t
+    return Allocation(types, int(used[0]), cal.coefficients.get("floor", 0.0) + sum(opts[n][t][0] for n, t in types.items()))
 
 
 def stock_for(f16: Path, stock: tuple[str, ...], size: int) -> str:
