@@ -291,3 +291,28 @@ def test_tune_times_each_type_apart_from_the_stand_ins_its_file_holds():
     # A type no file holds (a stock recipe's Q6_K) runs at the timed ones' rates scaled by the kernel table.
     f = {t: kernels.factors("x86", t)[0] for t in ("Q8_0", "Q3_K", "Q6_K")}
     assert tg_rate["Q6_K"] == pytest.approx((2e-9 * f["Q8_0"] + 1e-9 * f["Q3_K"]) / 2 / f["Q6_K"])
+
+
+def test_tune_verdict_says_when_its_speed_ratios_are_noise():
+    from edgeq.tuning.verify import Row, verdict
+
+    def rows(spread: float) -> list[Row]:
+        return [Row("tuned", "t.gguf", 990, 4.8, 0.01, 1.0, 97.0, True, 0.011, 110.0, 30.0, 0.05),
+                Row("Q4_K_M (imatrix)", "s.gguf", 1000, 4.9, 0.02, 2.0, 95.0, False, None, 100.0, 30.0, spread)]
+    quiet, busy = verdict(rows(0.05)), verdict(rows(0.6))
+    assert "1.10× its pp and 1.00× its tg" in quiet and "busy" not in quiet
+    assert "the machine was busy (a file's timing rounds spread 60%)" in busy
+
+
+def test_the_output_matrix_costs_generation_time_only_and_a_looked_up_embedding_none():
+    """llama-bench's prompts (and a generation's) turn only the batch's last position into logits: a mixed file's
+    output type must not count in its prompt speed (Qwen2.5-0.5B: 27% of its weights, the tied embedding)."""
+    from edgeq.tuning.speedcap import tensor_time
+
+    _, _, speeds = _tune_case()
+    shape = [256, 1024]
+    body = tensor_time(speeds)("blk.0.ffn_up.weight", shape, "Q8_0")
+    assert body[0] > 0 and body[1] > 0
+    assert tensor_time(speeds, tied=True)("token_embd.weight", shape, "Q8_0") == (0.0, body[1])
+    assert tensor_time(speeds, tied=False)("output.weight", shape, "Q8_0") == (0.0, body[1])
+    assert tensor_time(speeds, tied=False)("token_embd.weight", shape, "Q8_0") == (0.0, 0.0)

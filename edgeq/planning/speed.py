@@ -133,7 +133,18 @@ def matmul_flops_per_token(spec: ModelSpec, *, fill_tokens: int = DEFAULT_FILL_T
 def matmul_weights(spec: ModelSpec) -> int:
     """Weights multiplied per token: every matrix but a looked-up (untied) token embedding."""
     tied = not any(t.name == "output.weight" for t in spec.tensors)
-    return sum(t.n_elements for t in spec.tensors if len(t.shape) >= 2 and (t.name != "token_embd.weight" or tied))
+    return sum(t.n_elements for t in spec.tensors if len(t.shape) >= 2 and multiplied(t.name, tied)[1])
+
+
+def multiplied(name: str, tied: bool) -> tuple[bool, bool]:
+    """Whether a matrix is multiplied for every token of a prompt's batch, and for every generated token.
+
+    An untied token embedding is looked up (one row a token), never multiplied.  The output matrix (the token
+    embedding when tied) turns only the batch's last position into logits, as llama-bench and a generation ask:
+    per generated token it is read whole, per prompt token almost not at all."""
+    output = name == "output.weight" or (tied and name == "token_embd.weight")
+    looked_up = not tied and name == "token_embd.weight"
+    return not (output or looked_up), not looked_up
 
 
 def tg_tps(fam_bytes: dict[str, int], *, bandwidth_gbps: float, efficiency: float,

@@ -10,7 +10,7 @@ Bytes do not predict speed (issue 33): the 0.5B file tuned for KLD alone, mostly
 - for another device, predicted from ``plan.kernels``' factors of its kind.
 
 A tensor then costs its type's time per byte in generation (it reads them once a token) and per weight in prompts
-(it multiplies them), solved from the files' real contents (a per-type file holds Q8_0 stand-ins where its type
+(it multiplies them; the output matrix works on one position of a prompt's batch, ``speed.multiplied``), solved from the files' real contents (a per-type file holds Q8_0 stand-ins where its type
 falls back); a type the stock recipe uses but no file holds is scaled from the timed ones by the kernel table.  ``allocate_within`` prices that time with a second Lagrange multiplier ``μ``,
 raised until the recipe's predicted pp and tg time are both at most the stock recipe's (÷ ``min_speed``);
 ``spend`` then gives the bytes and time that price left unused to the tensors that gain most from them.
@@ -28,6 +28,7 @@ from ..llamacpp import find_toolchain, json_array, run_tool
 from ..planning import kernels
 from ..planning.size import predict_size, tensor_bytes, tensor_types
 from ..planning.source import from_gguf
+from ..planning.speed import multiplied
 from ..sources.gguf_header import read_header
 from ..system import system_info
 from .allocate import Allocation, Allowed, allocate, padded
@@ -86,11 +87,15 @@ def time_types(files: dict[str, Path], quantizable: set[str], cache: Path, threa
 
 
 def _mix(path: Path, quantizable: set[str]) -> dict[str, tuple[int, int]]:
+    """{type: (bytes read per generated token, weights multiplied per prompt token)} of a file's ``quantizable``."""
+    tensors = read_header(path).tensors
+    tied = not any(t.name == "output.weight" for t in tensors)
     out: dict[str, tuple[int, int]] = {}
-    for t in read_header(path).tensors:
+    for t in tensors:
         if t.name in quantizable:
+            in_pp, in_tg = multiplied(t.name, tied)
             b, w = out.get(t.type, (0, 0))
-            out[t.type] = (b + tensor_bytes(t.shape, t.type), w + t.n_elements)
+            out[t.type] = (b + tensor_bytes(t.shape, t.type) * in_tg, w + t.n_elements * in_pp)
     return out
 
 
@@ -134,9 +139,10 @@ def _all_types(kind: str | None) -> list[str]:
     return list(kernels.TABLES.get(kind or "", kernels.X86))
 
 
-def tensor_time(speeds: dict[str, TypeSpeed], kind: str | None = None) -> Costs:
+def tensor_time(speeds: dict[str, TypeSpeed], kind: str | None = None, *, tied: bool = True) -> Costs:
     """(pp s, tg s) of one tensor (name, shape, type): its bytes at its type's seconds per byte, its weights at
-    seconds per weight (``per_unit``)."""
+    seconds per weight (``per_unit``), where a token multiplies it (``speed.multiplied``; ``tied``: the model has
+    no output.weight)."""
     pp, tg = per_unit(speeds, kind)
 
     def cost(name: str, shape: list[int], ty: str) -> tuple[float, float]:
@@ -144,7 +150,9 @@ def tensor_time(speeds: dict[str, TypeSpeed], kind: str | None = None) -> Costs:
         for d in shape:
             n *= d
         f = kernels.factors(kind, ty)
-        return n * pp.get(ty, pp.get("Q4_0", 0.0) / f[1]), tensor_bytes(shape, ty) * tg.get(ty, tg.get("Q4_0", 0.0) / f[0])
+        in_pp, in_tg = multiplied(name, tied)
+        return (n * pp.get(ty, pp.get("Q4_0", 0.0) / f[1]) * in_pp,
+                tensor_bytes(shape, ty) * tg.get(ty, tg.get("Q4_0", 0.0) / f[0]) * in_tg)
     return cost
 
 
@@ -252,9 +260,9 @@ def cap(alloc: Allocation, costs: list[TensorCost], cal: Calibration, budget: in
     else:
         speeds = predicted_types({t for c in costs for t in c.errors}, kind)
         source = f"predicted for the device ({kernels.SOURCES[kind]})"
-    cost = tensor_time(speeds, kind)
-    q = stock_for(f16, stock, size)
     spec = from_gguf(f16)
+    cost = tensor_time(speeds, kind, tied=not any(t.name == "output.weight" for t in spec.tensors))
+    q = stock_for(f16, stock, size)
     stock_types = {t.name: ty for t, ty in zip(spec.tensors, tensor_types(spec, q)) if t.name in names}
     s_pp, s_tg = recipe_time(costs, stock_types, cost)
     limit = (s_pp / min_speed, s_tg / min_speed)

@@ -17,7 +17,7 @@ from ..sources.gguf import read as read_gguf
 from ..sources.texts import default_text
 from .allocate import Allocation
 from .sensitivity import load_json
-from .speedcap import time_types
+from .speedcap import SPREAD_BUSY, time_types
 
 
 @dataclass
@@ -33,6 +33,7 @@ class Row:
     predicted_kld: float | None = None
     pp_tps: float | None = None  # measured here, interleaved with the other rows' files (llama-bench)
     tg_tps: float | None = None
+    speed_spread: float | None = None  # the wider of its pp and tg rounds' (max − min) ÷ median
 
 
 def verify(tc: Any, f16: Path, dst: Path, imatrix: Path, work: Path, stem: str, stock: tuple[str, ...],
@@ -70,7 +71,7 @@ def verify(tc: Any, f16: Path, dst: Path, imatrix: Path, work: Path, stem: str, 
         sp = speeds[path.name]
         rows.append(Row(label, str(path), info.file_size_bytes, info.bits_per_weight, r["kld_mean"],
                         r["delta_ppl_pct"], r["top1_pct"], tuned, alloc.predicted_kld if tuned else None,
-                        round(1 / sp.pp_s, 1), round(1 / sp.tg_s, 2)))
+                        round(1 / sp.pp_s, 1), round(1 / sp.tg_s, 2), round(sp.spread, 3)))
     return sorted(rows, key=lambda r: r.size_bytes)
 
 
@@ -108,6 +109,9 @@ def verdict(rows: list[Row]) -> str:
     if smaller:
         s = max(smaller, key=lambda r: r.size_bytes)
         parts.append(f"{s.label} is smaller ({human_bytes(s.size_bytes)}) with KLD {_g(s.kld_mean)}")
+    spread = max((r.speed_spread or 0.0 for r in rows), default=0.0)
+    if spread > SPREAD_BUSY:
+        parts.append(f"the machine was busy (a file's timing rounds spread {spread:.0%}): the speed ratios are noise")
     return f"The tuned file ({human_bytes(tuned.size_bytes)}, KLD {_g(tuned.kld_mean)}) " + "; ".join(parts) + "."
 
 
