@@ -34,7 +34,10 @@ from ..system import system_info
 from .allocate import Allocation, Allowed, allocate, padded
 from .sensitivity import Calibration, TensorCost, load_json
 
-TIMING = {"n_prompt": 64, "n_gen": 16, "rounds": 3}
+# A first round warms the page cache and the CPU's clocks (its figures ran up to 35% low) and is not kept.
+TIMING = {"n_prompt": 64, "n_gen": 16, "rounds": 3, "warmup": 1}
+# The verification's figures are the ones a user reads, of three or four files: longer runs, more rounds.
+VERIFY_TIMING = {"n_prompt": 128, "n_gen": 32, "rounds": 5, "warmup": 1}
 SPREAD_BUSY = 0.20  # as bench.noise: timings whose rounds differ more than this fall back to the kernel table
 
 
@@ -53,7 +56,7 @@ class TypeSpeed:
 
 
 def time_types(files: dict[str, Path], quantizable: set[str], cache: Path, threads: int | None,
-               device: str = "cpu") -> dict[str, TypeSpeed]:
+               device: str = "cpu", timing: dict[str, int] = TIMING) -> dict[str, TypeSpeed]:
     """Each per-type file timed here with llama-bench on ``device`` (resolved), interleaved; cached by file name,
     size and device (a CPU timing is no Metal one)."""
     cached = load_json(cache) or {}
@@ -66,12 +69,12 @@ def time_types(files: dict[str, Path], quantizable: set[str], cache: Path, threa
     exe = find_toolchain().tool("llama-bench")
     common = ["-t", str(threads or system_info().physical_cores), "-r", "1", "-o", "json",
               *for_resolved(device).tool_args("llama-bench")]
-    for rnd in range(TIMING["rounds"] if todo else 0):
+    for rnd in range(-timing["warmup"], timing["rounds"]) if todo else ():
         for k in todo if rnd % 2 == 0 else todo[::-1]:
             # One process a file and round measures both tests: half the loads and warm-ups of one per test.
-            out = run_tool([exe, "-m", str(files[k]), *common, "-p", str(TIMING["n_prompt"]), "-n",
-                            str(TIMING["n_gen"])], name="llama-bench", tail_lines=100000)
-            for test in json_array(out):
+            out = run_tool([exe, "-m", str(files[k]), *common, "-p", str(timing["n_prompt"]), "-n",
+                            str(timing["n_gen"])], name="llama-bench", tail_lines=100000)
+            for test in json_array(out) if rnd >= 0 else ():
                 samples[k]["tg" if test.get("n_gen") else "pp"].append(float(test["avg_ts"]))
     for k in todo:
         h = read_header(files[k])

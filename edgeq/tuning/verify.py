@@ -17,7 +17,7 @@ from ..sources.gguf import read as read_gguf
 from ..sources.texts import default_text
 from .allocate import Allocation
 from .sensitivity import load_json
-from .speedcap import SPREAD_BUSY, time_types
+from .speedcap import SPREAD_BUSY, VERIFY_TIMING, time_types
 
 
 @dataclass
@@ -63,7 +63,8 @@ def verify(tc: Any, f16: Path, dst: Path, imatrix: Path, work: Path, stem: str, 
         write_json_atomic(cache_path, {**cached, **{p.name: scores[p.name] for p in todo}})
     scores = {**cached, **scores}
     files = [("tuned", dst, True), *[(f"{q} (imatrix)", p, False) for q, p in stock_files]]
-    speeds = time_types({p.name: p for _, p, _ in files}, set(), work / "verify-speeds.json", threads, device)
+    speeds = time_types({p.name: p for _, p, _ in files}, set(), work / "verify-speeds.json", threads, device,
+                        VERIFY_TIMING)
     rows = []
     for label, path, tuned in files:
         r = scores[path.name]
