@@ -112,7 +112,8 @@ def verdict(rows: list[Row]) -> str:
         parts.append(f"{s.label} is smaller ({human_bytes(s.size_bytes)}) with KLD {_g(s.kld_mean)}")
     spread = max((r.speed_spread or 0.0 for r in rows), default=0.0)
     if spread > SPREAD_BUSY:
-        parts.append(f"the machine was busy (a file's timing rounds spread {spread:.0%}): the speed ratios are noise")
+        parts.append(f"a file's timing rounds spread {spread:.0%} (a busy or drifting machine; the files were timed "
+                     "interleaved): the speed ratios are good to about that")
     return f"The tuned file ({human_bytes(tuned.size_bytes)}, KLD {_g(tuned.kld_mean)}) " + "; ".join(parts) + "."
 
 
