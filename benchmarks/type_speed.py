@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/type_speed.py make       # the model (random weights) and one --pure file per type
     .venv/bin/python benchmarks/type_speed.py measure    # llama-bench pp128 / tg16, every file once a round, interleaved
     .venv/bin/python benchmarks/type_speed.py check      # plan's per-type predictions against the measurements
-    .venv/bin/python benchmarks/type_speed.py table      # the table of the run the factors come from (types.{json,md})
+    .venv/bin/python benchmarks/type_speed.py table [RAW ...]   # the factors, medians over runs (types.{json,md})
     TYPES_RAW=benchmarks/results/types-raw-check.json .venv/bin/python benchmarks/type_speed.py measure 5
     .venv/bin/python benchmarks/type_speed.py render benchmarks/results/types-raw-check.json   # the check of a later run
 
@@ -127,6 +127,19 @@ def _gflops() -> float:
     return system_info().physical_cores * ghz * _flops_per_cycle(cpu_features())
 
 
+def derive_runs(raw_paths: list[Path]) -> dict[str, object]:
+    """``derive`` of each run, and their per-type factors and Q4_0 efficiencies pooled by median: a type's speed
+    relative to Q4_0 moves up to 12% between quiet runs on this VM, more than its share of the ±10% check."""
+    runs = {p.name: derive(p) for p in raw_paths}
+    out: dict[str, object] = {"runs": runs, "types": {}}
+    for ty in TYPES:
+        out["types"][ty] = {k: round(statistics.median(r["types"][ty][k] for r in runs.values()), 3)  # type: ignore[index]
+                            for k in ("tg_factor", "pp_factor")}
+    for k in ("q4_0_tg_efficiency", "q4_0_pp_efficiency"):
+        out[k] = round(statistics.median(r[k] for r in runs.values()), 4)  # type: ignore[type-var]
+    return out
+
+
 def derive(raw_path: Path = RAW) -> dict[str, object]:
     """Per-type factors relative to Q4_0 (plan/kernels.py's x86 table) and Q4_0's absolute efficiencies."""
     raw = json.loads(raw_path.read_text())
@@ -179,24 +192,27 @@ def check(raw_path: Path, calib_types: tuple[str, ...] = ("F16", "Q8_0", "Q4_K")
     return rows
 
 
-def table(raw_path: Path = RAW) -> None:
-    """``benchmarks/results/types.{json,md}``: the run plan's x86 table is made from, and the factors it gives."""
-    raw = json.loads(raw_path.read_text())
-    derived = derive(raw_path)
+def table(raw_paths: list[Path]) -> None:
+    """``benchmarks/results/types.{json,md}``: the runs plan's x86 table is made from, and the factors they give."""
+    raws = {p.name: json.loads(p.read_text()) for p in raw_paths}
+    derived = derive_runs(raw_paths)
     (ROOT / "benchmarks" / "results" / "types.json").write_text(json.dumps(derived, indent=1))
-    lines = [f"**{raw_path.name}**: {raw['threads']} thread(s), {raw['rounds']} rounds, {raw['date']}, {raw['cpu']}, "
+    lines = [f"**{name}**: {raw['threads']} thread(s), {raw['rounds']} rounds, {raw['date']}, {raw['cpu']}, "
              f"edgeq-bandwidth {min(raw['bandwidth_gbps']):.1f}–{max(raw['bandwidth_gbps']):.1f} GB/s, "
-             f"load {min(raw['load']):.1f}–{max(raw['load']):.1f}", "",
-             "| type | MB | tg tok/s (min–max) | pp tok/s (min–max) | tg per byte vs Q4_0 | pp per FLOP vs Q4_0 |",
-             "|---|---|---|---|---|---|"]
+             f"load {min(raw['load']):.1f}–{max(raw['load']):.1f}  " for name, raw in raws.items()]
+    lines += ["", "| type | MB | tg tok/s, each run (min–max) | pp tok/s, each run | tg per byte vs Q4_0: each run → table "
+              "| pp per FLOP vs Q4_0: each run → table |", "|---|---|---|---|---|---|"]
+    first = next(iter(raws.values()))
     for ty in TYPES:
-        tg, pp, f = raw["tg"][ty], raw["pp"][ty], derived["types"][ty]  # type: ignore[index]
-        lines.append(f"| {ty} | {raw['sizes'][ty] / 1e6:.0f} | {statistics.median(tg):.1f} ({min(tg):.1f}–{max(tg):.1f}) "
-                     f"| {statistics.median(pp):.0f} ({min(pp):.0f}–{max(pp):.0f}) | {f['tg_factor']:.2f} | "
-                     f"{f['pp_factor']:.2f} |")
-    lines += ["", f"Q4_0's own efficiency: {derived['q4_0_tg_efficiency']:.2f} of edgeq-bandwidth's reading, "
-              f"{derived['q4_0_pp_efficiency']:.2f} of the cores × GHz × FLOP/cycle estimate "
-              f"({derived['gflops_estimate']:.0f} GFLOP/s)."]
+        f, runs = derived["types"][ty], derived["runs"].values()  # type: ignore[index, attr-defined]
+        tg = "; ".join(f"{statistics.median(r['tg'][ty]):.1f} ({min(r['tg'][ty]):.1f}–{max(r['tg'][ty]):.1f})" for r in raws.values())
+        pp = "; ".join(f"{statistics.median(r['pp'][ty]):.0f}" for r in raws.values())
+        lines.append(f"| {ty} | {first['sizes'][ty] / 1e6:.0f} | {tg} | {pp} | "
+                     f"{', '.join(format(r['types'][ty]['tg_factor'], '.2f') for r in runs)} → **{f['tg_factor']:.2f}** | "
+                     f"{', '.join(format(r['types'][ty]['pp_factor'], '.2f') for r in runs)} → **{f['pp_factor']:.2f}** |")
+    gflops = next(iter(derived["runs"].values()))["gflops_estimate"]  # type: ignore[attr-defined]
+    lines += ["", f"Q4_0's own efficiency (median of the runs): {derived['q4_0_tg_efficiency']:.2f} of edgeq-bandwidth's "
+              f"reading, {derived['q4_0_pp_efficiency']:.2f} of the cores × GHz × FLOP/cycle estimate ({gflops:.0f} GFLOP/s)."]
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from readme_table import publish
 
@@ -245,6 +261,6 @@ if __name__ == "__main__":
         for row in check(Path(sys.argv[2]) if len(sys.argv) > 2 else RAW):
             print(row)
     elif what == "table":  # the run the x86 table is made from, and its factors
-        table(Path(sys.argv[2]) if len(sys.argv) > 2 else RAW)
+        table([Path(a) for a in sys.argv[2:]] or [RAW])
     elif what == "render":  # render RAW... : the check of each later run, as Markdown and JSON
         render([Path(a) for a in sys.argv[2:]])

@@ -243,22 +243,22 @@ def test_a_calibration_from_busy_bench_results_says_so(tmp_path):
 
     from edgeq.planning.calibrate import from_bench
 
-    run = {"model": "m", "path": "/nowhere/m-Q8_0.gguf", "backend": "llama.cpp", "variant": "Q8_0", "device": "cpu",
+    run = {"model": "m", "path": "/nowhere/m-Q6_K.gguf", "backend": "llama.cpp", "variant": "Q6_K", "device": "cpu",
            "batch": 1, "prompt": "en", "n_prompt": 128, "n_gen": 64, "status": "ok", "tg_tps": {"median": 50.0},
-           "calibration": {"bytes_by_type": {"Q8_0": 5 * 10**8}, "weights_by_type": {"Q8_0": 5 * 10**8},
-                           "attention_flops": 0.0, "bytes_by_family": {"Q8_0": 5 * 10**8},
+           "calibration": {"bytes_by_type": {"Q6_K": 5 * 10**8}, "weights_by_type": {"Q6_K": 5 * 10**8},
+                           "attention_flops": 0.0, "bytes_by_family": {"K": 5 * 10**8},
                            "matmul_weights": 5 * 10**8, "resident_bytes": 10**9, "flops_per_token": 10**9}}
     path = tmp_path / "bench.json"
-    busy = "the machine was busy (Q8_0's generation speed spread 45% over its repetitions): speed differences ..."
+    busy = "the machine was busy (Q6_K's generation speed spread 45% over its repetitions): speed differences ..."
     path.write_text(json.dumps({"schema": "edgeq-bench/1", "environment": {"cpu": "Test CPU"}, "settings": {},
                                 "runs": [run], "roofline": {"bandwidth": {"read_gbps": 40.0}}, "busy": busy}))
     cal = from_bench(path, repack_types=[], kind="x86")
     assert any("busy" in w and "bench again" in w for w in cal.warnings)
-    # Recorded per type, the bytes count at the type's kernel rate (Q8_0's on x86, relative to Q4_0's per byte).
+    # Recorded per type, the bytes count at the type's kernel rate (Q6_K's on x86, relative to Q4_0's per byte).
     from edgeq.planning import kernels
 
-    q8 = kernels.factors("x86", "Q8_0")[0]
-    assert q8 != 1.0 and cal.tg_family_efficiency["Q8_0"] == pytest.approx(50.0 * 5e8 / q8 / 40e9, rel=0.02)
+    q6 = kernels.factors("x86", "Q6_K")[0]
+    assert q6 != 1.0 and cal.tg_efficiency == pytest.approx(50.0 * 5e8 / q6 / 40e9, rel=0.02)
 
 
 def test_tune_timings_that_spread_are_noise():
