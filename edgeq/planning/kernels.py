@@ -27,7 +27,7 @@ X86: dict[str, tuple[float, float]] = {
 X86_SOURCE = ("measured on this project's 2-core AMD EPYC VM, one thread (benchmarks/type_speed.py, "
               "benchmarks/results/types.json)")
 # Q4_0's own efficiency there: of edgeq-bandwidth's one-thread reading, and of the cores × GHz × FLOP/cycle estimate.
-X86_TG_EFFICIENCY, X86_PP_EFFICIENCY = 0.63, 0.59
+X86_TG_EFFICIENCY, X86_PP_EFFICIENCY = 0.63, 0.46
 
 # ARM with dotprod (Pi 5's Cortex-A76): repack.cpp repacks Q4_0, Q4_K, Q5_K, Q6_K, IQ4_NL and Q8_0 there
 # (plan/devices.py).  Not measured: generation per type as on x86; in prompts the repacked types at Q4_0's rate and

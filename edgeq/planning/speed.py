@@ -106,11 +106,11 @@ def effective_bytes(by_type: dict[str, int], kind: str | None) -> dict[str, int]
 
 
 def weights_by_type(spec: ModelSpec, types: list[str]) -> dict[str, int]:
-    """Weights multiplied per token (``matmul_weights``), by the type each matrix is stored in."""
+    """Weights multiplied per prompt token (``multiplied``: not the output matrix), by the type each is stored in."""
     tied = not any(t.name == "output.weight" for t in spec.tensors)
     out: dict[str, int] = {}
     for t, ty in zip(spec.tensors, types):
-        if len(t.shape) >= 2 and (t.name != "token_embd.weight" or tied):
+        if len(t.shape) >= 2 and multiplied(t.name, tied)[0]:
             out[ty.upper()] = out.get(ty.upper(), 0) + t.n_elements
     return out
 
@@ -126,12 +126,13 @@ def effective_flops(by_type: dict[str, int], attention: float, kind: str | None)
 
 
 def matmul_flops_per_token(spec: ModelSpec, *, fill_tokens: int = DEFAULT_FILL_TOKENS) -> float:
-    """2 FLOP per weight of every matrix multiplied (not the embedding lookup) + attention scores and sums."""
-    return 2.0 * matmul_weights(spec) + attention_flops(spec, fill_tokens=fill_tokens)
+    """FLOP per prompt token: 2 per weight multiplied (``weights_by_type``) + attention scores and sums."""
+    weights = sum(weights_by_type(spec, [t.base_type for t in spec.tensors]).values())
+    return 2.0 * weights + attention_flops(spec, fill_tokens=fill_tokens)
 
 
 def matmul_weights(spec: ModelSpec) -> int:
-    """Weights multiplied per token: every matrix but a looked-up (untied) token embedding."""
+    """Weights multiplied per generated token: every matrix but a looked-up (untied) token embedding."""
     tied = not any(t.name == "output.weight" for t in spec.tensors)
     return sum(t.n_elements for t in spec.tensors if len(t.shape) >= 2 and multiplied(t.name, tied)[1])
 
