@@ -10,9 +10,10 @@ Bytes do not predict speed (issue 33): the 0.5B file tuned for KLD alone, mostly
 - for another device, predicted from ``plan.kernels``' factors of its kind.
 
 A tensor then costs its type's time per byte in generation (it reads them once a token) and per weight in prompts
-(it multiplies them; the output matrix works on one position of a prompt's batch, ``speed.multiplied``), solved from the files' real contents (a per-type file holds Q8_0 stand-ins where its type
-falls back); a type the stock recipe uses but no file holds is scaled from the timed ones by the kernel table.  ``allocate_within`` prices that time with a second Lagrange multiplier ``μ``,
-raised until the recipe's predicted pp and tg time are both at most the stock recipe's (÷ ``min_speed``);
+(it multiplies them; the output matrix works on one position of a prompt's batch, ``speed.multiplied``), solved
+from the files' real contents (a per-type file holds Q8_0 stand-ins where its type falls back); a type the stock
+recipe uses but no file holds is scaled from the timed ones by the kernel table.  ``allocate_within`` prices that
+time with a second Lagrange multiplier ``μ``, raised until the recipe's predicted pp and tg time are both at most the stock recipe's (÷ ``min_speed``);
 ``spend`` then gives the bytes and time that price left unused to the tensors that gain most from them.
 """
 from __future__ import annotations
@@ -34,7 +35,7 @@ from ..system import system_info
 from .allocate import Allocation, Allowed, allocate, padded
 from .sensitivity import Calibration, TensorCost, load_json
 
-# A first round warms the page cache and the CPU's clocks (its figures ran up to 35% low) and is not kept.
+# A first round warms the page cache and the CPU's clocks, so it runs low, and is not kept.
 TIMING = {"n_prompt": 64, "n_gen": 16, "rounds": 3, "warmup": 1}
 # The verification's figures are the ones a user reads, of three or four files: longer runs, more rounds.
 VERIFY_TIMING = {"n_prompt": 128, "n_gen": 32, "rounds": 5, "warmup": 1}
@@ -209,7 +210,7 @@ def spend(alloc: Allocation, costs: list[TensorCost], cal: Calibration, budget: 
     """``alloc`` improved one tensor at a time while bytes, pp and tg stay within ``budget`` and ``limit``.
 
     One price of time makes every like tensor choose alike, so the cheapest price that meets the floor can jump
-    to a recipe far inside it (the 0.5B model's: 1.5× stock's tg at 0.78× the budget).  The slack is spent here:
+    to a recipe far inside both the floor and the budget.  The slack is spent here:
     each step takes the change of type that saves the most predicted KLD per share of the bytes and time it adds."""
     types = dict(alloc.types)
     opts: dict[str, dict[str, tuple[float, int, float, float]]] = {}
