@@ -13,8 +13,9 @@ A tensor then costs its type's time per byte in generation (it reads them once a
 (it multiplies them; the output matrix works on one position of a prompt's batch, ``speed.multiplied``), solved
 from the files' real contents (a per-type file holds Q8_0 stand-ins where its type falls back); a type the stock
 recipe uses but no file holds is scaled from the timed ones by the kernel table.  ``allocate_within`` prices that
-time with a second Lagrange multiplier ``μ``, raised until the recipe's predicted pp and tg time are both at most the stock recipe's (÷ ``min_speed``);
-``spend`` then gives the bytes and time that price left unused to the tensors that gain most from them.
+time with a second Lagrange multiplier ``μ``, raised until the recipe's predicted pp and tg time are both at most
+the stock recipe's (÷ ``min_speed``); ``spend`` then gives the bytes and time that price left unused to the
+tensors that gain most from them.
 """
 from __future__ import annotations
 
