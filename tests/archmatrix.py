@@ -184,14 +184,18 @@ def check(name: str, work: Path, *, cli: bool = True) -> dict[str, Any]:
     top2 = np.sort(ref, -1)[:, -2:]
     decided = top2[:, 1] - top2[:, 0] > TIE
     row["loads"], row["finite"] = {}, {}
+    scorer: ChildScorer | None = None  # one child loads the files in turn (its start-up, ~2 s, paid once)
     for quant, path in files.items():
         try:
-            scorer = ChildScorer("llama.cpp", str(path), n_ctx=64, threads=2)
-            try:
-                got = log_softmax(np.array(scorer.logits(ids), dtype=np.float64))
-            finally:
-                scorer.close()
+            if scorer is None:
+                scorer = ChildScorer("llama.cpp", str(path), n_ctx=64, threads=2)
+            else:
+                scorer.open(str(path))
+            got = log_softmax(np.array(scorer.logits(ids), dtype=np.float64))
         except Exception as e:
+            if scorer is not None:
+                scorer.close()  # a child that failed has ended: the next file gets a new one
+            scorer = None
             row["loads"][quant] = False
             row.setdefault("error", f"{quant}: {_last_line(e)}")
             continue
@@ -205,6 +209,8 @@ def check(name: str, work: Path, *, cli: bool = True) -> dict[str, Any]:
             row["top1_all_pct"] = float((got.argmax(-1) == ref.argmax(-1)).mean() * 100)
             top = ref.argmax(-1)
             row["top1_shift_max"] = float(np.abs(got[np.arange(len(top)), top] - ref[np.arange(len(top)), top]).max())
+    if scorer is not None:
+        scorer.close()
     row["logits_match"] = bool(row.get("top1_decided_agree") and row.get("kld_max", 1.0) < KLD_MAX
                                and row.get("decided_frac", 0) > 0.5)
 

@@ -6,7 +6,7 @@ where in-process it would have been a bare "Segmentation fault" and no summary.
 
 Protocol, parent → child on stdin, one JSON object per line:
 ``{"op": "tokenize", "text", "add_bos"}``, ``{"op": "logits", "tokens", "reuse_prefix", "first"}``,
-``{"op": "close"}``; child → parent on its own copy of stdout: one JSON line per request.  A
+``{"op": "open", "path"}`` (free the model, load another with the same options), ``{"op": "close"}``; child → parent on its own copy of stdout: one JSON line per request.  A
 ``logits`` reply's float32 rows are written into a shared memory file (a memfd the child
 inherits) that the parent maps: through a pipe, the 155 MB of one 512-token window of a
 152k-vocabulary model cost half a second of copying, more than a fifth of the window itself.
@@ -39,13 +39,22 @@ class ChildScorer:
         self.shared = shared_memory_fd()
         self.worker = Worker("edgeq.backends.isolated", pass_fds=[self.shared])
         self.proc = self.worker.proc
-        head = self._ask({"backend": backend, "path": path, "n_ctx": n_ctx, "threads": threads, "variant": variant,
-                          "device": device, "lora": lora, "lora_scale": lora_scale, "shared_fd": self.shared},
-                         "loading")
+        self._loaded(self._ask({"backend": backend, "path": path, "n_ctx": n_ctx, "threads": threads,
+                                "variant": variant, "device": device, "lora": lora, "lora_scale": lora_scale,
+                                "shared_fd": self.shared}, "loading"))
+        self._view = _Mapping(self.shared, mmap.ACCESS_READ)
+
+    def open(self, path: str) -> None:
+        """Score ``path`` from now on, with the same backend and options, in the same child: the model before it
+        is freed first, and the child's start-up (Python, edgeq, the engine's library: about 2 s) is not paid
+        again.  Arrays from ``logits`` before this stay valid only until the next ``logits``, as always."""
+        self.path = path
+        self._loaded(self._ask({"op": "open", "path": path}, "loading"))
+
+    def _loaded(self, head: dict[str, Any]) -> None:
         self.kind = head["kind"]
         self.n_vocab, self.adds_bos, self.bos_id = int(head["n_vocab"]), bool(head["adds_bos"]), int(head["bos_id"])
         self.offloaded_layers: int | None = head.get("offloaded_layers")  # llama.cpp's own count (GGUF only)
-        self._view = _Mapping(self.shared, mmap.ACCESS_READ)
 
     def tokenize(self, text: str, add_bos: bool | None = None) -> list[int]:
         return list(self._ask({"op": "tokenize", "text": text, "add_bos": add_bos}, "tokenizing")["tokens"])
@@ -141,10 +150,8 @@ def _reply(out: BinaryIO, obj: dict[str, Any]) -> None:
     out.flush()
 
 
-def _serve(out: BinaryIO) -> None:
-    import numpy as np
-
-    spec = json.loads(sys.stdin.readline())
+def _load(out: BinaryIO, spec: dict[str, Any]) -> Scorer:
+    """Open ``spec``'s model and tell the parent what it is."""
     scorer = _open(spec)
     if spec.get("lora"):  # eval --lora: the adapter GGUF applied to the model (llama.cpp only)
         assert isinstance(scorer, LogitScorer)
@@ -152,12 +159,24 @@ def _serve(out: BinaryIO) -> None:
     runner = getattr(scorer, "runner", None)
     _reply(out, {"ok": True, "kind": scorer.kind, "n_vocab": int(scorer.n_vocab), "adds_bos": bool(scorer.adds_bos),
                  "bos_id": int(scorer.bos_id), "offloaded_layers": getattr(runner, "offloaded_layers", None)})
+    return scorer
+
+
+def _serve(out: BinaryIO) -> None:
+    import numpy as np
+
+    spec = json.loads(sys.stdin.readline())
+    scorer = _load(out, spec)
     shared = _Mapping(spec["shared_fd"], mmap.ACCESS_WRITE)
     for line in sys.stdin:
         req = json.loads(line)
         if req["op"] == "close":
             break
-        if req["op"] == "tokenize":
+        if req["op"] == "open":
+            scorer.close()
+            spec["path"] = req["path"]
+            scorer = _load(out, spec)
+        elif req["op"] == "tokenize":
             _reply(out, {"ok": True, "tokens": scorer.tokenize(req["text"], req["add_bos"])})
         else:
             rows = np.ascontiguousarray(scorer.logits(req["tokens"], reuse_prefix=req["reuse_prefix"], first=req["first"]),
