@@ -15,7 +15,9 @@ from edgeq.shipping import NothingFits, ship
 
 SOURCE = "edgeq-test/tiny-ship"
 TOKEN = "hf_acme_write"
-FAST = {"eval_tokens": 2048, "progress": False, "quants": ["Q8_0", "Q4_K_M"]}
+# One thread: on CI's two cores the other pytest-xdist worker runs beside each ship, and two llama.cpp threads
+# spinning at their barriers on a shared core made the speed stage's tiny generations 10-80x slower.
+FAST = {"eval_tokens": 2048, "progress": False, "quants": ["Q8_0", "Q4_K_M"], "threads": 1}
 
 
 @pytest.fixture(scope="module")
@@ -153,6 +155,8 @@ def test_a_target_nothing_fits_ends_with_the_closest_option(shipped, hub, monkey
         ship(SOURCE, workdir=base / "work", outdir=base / "dist-none", min_tps=1e9, **FAST)
     assert "closest" in str(e.value).lower() and e.value.exit_code == 1
     assert not (base / "dist-none").exists()
+    # FAST's threads: the speed results are kept per thread count, so this run reuses them too.
     code, err, _ = run_main(["ship", SOURCE, "--work", str(base / "work"), "-o", str(base / "dist-none"),
-                             "--quants", "Q8_0,Q4_K_M", "--eval-tokens", "2048", "--min-tps", "1e9"], capsys)
+                             "--quants", "Q8_0,Q4_K_M", "--eval-tokens", "2048", "--threads", "1", "--min-tps", "1e9"],
+                            capsys)
     assert code == 1 and "closest" in err.lower() and len(err.strip().splitlines()) == 1
