@@ -169,7 +169,7 @@ def test_bench_end_to_end(tiny_llama, tmp_path):
     ggufs = [o.path for o in res.outputs if o.type in ("F32", "Q8_0")]
     out, csv_path = tmp_path / "b.json", tmp_path / "b.csv"
     main(["bench", *ggufs, str(tiny_llama), "--quants", "", "--hf", "fp32", "-p", "16", "-n", "4",
-          "-r", "2", "--batch", "1,2", "--check-llama-bench", "-o", str(out), "--csv", str(csv_path)])
+          "-r", "2", "--batch", "1,2", "-t", "1", "--check-llama-bench", "-o", str(out), "--csv", str(csv_path)])
     data = json.loads(out.read_text())
     ok = [r for r in data["runs"] if r["status"] == "ok"]
     assert {(r["backend"], r["variant"]) for r in ok} == {("llama.cpp", "F32"), ("llama.cpp", "Q8_0"),
