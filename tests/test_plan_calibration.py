@@ -59,8 +59,9 @@ def test_calibration_travels_with_the_results(tmp_path, embedded_outputs):
     here.mkdir()
     ggufs = [shutil.copy(p, here) for p in embedded_outputs if p.name.endswith(("Q8_0.gguf", "Q4_K_M.gguf"))]
     out = here / "edgeq-bench.json"
-    p = subprocess.run([EDGEQ, "bench", *map(str, ggufs), "-p", "64", "-n", "16", "-r", "1", "--batch", "1", "-o",
-                        str(out), "--json"], capture_output=True, text=True, cwd=here, timeout=600)
+    # One thread: beside the other xdist worker on two cores, two threads spin at llama.cpp's barriers.
+    p = subprocess.run([EDGEQ, "bench", *map(str, ggufs), "-p", "64", "-n", "16", "-r", "1", "--batch", "1", "-t", "1",
+                        "-o", str(out), "--json"], capture_output=True, text=True, cwd=here, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     data = json.loads(out.read_text())
     assert all(Path(r["path"]).is_absolute() and r["fingerprint"] and r["calibration"] for r in data["runs"])
