@@ -53,13 +53,29 @@ def plain(v):
         return [plain(x) for x in v]
     return v
 
+S, A = gguf.GGUFValueType.STRING, gguf.GGUFValueType.ARRAY
+LONG = int(os.environ["EDGEQ_DUMP_ITEMS"])
+
+def packed(self, v):
+    # len(self._pack_val(v.value, v.type, add_vtype=True, sub_type=v.sub_type)), counted: packing a 150k-token
+    # vocabulary string by string took 1.4 s.  Arrays: type, item type, count, then each item as the writer packs it.
+    items = v.value
+    if v.type != A or isinstance(items, bytes) or not len(items):
+        return len(self._pack_val(items, v.type, add_vtype=True, sub_type=v.sub_type))
+    item = v.sub_type if v.sub_type is not None else gguf.GGUFValueType.get_type(items[0])
+    if item == S:
+        return 16 + sum(8 + len(x.encode("utf-8") if isinstance(x, str) else x) for x in items)
+    if item in self._simple_value_packing:
+        return 16 + len(items) * len(self._pack_val(items[0], item, add_vtype=False))
+    return len(self._pack_val(items, v.type, add_vtype=True, sub_type=v.sub_type))
+
 def dump(self, path=None):
-    S = gguf.GGUFValueType.STRING
     kv = self.kv_data[0]
-    kv_bytes = sum(len(self._pack_val(k, S, add_vtype=False))
-                   + len(self._pack_val(v.value, v.type, add_vtype=True, sub_type=v.sub_type)) for k, v in kv.items())
-    out = {"alignment": self.data_alignment, "kv_bytes": kv_bytes,
-           "metadata": {k: plain(v.value) for k, v in kv.items()},
+    kv_bytes = sum(len(self._pack_val(k, S, add_vtype=False)) + packed(self, v) for k, v in kv.items())
+    # Arrays longer than the parent keeps go as their length only (a vocabulary's tokens, merges, scores).
+    lengths = {k: len(v.value) for k, v in kv.items() if v.type == A}
+    out = {"alignment": self.data_alignment, "kv_bytes": kv_bytes, "lengths": lengths,
+           "metadata": {k: None if lengths.get(k, 0) > LONG else plain(v.value) for k, v in kv.items()},
            "tensors": [[n, [int(x) for x in reversed(ti.shape)], gguf.GGMLQuantizationType(ti.dtype).name]
                        for part in self.tensors for n, ti in part.items()]}
     with open(os.environ["EDGEQ_DUMP"], "w", encoding="utf-8") as f:
@@ -86,7 +102,7 @@ def _converter_header(folder: Path, state: tuple[tuple[str, int, int], ...], con
     with tempfile.TemporaryDirectory(prefix="edgeq-header-") as tmp:
         dump = Path(tmp) / "header.json"
         run_tool([sys.executable, "-c", _DUMP, converter, folder], name="convert_hf_to_gguf.py",
-                 env={"EDGEQ_DUMP": str(dump)})
+                 env={"EDGEQ_DUMP": str(dump), "EDGEQ_DUMP_ITEMS": str(READ_ITEMS)})
         if not dump.is_file():  # the converter ended without reaching the writer (vocab-only, an early exit)
             raise ToolFailed("convert_hf_to_gguf.py", 0, "ended before it would write a file")
         data = json.loads(dump.read_text(encoding="utf-8"))
@@ -97,10 +113,10 @@ def _header(folder: Path, data: dict[str, Any]) -> GGUFHeader:
     meta: dict[str, Any] = {}
     lengths: dict[str, int] = {}
     for k, v in data["metadata"].items():
-        if isinstance(v, list):  # as sources.gguf_header keeps arrays: short ones, and every length
-            lengths[k] = len(v)
+        if k in data["lengths"]:  # as sources.gguf_header keeps arrays: short ones, and every length
+            lengths[k] = int(data["lengths"][k])
             strings = bool(v) and isinstance(v[0], str)
-            if len(v) <= (SHOWN_ITEMS if strings else READ_ITEMS):
+            if v is not None and len(v) <= (SHOWN_ITEMS if strings else READ_ITEMS):
                 meta[k] = v
         else:
             meta[k] = v
