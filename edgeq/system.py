@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 
 from .compute import metal_capable
+from .errors import UsageError
 
 # numpy's switch for transparent huge pages (it reads it once, when imported): see ``use_small_pages``.
 HUGEPAGE_ENV = "NUMPY_MADVISE_HUGEPAGE"
@@ -99,8 +100,19 @@ def has_metal() -> bool:
     return metal_capable(platform.system(), platform.machine())
 
 
+THREADS_ENV = "EDGEQ_THREADS"
+
+
 def default_threads() -> int:
-    """Physical cores: llama.cpp runs slower on hyper-threads."""
+    """Threads for llama.cpp and torch where none is asked: ``$EDGEQ_THREADS`` where set, else the physical cores
+    (llama.cpp runs slower on hyper-threads).  On a machine other jobs share, fewer threads than cores is faster:
+    ggml's threads spin at every barrier, and one whose core another process holds stalls the rest."""
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise UsageError(f"{THREADS_ENV}={raw!r}: expected a whole number of threads, 1 or more.",
+                             hint=f"Unset {THREADS_ENV} to use every physical core, or pass --threads.")
+        return int(raw)
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 

@@ -13,6 +13,10 @@ from hubserver import FakeHub
 
 REPO = Path(__file__).resolve().parent.parent
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+# The two xdist workers share the machine's cores: a llama.cpp run with a thread per core stalls whenever the other
+# worker holds one (ggml's threads spin at every barrier).  One thread each, wherever a test asks for none
+# (system.default_threads); tests prove behaviour, the benchmarks measure speed.
+os.environ.setdefault("EDGEQ_THREADS", "1")
 
 
 # A test that uses one of these converts or runs a real model, whether or not it says so: it is `slow`, and

@@ -96,3 +96,18 @@ def test_keyboard_interrupt_exits_130(monkeypatch, capsys):
 def test_help_does_not_import_torch():
     code = "import sys; from edgeq.cli import cli; assert 'torch' not in sys.modules and 'llama_cpp' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_edgeq_threads_sets_the_default_and_a_bad_value_is_one_line(monkeypatch):
+    from edgeq.errors import UsageError
+    from edgeq.system import default_threads
+
+    monkeypatch.setenv("EDGEQ_THREADS", "3")
+    assert default_threads() == 3
+    monkeypatch.delenv("EDGEQ_THREADS")
+    assert default_threads() >= 1
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("EDGEQ_THREADS", bad)
+        with pytest.raises(UsageError) as e:
+            default_threads()
+        assert e.value.exit_code == 2 and len(str(e.value).splitlines()) == 1 and "EDGEQ_THREADS" in str(e.value)

@@ -37,7 +37,7 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
                           "(fp32 is always scored: it is the reference)."),
         click.option("--reference", metavar="MODEL",
                      help="Full-precision model to compare with (default: the HF checkpoint, else the widest float GGUF)."),
-        click.option("-t", "--threads", type=click.IntRange(1, 1024), help="Threads (default: all cores)."),
+        click.option("-t", "--threads", type=click.IntRange(1, 1024), help="Threads (default: physical cores, or $EDGEQ_THREADS)."),
         lora_options,
         device_option,
         revision_option,

@@ -39,7 +39,7 @@ from .options import (
 @click.option("--push", metavar="ORG/NAME", help="Publish the deploy folder with `edgeq upload`.")
 @click.option("--private", is_flag=True, help="With --push: create the repo private.")
 @eval_tokens_option
-@click.option("--threads", type=click.IntRange(1, 1024), help="Threads (default: all cores).")
+@click.option("--threads", type=click.IntRange(1, 1024), help="Threads (default: physical cores, or $EDGEQ_THREADS).")
 @device_option
 @revision_option
 @token_option

@@ -37,7 +37,7 @@ from .options import (
 @click.option("--text", "eval_text", type=click.Path(dir_okay=False),
               help="Evaluation text for the verification (default: eval's, The Tempest).")
 @eval_tokens_option
-@click.option("--threads", type=click.IntRange(1, 1024), help="Threads (default: all cores).")
+@click.option("--threads", type=click.IntRange(1, 1024), help="Threads (default: physical cores, or $EDGEQ_THREADS).")
 @device_option
 @revision_option
 @token_option

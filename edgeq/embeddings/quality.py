@@ -17,7 +17,7 @@ from typing import Any
 from .._version import __version__
 from ..errors import EdgeqError
 from ..sources.gguf import read
-from ..system import system_info
+from ..system import default_threads, system_info
 from .models import EmbeddingModels, ask_worker, resolve_models
 from .protocol import Request
 from .texts import DEFAULT_K, DEFAULT_PASSAGES, DEFAULT_QUERIES, Corpus, corpus
@@ -68,7 +68,7 @@ def evaluate_embeddings(models: list[str], *, quants: list[str] | tuple[str, ...
     if em.reference is None:
         raise EdgeqError("no sentence-transformers checkpoint to compare with.",
                          hint="Pass --reference with the checkpoint folder the GGUFs were made from.")
-    threads = threads or system_info().physical_cores
+    threads = threads or default_threads()
     texts = corpus(n_queries, n_passages)
     req = Request(op="embed", backend="sentence-transformers", path=str(em.reference), variant="fp32",
                   texts=texts.texts, threads=threads, max_seq_length=em.head.max_seq_length, batches=[16])

@@ -16,7 +16,7 @@ from ..benchmarking.results import Stat
 from ..errors import EdgeqError
 from ..planning.objective import overlap
 from ..sources.gguf import read
-from ..system import system_info
+from ..system import default_threads, system_info
 from .models import ask_worker, resolve_models
 from .protocol import Request
 from .quality import FLOAT_TYPES
@@ -67,7 +67,7 @@ def bench_embeddings(models: list[str], *, quants: list[str] | tuple[str, ...] =
                      revision: str | None = None, token: str | None = None) -> EmbeddingBench:
     """Measure every file on llama.cpp and the checkpoint on sentence-transformers, at each batch size."""
     em = resolve_models(models, [q.upper() for q in quants], progress=progress, revision=revision, token=token)
-    threads = threads or system_info().physical_cores
+    threads = threads or default_threads()
     texts = corpus(n_queries=1, n_passages=n_texts).passages
     info = system_info()
     res = EmbeddingBench(SCHEMA, em.name, {"threads": threads, "batches": list(batches), "reps": reps,

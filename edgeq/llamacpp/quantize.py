@@ -15,6 +15,7 @@ from pathlib import Path
 from ..errors import DiskSpaceError, EdgeqError, SourceError, ToolFailed, UnsafeSourceError, UsageError
 from ..files import atomic_output, final_name
 from ..quants import QUANT_TYPES, QuantType
+from ..system import default_threads
 from . import Toolchain, run_tool
 from .converter import converter_error
 from .process import DISK_FULL_HINT
@@ -186,8 +187,7 @@ def compute_imatrix(tc: Toolchain, model: Path, text: Path, dst: Path, *, ctx: i
     with atomic_output(dst) as tmp:
         argv: list[str | Path] = [tc.tool("llama-imatrix"), "-m", model, "-f", text, "-o", tmp,
                                   "--output-format", "gguf", "-c", str(ctx), "--chunks", str(chunks), "--no-ppl"]
-        if threads:
-            argv += ["-t", str(threads)]
+        argv += ["-t", str(threads or default_threads())]
         try:
             run_tool(argv, name="llama-imatrix", on_line=on_line)
         except ToolFailed as e:

@@ -6,7 +6,6 @@ script gets exactly what `edgeq eval` computes.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from ..errors import UsageError
 from ..files import ensure_folder
 from ..sources.adapter import check_lora_scale
 from ..sources.texts import SOURCE, default_text
+from ..system import default_threads
 from .choice import choice
 from .crosscheck import cross_check
 from .data import default_choices, load_choices, load_text
@@ -56,7 +56,7 @@ def evaluate(models: Sequence[str] = (), *, task: Task = "ppl", quants: Sequence
                          hint="Leave one of them out.")
     if output is not None:
         ensure_folder(Path(output).parent)  # a bad output path fails now, not after the evaluation
-    n = threads or os.cpu_count() or 1
+    n = threads or default_threads()
     on = compute.choose(device)
     if task == "ppl":
         # Bad input fails before any conversion.

@@ -39,7 +39,7 @@ from ..planning.recommend import Recommendation, check_prefer
 from ..planning.source import from_gguf
 from ..sources import Source, resolve
 from ..sources.sentence import checkpoint_head
-from ..system import system_info
+from ..system import default_threads, system_info
 from ..tuning import tune as run_tune
 from ..tuning.allocate import budget_bytes
 from ..uploading import upload
@@ -250,7 +250,7 @@ def _score(work: Path, f16: Path, cands: dict[str, Path], tokens: int, threads: 
         return path
     ref = gguf_ref(f16)
     res = perplexity([ref, *[gguf_ref(p) for k, p in cands.items() if k != "F16"]], text, src, reference=ref,
-                     ctx=512, max_tokens=tokens, threads=threads or system_info().physical_cores, progress=progress, device=device)
+                     ctx=512, max_tokens=tokens, threads=threads or default_threads(), progress=progress, device=device)
     path.parent.mkdir(parents=True, exist_ok=True)
     save(res, str(path))
     return path

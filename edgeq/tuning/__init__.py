@@ -13,7 +13,6 @@ on the evaluation text next to the stock recipes around it (``verify``), and its
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from ..reporting import report
 from ..sources import Source, resolve
 from ..sources.gguf import read as read_gguf
 from ..sources.gguf_header import read_header
+from ..system import default_threads
 from . import pertype
 from .allocate import (
     allocate,
@@ -260,7 +260,7 @@ def _costs(f16: Path, per_type: dict[str, Path], weights: Path, weighting: str, 
     missing = {k: p for k, p in per_type.items() if k not in cached["types"]}
     if missing:
         skip = {k: frozenset(pertype.elsewhere(p)) for k, p in missing.items()}
-        for c in collect(f16, missing, weighting, weights, workers=threads or os.cpu_count() or 1, progress=progress,
+        for c in collect(f16, missing, weighting, weights, workers=threads or default_threads(), progress=progress,
                          skip=skip):
             costs.setdefault(c.name, TensorCost(c.name, c.group, c.shape)).errors.update(c.errors)
         write_json_atomic(cache, {"types": sorted(set(cached["types"]) | set(missing)),

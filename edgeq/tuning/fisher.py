@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from ..llamacpp.process import run_tool
 from ..output import Progress, human_bytes, note
 from ..sources.checkpoint import read_safetensors_header
 from ..sources.gguf_header import tensor_arrays
-from ..system import cpu_flags, system_info
+from ..system import cpu_flags, default_threads, system_info
 
 if TYPE_CHECKING:
     import numpy as np
@@ -138,7 +137,7 @@ def _write_checkpoint(folder: Path, weights: list[Path], calib: Path, stage: Pat
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    torch.set_num_threads(threads or default_threads())
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(folder)
     ids = tok(calib.read_text(encoding="utf-8"), add_special_tokens=False, return_tensors="pt").input_ids[0]

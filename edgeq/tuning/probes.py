@@ -15,11 +15,11 @@ its KLD on the calibration text is cached by its recipe, and the file deleted on
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 from ..files import write_json_atomic
 from ..quants import QUANT_TYPES
+from ..system import default_threads
 from .pertype import WIDE, holders, splice, types_of  # WIDE: what the other groups keep in a probe
 from .sensitivity import (
     GROUPS,
@@ -83,7 +83,7 @@ def calibrate(f16: Path, per_type: dict[str, Path], costs: list[TensorCost], cal
             ref = gguf_ref(f16)
             res = perplexity([ref, *[gguf_ref(spliced.get(n, per_type[WIDE])) for n in todo]],
                              calib.read_text(encoding="utf-8"), str(calib), reference=ref, ctx=512,
-                             max_tokens=PROBE_TOKENS, threads=threads or os.cpu_count() or 1, progress=progress,
+                             max_tokens=PROBE_TOKENS, threads=threads or default_threads(), progress=progress,
                              device=device)
         finally:
             for path in spliced.values():

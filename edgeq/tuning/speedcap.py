@@ -32,7 +32,7 @@ from ..planning.size import predict_size, tensor_bytes, tensor_types
 from ..planning.source import from_gguf
 from ..planning.speed import multiplied
 from ..sources.gguf_header import read_header
-from ..system import system_info
+from ..system import default_threads
 from .allocate import Allocation, Allowed, allocate, padded
 from .sensitivity import Calibration, TensorCost, load_json
 
@@ -69,7 +69,7 @@ def time_types(files: dict[str, Path], quantizable: set[str], cache: Path, threa
     todo = list(files) if any(cached.get(k, {}).get("key") != key[k] for k in files) else []
     samples: dict[str, dict[str, list[float]]] = {k: {"pp": [], "tg": []} for k in todo}
     exe = find_toolchain().tool("llama-bench")
-    common = ["-t", str(threads or system_info().physical_cores), "-r", "1", "-o", "json",
+    common = ["-t", str(threads or default_threads()), "-r", "1", "-o", "json",
               *for_resolved(device).tool_args("llama-bench")]
     for rnd in range(-timing["warmup"], timing["rounds"]) if todo else ():
         for k in todo if rnd % 2 == 0 else todo[::-1]:

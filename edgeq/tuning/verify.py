@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from ..planning.source import from_gguf
 from ..quants import parse_quant
 from ..sources.gguf import read as read_gguf
 from ..sources.texts import default_text
+from ..system import default_threads
 from .allocate import Allocation
 from .sensitivity import load_json
 from .speedcap import SPREAD_BUSY, VERIFY_TIMING, time_types
@@ -55,7 +55,7 @@ def verify(tc: Any, f16: Path, dst: Path, imatrix: Path, work: Path, stem: str, 
     todo = [p for _, p in stock_files if p.name not in cached]
     ref = gguf_ref(f16)
     res = perplexity([ref, gguf_ref(dst), *[gguf_ref(p) for p in todo]], text, src, reference=ref, ctx=512,
-                     max_tokens=eval_tokens, threads=threads or os.cpu_count() or 1, progress=progress,
+                     max_tokens=eval_tokens, threads=threads or default_threads(), progress=progress,
                      device=device)
     scores = {Path(r.model.path).name: {"kld_mean": r.kld_mean, "delta_ppl_pct": r.delta_ppl_pct, "top1_pct": r.top1_pct}
               for r in res.rows}
