@@ -110,9 +110,11 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
         files.update({o.variant: Path(o.path) for o in res.outputs if o.variant != "F16"})
     stages["convert"] = time.perf_counter() - t
     f16 = files["F16"]
-    dest = _target(target, ram_bytes, bandwidth_gbps)
+    # This machine is read after the speed stage, with the bandwidth its bench measured: reading it here ran
+    # edgeq-bandwidth once more (~3 s a ship, resumed or not) for a figure nothing used.
+    dest = None if here else _target(target, ram_bytes, bandwidth_gbps)
 
-    t = stage(2, "tune", f"a file for {dest.name}'s RAM")
+    t = stage(2, "tune", f"a file for {dest.name if dest else 'this machine'}'s RAM")
     tuned_note = None
     if tune:
         tuned_note = _tune(src, work, files, target, ram, ctx, threads, progress, revision, token, on.device)
@@ -127,6 +129,9 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
     t = stage(4, "speed", f"tok/s and peak RAM of {len(cands)} files here")
     bench_path = _speed(work, cands, threads, progress, on.device)
     stages["speed"] = time.perf_counter() - t
+    speed = json.loads(bench_path.read_text())
+    measured_gbps = ((speed.get("roofline") or {}).get("bandwidth") or {}).get("read_gbps")
+    dest = dest or devices.this_machine(bandwidth_gbps=bandwidth_gbps or measured_gbps or None)
 
     t = stage(5, "plan", f"each file on {dest.name} at ctx {ctx:,}")
     options, plans = plan_options(cands, eval_path, bench_path, target, ram_bytes, bandwidth_gbps, ctx, here)
@@ -136,7 +141,7 @@ def ship(source: str | None = None, *, target: str | None = None, ram: str | Non
     rec, runner = pick(options, device_budget=plans[0]["budget_bytes"] if plans else 0, min_tps=min_tps,
                        max_kld=max_kld, prefer=prefer)
     stages["pick"] = time.perf_counter() - t
-    busy = json.loads(bench_path.read_text()).get("busy")
+    busy = speed.get("busy")
     notes = [n for n in [tuned_note, busy and f"speed stage: {busy}"] if n]
     if not here:
         notes.append(f"{dest.name} is not this machine: its tok/s are predicted by the plan (uncalibrated for that "
@@ -177,11 +182,11 @@ class NothingFits(EdgeqError):
 
 
 def _target(target: str | None, ram_bytes: int | None, bandwidth_gbps: float | None) -> Any:
+    """Another machine: a named device or a --ram one (this machine is read after the speed stage)."""
     if target:
         return devices.named(target)
-    if ram_bytes is not None:
-        return devices.generic(ram_bytes, bandwidth_gbps or GENERIC_BANDWIDTH_GBPS)
-    return devices.this_machine(bandwidth_gbps=bandwidth_gbps)
+    assert ram_bytes is not None  # ship calls it only for another machine
+    return devices.generic(ram_bytes, bandwidth_gbps or GENERIC_BANDWIDTH_GBPS)
 
 
 def _tune(source: Source, work: Path, files: dict[str, Path], target: str | None, ram: str | None, ctx: int,
