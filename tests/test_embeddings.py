@@ -26,7 +26,7 @@ def minilm_eval(tmp_path_factory: pytest.TempPathFactory, minilm_outputs: list[P
     """`edgeq eval embeddings` of the session's F16, Q8_0 and Q4_K_M files on a small corpus (once per module)."""
     out = tmp_path_factory.mktemp("minilm-eval") / "eval.json"
     r = CliRunner().invoke(cli, ["eval", "embeddings", *map(str, minilm_outputs), "--queries", "16", "--passages",
-                                 "64", "-o", str(out), "--json"], catch_exceptions=False)
+                                 "64", "-t", "1", "-o", str(out), "--json"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     return out
 
@@ -57,7 +57,7 @@ def test_eval_f16_matches_sentence_transformers_to_rounding_and_q8_within_the_ba
 
 def test_bench_prints_embeddings_per_second_for_both_backends(minilm_outputs, tmp_path):
     out = tmp_path / "bench.json"
-    r = CliRunner().invoke(cli, ["bench", str(minilm_outputs[1]), "--hf", "fp32", "--batch", "1,8", "-r", "1",
+    r = CliRunner().invoke(cli, ["bench", str(minilm_outputs[1]), "--hf", "fp32", "--batch", "1,8", "-r", "1", "-t", "1",
                                  "-o", str(out)], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert "embeddings/s" in r.output and "sentence-transformers" in r.output and "llama.cpp" in r.output
@@ -90,7 +90,7 @@ def test_ship_and_upload_minilm(tmp_path, monkeypatch, minilm_outputs):
 
     # The candidates in the session's conversion folder: convert reuses its F16 and Q8_0 (what ship measures).
     res = ship("minilm", quants=["Q8_0"], outdir=tmp_path / "dist", workdir=minilm_outputs[0].parent,
-               progress=False)
+               threads=1, progress=False)
     assert isinstance(res, EmbeddingShipResult) and res.chosen in ("F16", "Q8_0")
     chosen = next(o for o in res.options if o.quant == res.chosen)
     assert chosen.speed_from == "measured" and chosen.cos_mean >= 0.99
