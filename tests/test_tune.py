@@ -93,9 +93,10 @@ def test_types_are_checked():
 # benchmarks/tune.py (results in benchmarks/results/tune.md).  Its logits are peaked (initializer_range 0.1) so
 # that quantization moves the KLD well above rounding and the probes' fit has a signal.  --min-speed 0: the
 # allocation by KLD alone; the speed floor follows timings that a shared 2-core machine cannot make steady, so its
-# effect is test_decisions.py's and benchmarks/tune.py's to measure.
+# effect is test_decisions.py's and benchmarks/tune.py's to measure.  --threads 1: beside the other xdist worker on
+# two cores, two llama.cpp threads spinning at their barriers on a shared core run 10-80x slower than one.
 FAST = ["--types", "Q8_0,Q6_K,Q5_0,Q4_K,Q4_0,Q3_K,IQ4_NL", "--imatrix-chunks", "2", "--eval-tokens", "1024",
-        "--min-speed", "0"]
+        "--min-speed", "0", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -308,7 +309,7 @@ def test_per_type_files_leave_fallbacks_to_their_own_file_and_probes_are_spliced
         assert b[n][0].type == e.type and np.array_equal(data, b[n][1]), n
     logits = []
     for path in (quantized, spliced):
-        scorer = open_scorer(gguf_ref(path), n_ctx=64, threads=2)
+        scorer = open_scorer(gguf_ref(path), n_ctx=64, threads=1)
         try:
             logits.append(np.array(scorer.logits(scorer.tokenize("To be, or not to be, that is the question"))))
         finally:
