@@ -101,13 +101,18 @@ def build(work: Path, tokenizer_from: Path, *, merged_quants: tuple[str, ...] = 
                     {o.type: Path(o.path) for o in merged.outputs}, work)
 
 
-def scored(path: Path, ids: list[int], lora: Path | None = None) -> np.ndarray:
-    """Log-probs of ``ids`` from a GGUF in llama.cpp (a child process), with the adapter GGUF if given."""
+def scored(path: Path, ids: list[int], lora: Path | None = None, *more: Path) -> list[np.ndarray]:
+    """Log-probs of ``ids`` from a GGUF in llama.cpp (a child process), with the adapter GGUF if given; then from
+    each of ``more``, loaded in turn by the same child (its start-up paid once), with the adapter too if given."""
     from edgeq.backends.isolated import ChildScorer
 
     scorer = ChildScorer("llama.cpp", str(path), n_ctx=64, threads=2, lora=str(lora) if lora else None)
     try:
-        return log_softmax(np.array(scorer.logits(ids), dtype=np.float64))
+        got = [log_softmax(np.array(scorer.logits(ids), dtype=np.float64))]
+        for other in more:
+            scorer.open(str(other))
+            got.append(log_softmax(np.array(scorer.logits(ids), dtype=np.float64)))
+        return got
     finally:
         scorer.close()
 
@@ -127,8 +132,9 @@ def row_of(case: LoraCase, *, cli: bool = True) -> dict[str, Any]:
                                      "both against PEFT's merged model", "cli_asked": cli,
                            "gguf_arch": f"{read_header(case.lora).metadata.get('general.architecture')} (adapter)"}
     row["converts"] = set(case.merged) == set(QUANTS) and case.lora.is_file()
-    bare = scored(case.f16, case.ids)
-    at_load, merged = scored(case.f16, case.ids, case.lora), scored(case.merged["F16"], case.ids)
+    quants = list(case.merged)
+    bare, *files = scored(case.f16, case.ids, None, *case.merged.values())  # one child: the base, the merged files
+    merged, (at_load,) = files[quants.index("F16")], scored(case.f16, case.ids, case.lora)
     row["adapter_effect"] = min(kld_max(case.merged_ref, case.base_ref), kld_max(case.merged_ref, bare))
     row["kld_max"] = max(kld_max(case.merged_ref, at_load), kld_max(case.merged_ref, merged))
     top = case.merged_ref.argmax(-1)
@@ -136,8 +142,7 @@ def row_of(case: LoraCase, *, cli: bool = True) -> dict[str, Any]:
     row["logits_match"] = bool(row["kld_max"] < KLD_MAX and row["adapter_effect"] > ADAPTER_EFFECT
                                and row["top1_all_pct"] > 90)
     row["loads"], row["finite"] = {}, {}
-    for quant, path in case.merged.items():
-        got = scored(path, case.ids)
+    for quant, got in zip(quants, files):
         row["loads"][quant], row["finite"][quant] = got.shape == case.merged_ref.shape, bool(np.isfinite(got).all())
     spec = load(str(case.base))
     row["plan_exact"] = {q: dict(zip([t.name for t in spec.tensors], tensor_types(spec, q)))

@@ -41,7 +41,7 @@ def test_adapter_at_load_and_merged_both_match_peft_merged(case: LoraCase) -> No
 
 
 def test_without_the_adapter_the_logits_are_the_bare_base(case: LoraCase) -> None:
-    bare = scored(case.f16, case.ids)
+    (bare,) = scored(case.f16, case.ids)
     assert kld_max(case.base_ref, bare) < 0.01 < kld_max(case.merged_ref, bare)
 
 
