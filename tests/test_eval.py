@@ -176,14 +176,14 @@ def test_perplexity_two_ways_agrees_and_self_kld_is_zero(tiny_llama: Path, tiny_
     copy = tmp_path / "copy-F32.gguf"
     shutil.copy(tiny_f32, copy)
     hf, gguf = hf_ref("tiny-llama", tiny_llama), gguf_ref(tiny_f32)
-    res = perplexity([gguf_ref(copy), hf], text, src, reference=gguf, ctx=128, max_tokens=512, threads=2)
+    res = perplexity([gguf_ref(copy), hf], text, src, reference=gguf, ctx=128, max_tokens=512, threads=1)
     ref_row, self_row, hf_row = res.rows
     assert self_row.kld_mean == pytest.approx(0.0, abs=1e-6) and self_row.top1_pct == 100.0
     assert self_row.ppl == pytest.approx(ref_row.ppl, rel=1e-6)
     # The same model through transformers (fp32) and through llama.cpp (F32 GGUF).
     assert hf_row.ppl == pytest.approx(ref_row.ppl, rel=1e-3) and hf_row.kld_mean < 1e-4
     # ... and through llama.cpp's own llama-perplexity.
-    tool = llama_perplexity_kld(tiny_f32, copy, text, ctx=128, windows=4, threads=2)
+    tool = llama_perplexity_kld(tiny_f32, copy, text, ctx=128, windows=4, threads=1)
     assert tool["ppl"] == pytest.approx(ref_row.ppl, rel=1e-4)
     assert res.data["windows"] == 4 and ref_row.tokens_scored == 4 * 63
 
@@ -206,11 +206,11 @@ def test_choice_accuracy_on_forced_items(embedded_outputs: list[Path], tmp_path:
                          for (c, e), a in zip(items, answers)))
     f16 = gguf_ref(embedded_outputs[0])
     assert f16.variant == "F16"
-    res = choice([f16], load_choices(f), str(f), threads=2)
+    res = choice([f16], load_choices(f), str(f), threads=1)
     assert res.rows[0].acc == 100.0 and res.rows[0].acc_norm == 100.0 and res.rows[0].items == 3
     f.write_text("".join(json.dumps({"context": c, "endings": e, "label": (a + 1) % 3}) + "\n"
                          for (c, e), a in zip(items, answers)))
-    assert choice([f16], load_choices(f), str(f), threads=2).rows[0].acc == 0.0
+    assert choice([f16], load_choices(f), str(f), threads=1).rows[0].acc == 0.0
 
 
 @pytest.mark.slow
@@ -221,7 +221,7 @@ def test_choice_in_transformers_picks_what_llama_cpp_picks(tiny_llama: Path, tin
 
     items = qdata.default_choices(24, seed=0)
     gguf, hf = gguf_ref(tiny_f32), hf_ref("tiny-llama", tiny_llama)
-    res = choice([gguf, hf], items, "which line comes next", reference=gguf, threads=2)
+    res = choice([gguf, hf], items, "which line comes next", reference=gguf, threads=1)
     ref_row, hf_row = res.rows
     assert hf_row.model.backend == "transformers" and hf_row.items == ref_row.items == 24
     assert hf_row.agree_with_reference_pct == 100.0
@@ -272,8 +272,8 @@ def test_eval_cli_converts_a_checkpoint_and_agrees_with_llama_perplexity(tmp_pat
     from edgeq import convert
 
     out = tmp_path / "ppl.json"
-    r = CliRunner().invoke(cli, ["eval", "ppl", str(peaked), "--quants", "F16,Q8_0", "--max-tokens", "1024", "--json",
-                                 "-o", str(out)], catch_exceptions=False)
+    r = CliRunner().invoke(cli, ["eval", "ppl", str(peaked), "--quants", "F16,Q8_0", "--max-tokens", "1024", "-t", "1",
+                                 "--json", "-o", str(out)], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     res = json.loads(r.stdout)
     assert res == json.loads(out.read_text()) and res["schema"] == "edgeq-eval/1"
@@ -287,7 +287,7 @@ def test_eval_cli_converts_a_checkpoint_and_agrees_with_llama_perplexity(tmp_pat
     folder = Path(conv.outdir)
     assert Path(rows["F16"]["model"]["path"]).parent == folder
     f16, q4 = folder / "tiny-peaked-F16.gguf", folder / "tiny-peaked-Q4_K_M.gguf"
-    r = CliRunner().invoke(cli, ["eval", "ppl", str(q4), "--reference", str(f16), "--max-tokens", "1024",
+    r = CliRunner().invoke(cli, ["eval", "ppl", str(q4), "--reference", str(f16), "--max-tokens", "1024", "-t", "1",
                                  "--check-llama-perplexity", "--json", "-o", str(tmp_path / "x.json")])
     assert r.exit_code == 0, r.output
     check = json.loads(r.stdout)["checks"][-1]
