@@ -33,6 +33,9 @@ TEXT = "The quick brown fox jumps over the lazy dog. Once upon a time, in a land
 EVAL_TEXT = ("It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
              "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light. ")
 QUANTS = ("F16", "Q8_0", "Q4_K_M")
+# llama.cpp's threads for the logits, eval and bench: one.  Beside the other xdist worker on two cores, two
+# threads spin at their barriers waiting for each other; the matrix proves results, the benchmarks time them.
+THREADS = 1
 BASE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
         "num_key_value_heads": 2, "max_position_embeddings": 512, "initializer_range": 0.5}
 
@@ -188,7 +191,7 @@ def check(name: str, work: Path, *, cli: bool = True) -> dict[str, Any]:
     for quant, path in files.items():
         try:
             if scorer is None:
-                scorer = ChildScorer("llama.cpp", str(path), n_ctx=64, threads=2)
+                scorer = ChildScorer("llama.cpp", str(path), n_ctx=64, threads=THREADS)
             else:
                 scorer.open(str(path))
             got = log_softmax(np.array(scorer.logits(ids), dtype=np.float64))
@@ -230,9 +233,10 @@ def check(name: str, work: Path, *, cli: bool = True) -> dict[str, Any]:
     row["cli"] = {}
     commands = (("inspect", ["inspect", str(files["Q4_K_M"])]),
                 ("eval ppl", ["eval", "ppl", str(files["Q8_0"]), "--reference", str(files["F16"]),
-                              "--text", str(text), "--ctx", "32", "--max-tokens", "64", "-o", str(work / "eval.json")]),
+                              "--text", str(text), "--ctx", "32", "--max-tokens", "64", "--threads", str(THREADS),
+                              "-o", str(work / "eval.json")]),
                 ("bench -r 1", ["bench", str(files["Q4_K_M"]), "-p", "8", "-n", "4", "-r", "1",
-                                "--batch", "1", "--threads", "2", "-o", str(work / "bench.json")]))
+                                "--batch", "1", "--threads", str(THREADS), "-o", str(work / "bench.json")]))
     for verb, args in commands if cli else ():
         code, last = _cli(args)
         row["cli"][verb] = code == 0

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from archmatrix import BASE, EVAL_TEXT, KLD_MAX, QUANTS, TEXT, _cli, _last_line, _plan_sizes_exact, log_softmax
+from archmatrix import BASE, EVAL_TEXT, KLD_MAX, QUANTS, TEXT, THREADS, _cli, _last_line, _plan_sizes_exact, log_softmax
 
 NAME = "llama + LoRA adapter"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -106,7 +106,7 @@ def scored(path: Path, ids: list[int], lora: Path | None = None, *more: Path) ->
     each of ``more``, loaded in turn by the same child (its start-up paid once), with the adapter too if given."""
     from edgeq.backends.isolated import ChildScorer
 
-    scorer = ChildScorer("llama.cpp", str(path), n_ctx=64, threads=2, lora=str(lora) if lora else None)
+    scorer = ChildScorer("llama.cpp", str(path), n_ctx=64, threads=THREADS, lora=str(lora) if lora else None)
     try:
         got = [log_softmax(np.array(scorer.logits(ids), dtype=np.float64))]
         for other in more:
@@ -154,9 +154,9 @@ def row_of(case: LoraCase, *, cli: bool = True) -> dict[str, Any]:
     lora = ["--lora", str(case.lora)]
     commands = (("inspect", ["inspect", str(case.merged["Q4_K_M"])]),
                 ("eval ppl", ["eval", "ppl", str(case.f16), *lora, "--text", str(text), "--ctx", "32",
-                              "--max-tokens", "64", "-o", str(case.work / "eval.json")]),
+                              "--max-tokens", "64", "--threads", str(THREADS), "-o", str(case.work / "eval.json")]),
                 ("bench -r 1", ["bench", str(case.f16), *lora, "-p", "8", "-n", "4", "-r", "1", "--batch", "1",
-                                "--threads", "2", "-o", str(case.work / "bench.json")]))
+                                "--threads", str(THREADS), "-o", str(case.work / "bench.json")]))
     for verb, args in commands if cli else ():
         code, last = _cli(args)
         row["cli"][verb] = code == 0

@@ -143,7 +143,7 @@ def test_bench_image_measures_encoding_and_tokens_per_image(vlms, capsys, tmp_pa
 
     row = vlms["gemma3 (vision)"]
     pic = write_image(tmp_path / "pic.png", 4)
-    (run,) = bench_image([Path(row["pair"]["F16"])], pic, reps=2, threads=2)
+    (run,) = bench_image([Path(row["pair"]["F16"])], pic, reps=2, threads=1)
     assert run.status == "ok", run.reason
     assert run.image_tokens == row["image_tokens"] and run.image_chunks == 1 and len(run.encode_ms) == 2
     assert all(ms > 0 for ms in run.encode_ms + run.prefill_ms) and run.mmproj == row["pair"]["mmproj"]

@@ -18,7 +18,7 @@ from edgeq.backends.mtmd import VisionRunner  # noqa: E402
 
 def main() -> None:
     req = json.loads(sys.stdin.read())
-    runner = VisionRunner(req["model"], req["mmproj"], threads=2, n_ctx=256)
+    runner = VisionRunner(req["model"], req["mmproj"], threads=1, n_ctx=256)  # one: see archmatrix.THREADS
     out = []
     folder = Path(tempfile.mkdtemp(prefix="edgeq-vlm-"))
     for i, image in enumerate(req["images"]):
