@@ -31,8 +31,9 @@ MODEL_FIXTURES = {"tiny_llama", "embedded_checkpoint", "embedded_outputs", "embe
 # end while the other idles; the short ones (a few seconds each) fill the end.  A module in neither list runs between
 # them.  `make test` passes --no-loadscope-reorder: without it pytest-xdist orders modules by their number of tests.
 LONGEST_FIRST = ("test_architectures", "test_bundle", "test_tune", "test_embeddings", "test_lora", "test_vlm", "test_reliability2", "test_convert_e2e",
-                 "test_rpc", "test_eval", "test_ship", "test_bench_matrix", "test_doctor", "test_bench", "test_tune_fisher",
-                 "test_plan_calibration", "test_layout", "test_upload", "test_crash", "test_api", "test_sources")
+                 "test_rpc", "test_eval", "test_ship", "test_doctor", "test_bench", "test_tune_fisher",
+                 "test_layout", "test_upload", "test_bench_matrix", "test_crash", "test_api", "test_plan_calibration",
+                 "test_sources")
 SHORT_LAST = ("test_apple", "test_download", "test_inspect", "test_decisions", "test_files_manifest", "test_convert_errors",
               "test_buildcache", "test_cli", "test_quants", "test_vendor", "test_setup_portable",
               "test_ci_workflow")
