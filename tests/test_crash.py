@@ -168,3 +168,34 @@ def test_forced_cpu_level_reaches_the_tools_too(monkeypatch, tiny_q8):
     rows = json_array(out)
     assert rows and all(r["avg_ts"] > 0 for r in rows)
     assert any("loaded CPU backend from" in ln and ln.endswith("libggml-cpu-x64.so") for ln in out), list(out)[:5]
+
+
+@slow
+def test_one_scorer_child_loads_files_in_turn_and_one_it_cannot_load_ends_it(tiny_q8, tmp_path):
+    """ChildScorer.open: the same child scores the next file (its logits are that file's, as a fresh child gives
+    them), and a file it cannot load is one error naming it, after which the child has ended."""
+    import numpy as np
+
+    from edgeq.backends.isolated import ChildScorer
+    from edgeq.errors import EdgeqError
+
+    f32, bad = tiny_q8.with_name("tiny-F32.gguf"), tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + bytes(100))
+    ids = [1, 2, 3, 4]
+    fresh = ChildScorer("llama.cpp", str(f32), n_ctx=64, threads=1)
+    try:
+        want = fresh.logits(ids).copy()
+    finally:
+        fresh.close()
+    scorer = ChildScorer("llama.cpp", str(tiny_q8), n_ctx=64, threads=1)
+    try:
+        q8, pid = scorer.logits(ids).copy(), scorer.proc.pid
+        scorer.open(str(f32))
+        got = scorer.logits(ids).copy()
+        assert scorer.proc.pid == pid and scorer.path == str(f32)
+        assert np.array_equal(got, want) and not np.array_equal(got, q8)
+        with pytest.raises(EdgeqError, match="bad.gguf"):
+            scorer.open(str(bad))
+        assert scorer.proc.poll() is not None
+    finally:
+        scorer.close()
