@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..backends import Scorer
+from ..backends.isolated import ChildScorer
 from ..errors import GGUFError, UsageError
 from ..output import Progress
 from ..sources.gguf_values import non_finite_logits_error
@@ -68,10 +69,11 @@ def _scored(logits: np.ndarray, window: list[int], n_vocab: int, *,
 
 def score_model(ref: ModelRef, wins: list[list[int]], n_vocab: int, *, threads: int, progress: bool,
                 store: np.ndarray | None = None, reference: np.ndarray | None = None,
-                scorer: Scorer | None = None, device: str = "cpu") -> Row:
+                scorer: Scorer | None = None, device: str = "cpu", keep_open: bool = False) -> Row:
     """Score one model on every window; fill ``store`` with its log-probs, or compare with ``reference``'s.
 
-    ``scorer``: the model already open (the one that tokenized the text); it is closed here.
+    ``scorer``: the model already open (the one that tokenized the text); it is closed here, unless ``keep_open``
+    and the scoring succeeded.
     """
     t0 = time.perf_counter()
     ctx = len(wins[0])
@@ -80,7 +82,7 @@ def score_model(ref: ModelRef, wins: list[list[int]], n_vocab: int, *, threads: 
         scorer.close()
         raise UsageError(f"{ref.path} has a vocabulary of {scorer.n_vocab} tokens, the text was tokenized for {n_vocab}.",
                          hint="Compare variants of one model only.")
-    nll, kld, same = [], [], []
+    nll, kld, same, done = [], [], [], False
     # Every window's scored rows have one shape: their log-probs go to the same two buffers, not fresh memory.
     rows = (ctx - 1 - ctx // 2, n_vocab)
     buffers = (np.empty(rows, np.float32), np.empty(rows, np.float32)) if store is not None or reference is not None \
@@ -96,8 +98,10 @@ def score_model(ref: ModelRef, wins: list[list[int]], n_vocab: int, *, threads: 
                     same.append(reference[i].argmax(-1) == lp.argmax(-1))
                     kld.append(kld_of_logprobs(reference[i], lp, buffers[1]))  # overwrites both buffers
                 bar.update_to(i + 1)
+        done = True
     finally:
-        scorer.close()
+        if not (keep_open and done):
+            scorer.close()
     p = Perplexity.of(np.concatenate(nll))
     if not math.isfinite(p.ppl):
         # NaN/Inf logits: a broken file, never a score; writing "nan ± nan" with exit 0 hid it.
@@ -142,10 +146,23 @@ def perplexity(models: list[ModelRef], text: str, source: str, *, reference: Mod
             "add_bos": add_bos, "tokenizer": f"{owner.variant} {Path(owner.path).name}", "max_tokens": max_tokens}
     res = EvalResults(task="ppl", data=data, reference=reference.label if reference else None)
     others = [m for m in models if not reference or m.key != reference.key]
+
+    def score_all(refs: list[ModelRef], live: Scorer | None, prev: ModelRef | None, **kw: np.ndarray) -> list[Row]:
+        """``refs`` scored in turn, each GGUF in the child that scored the GGUF before it (``_reuse``)."""
+        out = []
+        try:
+            for m in refs:
+                live = _reuse(live, prev, m) or open_scorer(m, n_ctx=ctx, threads=threads, device=device)
+                out.append(score_model(m, wins, n_vocab, threads=threads, progress=progress, scorer=live,
+                                       device=device, keep_open=True, **kw))
+                prev = m
+        finally:
+            if live is not None:
+                live.close()
+        return out
+
     if reference is None:
-        res.rows = [score_model(m, wins, n_vocab, threads=threads, progress=progress, scorer=kept if i == 0 else None,
-                                device=device)
-                    for i, m in enumerate(models)]
+        res.rows = score_all(models, kept, models[0] if kept else None)
     else:
         # The reference's log-probs for every scored position: in memory where they take at most a quarter of the
         # free RAM, else on disk (they outgrow RAM on long texts).  On disk they are also written back: 2.5 GB for
@@ -156,10 +173,8 @@ def perplexity(models: list[ModelRef], text: str, source: str, *, reference: Mod
                 store = np.empty(shape, dtype=np.float32)
             else:
                 store = np.lib.format.open_memmap(Path(tmp) / "reference.npy", mode="w+", dtype=np.float32, shape=shape)
-            ref_row = score_model(reference, wins, n_vocab, threads=threads, progress=progress, store=store,
-                                  scorer=kept, device=device)
-            rows = [score_model(m, wins, n_vocab, threads=threads, progress=progress, reference=store, device=device)
-                    for m in others]
+            ref_row, *rows = score_all([reference], kept, reference if kept else None, store=store)
+            rows = score_all(others, None, None, reference=store)
             del store
         for r in rows:
             r.delta_ppl_pct = 100.0 * (r.ppl / ref_row.ppl - 1.0)  # type: ignore[operator]
@@ -182,3 +197,19 @@ def conversion_checks(rows: list[Row]) -> list[Check]:
                             detail=f"{r.model.variant} GGUF ppl {r.ppl:.4f} vs HF fp32 {base.ppl:.4f}: "
                                    f"{diff:+.2f}% ({'within' if ok else 'OUTSIDE'} ±{CONVERSION_TOLERANCE_PCT:g}%)"))
     return checks
+
+
+def _reuse(live: Scorer | None, prev: ModelRef | None, ref: ModelRef) -> Scorer | None:
+    """``live``, the child that scored ``prev``, loading ``ref`` in its place where both are GGUF files without an
+    adapter (the same options): a child's start-up (Python, edgeq, libllama: about 2 s) is paid once an eval, not
+    once a file.  Otherwise ``live`` is closed and None returned."""
+    if live is None:
+        return None
+    if isinstance(live, ChildScorer) and prev is not None and prev.key != ref.key and not prev.lora and not ref.lora \
+            and prev.backend == ref.backend == "llama.cpp":
+        live.open(ref.path)
+        return live
+    if prev is None or prev.key != ref.key:
+        live.close()
+        return None
+    return live
