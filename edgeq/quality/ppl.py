@@ -134,12 +134,9 @@ def perplexity(models: list[ModelRef], text: str, source: str, *, reference: Mod
     except BaseException:
         opened.close()
         raise
-    # The owner stays open for its own scoring when it is scored first (one model load, not two).
+    # The child that tokenized scores first: the owner itself, or the first model loaded in its place.
     first_scored = reference or models[0]
-    kept: Scorer | None = opened
-    if first_scored.key != owner.key:
-        opened.close()
-        kept = None
+    kept = opened if first_scored.key == owner.key else _reuse(opened, owner, first_scored)
     used = len(wins) * ctx
     data = {"source": source, "ctx": ctx, "windows": len(wins), "tokens_total": len(tokens), "tokens_used": used,
             "tokens_unused": len(tokens) - used, "tokens_scored_per_window": ctx - 1 - ctx // 2,
@@ -147,14 +144,16 @@ def perplexity(models: list[ModelRef], text: str, source: str, *, reference: Mod
     res = EvalResults(task="ppl", data=data, reference=reference.label if reference else None)
     others = [m for m in models if not reference or m.key != reference.key]
 
-    def score_all(refs: list[ModelRef], live: Scorer | None, prev: ModelRef | None, **kw: np.ndarray) -> list[Row]:
-        """``refs`` scored in turn, each GGUF in the child that scored the GGUF before it (``_reuse``)."""
-        out = []
+    def score_all(jobs: list[tuple[ModelRef, dict[str, np.ndarray]]]) -> list[Row]:
+        """Each (model, ``score_model`` arrays) in turn, each GGUF in the child that scored the one before it."""
+        out, live, prev = [], kept, None
         try:
-            for m in refs:
-                live = _reuse(live, prev, m) or open_scorer(m, n_ctx=ctx, threads=threads, device=device)
+            for m, arrays in jobs:
+                if prev is not None:
+                    live = _reuse(live, prev, m)
+                live = live or open_scorer(m, n_ctx=ctx, threads=threads, device=device)
                 out.append(score_model(m, wins, n_vocab, threads=threads, progress=progress, scorer=live,
-                                       device=device, keep_open=True, **kw))
+                                       device=device, keep_open=True, **arrays))
                 prev = m
         finally:
             if live is not None:
@@ -162,7 +161,7 @@ def perplexity(models: list[ModelRef], text: str, source: str, *, reference: Mod
         return out
 
     if reference is None:
-        res.rows = score_all(models, kept, models[0] if kept else None)
+        res.rows = score_all([(m, {}) for m in models])
     else:
         # The reference's log-probs for every scored position: in memory where they take at most a quarter of the
         # free RAM, else on disk (they outgrow RAM on long texts).  On disk they are also written back: 2.5 GB for
@@ -173,8 +172,7 @@ def perplexity(models: list[ModelRef], text: str, source: str, *, reference: Mod
                 store = np.empty(shape, dtype=np.float32)
             else:
                 store = np.lib.format.open_memmap(Path(tmp) / "reference.npy", mode="w+", dtype=np.float32, shape=shape)
-            ref_row, *rows = score_all([reference], kept, reference if kept else None, store=store)
-            rows = score_all(others, None, None, reference=store)
+            ref_row, *rows = score_all([(reference, {"store": store}), *[(m, {"reference": store}) for m in others]])
             del store
         for r in rows:
             r.delta_ppl_pct = 100.0 * (r.ppl / ref_row.ppl - 1.0)  # type: ignore[operator]
@@ -199,17 +197,14 @@ def conversion_checks(rows: list[Row]) -> list[Check]:
     return checks
 
 
-def _reuse(live: Scorer | None, prev: ModelRef | None, ref: ModelRef) -> Scorer | None:
+def _reuse(live: Scorer | None, prev: ModelRef, ref: ModelRef) -> Scorer | None:
     """``live``, the child that scored ``prev``, loading ``ref`` in its place where both are GGUF files without an
     adapter (the same options): a child's start-up (Python, edgeq, libllama: about 2 s) is paid once an eval, not
     once a file.  Otherwise ``live`` is closed and None returned."""
     if live is None:
         return None
-    if isinstance(live, ChildScorer) and prev is not None and prev.key != ref.key and not prev.lora and not ref.lora \
-            and prev.backend == ref.backend == "llama.cpp":
+    if isinstance(live, ChildScorer) and prev.backend == ref.backend == "llama.cpp" and not prev.lora and not ref.lora:
         live.open(ref.path)
         return live
-    if prev is None or prev.key != ref.key:
-        live.close()
-        return None
-    return live
+    live.close()
+    return None
