@@ -105,7 +105,10 @@ def extract_members(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: 
 
 @contextlib.contextmanager
 def _staged(dest: Path) -> Iterator[Path]:
-    """A temporary folder beside ``dest`` that replaces it whole once filled (never a half-written ``dest``)."""
+    """A temporary folder beside ``dest`` that replaces it whole once filled (never a half-written ``dest``).
+
+    ``edgeq.files.staged_folder`` does the same for edgeq; this script runs before the venv exists and cannot
+    import edgeq (its dependencies are not installed yet), so it keeps its own copy."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
     try:
