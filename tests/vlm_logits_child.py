@@ -1,11 +1,11 @@
-"""llama.cpp's side of the VLM logits check, in a child process: {"model", "mmproj", "images"} on stdin; one JSON
-line on stdout with, per image, libmtmd's layout of the prompt and an .npy of log-probabilities at every text token.
+"""llama.cpp's side of the VLM logits check, in a child process: {"model", "mmproj", "images", "folder"} on stdin;
+one JSON line on stdout with, per image, libmtmd's layout of the prompt and an .npy (in ``folder``, the parent's to
+remove) of log-probabilities at every text token.
 """
 from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ def main() -> None:
     req = json.loads(sys.stdin.read())
     runner = VisionRunner(req["model"], req["mmproj"], threads=1, n_ctx=256)  # one: see archmatrix.THREADS
     out = []
-    folder = Path(tempfile.mkdtemp(prefix="edgeq-vlm-"))
+    folder = Path(req["folder"])
     for i, image in enumerate(req["images"]):
         chunks = runner.tokenize(PROMPT.format(image=runner.marker), image)
         try:

@@ -142,14 +142,17 @@ def llama_rows(model: Path, mmproj: Path, images: list[Path]) -> list[tuple[list
     Runs in a child (``logits_child``): a native crash fails the row, not the test process."""
     import subprocess
     import sys
+    import tempfile
 
-    req = json.dumps({"model": str(model), "mmproj": str(mmproj), "images": [str(i) for i in images]})
-    out = subprocess.run([sys.executable, str(Path(__file__).with_name("vlm_logits_child.py"))], input=req,
-                         capture_output=True, text=True, timeout=300)
-    if out.returncode != 0:
-        raise RuntimeError(f"the logits child failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
-    res = json.loads(out.stdout.strip().splitlines()[-1])
-    return [(r["layout"], np.load(r["npy"])) for r in res]
+    with tempfile.TemporaryDirectory(prefix="edgeq-vlm-") as folder:  # the child's .npy files, gone after
+        req = json.dumps({"model": str(model), "mmproj": str(mmproj), "images": [str(i) for i in images],
+                          "folder": folder})
+        out = subprocess.run([sys.executable, str(Path(__file__).with_name("vlm_logits_child.py"))], input=req,
+                             capture_output=True, text=True, timeout=300)
+        if out.returncode != 0:
+            raise RuntimeError(f"the logits child failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        return [(r["layout"], np.load(r["npy"])) for r in res]
 
 
 def hf_rows(model: Any, family: str, layout: list[tuple[str, Any]], image: Path) -> tuple[np.ndarray, int]:
