@@ -154,6 +154,28 @@ def test_a_tool_that_hangs_with_its_output_open_is_stopped_at_its_timeout(tmp_pa
     assert str(e.value).startswith("hangs did not finish within 1.5 s and was stopped.")
 
 
+def test_a_run_that_exits_before_its_last_line_is_run_again_and_then_refused(tmp_path):
+    """llama.cpp's logger can lose a tool's last lines at exit (exit code 0): ``until`` reruns it, then refuses."""
+    import re
+
+    from edgeq.errors import ToolchainError
+    from edgeq.llamacpp import run_tool
+
+    tool, runs = tmp_path / "summary", tmp_path / "runs"
+    # Prints its summary only from its second run on; counts its runs.
+    tool.write_text(f'#!/bin/sh\necho x >> "{runs}"\necho "Mean KLD: 0.5"\n'
+                    f'[ "$(wc -l < "{runs}")" -ge 2 ] && echo "Same top p: 97.0"\nexit 0\n')
+    tool.chmod(0o755)
+    lines: list[str] = []
+    run_tool([tool], on_line=lines.append, until=re.compile(r"^Same top p:"))
+    assert len(runs.read_text().splitlines()) == 2 and lines[-1] == "Same top p: 97.0"
+    with pytest.raises(ToolchainError) as e:
+        run_tool([tool], until=re.compile(r"^never printed"))
+    assert len(runs.read_text().splitlines()) == 2 + 3 and "summary exited 3 times" in str(e.value)
+    run_tool([tool])  # without until, one run whatever it printed
+    assert len(runs.read_text().splitlines()) == 6
+
+
 @slow
 def test_forced_cpu_level_reaches_the_tools_too(monkeypatch, tiny_q8):
     """EDGEQ_CPU_VARIANT: llama.cpp's tools run from a folder that holds only that level."""

@@ -1,7 +1,7 @@
 """Everything edgeq asks of the vendored llama.cpp tree, behind one door.
 
 ``build`` finds the build, its versions and CPU levels; ``process`` runs its tools
-(``run_tool``: deadline, peak RSS, crashes as one line) and ``worker`` edgeq's own
+(``run_tool``: deadline, peak RSS, lost last lines rerun; ``crashes``: a crash as one line) and ``worker`` edgeq's own
 worker processes; ``quantize`` (llama-quantize, llama-imatrix), ``fitparams``
 (llama-fit-params), ``would_write`` (the converter's header for a checkpoint, no weight read), ``rpc`` (servers seen from outside) and ``rpc_server``
 (``edgeq rpc-server``) are the tools edgeq drives.
@@ -21,14 +21,12 @@ from .build import (
     supported_architectures,
     use_our_libllama,
 )
+from .crashes import CRASH_CAUSES, DOCTOR_HINT, crash_error
 from .devices import DeviceReport, list_devices, parse_device_list
 from .process import (
-    CRASH_CAUSES,
     DISK_FULL_HINT,
-    DOCTOR_HINT,
     SETUP_HINT,
     ToolOutput,
-    crash_error,
     die_with_parent,
     json_array,
     own_peak_rss,

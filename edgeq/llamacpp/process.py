@@ -15,16 +15,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import NativeCrash, ToolchainError, ToolFailed
+from ..errors import ToolchainError, ToolFailed
 from ..system import small_pages_env
 from . import watchdog
+from .crashes import PROGRESS_BAR, crash_error
 
 SETUP_HINT = ("Run `bash scripts/setup.sh` (or `make setup`) from the edgeq checkout to fetch and build it; "
               "an installed edgeq: `pip install --force-reinstall edgeq` rebuilds it (docs/install.md).")
-DOCTOR_HINT = "Run `edgeq doctor`: it tests llama.cpp's CPU paths on this host and names the fix."
 
 ProgressFn = Callable[[str], None]
-_PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm
 _DISK_FULL = re.compile(r"No space left|Not enough free space|ENOSPC", re.IGNORECASE)
 DISK_FULL_HINT = "The disk filled up: free some space, or pass -o on a larger disk; partial files were removed."
 
@@ -143,7 +142,8 @@ def _wait(proc: subprocess.Popen[str], sampler: _PeakRSS) -> tuple[int, int | No
 
 def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
              on_line: ProgressFn | None = None, env: dict[str, str] | None = None,
-             timeout: float | None = None, tail_lines: int = 40, stdout: Path | None = None) -> ToolOutput:
+             timeout: float | None = None, tail_lines: int = 40, stdout: Path | None = None,
+             until: re.Pattern[str] | None = None) -> ToolOutput:
     """Run a native tool (or the converter), streaming its output line by line.
 
     Output goes to ``on_line`` as it arrives; the last ``tail_lines`` lines are
@@ -153,9 +153,35 @@ def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
     ``ToolFailed`` naming the tool and its last line.  On Ctrl-C the child is
     stopped before re-raising, and if edgeq is killed outright the child is
     killed too, so no tool keeps writing after edgeq has gone.
+
+    ``until``: a line the tool prints after all the caller reads.  llama.cpp's tools log from a thread they do
+    not wait for at exit (the pinned common/log.cpp says so): on a starved CPU a run can exit 0 before its last
+    lines.  Such a run is repeated, ``UNTIL_ATTEMPTS`` runs in all, then an error: never a result with lines lost.
     """
+    name = name or Path(str(argv[0])).name
+    seen: list[str] = []
+
+    def watch(line: str) -> None:
+        if until is not None and until.search(line):
+            seen.append(line)
+        if on_line:
+            on_line(line)
+
+    for _ in range(UNTIL_ATTEMPTS if until else 1):
+        out = _run_once(argv, name, watch, env, timeout, tail_lines, stdout)
+        if until is None or seen:
+            return out
+    assert until is not None
+    raise ToolchainError(f"{name} exited {UNTIL_ATTEMPTS} times before printing its last lines ({until.pattern!r}).",
+                         hint="llama.cpp's logger loses a tool's last lines when the CPU is starved: try a quieter machine.")
+
+
+UNTIL_ATTEMPTS = 3
+
+
+def _run_once(argv: Sequence[str | os.PathLike[str]], name: str, on_line: ProgressFn, env: dict[str, str] | None,
+              timeout: float | None, tail_lines: int, stdout: Path | None) -> ToolOutput:
     args = [str(a) for a in argv]
-    name = name or Path(args[0]).name
     tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
     try:
         with open(stdout, "wb") if stdout else contextlib.nullcontext() as out_file:
@@ -179,8 +205,7 @@ def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
         for line in stream:
             line = line.rstrip("\n")
             tail.append(line)
-            if on_line:
-                on_line(line)
+            on_line(line)
         rc, peak = _wait(proc, sampler)
     except BaseException:
         sampler.stop()
@@ -199,7 +224,7 @@ def run_tool(argv: Sequence[str | os.PathLike[str]], *, name: str | None = None,
         crash = crash_error(rc, f"in {name}" + (f" on {model}" if model else ""), tail=list(tail))
         if crash:
             raise crash
-        lines = [line for line in tail if not _PROGRESS_BAR.search(line)]  # the error, not the bar after it
+        lines = [line for line in tail if not PROGRESS_BAR.search(line)]  # the error, not the bar after it
         disk_full = any(_DISK_FULL.search(line) for line in lines)
         raise ToolFailed(name, rc, "\n".join(lines), hint=DISK_FULL_HINT if disk_full else None)
     out = ToolOutput(tail)
@@ -246,35 +271,6 @@ def stop_process(proc: subprocess.Popen[str]) -> None:
             pass
         proc.wait()
     untie(proc.pid)
-
-
-CRASH_CAUSES = {
-    "SIGILL": "an instruction this CPU does not have: the build's CPU level is above this host's",
-    "SIGSEGV": "a fault in its native code on this host (on Intel CPUs with AMX, ggml's AMX kernels are a known cause)",
-    "SIGBUS": "a bad memory access (a model file changed or truncated while mapped, or a disk error)",
-    "SIGABRT": "it stopped on a failed internal check",
-    "SIGFPE": "an arithmetic fault in its native code",
-}
-
-
-def crash_error(returncode: int | None, doing: str, *, tail: Sequence[str] = (),
-                engine: str = "llama.cpp") -> NativeCrash | None:
-    """The one-line error for a child that died of a crash signal (``returncode`` < 0), else None."""
-    if returncode is None or returncode >= 0:
-        return None
-    try:
-        name = signal.Signals(-returncode).name
-    except ValueError:
-        return None
-    if name not in CRASH_CAUSES:
-        return None  # SIGKILL, SIGTERM: stopped from outside, not a crash
-    lines = [ln.strip() for ln in tail if ln.strip() and not _PROGRESS_BAR.search(ln)]
-    # An abort says why on its last lines (GGML_ASSERT ...); a segfault's last line is just progress.
-    detail = next((ln for ln in reversed(lines) if re.search(r"error|assert|abort|fail", ln, re.IGNORECASE)), None)
-    if engine != "llama.cpp":
-        return NativeCrash(name, doing, "a fault in its native code", detail=detail[:200] if detail else None,
-                           engine=engine)
-    return NativeCrash(name, doing, CRASH_CAUSES[name], detail=detail[:200] if detail else None, hint=DOCTOR_HINT)
 
 
 def _model_arg(args: Sequence[str]) -> str | None:

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 from ..errors import EdgeqError
 from ..system import small_pages_env
-from .process import child_options, crash_error, tie, untie
+from .crashes import crash_error
+from .process import child_options, tie, untie
 
 
 class Worker:

@@ -19,7 +19,7 @@ _PATTERNS = {
     "ppl": re.compile(r"^Mean PPL\(Q\)\s*:\s*([\d.]+)"),
     "kld_mean": re.compile(r"^Mean\s+KLD:\s*([\d.eE+-]+)"),
     "kld_p99": re.compile(r"^99\.0%\s+KLD:\s*([\d.eE+-]+)"),
-    "top1_pct": re.compile(r"^Same top p:\s*([\d.]+)"),
+    "top1_pct": re.compile(r"^Same top p:\s*([\d.]+)"),  # the summary's last line that edgeq reads
 }
 
 
@@ -64,7 +64,7 @@ def llama_perplexity_kld(base: Path, model: Path, text: str, *, ctx: int, window
                                     *(compute or for_resolved("cpu")).tool_args("llama-perplexity")]
         run_tool([tool, "-m", base, *common, "--kl-divergence-base", logits], name="llama-perplexity")
         run_tool([*(model_tool or [tool]), "-m", model, *common, "--kl-divergence-base", logits, "--kl-divergence"],
-                 name="llama-perplexity", on_line=on_line)
+                 name="llama-perplexity", on_line=on_line, until=_PATTERNS["top1_pct"])
     return found
 
 
