@@ -128,15 +128,30 @@ def _gflops() -> float:
 
 
 def derive_runs(raw_paths: list[Path]) -> dict[str, object]:
-    """``derive`` of each run, and their per-type factors and Q4_0 efficiencies pooled by median: a type's speed
-    relative to Q4_0 moves up to 12% between quiet runs on this VM, more than its share of the ±10% check."""
+    """``derive`` of each run, and the per-type factors and Q4_0 efficiencies pooled over them.
+
+    A type's speed relative to another moves up to 12% between quiet runs on this VM, and a run's level with it, so
+    each run's efficiencies are first divided by the run's own level (their geometric mean over every type): the
+    factors are medians of those, relative to Q4_0's, and no one type's noise (Q4_0's, as the reference) enters
+    every factor.  Q4_0's efficiencies are its pooled factor times the median level."""
     runs = {p.name: derive(p) for p in raw_paths}
     out: dict[str, object] = {"runs": runs, "types": {}}
+    pooled: dict[str, dict[str, float]] = {ty: {} for ty in TYPES}
+    levels: dict[str, float] = {}
+    for k, eff in (("tg", "tg_efficiency"), ("pp", "pp_gflops")):
+        per_run = []
+        for r in runs.values():
+            values = {ty: r["types"][ty][eff] for ty in TYPES}  # type: ignore[index]
+            level = statistics.geometric_mean(values.values())
+            per_run.append((level, {ty: v / level for ty, v in values.items()}))
+        for ty in TYPES:
+            pooled[ty][k] = statistics.median(norm[ty] for _, norm in per_run)
+        levels[k] = statistics.median(level for level, _ in per_run)
     for ty in TYPES:
-        out["types"][ty] = {k: round(statistics.median(r["types"][ty][k] for r in runs.values()), 3)  # type: ignore[index]
-                            for k in ("tg_factor", "pp_factor")}
-    for k in ("q4_0_tg_efficiency", "q4_0_pp_efficiency"):
-        out[k] = round(statistics.median(r[k] for r in runs.values()), 4)  # type: ignore[type-var]
+        out["types"][ty] = {f"{k}_factor": round(pooled[ty][k] / pooled["Q4_0"][k], 3) for k in ("tg", "pp")}  # type: ignore[index]
+    gflops = next(iter(runs.values()))["gflops_estimate"]
+    out["q4_0_tg_efficiency"] = round(levels["tg"] * pooled["Q4_0"]["tg"], 4)
+    out["q4_0_pp_efficiency"] = round(levels["pp"] * pooled["Q4_0"]["pp"] / gflops, 4)  # type: ignore[operator]
     return out
 
 
@@ -211,12 +226,27 @@ def table(raw_paths: list[Path]) -> None:
                      f"{', '.join(format(r['types'][ty]['tg_factor'], '.2f') for r in runs)} → **{f['tg_factor']:.2f}** | "
                      f"{', '.join(format(r['types'][ty]['pp_factor'], '.2f') for r in runs)} → **{f['pp_factor']:.2f}** |")
     gflops = next(iter(derived["runs"].values()))["gflops_estimate"]  # type: ignore[attr-defined]
-    lines += ["", f"Q4_0's own efficiency (median of the runs): {derived['q4_0_tg_efficiency']:.2f} of edgeq-bandwidth's "
+    lines += ["", "The table: each run's per-byte (per-FLOP) rates over that run's geometric mean, the median over the runs, "
+              "relative to Q4_0's; the columns before the arrow are each run's own ratios to its Q4_0.",
+              "", f"Q4_0's own efficiency (its pooled rate at the runs' median level): "
+              f"{derived['q4_0_tg_efficiency']:.2f} of edgeq-bandwidth's "
               f"reading, {derived['q4_0_pp_efficiency']:.2f} of the cores × GHz × FLOP/cycle estimate ({gflops:.0f} GFLOP/s)."]
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from readme_table import publish
 
     publish("types", "\n".join(lines))
+
+
+def drift(table_runs: list[Path], later: list[Path]) -> dict[str, list[float]]:
+    """Per type, each run's tg rate per byte over that run's level, relative to the median of ``table_runs``:
+    how far a type's speed relative to the others moved between runs (table runs first, then ``later``)."""
+    norm = []
+    for p in [*table_runs, *later]:
+        eff = {ty: v["tg_efficiency"] for ty, v in derive(p)["types"].items()}  # type: ignore[attr-defined]
+        level = statistics.geometric_mean(eff.values())
+        norm.append({ty: e / level for ty, e in eff.items()})
+    return {ty: [round(n[ty] / statistics.median(m[ty] for m in norm[:len(table_runs)]), 3) for n in norm]
+            for ty in TYPES}
 
 
 def render(raws: list[Path]) -> None:
@@ -242,6 +272,14 @@ def render(raws: list[Path]) -> None:
                  for k in ("uncal_tg_err", "cal_tg_err", "uncal_pp_err", "cal_pp_err")}
         data[raw_path.name]["worst"] = worst
         lines += ["", "worst: " + ", ".join(f"{k} {v:.0%}" for k, v in worst.items()), ""]
+    table_runs = [ROOT / "benchmarks" / "results" / n
+                  for n in json.loads((ROOT / "benchmarks" / "results" / "types.json").read_text())["runs"]]
+    data["drift"] = drift(table_runs, raws)
+    lines += ["**Drift**: each type's generation rate per byte over its run's level (the geometric mean over the types), "
+              "relative to the median of the table's runs: 1.00 is the table's ratio to the other types.", "",
+              "| type | " + " | ".join(p.name for p in [*table_runs, *raws]) + " |",
+              "|---|" + "---|" * (len(table_runs) + len(raws))]
+    lines += [f"| {ty} | " + " | ".join(f"{x:.2f}" for x in row) + " |" for ty, row in data["drift"].items()]
     (ROOT / "benchmarks" / "results" / "types-check.json").write_text(json.dumps(data, indent=1))
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from readme_table import publish

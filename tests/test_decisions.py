@@ -228,6 +228,27 @@ def test_a_calibration_from_three_types_predicts_the_others_by_their_kernels():
     assert kernels.factors("x86", "Q5_1")[0] == 1.0 or naive > truth("Q5_1") * 1.1
 
 
+def test_a_measured_family_within_its_runs_spread_runs_at_the_pooled_level():
+    """A family whose own rate differs from the pooled level by less than the spread of the runs it dominates runs
+    at the pooled level: not at its one noisy run's, nor at the fallback of a family no run covered (which made a
+    calibration's own Q8_0 run predicted 23% off its measurement)."""
+    from edgeq.planning.calibrate import fit_families
+
+    bw, mb = 30.0, 10**6
+
+    def fit(k_off: float, k_spread: float):  # the Q4_K run that much faster than the other two, that noisy
+        pts = [({"F32": 0, "F16": 900 * mb, "Q8_0": 0, "Q4_0": 0, "K": 0}, 450 * mb, bw * 1e9 * 0.5 / (900 * mb)),
+               ({"F32": 0, "F16": 0, "Q8_0": 480 * mb, "Q4_0": 0, "K": 0}, 450 * mb, bw * 1e9 * 0.4 / (480 * mb)),
+               ({"F32": 0, "F16": 0, "Q8_0": 0, "Q4_0": 0, "K": 250 * mb}, 450 * mb,
+                (1 + k_off) * bw * 1e9 * 0.5 / (250 * mb))]
+        return fit_families(pts, bw, spreads=[0.01, 0.01, k_spread])
+
+    quiet = fit(0.2, 0.02)
+    assert quiet.family_efficiency == pytest.approx({"F16": 0.5, "Q8_0": 0.4, "K": 0.6}, rel=1e-6)
+    noisy = fit(0.2, 0.5)
+    assert noisy.family_efficiency["K"] == noisy.efficiency and noisy.family_efficiency["Q8_0"] == pytest.approx(0.4)
+
+
 def test_prompt_speed_counts_each_type_at_its_kernel_rate():
     from edgeq.planning import kernels, speed
 

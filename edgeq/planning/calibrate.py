@@ -136,9 +136,9 @@ def fit_families(points: list[tuple[dict[str, int], int, float]], bandwidth_gbps
     runs span model sizes: within one model it cannot be told apart from the
     families' rates, so it is 0 there.  A family below ``MIN_FAMILY_SHARE`` in every
     run, or one the solution zeroes, gets no efficiency of its own: ``speed.tg_tps``
-    then uses the pooled one.  With ``spreads`` (each run's relative half-spread over its repetitions), so does a
-    family whose own efficiency differs from the pooled one by no more than the spread of the runs it dominates:
-    one noisy run would otherwise set a whole family's rate (a run's median moves up to 12% between quiet runs on
+    then treats it as a family the runs did not cover.  With ``spreads`` (each run's relative half-spread over its
+    repetitions), a family whose own efficiency differs from the pooled one by no more than the spread of the runs
+    it dominates runs at the pooled one: one noisy run would otherwise set a whole family's rate (a run's median moves up to 12% between quiet runs on
     a VM, and the kernel table already carries the types' measured ratios).
     """
     import numpy as np
@@ -173,7 +173,9 @@ def fit_families(points: list[tuple[dict[str, int], int, float]], bandwidth_gbps
     pooled = total_bytes / (bw * busy)
     fam_eff = {f: 1.0 / (s * bw) for f, s in sol.items() if f is not None}
     if spreads is not None:
-        fam_eff = {f: e for f, e in fam_eff.items() if abs(e / pooled - 1) > _family_noise(f, points, spreads)}
+        # Within its runs' noise a family runs at the pooled level (not at the fallback of a family no run covered).
+        fam_eff = {f: e if abs(e / pooled - 1) > _family_noise(f, points, spreads) else pooled
+                   for f, e in fam_eff.items()}
     return GenerationFit(efficiency=pooled, family_efficiency=fam_eff, overhead_s=overhead)
 
 

@@ -17,17 +17,18 @@ KINDS = ("x86", "arm-dotprod", "metal")
 
 # x86 (AVX2/AVX-512, repacked Q4_0/Q4_K/IQ4_NL): measured here, pure files of a 466M-parameter Llama whose rows fit
 # every block (hidden 2048), llama-bench tg16 / pp128, one thread, interleaved rounds on a quiet machine; each run's
-# medians relative to its Q4_0, then the median over two runs (a type's ratio moved up to 12% between them):
-# benchmarks/type_speed.py table, benchmarks/results/types.json.  F32 and BF16 were not measured: F16's.  {type: (tg, pp)}.
+# medians over its own level, the median over four runs (a type's ratio moved up to 12% between them), relative
+# to Q4_0: benchmarks/type_speed.py table, benchmarks/results/types.json.  F32 and BF16 were not measured: F16's.
+# {type: (tg, pp)}.
 X86: dict[str, tuple[float, float]] = {
-    "F32": (1.50, 0.68), "BF16": (1.50, 0.68), "F16": (1.50, 0.68), "Q8_0": (1.00, 0.81), "Q6_K": (1.40, 1.45),
-    "Q5_K": (0.94, 1.78), "Q5_0": (0.59, 0.65), "Q5_1": (0.53, 0.28), "Q4_K": (1.09, 1.06), "Q4_0": (1.00, 1.00),
-    "Q4_1": (0.47, 0.31), "IQ4_XS": (0.75, 1.84), "IQ4_NL": (0.91, 0.99), "Q3_K": (0.69, 1.54), "Q2_K": (0.82, 0.67),
+    "F32": (1.50, 0.68), "BF16": (1.50, 0.68), "F16": (1.50, 0.68), "Q8_0": (1.02, 0.81), "Q6_K": (1.41, 1.44),
+    "Q5_K": (0.92, 1.77), "Q5_0": (0.59, 0.65), "Q5_1": (0.53, 0.28), "Q4_K": (1.15, 1.07), "Q4_0": (1.00, 1.00),
+    "Q4_1": (0.48, 0.31), "IQ4_XS": (0.72, 1.85), "IQ4_NL": (0.94, 0.99), "Q3_K": (0.66, 1.53), "Q2_K": (0.80, 0.69),
 }
 X86_SOURCE = ("measured on this project's 2-core AMD EPYC VM, one thread (benchmarks/type_speed.py, "
               "benchmarks/results/types.json)")
 # Q4_0's own efficiency there: of edgeq-bandwidth's one-thread reading, and of the cores × GHz × FLOP/cycle estimate.
-X86_TG_EFFICIENCY, X86_PP_EFFICIENCY = 0.63, 0.46
+X86_TG_EFFICIENCY, X86_PP_EFFICIENCY = 0.63, 0.47
 
 # ARM with dotprod (Pi 5's Cortex-A76): repack.cpp repacks Q4_0, Q4_K, Q5_K, Q6_K, IQ4_NL and Q8_0 there
 # (plan/devices.py).  Not measured: generation per type as on x86; in prompts the repacked types at Q4_0's rate and
