@@ -27,8 +27,8 @@ CHECK_CHARS = CHECK_CTX * CHECK_WINDOWS * 10  # English runs about 4 characters 
 # quantized differently (Q4_0 on the 135M model: KLD 0.005, top-1 92%) and tiny elsewhere, hence the floors.
 # A real difference is far outside (tests/test_bundle.py's control: another quantization of the same model).
 KLD_MARGIN, TOP1_MARGIN_PTS = 2.0, 3.0
-_TIMINGS = re.compile(r"common_perf_print: +total time")
 MAX_KLD_FLOOR, MIN_TOP1_CEILING = 1e-3, 97.0
+_TIMINGS = re.compile(r"common_perf_print: +total time")  # llama-completion's log, after the text
 
 
 @dataclass
@@ -139,7 +139,7 @@ def _generate(tool: list[str | Path], model: Path, prompt: str, n: int, threads:
     with tempfile.TemporaryDirectory(prefix="edgeq-bundle-") as tmp:
         out = Path(tmp) / "text"
         # -lv 5: the info line naming the CPU backend loaded comes before llama-completion's own log starts.
-        # The timings llama-completion logs after the text prove the text was printed whole (run_tool's until).
+        # Its timings, logged after the text, prove the text was printed whole (run_tool's until).
         run_tool([*tool, "-m", model, "-p", prompt, "-n", str(n), "--temp", "0", "--seed", "0", "-c", "512",
                   "-t", str(threads), "-no-cnv", "--no-display-prompt", "--no-warmup", "-lv", "5", *extra],
                  stdout=out, on_line=on_line, timeout=1800, until=_TIMINGS)

@@ -1,8 +1,8 @@
 """Everything edgeq asks of the vendored llama.cpp tree, behind one door.
 
 ``build`` finds the build, its versions and CPU levels; ``process`` runs its tools
-(``run_tool``: deadline, peak RSS, lost last lines rerun; ``crashes``: a crash as one line) and ``worker`` edgeq's own
-worker processes; ``quantize`` (llama-quantize, llama-imatrix), ``fitparams``
+(``run_tool``: deadline, peak RSS, a run that lost its last lines rerun), ``crashes`` turns a crash into one
+line, and ``worker`` runs edgeq's own worker processes; ``quantize`` (llama-quantize, llama-imatrix), ``fitparams``
 (llama-fit-params), ``would_write`` (the converter's header for a checkpoint, no weight read), ``rpc`` (servers seen from outside) and ``rpc_server``
 (``edgeq rpc-server``) are the tools edgeq drives.
 """

@@ -138,8 +138,8 @@ def fit_families(points: list[tuple[dict[str, int], int, float]], bandwidth_gbps
     run, or one the solution zeroes, gets no efficiency of its own: ``speed.tg_tps``
     then treats it as a family the runs did not cover.  With ``spreads`` (each run's relative half-spread over its
     repetitions), a family whose own efficiency differs from the pooled one by no more than the spread of the runs
-    it dominates runs at the pooled one: one noisy run would otherwise set a whole family's rate (a run's median moves up to 12% between quiet runs on
-    a VM, and the kernel table already carries the types' measured ratios).
+    it dominates runs at the pooled one: one noisy run would otherwise set a whole family's rate (a run's median
+    moves up to 12% between quiet runs on a VM, and the kernel table already carries the types' measured ratios).
     """
     import numpy as np
 
