@@ -7,9 +7,10 @@ where in-process it would have been a bare "Segmentation fault" and no summary.
 Protocol, parent → child on stdin, one JSON object per line:
 ``{"op": "tokenize", "text", "add_bos"}``, ``{"op": "logits", "tokens", "reuse_prefix", "first"}``,
 ``{"op": "open", "path"}`` (free the model, load another with the same options), ``{"op": "close"}``;
-child → parent on its own copy of stdout: one JSON line per request.  A ``logits`` reply's float32 rows are written into a shared memory file (a memfd the child
-inherits) that the parent maps: through a pipe, the 155 MB of one 512-token window of a
-152k-vocabulary model cost half a second of copying, more than a fifth of the window itself.
+child → parent on its own copy of stdout: one JSON line per request.  A ``logits`` reply's float32 rows
+are written into a shared memory file (a memfd the child inherits) that the parent maps: through a pipe,
+the 155 MB of one 512-token window of a 152k-vocabulary model cost half a second of copying, more than a
+fifth of the window itself.
 Both sides keep one mapping of it, grown when a reply is larger: mapping it afresh for
 every window cost each side a page fault per 4 KiB of it, every time.
 """

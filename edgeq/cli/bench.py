@@ -26,6 +26,7 @@ from ..output import echo, human_bytes, note, print_json, print_table, to_jsonab
 from ..sources import resolve
 from .embeddings import bench_embedding_models
 from .options import (
+    THREADS_DEFAULT,
     integers,
     json_option,
     lora_options,
@@ -44,7 +45,7 @@ from .options import (
 @click.option("--hf", "hf_variants", default=",".join(HF_VARIANTS), show_default=True, callback=strings,
               help="transformers variants for an HF source; '' for none.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, metal (Apple) or cuda.")
-@click.option("-t", "--threads", type=click.IntRange(1, 1024), help="Threads (default: physical cores, or $EDGEQ_THREADS).")
+@click.option("-t", "--threads", type=click.IntRange(1, 1024), help=f"Threads ({THREADS_DEFAULT}).")
 @click.option("-p", "n_prompt", type=click.IntRange(1), default=DEFAULT_N_PROMPT, show_default=True, help="Prompt tokens.")
 @click.option("-n", "n_gen", type=click.IntRange(1), default=DEFAULT_N_GEN, show_default=True, help="Generated tokens.")
 @click.option("--batch", default=",".join(map(str, DEFAULT_BATCHES)), show_default=True, callback=integers, help="Independent sequences per run, comma-separated.")

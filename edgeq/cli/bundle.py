@@ -6,7 +6,7 @@ import click
 from ..bundling import DEFAULT_PROMPT, DEFAULT_TOKENS
 from ..bundling import bundle as run_bundle
 from ..output import echo, print_json, print_table
-from .options import json_option, progress_wanted
+from .options import THREADS_DEFAULT, json_option, progress_wanted
 
 
 @click.command()
@@ -21,7 +21,7 @@ from .options import json_option, progress_wanted
 @click.option("--prompt", default=DEFAULT_PROMPT, show_default=True, help="The checks' prompt.")
 @click.option("-n", "--n-predict", type=click.IntRange(1, 512), default=DEFAULT_TOKENS, show_default=True,
               help="Tokens the checks generate.")
-@click.option("--threads", type=click.IntRange(1, 1024), help="Threads for the checks (default: physical cores, or $EDGEQ_THREADS).")
+@click.option("--threads", type=click.IntRange(1, 1024), help=f"Threads for the checks ({THREADS_DEFAULT}).")
 @json_option
 def bundle(model: str, arch: str, outdir: str | None, force: bool, check: bool, check_rpc: bool, prompt: str, n_predict: int,
            threads: int | None, as_json: bool) -> None:

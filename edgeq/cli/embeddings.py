@@ -13,7 +13,7 @@ from ..embeddings.speed import EmbeddingBench, bench_embeddings
 from ..errors import EdgeqError
 from ..files import write_json_atomic
 from ..output import echo, human_bytes, note, print_json, print_table
-from .options import json_option, progress_wanted, revision_option, strings, token_option
+from .options import THREADS_DEFAULT, json_option, progress_wanted, revision_option, strings, token_option
 
 if TYPE_CHECKING:
     from ..shipping.embedding import EmbeddingShipResult
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 @click.option("--passages", "n_passages", type=click.IntRange(2), default=256, show_default=True,
               help="Passages the queries search (speeches of As You Like It).")
 @click.option("-k", type=click.IntRange(1), default=10, show_default=True, help="Neighbours compared per query.")
-@click.option("-t", "--threads", type=click.IntRange(1, 1024), help="Threads (default: physical cores, or $EDGEQ_THREADS).")
+@click.option("-t", "--threads", type=click.IntRange(1, 1024), help=f"Threads ({THREADS_DEFAULT}).")
 @click.option("-o", "--output", default="edgeq-eval-embeddings.json", show_default=True,
               type=click.Path(dir_okay=False))
 @revision_option

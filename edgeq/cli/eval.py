@@ -15,6 +15,7 @@ from .. import config
 from ..errors import EdgeqError
 from ..output import human_bytes, note, print_json, print_table
 from .options import (
+    THREADS_DEFAULT,
     device_option,
     json_option,
     lora_options,
@@ -37,7 +38,7 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
                           "(fp32 is always scored: it is the reference)."),
         click.option("--reference", metavar="MODEL",
                      help="Full-precision model to compare with (default: the HF checkpoint, else the widest float GGUF)."),
-        click.option("-t", "--threads", type=click.IntRange(1, 1024), help="Threads (default: physical cores, or $EDGEQ_THREADS)."),
+        click.option("-t", "--threads", type=click.IntRange(1, 1024), help=f"Threads ({THREADS_DEFAULT})."),
         lora_options,
         device_option,
         revision_option,

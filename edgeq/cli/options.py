@@ -10,6 +10,8 @@ import click
 from .. import compute, config
 
 T = TypeVar("T")
+# Every --threads option's default (system.default_threads).
+THREADS_DEFAULT = "default: $EDGEQ_THREADS if set, else the physical cores"
 
 
 def json_option(f: Callable[..., Any]) -> Callable[..., Any]:

@@ -14,7 +14,7 @@ from ..generation.vision import run_image
 from ..llamacpp.rpc import DEFAULT_HOST, NO_AUTH_WARNING, layer_ranges
 from ..llamacpp.rpc_server import check_bind, check_port, is_loopback, serve
 from ..output import note, print_json, printable
-from .options import device_option, json_option, lora_options, rpc_options
+from .options import THREADS_DEFAULT, device_option, json_option, lora_options, rpc_options
 
 
 @click.command()
@@ -24,7 +24,7 @@ from .options import device_option, json_option, lora_options, rpc_options
 @click.option("--temp", type=click.FloatRange(0), default=0.0, show_default=True, help="Sampling temperature; 0 = greedy.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
 @click.option("--ctx", "n_ctx", type=click.IntRange(16), default=2048, show_default=True, help="Context size in tokens.")
-@click.option("-t", "--threads", type=click.IntRange(1, 1024), help="Threads (default: physical cores, or $EDGEQ_THREADS).")
+@click.option("-t", "--threads", type=click.IntRange(1, 1024), help=f"Threads ({THREADS_DEFAULT}).")
 @click.option("--chat", is_flag=True, help="Wrap PROMPT in the GGUF's chat template as a user message.")
 @click.option("--image", type=click.Path(dir_okay=False),
               help="Generate from this image and PROMPT (a vision-language model: MODEL with its projector).")
@@ -95,7 +95,7 @@ def _run_image(model: str, prompt: str, image: str | None, mmproj: str | None, *
 @click.command("rpc-server")
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1; anything else needs --allow-remote).")
 @click.option("--port", type=click.IntRange(1, 65535), default=50052, show_default=True)
-@click.option("-t", "--threads", type=click.IntRange(1, 1024), help="CPU threads (default: physical cores, or $EDGEQ_THREADS).")
+@click.option("-t", "--threads", type=click.IntRange(1, 1024), help=f"CPU threads ({THREADS_DEFAULT}).")
 @click.option("--cache", is_flag=True, help="Keep large tensors in a local cache, so reloading a model is fast.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Where --cache keeps them (default ~/.cache/llama.cpp/rpc).")
 @click.option("--allow-remote", is_flag=True, help="Listen on a non-loopback --host although ggml-rpc has no authentication.")

@@ -8,6 +8,7 @@ from ..shipping import EmbeddingShipResult
 from ..shipping import ship as run_ship
 from .embeddings import print_embedding_ship
 from .options import (
+    THREADS_DEFAULT,
     device_option,
     eval_tokens_option,
     json_option,
@@ -39,7 +40,7 @@ from .options import (
 @click.option("--push", metavar="ORG/NAME", help="Publish the deploy folder with `edgeq upload`.")
 @click.option("--private", is_flag=True, help="With --push: create the repo private.")
 @eval_tokens_option
-@click.option("--threads", type=click.IntRange(1, 1024), help="Threads (default: physical cores, or $EDGEQ_THREADS).")
+@click.option("--threads", type=click.IntRange(1, 1024), help=f"Threads ({THREADS_DEFAULT}).")
 @device_option
 @revision_option
 @token_option

@@ -7,6 +7,7 @@ from .. import config
 from ..output import echo, human_bytes, print_json, print_table
 from ..tuning import tune as run_tune
 from .options import (
+    THREADS_DEFAULT,
     device_option,
     eval_tokens_option,
     json_option,
@@ -37,7 +38,7 @@ from .options import (
 @click.option("--text", "eval_text", type=click.Path(dir_okay=False),
               help="Evaluation text for the verification (default: eval's, The Tempest).")
 @eval_tokens_option
-@click.option("--threads", type=click.IntRange(1, 1024), help="Threads (default: physical cores, or $EDGEQ_THREADS).")
+@click.option("--threads", type=click.IntRange(1, 1024), help=f"Threads ({THREADS_DEFAULT}).")
 @device_option
 @revision_option
 @token_option

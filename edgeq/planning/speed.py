@@ -24,7 +24,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 
-from ..sources.gguf import bytes_read_per_token
+from ..sources.gguf import bytes_read_per_token, ties_output
 from . import kernels
 from .memory import CACHE_TYPES
 from .spec import ModelSpec
@@ -107,7 +107,7 @@ def effective_bytes(by_type: dict[str, int], kind: str | None) -> dict[str, int]
 
 def weights_by_type(spec: ModelSpec, types: list[str]) -> dict[str, int]:
     """Weights multiplied per prompt token (``multiplied``: not the output matrix), by the type each is stored in."""
-    tied = not any(t.name == "output.weight" for t in spec.tensors)
+    tied = ties_output(spec.tensors)
     out: dict[str, int] = {}
     for t, ty in zip(spec.tensors, types):
         if len(t.shape) >= 2 and multiplied(t.name, tied)[0]:
@@ -133,7 +133,7 @@ def matmul_flops_per_token(spec: ModelSpec, *, fill_tokens: int = DEFAULT_FILL_T
 
 def matmul_weights(spec: ModelSpec) -> int:
     """Weights multiplied per generated token: every matrix but a looked-up (untied) token embedding."""
-    tied = not any(t.name == "output.weight" for t in spec.tensors)
+    tied = ties_output(spec.tensors)
     return sum(t.n_elements for t in spec.tensors if len(t.shape) >= 2 and multiplied(t.name, tied)[1])
 
 

@@ -32,6 +32,11 @@ class _Tensor(Protocol):
     def shape(self) -> list[int]: ...
 
 
+def ties_output(tensors: Sequence[_Tensor]) -> bool:
+    """The model has no ``output.weight``: its token embedding is also the output matrix (tied)."""
+    return not any(t.name == "output.weight" for t in tensors)
+
+
 def bytes_read_per_token(tensors: Sequence[_Tensor], n_bytes: Sequence[int]) -> list[int]:
     """Bytes of each tensor that generating one token reads (ggml order: ``shape[-1]`` is the row count).
 
@@ -39,7 +44,7 @@ def bytes_read_per_token(tensors: Sequence[_Tensor], n_bytes: Sequence[int]) -> 
     up, unless the model has no ``output.weight``: then the embedding is also the
     output matrix and is read whole.  The roofline (bench) and the plan's speed both use this rule.
     """
-    tied = not any(t.name == "output.weight" for t in tensors)
+    tied = ties_output(tensors)
     return [b // max(1, t.shape[-1]) if t.name == "token_embd.weight" and not tied else b
             for t, b in zip(tensors, n_bytes)]
 

@@ -31,6 +31,7 @@ from ..planning import kernels
 from ..planning.size import predict_size, tensor_bytes, tensor_types
 from ..planning.source import from_gguf
 from ..planning.speed import multiplied
+from ..sources.gguf import ties_output
 from ..sources.gguf_header import read_header
 from ..system import default_threads
 from .allocate import Allocation, Allowed, allocate, padded
@@ -94,7 +95,7 @@ def time_types(files: dict[str, Path], quantizable: set[str], cache: Path, threa
 def _mix(path: Path, quantizable: set[str]) -> dict[str, tuple[int, int]]:
     """{type: (bytes read per generated token, weights multiplied per prompt token)} of a file's ``quantizable``."""
     tensors = read_header(path).tensors
-    tied = not any(t.name == "output.weight" for t in tensors)
+    tied = ties_output(tensors)
     out: dict[str, tuple[int, int]] = {}
     for t in tensors:
         if t.name in quantizable:
@@ -169,7 +170,7 @@ def recipe_time(costs: list[TensorCost], types: dict[str, str], cost: Costs) -> 
     return pp, tg
 
 
-def allocate_within(costs: list[TensorCost], cal: Calibration, budget: int, *, allowed: object, alignment: int,
+def allocate_within(costs: list[TensorCost], cal: Calibration, budget: int, *, allowed: Allowed, alignment: int,
                     cost: Costs, limit: tuple[float, float]) -> tuple[Allocation, bool]:
     """The least predicted KLD within ``budget`` whose pp and tg time are at most ``limit``; (allocation, met).
     Not met even at the highest price of time: the fastest recipe found, and False."""
@@ -180,7 +181,7 @@ def allocate_within(costs: list[TensorCost], cal: Calibration, budget: int, *, a
             adj.append(TensorCost(c.name, c.group, c.shape, {
                 t: e + mu * sum(x / lim for x, lim in zip(cost(c.name, c.shape, t), limit)) / coef
                 for t, e in c.errors.items()}))
-        a = allocate(adj, cal, budget, allowed=allowed, alignment=alignment)  # type: ignore[arg-type]
+        a = allocate(adj, cal, budget, allowed=allowed, alignment=alignment)
         pp, tg = recipe_time(costs, a.types, cost)
         kld = sum(cal.coefficients[c.group] * c.errors[a.types[c.name]] for c in costs) + cal.coefficients.get("floor", 0.0)
         return Allocation(a.types, a.tensor_bytes, kld), pp <= limit[0] * (1 + 1e-9) and tg <= limit[1] * (1 + 1e-9)
@@ -202,8 +203,7 @@ def allocate_within(costs: list[TensorCost], cal: Calibration, budget: int, *, a
             hi, best = mid, got
         else:
             lo = mid
-    return spend(best[0], costs, cal, budget, allowed=allowed, alignment=alignment, cost=cost,  # type: ignore[arg-type]
-                 limit=limit), True
+    return spend(best[0], costs, cal, budget, allowed=allowed, alignment=alignment, cost=cost, limit=limit), True
 
 
 def spend(alloc: Allocation, costs: list[TensorCost], cal: Calibration, budget: int, *, allowed: Allowed,
@@ -249,7 +249,7 @@ def stock_for(f16: Path, stock: tuple[str, ...], size: int) -> str:
     return next((q for s, q in sizes if s >= size * 0.99), sizes[-1][1])
 
 
-def cap(alloc: Allocation, costs: list[TensorCost], cal: Calibration, budget: int, *, allowed: object,
+def cap(alloc: Allocation, costs: list[TensorCost], cal: Calibration, budget: int, *, allowed: Allowed,
         alignment: int, per_type: dict[str, Path], f16: Path, stock: tuple[str, ...], size: int, min_speed: float,
         here: bool, kind: str, work: Path, threads: int | None, device: str = "cpu") -> tuple[Allocation, dict[str, object]]:
     """``alloc`` made no slower than the stock recipe of its size (× ``min_speed``), and what was done."""
@@ -266,7 +266,7 @@ def cap(alloc: Allocation, costs: list[TensorCost], cal: Calibration, budget: in
         speeds = predicted_types({t for c in costs for t in c.errors}, kind)
         source = f"predicted for the device ({kernels.SOURCES[kind]})"
     spec = from_gguf(f16)
-    cost = tensor_time(speeds, kind, tied=not any(t.name == "output.weight" for t in spec.tensors))
+    cost = tensor_time(speeds, kind, tied=ties_output(spec.tensors))
     q = stock_for(f16, stock, size)
     stock_types = {t.name: ty for t, ty in zip(spec.tensors, tensor_types(spec, q)) if t.name in names}
     s_pp, s_tg = recipe_time(costs, stock_types, cost)
